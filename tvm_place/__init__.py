@@ -1,0 +1,1 @@
+"""tvm-place: automatic heterogeneous device placement for Apache TVM (Relax)."""

@@ -1,0 +1,33 @@
+"""Errors tvm-place raises for bad input.
+
+Every message says what is wrong and how to fix it; callers (the CLI, a user's script) can catch
+:class:`TvmPlaceError` to handle all of them at once.
+"""
+
+
+class TvmPlaceError(Exception):
+    """Base class of every error tvm-place raises on purpose."""
+
+
+class InvalidGraphError(TvmPlaceError, ValueError):
+    """The operator graph is empty, cyclic, or refers to nodes that do not exist."""
+
+
+class InvalidTargetError(TvmPlaceError, ValueError):
+    """A target is unknown, malformed, or cannot be mapped to a device profile."""
+
+
+class UnsupportedModelError(TvmPlaceError, ValueError):
+    """The Relax module cannot be placed as given (no `main`, dynamic shapes, unknown operators)."""
+
+
+class InfeasibleError(TvmPlaceError):
+    """No placement satisfies the constraints (memory caps, pins, unsupported operators)."""
+
+
+class InvalidPlacementError(TvmPlaceError, ValueError):
+    """A placement violates its problem's constraints."""
+
+
+class UnknownMethodError(TvmPlaceError, ValueError):
+    """A solver method name that tvm-place does not have."""

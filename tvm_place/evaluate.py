@@ -1,0 +1,209 @@
+"""The one validator and the one evaluator of a placement, used for every solver alike.
+
+``validate`` checks a placement against its problem; ``evaluate`` recomputes both objectives from
+the costs alone, so no solver's own arithmetic is trusted. Cost rules: :mod:`tvm_place.graph`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidPlacementError
+from .graph import Placement, PlacementProblem
+
+#: Relative slack on memory capacities, so that float sums of exact fits are not rejected.
+MEMORY_TOLERANCE = 1e-9
+
+
+@dataclass
+class Evaluation:
+    """Both objectives of one placement, and what makes them up.
+
+    ``load[d]`` is device ``d``'s time per input in a pipeline: ``compute[d] + transfer_in[d] +
+    transfer_out[d]``; ``max_load`` (the max-stage time) is its maximum. ``latency`` is the makespan
+    of one input; ``start`` and ``finish`` are each operator's times in that run. ``copies`` lists
+    each ``(value, destination device)`` pair that crosses devices, once.
+    """
+
+    compute: np.ndarray
+    transfer_in: np.ndarray
+    transfer_out: np.ndarray
+    memory: np.ndarray
+    latency: float
+    start: np.ndarray
+    finish: np.ndarray
+    copies: list[tuple[int, int]]
+
+    @property
+    def load(self) -> np.ndarray:
+        return self.compute + self.transfer_in + self.transfer_out
+
+    @property
+    def max_load(self) -> float:
+        return float(self.load.max())
+
+    def objective(self, name: str) -> float:
+        return self.max_load if name == "throughput" else self.latency
+
+
+def _as_arrays(placement: Placement | np.ndarray, order: np.ndarray | None):
+    if isinstance(placement, Placement):
+        return placement.device_of, placement.order if order is None else order
+    return np.asarray(placement, dtype=np.int64), order
+
+
+def cross_device_copies(problem: PlacementProblem, device_of: np.ndarray) -> list[tuple[int, int]]:
+    """Sorted ``(value, destination device)`` pairs of every value consumed off its device."""
+    edges = problem.graph.edges
+    if len(edges) == 0:
+        return []
+    src, dst = edges[:, 0], edges[:, 1]
+    crossing = device_of[src] != device_of[dst]
+    pairs = {(int(u), int(device_of[v])) for u, v in zip(src[crossing], dst[crossing])}
+    return sorted(pairs)
+
+
+def validate(
+    problem: PlacementProblem,
+    placement: Placement | np.ndarray,
+    order: np.ndarray | None = None,
+    contiguous: bool = False,
+) -> None:
+    """Raise :class:`InvalidPlacementError` if the placement breaks any constraint of ``problem``.
+
+    Checks: one valid device per operator; the operator is supported there and within its pin;
+    colour classes share a device; memory fits each device; ``order`` (if any) is a topological
+    permutation; with ``contiguous=True``, the devices' quotient graph is acyclic (a pipeline).
+    """
+    device_of, order = _as_arrays(placement, order)
+    n, num_devices = problem.num_ops, problem.num_devices
+    names = problem.graph.names
+    if device_of.shape != (n,):
+        raise InvalidPlacementError(
+            f"the placement gives {device_of.size} devices for {n} operators; it no longer matches "
+            "the graph (was it made for another model?)"
+        )
+    if n and (device_of.min() < 0 or device_of.max() >= num_devices):
+        raise InvalidPlacementError(
+            f"the placement uses a device index outside 0..{num_devices - 1}"
+        )
+    allowed = problem.allowed()
+    bad = np.flatnonzero(~allowed[np.arange(n), device_of])
+    if bad.size:
+        u = int(bad[0])
+        where = problem.devices[device_of[u]].name
+        reason = (
+            f"it is pinned to {[problem.devices[d].name for d in problem.pins[u]]}"
+            if u in problem.pins
+            else "it is not supported there"
+        )
+        raise InvalidPlacementError(
+            f"operator {names[u]!r} is placed on {where}, but {reason} ({bad.size} such operators)"
+        )
+    for colour in problem.colour_classes:
+        if len({int(device_of[u]) for u in colour}) > 1:
+            raise InvalidPlacementError(
+                f"operators {[names[u] for u in colour][:4]} must share a device (colour class) "
+                "but are split"
+            )
+    used = np.bincount(device_of, weights=problem.memory, minlength=num_devices)
+    capacity = problem.capacity
+    over = np.flatnonzero(used > capacity * (1 + MEMORY_TOLERANCE))
+    if over.size:
+        d = int(over[0])
+        raise InvalidPlacementError(
+            f"device {problem.devices[d].name} holds {used[d]:.4g} bytes, over its capacity "
+            f"{capacity[d]:.4g}"
+        )
+    if order is not None:
+        order = np.asarray(order)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise InvalidPlacementError("the execution order is not a permutation of the operators")
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        edges = problem.graph.edges
+        if len(edges) and (position[edges[:, 0]] >= position[edges[:, 1]]).any():
+            raise InvalidPlacementError("the execution order runs an operator before its input")
+    if contiguous:
+        quotient = {(int(device_of[u]), int(device_of[v])) for u, v in problem.graph.edges}
+        quotient = {(a, b) for a, b in quotient if a != b}
+        if _has_cycle(num_devices, quotient):
+            raise InvalidPlacementError(
+                "the placement is not contiguous: data flows from one device to another and back, "
+                "so the devices cannot form a pipeline"
+            )
+
+
+def _has_cycle(num_vertices: int, edges: set[tuple[int, int]]) -> bool:
+    indegree = [0] * num_vertices
+    out: list[list[int]] = [[] for _ in range(num_vertices)]
+    for a, b in edges:
+        out[a].append(b)
+        indegree[b] += 1
+    ready = [v for v in range(num_vertices) if indegree[v] == 0]
+    seen = 0
+    while ready:
+        a = ready.pop()
+        seen += 1
+        for b in out[a]:
+            indegree[b] -= 1
+            if indegree[b] == 0:
+                ready.append(b)
+    return seen != num_vertices
+
+
+def evaluate(
+    problem: PlacementProblem, placement: Placement | np.ndarray, order: np.ndarray | None = None
+) -> Evaluation:
+    """Recompute the loads and the latency of a placement (it is validated first).
+
+    Latency model: each device runs its operators one at a time in ``order`` (default: the graph's
+    topological order); an operator starts when its device is free and every input has arrived; a
+    value crossing from ``d`` to ``e`` arrives ``transfer_time[u, d] + transfer_time[u, e]`` after
+    it was produced. Transfers delay but do not occupy the devices.
+    """
+    device_of, order = _as_arrays(placement, order)
+    validate(problem, device_of, order)
+    n, num_devices = problem.num_ops, problem.num_devices
+    ops = np.arange(n)
+    op_time = problem.compute_time[ops, device_of]
+    compute = np.bincount(device_of, weights=op_time, minlength=num_devices)
+
+    copies = cross_device_copies(problem, device_of)
+    transfer_in = np.zeros(num_devices)
+    transfer_out = np.zeros(num_devices)
+    for u, e in copies:
+        transfer_in[e] += problem.transfer_time[u, e]
+    for u in sorted({u for u, _ in copies}):
+        transfer_out[device_of[u]] += problem.transfer_time[u, device_of[u]]
+
+    if order is None:
+        order = problem.graph.topological_order
+    start = np.zeros(n)
+    finish = np.zeros(n)
+    device_free = np.zeros(num_devices)
+    transfer = problem.transfer_time
+    for u in order:
+        d = device_of[u]
+        ready = device_free[d]
+        for p in problem.graph.predecessors[u]:
+            e = device_of[p]
+            arrival = finish[p] if e == d else finish[p] + transfer[p, e] + transfer[p, d]
+            if arrival > ready:
+                ready = arrival
+        start[u] = ready
+        finish[u] = ready + op_time[u]
+        device_free[d] = finish[u]
+    memory = np.bincount(device_of, weights=problem.memory, minlength=num_devices)
+    return Evaluation(
+        compute=compute,
+        transfer_in=transfer_in,
+        transfer_out=transfer_out,
+        memory=memory,
+        latency=float(finish.max()) if n else 0.0,
+        start=start,
+        finish=finish,
+        copies=copies,
+    )

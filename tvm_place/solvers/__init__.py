@@ -1,0 +1,77 @@
+"""Placement solvers behind one entry point, :func:`solve`.
+
+Each method lives in its own module as ``solve(problem, objective, time_limit, progress) ->
+Placement``. :func:`solve` runs the chosen one, re-checks its answer with the one validator and
+evaluator, and raises the lower bound to the best it can prove, so every result states objective,
+bound and gap the same way whatever solver made it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from typing import Callable
+
+from ..errors import InfeasibleError, UnknownMethodError
+from ..evaluate import evaluate
+from ..graph import OBJECTIVES, Placement, PlacementProblem
+from . import bounds
+
+#: method name -> (module, objectives it solves)
+METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "dp": ("dp", ("throughput",)),
+    "heft": ("heft", ("latency",)),
+}
+
+#: A progress callback receives a short message and, where known, the fraction done.
+Progress = Callable[[str, float | None], None]
+
+
+def _auto_method(objective: str) -> str:
+    return "dp" if objective == "throughput" else "heft"
+
+
+def solve(
+    problem: PlacementProblem,
+    objective: str = "throughput",
+    method: str = "auto",
+    time_limit: float = 60.0,
+    progress: Progress | None = None,
+) -> Placement:
+    """Place ``problem``'s operators for ``objective`` with ``method`` within ``time_limit`` seconds."""
+    if objective not in OBJECTIVES:
+        raise UnknownMethodError(f"unknown objective {objective!r}; use one of {list(OBJECTIVES)}")
+    if method == "auto":
+        method = _auto_method(objective)
+    if method not in METHODS:
+        raise UnknownMethodError(
+            f"unknown method {method!r}; available: {['auto', *sorted(METHODS)]}"
+        )
+    module_name, objectives = METHODS[method]
+    if objective not in objectives:
+        raise UnknownMethodError(
+            f"method {method!r} solves {list(objectives)}, not {objective!r}; use method='auto'"
+        )
+    general_bound = bounds.lower_bound(problem, objective)
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    started = time.perf_counter()
+    placement = module.solve(problem, objective, time_limit, progress)
+    seconds = time.perf_counter() - started
+    if not math.isfinite(placement.value):
+        raise InfeasibleError(
+            f"no feasible placement of {problem.num_ops} operators on {problem.device_names} "
+            "under the memory capacities and pins; add devices, raise capacities or drop pins"
+        )
+    evaluation = evaluate(problem, placement)
+    value = evaluation.objective(objective)
+    if not math.isclose(value, placement.value, rel_tol=1e-6, abs_tol=1e-12):
+        raise AssertionError(
+            f"solver {method!r} reported {placement.value} but the evaluator measures {value}"
+        )
+    placement.value = value
+    placement.lower_bound = min(value, max(placement.lower_bound, general_bound))
+    placement.device_names = problem.device_names
+    placement.stats.setdefault("seconds", seconds)
+    placement.stats.setdefault("search_space", "all")
+    return placement

@@ -1,0 +1,31 @@
+"""Relax module passes of tvm-place (installed as ``tvm_place.passes``).
+
+Each works alone inside a user's own ``tvm.ir.transform.Sequential``:
+
+- :func:`prepare_pipeline`: TVM's lowering to fused TIR operators (what the others read);
+- :class:`CollectOpGraph`: analysis, the operator graph of ``main`` with FLOPs, bytes and pins;
+- :class:`AnnotatePlacement`: a placement written as vdevices;
+- :class:`SplitByDevice`: per-device stage functions joined by explicit ``R.to_vdevice`` copies;
+- :func:`build_stages`: one compiled executable per stage, for its own target, and the plan.
+"""
+
+from .annotate import AnnotatePlacement, annotate_placement
+from .build import StagePlan, build_stages, compile_stage, stage_module, stage_plan
+from .collect import CollectedGraph, CollectOpGraph, collect_op_graph, prepare_pipeline
+from .split import SplitByDevice, split_by_device
+
+__all__ = [
+    "AnnotatePlacement",
+    "CollectOpGraph",
+    "CollectedGraph",
+    "SplitByDevice",
+    "StagePlan",
+    "annotate_placement",
+    "build_stages",
+    "collect_op_graph",
+    "compile_stage",
+    "prepare_pipeline",
+    "split_by_device",
+    "stage_module",
+    "stage_plan",
+]

@@ -1,0 +1,200 @@
+"""Helpers shared by the passes: reading and rebuilding the flat (ANF) `main` of a fused module."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from tvm_place.errors import UnsupportedModelError
+
+CALL_TIR = tvm.ir.Op.get("relax.call_tir")
+HINT_ON_DEVICE = tvm.ir.Op.get("relax.hint_on_device")
+TO_VDEVICE = tvm.ir.Op.get("relax.to_vdevice")
+
+
+def main_function(mod: tvm.IRModule) -> relax.Function:
+    """The module's Relax `main`, or a clear error."""
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    if "main" not in names:
+        raise UnsupportedModelError(
+            f"the module has no `main` function (it has {sorted(names)}); tvm-place places the "
+            "operators of `main`: rename the entry function or wrap it in one called `main`"
+        )
+    func = mod["main"]
+    if not isinstance(func, relax.Function):
+        raise UnsupportedModelError("`main` is not a Relax function; tvm-place needs a Relax module")
+    return func
+
+
+def bindings(func: relax.Function) -> Iterator[relax.VarBinding]:
+    """The bindings of a function body, in order; only flat sequences of VarBindings are accepted."""
+    body = func.body
+    if not isinstance(body, relax.SeqExpr):
+        raise UnsupportedModelError("`main`'s body is not a sequence of bindings (normalise it first)")
+    for block in body.blocks:
+        for binding in block.bindings:
+            if not isinstance(binding, relax.VarBinding):
+                raise UnsupportedModelError(
+                    f"`main` has a match_cast binding of {binding.var.name!r}: dynamic shapes are "
+                    "not supported; make every shape static (e.g. relax.transform.BindSymbolicVars)"
+                )
+            yield binding
+
+
+def is_call_to(expr: relax.Expr, op: tvm.ir.Op) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.same_as(op)
+
+
+def tensor_types(ty: tvm.ir.Type) -> list[relax.TensorType]:
+    """The tensor types inside a tensor or (nested) tuple type."""
+    if isinstance(ty, relax.TensorType):
+        return [ty]
+    if isinstance(ty, relax.TupleType):
+        return [t for field in ty.fields for t in tensor_types(field)]
+    return []
+
+
+def static_shape(ty: relax.TensorType, what: str) -> tuple[int, ...]:
+    """The static shape of a tensor type, or an error naming ``what`` has a dynamic one."""
+    shape = getattr(ty, "shape", None)
+    dims = None if shape is None else getattr(shape, "values", None)
+    if dims is None or not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
+        raise UnsupportedModelError(
+            f"{what} has a dynamic or unknown shape ({shape}); the cost model cannot size it. "
+            "Bind symbolic dimensions to numbers first, e.g. "
+            "relax.transform.BindSymbolicVars({'n': 128})"
+        )
+    return tuple(int(d) for d in dims)
+
+
+def type_bytes(ty: tvm.ir.Type, what: str) -> int:
+    """Bytes of every tensor in a tensor or tuple type."""
+    total = 0
+    for tensor in tensor_types(ty):
+        shape = static_shape(tensor, what)
+        total += int(np.prod(shape, dtype=np.int64)) * tvm.DataType(tensor.dtype).bits // 8
+    return total
+
+
+def with_vdevice(ty: tvm.ir.Type, vdevice) -> tvm.ir.Type:
+    """The same tensor/tuple type on ``vdevice`` (``None``: without any vdevice)."""
+    if isinstance(ty, relax.TensorType):
+        return relax.TensorType(ty.shape, ty.dtype, vdevice)
+    if isinstance(ty, relax.TupleType):
+        return relax.TupleType([with_vdevice(field, vdevice) for field in ty.fields])
+    return ty
+
+
+def substitute(expr: relax.Expr, var_map: dict) -> relax.Expr:
+    """``expr`` with its variables replaced through ``var_map`` (flat ANF expressions only)."""
+    if isinstance(expr, relax.Var):
+        return var_map.get(expr, expr)
+    if isinstance(expr, relax.Tuple):
+        return relax.Tuple([substitute(field, var_map) for field in expr.fields])
+    if isinstance(expr, relax.TupleGetItem):
+        return relax.TupleGetItem(substitute(expr.tuple_value, var_map), expr.index)
+    if isinstance(expr, relax.Call):
+        return relax.Call(
+            expr.op, [substitute(arg, var_map) for arg in expr.args], expr.attrs, expr.ty_args
+        )
+    return expr
+
+
+def var_operands(expr: relax.Expr) -> list[relax.Var]:
+    """The variables an expression reads, in order, without duplicates."""
+    found: list[relax.Var] = []
+
+    def visit(e: relax.Expr) -> None:
+        if isinstance(e, relax.Var):
+            if not any(e.same_as(v) for v in found):
+                found.append(e)
+        elif isinstance(e, relax.Tuple):
+            for field in e.fields:
+                visit(field)
+        elif isinstance(e, relax.TupleGetItem):
+            visit(e.tuple_value)
+        elif isinstance(e, relax.Call):
+            for arg in e.args:
+                visit(arg)
+
+    visit(expr)
+    return found
+
+
+def value_type(value: relax.Expr) -> tvm.ir.Type:
+    """The type of a glue value (tuple, tuple item, alias, constant) from its operands' types."""
+    if isinstance(value, relax.Tuple):
+        return relax.TupleType([value_type(field) for field in value.fields])
+    if isinstance(value, relax.TupleGetItem):
+        return value_type(value.tuple_value).fields[value.index]
+    return value.ty
+
+
+def rebuild_function(
+    func: relax.Function, call_tir_vdevice, strip_param_vdevices: bool = False
+) -> relax.Function:
+    """``func`` with every ``call_tir`` output on ``call_tir_vdevice(k)`` (k-th call_tir, in order).
+
+    ``call_tir_vdevice`` returns a VDevice, or None for no vdevice. ``R.hint_on_device`` bindings are
+    dropped (their input stands for their output); glue types are recomputed so they carry the
+    vdevices of their operands. Parameters keep their types unless ``strip_param_vdevices``.
+    """
+    params = list(func.params)
+    if strip_param_vdevices:
+        params = [relax.Var(p.name, with_vdevice(p.ty, None)) for p in func.params]
+    var_map: dict = dict(zip(func.params, params))
+    blocks = []
+    op_index = 0
+    normalizer = relax.BlockBuilder()
+    for block in func.body.blocks:
+        new_bindings = []
+        for binding in block.bindings:
+            value = substitute(binding.value, var_map)
+            if is_call_to(value, HINT_ON_DEVICE):
+                var_map[binding.var] = value.args[0]
+                continue
+            if is_call_to(value, CALL_TIR):
+                vdevice = call_tir_vdevice(op_index)
+                op_index += 1
+                ty_args = [with_vdevice(t, vdevice) for t in value.ty_args]
+                value = normalizer.normalize(relax.Call(value.op, value.args, value.attrs, ty_args))
+                new_type = with_vdevice(binding.var.ty, vdevice)
+            else:
+                value = normalizer.normalize(value)
+                new_type = value_type(value)
+            new_var = type(binding.var)(binding.var.name, new_type)
+            var_map[binding.var] = new_var
+            new_bindings.append(relax.VarBinding(new_var, value))
+        blocks.append(type(block)(new_bindings))
+    body = normalizer.normalize(relax.SeqExpr(blocks, substitute(func.body.body, var_map)))
+    return relax.Function(params, body, body.ty, func.is_pure, func.attrs)
+
+
+def vdevices_of_targets(targets) -> list:
+    """One VDevice per target; a repeated target kind gets the next vdevice id (cpu:0, cpu:1)."""
+    seen: dict[str, int] = {}
+    vdevices = []
+    for target in targets:
+        kind = target.kind.name
+        vdevices.append(relax.VDevice(target, seen.get(kind, 0), "global"))
+        seen[kind] = seen.get(kind, 0) + 1
+    return vdevices
+
+
+def replace_main(mod: tvm.IRModule, main: relax.Function) -> tvm.IRModule:
+    functions = {gv: func for gv, func in mod.functions_items() if gv.name_hint != "main"}
+    functions[mod.get_global_var("main")] = main
+    return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)
+
+
+def vdevice_index(vdevices: list, vdevice) -> int | None:
+    """Position of ``vdevice`` in the module's list (VDevice.same_as recurses, so compare by value)."""
+    import tvm_ffi
+
+    for index, candidate in enumerate(vdevices):
+        if tvm_ffi.structural_equal(candidate, vdevice):
+            return index
+    return None

@@ -1,0 +1,186 @@
+"""Per-target artifacts of a split module: one compiled executable per stage, and the stage plan.
+
+The plan is plain data (JSON-able): the steps of the split ``main`` in order, each a stage call or a
+copy, over named values. The runtime executes it; :func:`export` writes it beside the libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+
+from tvm_place.errors import UnsupportedModelError
+
+from ._ir import CALL_TIR, TO_VDEVICE, bindings, is_call_to, main_function, rebuild_function, vdevice_index
+from .split import DEVICE_ATTR, module_vdevices
+
+#: TVM backend package whose lowering passes a target kind uses.
+BACKEND_OF_KIND = {"llvm": "cpu_generic", "cuda": "cuda"}
+
+
+#: Rules that give every GPU PrimFunc a real GPU schedule (an unscheduled one would silently
+#: become host code; see the TVM 0.27 notes).
+def gpu_schedule_pass() -> tvm.transform.Pass:
+    from tvm.s_tir import dlight as dl
+
+    return dl.ApplyDefaultSchedule(
+        dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
+    )
+
+
+def is_gpu_target(target: tvm.target.Target) -> bool:
+    return "gpu" in [str(key) for key in target.keys]
+
+
+@dataclass
+class StagePlan:
+    """The split ``main`` as steps over named values.
+
+    ``inputs``: the names of ``main``'s parameters; ``steps``: dicts, either
+    ``{"kind": "call", "stage": name, "device": d, "args": [...], "outputs": [...]}`` or
+    ``{"kind": "copy", "source": name, "result": name, "device": d}``; ``outputs``: the names ``main``
+    returns (``output_is_tuple`` says whether it returns them as a tuple).
+    """
+
+    inputs: list[str]
+    steps: list[dict]
+    outputs: list[str]
+    output_is_tuple: bool
+    devices: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "inputs": self.inputs,
+            "steps": self.steps,
+            "outputs": self.outputs,
+            "output_is_tuple": self.output_is_tuple,
+            "devices": self.devices,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "StagePlan":
+        return cls(
+            inputs=list(data["inputs"]),
+            steps=[dict(s) for s in data["steps"]],
+            outputs=list(data["outputs"]),
+            output_is_tuple=bool(data["output_is_tuple"]),
+            devices=[dict(d) for d in data.get("devices", [])],
+        )
+
+    @property
+    def num_copies(self) -> int:
+        return sum(1 for step in self.steps if step["kind"] == "copy")
+
+
+def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
+    """Read the plan from a module that SplitByDevice produced."""
+    vdevices = module_vdevices(split_mod)
+    main = main_function(split_mod)
+    names: dict = {}
+
+    def name_of(var: relax.Var) -> str:
+        if var not in names:
+            base, suffix = var.name, 0
+            taken = set(names.values())
+            while (candidate := base if suffix == 0 else f"{base}_{suffix}") in taken:
+                suffix += 1
+            names[var] = candidate
+        return names[var]
+
+    inputs = [name_of(p) for p in main.params]
+    steps: list[dict] = []
+    call_of: dict = {}
+    for binding in bindings(main):
+        var, value = binding.var, binding.value
+        if is_call_to(value, TO_VDEVICE):
+            target_vdevice = value.attrs.dst_vdevice
+            device = vdevice_index(vdevices, target_vdevice)
+            steps.append(
+                {"kind": "copy", "source": name_of(value.args[0]), "result": name_of(var), "device": device}
+            )
+        elif isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
+            stage = split_mod[value.op]
+            step = {
+                "kind": "call",
+                "stage": value.op.name_hint,
+                "device": int(stage.attrs[DEVICE_ATTR]),
+                "args": [name_of(a) for a in value.args],
+                "outputs": [None] * len(stage.ret_ty.fields),
+            }
+            steps.append(step)
+            call_of[var] = step
+        elif isinstance(value, relax.TupleGetItem) and value.tuple_value in call_of:
+            call_of[value.tuple_value]["outputs"][value.index] = name_of(var)
+        else:
+            raise UnsupportedModelError(
+                f"the split `main` has an unexpected binding {var.name!r}: build_stages reads only "
+                "modules produced by SplitByDevice"
+            )
+    result = main.body.body
+    fields = list(result.fields) if isinstance(result, relax.Tuple) else [result]
+    devices = [
+        {"target": str(v.target.kind.name), "target_json": _target_dict(v.target), "index": int(v.vdevice_id)}
+        for v in vdevices
+    ]
+    return StagePlan(
+        inputs=inputs,
+        steps=steps,
+        outputs=[name_of(f) for f in fields],
+        output_is_tuple=isinstance(result, relax.Tuple),
+        devices=devices,
+    )
+
+
+def _target_dict(target: tvm.target.Target) -> dict:
+    return {str(k): (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in target.export().items() if k in ("kind", "arch", "mcpu", "mtriple", "num-cores", "max_num_threads", "thread_warp_size")}
+
+
+def stage_module(split_mod: tvm.IRModule, stage_name: str, target: tvm.target.Target) -> tvm.IRModule:
+    """A single-target module whose ``main`` is one stage, with the PrimFuncs it calls.
+
+    Each PrimFunc carries ``target`` explicitly, so fusion can never move it to another device.
+    """
+    stage = split_mod[stage_name]
+    standalone = rebuild_function(stage, lambda _: None, strip_param_vdevices=True)
+    standalone = standalone.without_attr(DEVICE_ATTR).without_attr("tvm_place.stage")
+    functions = {relax.GlobalVar("main"): standalone}
+    for binding in bindings(stage):
+        if is_call_to(binding.value, CALL_TIR):
+            callee = binding.value.args[0]
+            functions[callee] = split_mod[callee].with_attr("target", target)
+    return tvm.IRModule(functions)
+
+
+def compile_stage(module: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
+    """Compile one stage module for its target, GPU functions with a real GPU schedule."""
+    passes = []
+    if is_gpu_target(target):
+        passes.append(gpu_schedule_pass())
+    # TVM 0.27's backend packages do not re-export dataflow_lower_passes, so
+    # relax.pipeline.dataflow_lower_passes raises; take the passes from the backend modules.
+    backend = importlib.import_module(
+        f"tvm.relax.backend.{BACKEND_OF_KIND.get(target.kind.name, 'gpu_generic')}.pipeline"
+    )
+    passes += backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
+    with target:
+        return tvm.compile(module, target=target, relax_pipeline=tvm.transform.Sequential(passes))
+
+
+def build_stages(split_mod: tvm.IRModule, progress=None) -> tuple[StagePlan, dict]:
+    """Compile every stage of ``split_mod`` for its own target.
+
+    Returns the plan and ``{stage name: executable}``.
+    """
+    plan = stage_plan(split_mod)
+    vdevices = module_vdevices(split_mod)
+    executables = {}
+    calls = [s for s in plan.steps if s["kind"] == "call"]
+    for number, step in enumerate(calls):
+        if progress is not None:
+            progress(f"compiling {step['stage']}", number / len(calls))
+        target = vdevices[step["device"]].target
+        executables[step["stage"]] = compile_stage(stage_module(split_mod, step["stage"], target), target)
+    return plan, executables

@@ -1,0 +1,138 @@
+"""The plain-data model: graph checks, the validator, the evaluator, the JSON form, the bounds."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tvm_place.errors import InvalidGraphError, InvalidPlacementError
+from tvm_place.evaluate import evaluate, validate
+from tvm_place.formats import load_problem, problem_from_dict
+from tvm_place.graph import Device, OpGraph, OpNode, Placement, PlacementProblem
+from tvm_place.solvers import bounds
+
+
+def fan_out_problem() -> PlacementProblem:
+    """a -> b, a -> c, b -> d, c -> d; device 0 pays no transfers (a host CPU)."""
+    nodes = [OpNode(name) for name in "abcd"]
+    graph = OpGraph(nodes, [(0, 1), (0, 2), (1, 3), (2, 3)])
+    compute = np.array([[4.0, 1.0], [4.0, 1.0], [8.0, 2.0], [4.0, 1.0]])
+    transfer = np.array([[0.0, 0.5], [0.0, 0.25], [0.0, 0.75], [0.0, 1.0]])
+    devices = [Device("cpu:0", "cpu"), Device("gpu:0", "gpu", memory_capacity=10.0)]
+    return PlacementProblem(graph, devices, compute, transfer, memory=np.array([1.0, 2.0, 3.0, 4.0]))
+
+
+def test_graph_rejects_empty_cyclic_and_dangling():
+    with pytest.raises(InvalidGraphError, match="empty"):
+        OpGraph([], [])
+    with pytest.raises(InvalidGraphError, match="cycle"):
+        OpGraph([OpNode("a"), OpNode("b")], [(0, 1), (1, 0)])
+    with pytest.raises(InvalidGraphError, match="outside"):
+        OpGraph([OpNode("a")], [(0, 3)])
+
+
+def test_topological_order_is_deterministic():
+    graph = OpGraph([OpNode(n) for n in "abc"], [(2, 0), (2, 1)])
+    assert graph.topological_order.tolist() == [2, 0, 1]
+
+
+def test_fan_out_value_is_sent_once_and_received_once_per_device():
+    problem = fan_out_problem()
+    # a on gpu; b, c on cpu; d on gpu: a's output goes to the cpu once (two consumers there).
+    evaluation = evaluate(problem, np.array([1, 0, 0, 1]))
+    assert evaluation.copies == [(0, 0), (1, 1), (2, 1)]
+    # gpu: compute a + d = 2; sends a once (0.5); receives b (0.25) and c (0.75).
+    assert evaluation.compute.tolist() == [12.0, 2.0]
+    assert evaluation.transfer_out.tolist() == [0.0, 0.5]
+    assert evaluation.transfer_in.tolist() == [0.0, 1.0]
+    assert evaluation.max_load == 12.0
+    # latency: a 0..1; b, c on cpu one after the other from 1.5 (a's transfer 0.5 + 0.0);
+    # b 1.5..5.5, c 5.5..13.5; d waits for c + 0.75 -> 14.25..15.25.
+    assert evaluation.latency == pytest.approx(15.25)
+
+
+def test_latency_respects_given_order():
+    problem = fan_out_problem()
+    evaluation = evaluate(problem, np.array([0, 0, 0, 0]), order=np.array([0, 2, 1, 3]))
+    assert evaluation.start.tolist() == [0.0, 12.0, 4.0, 16.0]
+    with pytest.raises(InvalidPlacementError, match="before its input"):
+        evaluate(problem, np.array([0, 0, 0, 0]), order=np.array([3, 0, 1, 2]))
+
+
+def test_validator_catches_each_violation():
+    problem = fan_out_problem()
+    problem.memory[0] = 1.5
+    with pytest.raises(InvalidPlacementError, match="capacity"):
+        validate(problem, np.array([1, 1, 1, 1]))
+    with pytest.raises(InvalidPlacementError, match="matches"):
+        validate(problem, np.array([0, 1]))
+    problem.pins = {3: (0,)}
+    with pytest.raises(InvalidPlacementError, match="pinned"):
+        validate(problem, np.array([0, 0, 0, 1]))
+    problem.pins = {}
+    problem.compute_time[2, 1] = math.inf
+    with pytest.raises(InvalidPlacementError, match="not supported"):
+        validate(problem, np.array([0, 0, 1, 0]))
+    problem.compute_time[2, 1] = 2.0
+    problem.colour_classes = [[1, 2]]
+    with pytest.raises(InvalidPlacementError, match="colour"):
+        validate(problem, np.array([0, 0, 1, 0]))
+    problem.colour_classes = []
+    validate(problem, np.array([0, 1, 0, 0]))
+    with pytest.raises(InvalidPlacementError, match="contiguous"):
+        validate(problem, np.array([0, 1, 0, 0]), contiguous=True)
+
+
+def test_exact_capacity_fit_is_accepted():
+    problem = fan_out_problem()
+    validate(problem, np.array([1, 1, 1, 1]))
+    assert problem.memory.sum() == 10.0
+
+
+def test_json_round_trip(tmp_path):
+    problem = fan_out_problem()
+    problem.compute_time[2, 1] = math.inf
+    problem.pins = {0: (1,)}
+    path = tmp_path / "problem.json"
+    path.write_text(problem.to_json())
+    loaded = load_problem(path)
+    assert np.array_equal(loaded.compute_time, problem.compute_time)
+    assert np.array_equal(loaded.transfer_time, problem.transfer_time)
+    assert loaded.pins == {0: (1,)}
+    assert loaded.graph.edges.tolist() == problem.graph.edges.tolist()
+    assert loaded.capacity.tolist() == problem.capacity.tolist()
+    placement = Placement(np.array([1, 0, 0, 1]), "latency", 3.0, 2.0, "given", order=np.arange(4))
+    again = Placement.from_dict(json.loads(placement.to_json()))
+    assert again.device_of.tolist() == [1, 0, 0, 1] and again.gap == pytest.approx(1 / 3)
+
+
+def test_malformed_problem_files_get_clear_errors(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text("{not json")
+    with pytest.raises(InvalidGraphError, match="not valid JSON"):
+        load_problem(path)
+    with pytest.raises(InvalidGraphError, match="does not exist"):
+        load_problem(tmp_path / "missing.json")
+    with pytest.raises(InvalidGraphError, match="tvm-place problem"):
+        problem_from_dict({"nodes": []})
+    data = json.loads(fan_out_problem().to_json())
+    data["nodes"][0]["compute_time"] = [1.0]
+    with pytest.raises(InvalidGraphError, match="one per device"):
+        problem_from_dict(data)
+    data = json.loads(fan_out_problem().to_json())
+    data["edges"].append([3, 0])
+    with pytest.raises(InvalidGraphError, match="cycle"):
+        problem_from_dict(data)
+
+
+def test_bounds_never_exceed_the_evaluated_objective():
+    problem = fan_out_problem()
+    for assignment in np.ndindex(*(2,) * 4):
+        device_of = np.array(assignment)
+        try:
+            evaluation = evaluate(problem, device_of)
+        except InvalidPlacementError:
+            continue
+        assert bounds.lower_bound(problem, "throughput") <= evaluation.max_load + 1e-12
+        assert bounds.lower_bound(problem, "latency") <= evaluation.latency + 1e-12

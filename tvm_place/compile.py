@@ -1,0 +1,192 @@
+"""``tvm_place.compile``: the one function that joins the rooms.
+
+collect the operator graph -> cost it per device -> solve -> annotate -> split -> build per target.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import tvm
+
+from . import solvers
+from .cost import AnalyticalCostModel, MeasuredCostModel, compute_costs, transfer_costs
+from .errors import InfeasibleError, InvalidTargetError, UnsupportedModelError
+from .evaluate import evaluate, validate
+from .graph import Device, Placement, PlacementProblem
+from .report import format_report
+from .runtime.placed import PlacedModule
+from .targets import TargetDevice, resolve_targets
+
+#: Aliases a user may write for a device kind in pins (``cuda:0`` is ``gpu:0``).
+KIND_ALIASES = {"cpu": "cpu", "llvm": "cpu", "gpu": "gpu", "cuda": "gpu"}
+
+
+def _progress_printer(enabled: bool):
+    if not enabled:
+        return None
+    last = [0.0]
+
+    def show(message: str, fraction: float | None = None) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.5 and fraction not in (None, 0.0):
+            return
+        last[0] = now
+        done = "" if fraction is None else f" ({fraction:.0%})"
+        print(f"[tvm-place] {message}{done}", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _cost_model(cost_model: Any):
+    if cost_model == "analytical":
+        return AnalyticalCostModel()
+    if cost_model == "measured":
+        return MeasuredCostModel()
+    if hasattr(cost_model, "op_time"):
+        return cost_model
+    raise InvalidTargetError(
+        f"unknown cost model {cost_model!r}; use 'analytical', 'measured' or an object with op_time()"
+    )
+
+
+def _device_index(devices: Sequence[TargetDevice], name: str, what: str) -> int:
+    kind, _, index = name.partition(":")
+    kind = KIND_ALIASES.get(kind.strip().lower())
+    if kind is not None and index.strip().isdigit():
+        for position, device in enumerate(devices):
+            if device.kind == kind and device.index == int(index):
+                return position
+    raise InfeasibleError(
+        f"{what} names device {name!r}, but the targets give {[d.name for d in devices]}; "
+        "add that target or change the pin"
+    )
+
+
+def prepare(mod: tvm.IRModule) -> tvm.IRModule:
+    """Lower a user's module to fused TIR operators (tvm_place.passes.prepare_pipeline)."""
+    from .passes import prepare_pipeline
+    from .passes._ir import main_function
+
+    if not isinstance(mod, tvm.IRModule):
+        raise UnsupportedModelError(f"expected a tvm.IRModule, got a {type(mod).__name__}")
+    main_function(mod)
+    try:
+        return prepare_pipeline()(mod)
+    except Exception as err:  # TVM's own failure: report its last line, not a deep traceback
+        lines = str(err).strip().splitlines()
+        raise UnsupportedModelError(
+            f"TVM could not lower the module to TIR operators: {lines[-1] if lines else err!r}. "
+            "Check that every operator has a legalization (LegalizeOps) and shapes are static"
+        ) from None
+
+
+def build_problem(
+    prepared: tvm.IRModule,
+    collected,
+    devices: Sequence[TargetDevice],
+    cost_model,
+    pins: Mapping[str, str] | None = None,
+    name: str = "module",
+    progress=None,
+) -> tuple[PlacementProblem, list[list[str]]]:
+    """The placement problem of a prepared module: costs per device, memory, user and IR pins."""
+    compute_time, sources = compute_costs(prepared, collected, devices, cost_model, progress)
+    graph = collected.graph
+    problem_pins: dict[int, tuple[int, ...]] = {}
+    for u, (kind, index) in collected.pins.items():
+        problem_pins[u] = (_device_index(devices, f"{kind}:{index}", f"R.hint_on_device on {graph.nodes[u].name!r}"),)
+    for pattern, device_name in (pins or {}).items():
+        matched = [u for u, node in enumerate(graph.nodes) if fnmatch.fnmatchcase(node.name, pattern)]
+        if not matched:
+            raise InfeasibleError(
+                f"pin {pattern!r} matches no operator; operator names look like "
+                f"{graph.names[:3]} (see placed.report())"
+            )
+        device = _device_index(devices, device_name, f"pin {pattern!r}")
+        for u in matched:
+            problem_pins[u] = (device,)
+    problem = PlacementProblem(
+        graph=graph,
+        devices=[
+            Device(
+                name=d.name,
+                kind=d.kind,
+                memory_capacity=d.profile.memory_bytes,
+                target=str(d.target),
+                profile=d.profile.name,
+            )
+            for d in devices
+        ],
+        compute_time=compute_time,
+        transfer_time=transfer_costs(graph, devices),
+        memory=np.array([node.param_bytes + node.output_bytes for node in graph.nodes]),
+        pins=problem_pins,
+        name=name,
+    )
+    return problem, sources
+
+
+def compile(  # noqa: A001 - the public name users call, as in tvm.compile
+    mod: tvm.IRModule,
+    targets: Sequence[Any],
+    objective: str = "latency",
+    method: str = "auto",
+    time_limit: float = 60.0,
+    cost_model: Any = "analytical",
+    profiles: Sequence[str | None] | None = None,
+    pins: Mapping[str, str] | None = None,
+    placement: Placement | Sequence[int] | None = None,
+    progress: bool = False,
+    name: str = "module",
+) -> PlacedModule:
+    """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
+
+    ``targets``: a list of target strings, dicts or ``tvm.target.Target``; a repeated target is
+    another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
+    ``"analytical"`` (roofline from device profiles), ``"measured"`` (time kernels on this machine;
+    devices it lacks fall back to analytical), or a CostModel. ``pins``: op-name glob -> device
+    name (``{"fused_conv2d*": "gpu:0"}``); ``R.hint_on_device`` in the module pins too.
+    ``placement``: apply this placement instead of solving (it is validated).
+    """
+    from .passes import AnnotatePlacement, SplitByDevice, build_stages, collect_op_graph
+
+    show = _progress_printer(progress)
+    devices = resolve_targets(targets, profiles)
+    prepared = prepare(mod)
+    collected = collect_op_graph(prepared)
+    problem, sources = build_problem(
+        prepared, collected, devices, _cost_model(cost_model), pins, name, show
+    )
+    if placement is None:
+        placement = solvers.solve(problem, objective, method, time_limit, show)
+    else:
+        device_of = placement.device_of if isinstance(placement, Placement) else np.asarray(placement)
+        validate(problem, device_of)
+        value = evaluate(problem, device_of).objective(objective)
+        placement = Placement(
+            device_of=device_of,
+            objective=objective,
+            value=value,
+            lower_bound=min(value, solvers.bounds.lower_bound(problem, objective)),
+            method="given",
+            device_names=problem.device_names,
+        )
+    split = tvm.transform.Sequential(
+        [AnnotatePlacement(placement.device_of, [d.target for d in devices]), SplitByDevice()]
+    )(prepared)
+    plan, executables = build_stages(split, show)
+    num_stages = sum(1 for step in plan.steps if step["kind"] == "call")
+    return PlacedModule(
+        plan=plan,
+        executables=executables,
+        devices=[{"name": d.name, "kind": d.kind, "index": d.index} for d in devices],
+        placement=placement,
+        report_text=format_report(problem, placement, sources, num_stages),
+        problem=problem,
+        split_module=split,
+    )

@@ -1,0 +1,51 @@
+"""The cost-model interface and the assembly of a PlacementProblem's cost arrays."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+import tvm
+
+from ..graph import OpNode
+
+
+class CostModel(Protocol):
+    """Predicts the time of one operator on one device.
+
+    ``op_time`` returns ``(seconds, source)`` where ``source`` names where the number came from
+    (``"analytical"``, ``"measured"``, ``"cache"``), so reports can say which costs are guesses.
+    """
+
+    name: str
+
+    def op_time(self, prim_func: tvm.tirx.PrimFunc, node: OpNode, device) -> tuple[float, str]: ...
+
+
+def compute_costs(
+    mod: tvm.IRModule, collected, devices: Sequence, model: CostModel, progress=None
+) -> tuple[np.ndarray, list[list[str]]]:
+    """``compute_time[u, d]`` for every operator and device, and the source of each number.
+
+    Operators calling the same PrimFunc on devices of the same profile and target are costed once.
+    """
+    graph = collected.graph
+    compute_time = np.zeros((len(graph), len(devices)))
+    sources = [["" for _ in devices] for _ in range(len(graph))]
+    known: dict[tuple[str, str, str], tuple[float, str]] = {}
+    total = len(graph) * len(devices)
+    for u, (node, callee) in enumerate(zip(graph.nodes, collected.callees)):
+        for d, device in enumerate(devices):
+            key = (callee, device.profile.name, str(device.target))
+            if key not in known:
+                if progress is not None:
+                    progress(f"costing {callee} on {device.name}", (u * len(devices) + d) / total)
+                known[key] = model.op_time(mod[callee], node, device)
+            compute_time[u, d], sources[u][d] = known[key]
+    return compute_time, sources
+
+
+def transfer_costs(graph, devices: Sequence) -> np.ndarray:
+    """``transfer_time[u, d]``: device ``d`` sending or receiving ``u``'s output over its link."""
+    output_bytes = np.array([node.output_bytes for node in graph.nodes])
+    return np.stack([device.profile.link.transfer_seconds(output_bytes) for device in devices], axis=1)

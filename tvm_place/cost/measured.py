@@ -1,0 +1,119 @@
+"""Measured cost model: compile each PrimFunc alone for its target and time it on the device.
+
+Results are cached on disk, keyed by TVM version, target and the PrimFunc's structural hash, so a
+kernel is measured once per machine. Devices this machine does not have (a CUDA GPU on a CPU-only
+host) fall back to another model, and the source of every number is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tvm
+import tvm_ffi
+
+from ..graph import OpNode
+from .analytical import AnalyticalCostModel
+
+#: Environment variable naming the cost cache directory.
+CACHE_ENV = "TVM_PLACE_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tvm-place"
+
+
+class CostCache:
+    """A JSON file of measured seconds per (TVM version, target, kernel hash)."""
+
+    def __init__(self, directory: Path | str | None = None):
+        self.path = Path(directory or default_cache_dir()) / "measured-costs.json"
+        try:
+            self.entries: dict[str, float] = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            self.entries = {}
+
+    @staticmethod
+    def key(prim_func, target: tvm.target.Target) -> str:
+        return f"{tvm.__version__}|{target}|{tvm_ffi.structural_hash(prim_func)}"
+
+    def get(self, key: str) -> float | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, seconds: float) -> None:
+        self.entries[key] = seconds
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a crash or a concurrent reader never sees half a file.
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+        with os.fdopen(handle, "w") as out:
+            json.dump(self.entries, out, indent=0, sort_keys=True)
+        os.replace(temporary, self.path)
+
+
+class MeasuredCostModel:
+    """Time every operator on the real device; ``fallback`` costs devices this host lacks."""
+
+    name = "measured"
+
+    def __init__(
+        self,
+        cache_dir: Path | str | None = None,
+        fallback=None,
+        number: int = 3,
+        repeat: int = 3,
+        min_repeat_ms: int = 20,
+        seed: int = 0,
+    ):
+        self.cache = CostCache(cache_dir)
+        self.fallback = fallback or AnalyticalCostModel()
+        self.number, self.repeat, self.min_repeat_ms = number, repeat, min_repeat_ms
+        self.rng = np.random.default_rng(seed)
+
+    def can_measure(self, device) -> bool:
+        runtime_device = device.runtime_device()
+        return device.kind == "cpu" or bool(runtime_device.exist)
+
+    def op_time(self, prim_func, node: OpNode, device) -> tuple[float, str]:
+        if not self.can_measure(device):
+            seconds, _ = self.fallback.op_time(prim_func, node, device)
+            return seconds, self.fallback.name
+        key = CostCache.key(prim_func, device.target)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached, "measured (cached)"
+        seconds = self._measure(prim_func, device)
+        self.cache.put(key, seconds)
+        return seconds, "measured"
+
+    def _measure(self, prim_func, device) -> float:
+        target = device.target
+        func = prim_func.with_attr("global_symbol", "main").with_attr("target", target)
+        module = tvm.IRModule({"main": func})
+        if device.kind == "gpu":
+            from tvm_place.passes.build import gpu_schedule_pass
+
+            with target:
+                module = gpu_schedule_pass()(module)
+        executable = tvm.compile(module, target=target)
+        runtime_device = device.runtime_device()
+        arguments = [
+            tvm.runtime.tensor(
+                self.rng.standard_normal([int(d) for d in param.shape]).astype(str(param.dtype)),
+                runtime_device,
+            )
+            for param in prim_func.params
+        ]
+        timer = executable.time_evaluator(
+            "main",
+            runtime_device,
+            number=self.number,
+            repeat=self.repeat,
+            min_repeat_ms=self.min_repeat_ms,
+        )
+        return float(timer(*arguments).median)

@@ -1,0 +1,99 @@
+"""Device and link profiles: the hardware facts the analytical cost model reads, kept as data.
+
+The numbers live in ``profiles/devices.json`` (one place per fact); this module loads them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import InvalidTargetError
+
+PROFILE_FILE = Path(__file__).parent / "profiles" / "devices.json"
+
+
+@dataclass(frozen=True)
+class LinkProfile:
+    name: str
+    bandwidth_gbs: float
+    latency_us: float
+    description: str = ""
+
+    def transfer_seconds(self, num_bytes: float) -> float:
+        """Time to move ``num_bytes`` over this link (latency + bytes / bandwidth)."""
+        return self.latency_us * 1e-6 + num_bytes / (self.bandwidth_gbs * 1e9)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    kind: str
+    peak_gflops: float
+    memory_bandwidth_gbs: float
+    memory_bytes: float
+    compute_efficiency: float
+    memory_efficiency: float
+    launch_overhead_us: float
+    link: LinkProfile
+    arch: str | None = None
+    description: str = ""
+
+
+@lru_cache(maxsize=1)
+def _profile_data() -> dict:
+    return json.loads(PROFILE_FILE.read_text())
+
+
+def link_profile(name: str) -> LinkProfile:
+    links = _profile_data()["links"]
+    if name not in links:
+        raise InvalidTargetError(f"unknown link profile {name!r}; known: {sorted(links)}")
+    entry = links[name]
+    return LinkProfile(name, entry["bandwidth_gbs"], entry["latency_us"], entry.get("description", ""))
+
+
+def device_profile(name: str) -> DeviceProfile:
+    """The profile called ``name`` (see :func:`profile_names`)."""
+    devices = _profile_data()["devices"]
+    if name not in devices:
+        raise InvalidTargetError(f"unknown device profile {name!r}; known: {sorted(devices)}")
+    entry = devices[name]
+    return DeviceProfile(
+        name=name,
+        kind=entry["kind"],
+        peak_gflops=entry["peak_gflops"],
+        memory_bandwidth_gbs=entry["memory_bandwidth_gbs"],
+        memory_bytes=entry["memory_bytes"],
+        compute_efficiency=entry["compute_efficiency"],
+        memory_efficiency=entry["memory_efficiency"],
+        launch_overhead_us=entry["launch_overhead_us"],
+        link=link_profile(entry["link"]),
+        arch=entry.get("arch"),
+        description=entry.get("description", ""),
+    )
+
+
+def profile_names() -> list[str]:
+    return sorted(_profile_data()["devices"])
+
+
+def default_profile(target_kind: str) -> str:
+    """The profile a target kind gets when the user names none (``llvm`` -> this machine's CPU)."""
+    defaults = _profile_data()["default_profile"]
+    if target_kind not in defaults:
+        raise InvalidTargetError(
+            f"tvm-place has no device profile for target kind {target_kind!r}; supported kinds: "
+            f"{sorted(defaults)}"
+        )
+    return defaults[target_kind]
+
+
+def profile_for_arch(arch: str) -> str | None:
+    """The GPU profile whose architecture is ``arch`` (e.g. ``sm_80`` -> ``a100``), if any."""
+    for name, entry in sorted(_profile_data()["devices"].items()):
+        if entry.get("arch") == arch:
+            return name
+    return None

@@ -1,0 +1,71 @@
+"""Plain-text report of a placement: per device, per operator, objective, bound and gap."""
+
+from __future__ import annotations
+
+import math
+
+from .evaluate import evaluate
+from .graph import Placement, PlacementProblem
+
+
+def _seconds(value: float) -> str:
+    if not math.isfinite(value):
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3f} {unit}"
+    return f"{value * 1e9:.1f} ns"
+
+
+def _bytes(value: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f} B"
+
+
+def format_report(
+    problem: PlacementProblem,
+    placement: Placement,
+    cost_sources: list[list[str]] | None = None,
+    num_stages: int | None = None,
+) -> str:
+    """The report ``PlacedModule.report()`` prints; every number is recomputed by the evaluator."""
+    evaluation = evaluate(problem, placement)
+    lines = [
+        f"tvm-place placement of {problem.name!r}: {problem.num_ops} operators on "
+        f"{problem.num_devices} devices",
+        f"  objective      {placement.objective} (method {placement.method}, "
+        f"{placement.stats.get('seconds', 0.0):.2f} s, search space: "
+        f"{placement.stats.get('search_space', 'all')} placements)",
+        f"  value          {_seconds(placement.value)}",
+        f"  lower bound    {_seconds(placement.lower_bound)}  gap {placement.gap:.2%}"
+        + ("  (proven optimal in its search space)" if placement.gap == 0 else ""),
+        f"  predicted      latency {_seconds(evaluation.latency)}, max-stage time "
+        f"{_seconds(evaluation.max_load)} (throughput {1.0 / evaluation.max_load:.2f} inputs/s)"
+        if evaluation.max_load > 0
+        else f"  predicted      latency {_seconds(evaluation.latency)}",
+        f"  copies         {len(evaluation.copies)} cross-device values"
+        + (f", {num_stages} stages" if num_stages is not None else ""),
+        "",
+        f"  {'device':<8} {'profile':<11} {'ops':>4} {'compute':>11} {'in':>10} {'out':>10} "
+        f"{'load':>11} {'memory used / capacity':>26}",
+    ]
+    counts = [int((placement.device_of == d).sum()) for d in range(problem.num_devices)]
+    for d, device in enumerate(problem.devices):
+        capacity = "unlimited" if not math.isfinite(device.memory_capacity) else _bytes(device.memory_capacity)
+        lines.append(
+            f"  {device.name:<8} {device.profile or '-':<11} {counts[d]:>4} "
+            f"{_seconds(evaluation.compute[d]):>11} {_seconds(evaluation.transfer_in[d]):>10} "
+            f"{_seconds(evaluation.transfer_out[d]):>10} {_seconds(evaluation.load[d]):>11} "
+            f"{_bytes(evaluation.memory[d]) + ' / ' + capacity:>26}"
+        )
+    lines += ["", f"  {'#':>4} {'operator':<44} {'device':<8} {'time':>11}  cost source"]
+    for u, node in enumerate(problem.graph.nodes):
+        d = int(placement.device_of[u])
+        source = cost_sources[u][d] if cost_sources else ""
+        lines.append(
+            f"  {u:>4} {node.name[:44]:<44} {problem.devices[d].name:<8} "
+            f"{_seconds(problem.compute_time[u, d]):>11}  {source}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,546 @@
+"""HEFT list scheduling for the latency objective, then a local search over device choices.
+
+Reference: H. Topcuoglu, S. Hariri, M.-Y. Wu, "Performance-Effective and Low-Complexity Task
+Scheduling for Heterogeneous Computing", IEEE Trans. Parallel and Distributed Systems 13(3),
+2002 (the HEFT algorithm).
+
+Adaptation to the latency model of :func:`tvm_place.evaluate.evaluate`:
+
+- *Upward rank*: ``rank(u) = mean compute of u + max over successors v of (mean delay of u -> v +
+  rank(v))``. The mean compute is over the devices ``u`` may run on (support, pins, and the
+  devices its whole colour class may share). The mean delay of an edge is HEFT's average
+  communication cost, here ``transfer_time[u, d] + transfer_time[u, e]`` averaged over every pair
+  of distinct devices ``d`` allowed to ``u`` and ``e`` allowed to ``v``; it is zero when no such
+  pair exists or both ends are in one colour class (they always share a device).
+- *Order*: operators are taken by decreasing rank among those whose inputs are all scheduled (ties:
+  smaller index), so the order is topological even where zero costs make ranks equal. The
+  evaluator runs each device's operators in this global order.
+- *Device choice*: each operator goes to the allowed device where it finishes earliest under the
+  evaluator's rules: non-insertion (a device is free when its last operator finishes), and a value
+  crossing devices arrives the two transfer times after it was produced. A device that would
+  overflow its memory capacity is skipped; the first member of a colour class picks a device on
+  which the whole class is allowed and fits, and reserves that memory for the class.
+- *Memory fallback*: if the greedy pass strands an operator (every allowed device full) a
+  depth-first packing search looks for any assignment that fits; only if that fails is the problem
+  reported infeasible.
+- *Local search*: moves of one operator, or of a whole colour class, to another allowed device
+  that has room, re-timed with the evaluator's recurrence over the fixed order. Each pass tries
+  every unit once and keeps, per unit, the move that lowers the latency most; passes repeat until
+  none improves, :data:`MAX_PASSES` is reached, or the time limit is up. Only the suffix of the
+  order from the moved operator on is re-timed, and a trial stops as soon as one operator
+  finishes no earlier than the best latency known.
+
+Complexity, ``n`` operators, ``m`` edges, ``D`` devices: ranks ``O(m D)``, order
+``O((n + m) log n)``, greedy placement ``O((n + m) D)``, one local-search pass
+``O(n D (n + m))`` at worst; the packing fallback is capped at :data:`PACKING_STEPS` steps.
+The greedy phase does not watch the clock; the local search and the packing search do.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+
+import numpy as np
+
+from ..errors import InfeasibleError, UnknownMethodError
+from ..evaluate import MEMORY_TOLERANCE, evaluate
+from ..graph import Placement, PlacementProblem
+from . import bounds
+
+#: Local-search passes at most; each pass tries every operator (or colour class) on every device.
+MAX_PASSES = 10
+
+#: Units on a full device that a local-search move onto it may evict (nearest in the order first).
+EVICTION_PARTNERS = 4
+
+#: Nodes the memory-packing fallback may expand before it gives up.
+PACKING_STEPS = 200_000
+
+#: A move must lower the latency by this relative amount to count, so float noise cannot cycle.
+RELATIVE_IMPROVEMENT = 1e-12
+
+
+def solve(problem: PlacementProblem, objective: str, time_limit: float, progress=None) -> Placement:
+    """Place ``problem`` for minimum latency: HEFT, then local search until ``time_limit`` seconds."""
+    if objective != "latency":
+        raise UnknownMethodError(
+            f"method 'heft' minimises latency, not {objective!r}; use objective='latency' or "
+            "method='auto'"
+        )
+    started = time.perf_counter()
+    deadline = started + max(0.0, time_limit)
+
+    def report(message: str, fraction: float | None) -> None:
+        if progress is not None:
+            progress(message, fraction)
+
+    group_of, groups = _colour_groups(problem)
+    allowed = _shared_allowed(problem, group_of, groups)
+    group_memory = [float(problem.memory[group].sum()) for group in groups]
+    memory_limit = (problem.capacity * (1 + MEMORY_TOLERANCE)).tolist()
+    group_devices = [np.flatnonzero(allowed[group[0]]).tolist() for group in groups]
+    for g, group in enumerate(groups):
+        if not any(group_memory[g] <= memory_limit[d] for d in group_devices[g]):
+            raise InfeasibleError(_stranded_message(problem, group, group_devices[g], group_memory[g],
+                                                    [0.0] * problem.num_devices))
+
+    ranks = _upward_ranks(problem, allowed, group_of)
+    order = _rank_order(problem, ranks)
+    report(f"heft: ranked {problem.num_ops} operators", 0.0)
+
+    device_of, stuck_at, used = _greedy_placement(
+        problem, order, group_of, group_devices, group_memory, memory_limit
+    )
+    packed = False
+    if device_of is None:
+        report(f"heft: greedy placement ran out of memory at {problem.graph.nodes[stuck_at].name}; "
+               "searching for a placement that fits", None)
+        device_of, proven = _pack_memory(problem, groups, group_devices, group_memory, memory_limit,
+                                         deadline)
+        if device_of is None:
+            group = groups[group_of[stuck_at]]
+            message = _stranded_message(problem, group, group_devices[group_of[stuck_at]],
+                                        group_memory[group_of[stuck_at]], used)
+            how = ("an exhaustive search confirms that no placement fits" if proven else
+                   "a bounded packing search found no placement that fits either")
+            raise InfeasibleError(f"{message} (in the greedy placement; {how})")
+        packed = True
+        used = np.bincount(device_of, weights=problem.memory, minlength=problem.num_devices).tolist()
+
+    schedule = _OrderedSchedule(problem, order)
+    schedule.retime(device_of)
+    greedy_latency = schedule.latency
+    report(f"heft: greedy latency {greedy_latency:.6g}", 0.1)
+
+    search = {"local_search_passes": 0, "moves_tried": 0, "moves_kept": 0}
+    search["stopped_by"] = _local_search(schedule, device_of, used, groups, group_devices,
+                                         group_memory, memory_limit, deadline, report, search)
+    order = np.array(schedule.order, dtype=np.int64)
+    latency = evaluate(problem, np.array(device_of), order).latency
+    report(f"heft: latency {latency:.6g}", 1.0)
+    return Placement(
+        device_of=np.array(device_of),
+        objective="latency",
+        value=latency,
+        lower_bound=bounds.lower_bound(problem, "latency"),
+        method="heft",
+        order=order,
+        stats={
+            "greedy_latency": greedy_latency,
+            "memory_packing_fallback": packed,
+            "seconds": time.perf_counter() - started,
+            **search,
+        },
+    )
+
+
+def _colour_groups(problem: PlacementProblem) -> tuple[list[int], list[list[int]]]:
+    """Operators that must share a device: overlapping colour classes merged, others alone."""
+    parent = list(range(problem.num_ops))
+
+    def root(u: int) -> int:
+        while parent[u] != u:
+            parent[u] = parent[parent[u]]
+            u = parent[u]
+        return u
+
+    for colour in problem.colour_classes:
+        for u in colour[1:]:
+            parent[root(u)] = root(colour[0])
+    members: dict[int, list[int]] = {}
+    for u in range(problem.num_ops):
+        members.setdefault(root(u), []).append(u)
+    groups = sorted(members.values())
+    group_of = [0] * problem.num_ops
+    for g, group in enumerate(groups):
+        for u in group:
+            group_of[u] = g
+    return group_of, groups
+
+
+def _shared_allowed(problem: PlacementProblem, group_of: list[int], groups: list[list[int]]):
+    """``(n, D)`` bool: devices each operator may use given its own limits and its colour class's."""
+    own = problem.allowed()
+    names, devices = problem.graph.names, problem.device_names
+    for u in np.flatnonzero(~own.any(axis=1)):
+        u = int(u)
+        if u in problem.pins:
+            why = (f"it is pinned to {[devices[d] for d in problem.pins[u]]}, none of which "
+                   "supports it")
+        else:
+            why = f"no device of {devices} supports it"
+        raise InfeasibleError(
+            f"operator {names[u]!r} can run on no device: {why}; add a device that supports it "
+            "or change the pin"
+        )
+    shared = np.empty_like(own)
+    for group in groups:
+        common = own[group].all(axis=0)
+        if not common.any():
+            raise InfeasibleError(
+                f"operators {[names[u] for u in group][:6]} must share a device (colour class), "
+                f"but no device of {devices} is allowed for all of them (support or pins); "
+                "drop the colour class, relax the pins, or add a device that runs them all"
+            )
+        shared[group] = common
+    return shared
+
+
+def _stranded_message(problem, group, devices, memory, used) -> str:
+    names = problem.graph.names
+    what = (f"operator {names[group[0]]!r}" if len(group) == 1 else
+            f"colour class {[names[u] for u in group][:6]}")
+    free = ", ".join(
+        f"{problem.devices[d].name} ({max(0.0, problem.capacity[d] - used[d]):.4g} of "
+        f"{problem.capacity[d]:.4g} bytes free)"
+        for d in devices
+    )
+    return (
+        f"{what} needs {memory:.4g} bytes but fits on none of its allowed devices: {free}; raise "
+        "a device's memory_capacity, add a device, or relax the pins and colour classes that "
+        "confine it"
+    )
+
+
+def _upward_ranks(problem: PlacementProblem, allowed: np.ndarray, group_of: list[int]) -> np.ndarray:
+    allowed_count = allowed.sum(axis=1)
+    mean_compute = np.where(allowed, problem.compute_time, 0.0).sum(axis=1) / allowed_count
+    edges = problem.graph.edges
+    mean_delay = np.zeros(len(edges))
+    if len(edges):
+        src, dst = edges[:, 0], edges[:, 1]
+        src_allowed, dst_allowed = allowed[src].astype(float), allowed[dst].astype(float)
+        sent = problem.transfer_time[src]
+        src_count, dst_count = src_allowed.sum(axis=1), dst_allowed.sum(axis=1)
+        # Sum over ordered pairs (d allowed to src, e allowed to dst, d != e) of sent[d] + sent[e]:
+        # each d is a sender in dst_count pairs, less the one where e == d; likewise receivers.
+        total = (src_allowed * sent * (dst_count[:, None] - dst_allowed)).sum(axis=1) + (
+            dst_allowed * sent * (src_count[:, None] - src_allowed)
+        ).sum(axis=1)
+        pairs = src_count * dst_count - (src_allowed * dst_allowed).sum(axis=1)
+        same_group = np.array([group_of[u] == group_of[v] for u, v in edges.tolist()])
+        crossing = (pairs > 0) & ~same_group
+        mean_delay[crossing] = total[crossing] / pairs[crossing]
+    delay_to: list[list[tuple[int, float]]] = [[] for _ in range(problem.num_ops)]
+    for (u, v), delay in zip(edges.tolist(), mean_delay.tolist()):
+        delay_to[u].append((v, delay))
+    rank = [0.0] * problem.num_ops
+    mean_compute = mean_compute.tolist()
+    for u in reversed(problem.graph.topological_order.tolist()):
+        rank[u] = mean_compute[u] + max((delay + rank[v] for v, delay in delay_to[u]), default=0.0)
+    return np.array(rank)
+
+
+def _rank_order(problem: PlacementProblem, ranks: np.ndarray) -> np.ndarray:
+    """Decreasing rank among operators whose inputs are scheduled: a topological order."""
+    waiting = [len(p) for p in problem.graph.predecessors]
+    ready = [(-r, u) for u, r in enumerate(ranks.tolist()) if waiting[u] == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, u = heapq.heappop(ready)
+        order.append(u)
+        for v in problem.graph.successors[u]:
+            waiting[v] -= 1
+            if waiting[v] == 0:
+                heapq.heappush(ready, (-float(ranks[v]), v))
+    return np.array(order, dtype=np.int64)
+
+
+def _greedy_placement(problem, order, group_of, group_devices, group_memory, memory_limit):
+    """HEFT's earliest-finish-time choice along ``order``.
+
+    Returns ``(device_of, None, used)``, or ``(None, stuck operator, used)`` when an operator's
+    allowed devices are all too full for it.
+    """
+    compute = problem.compute_time.tolist()
+    transfer = problem.transfer_time.tolist()
+    preds = problem.graph.predecessors
+    device_of = [-1] * problem.num_ops
+    group_device = [-1] * len(group_devices)
+    used = [0.0] * problem.num_devices
+    finish = [0.0] * problem.num_ops
+    free = [0.0] * problem.num_devices
+    for u in order.tolist():
+        g = group_of[u]
+        if group_device[g] >= 0:
+            candidates = [group_device[g]]
+        else:
+            candidates = [d for d in group_devices[g] if used[d] + group_memory[g] <= memory_limit[d]]
+            if not candidates:
+                return None, u, used
+        best_finish, best_device = math.inf, candidates[0]
+        for d in candidates:
+            ready = free[d]
+            for p in preds[u]:
+                e = device_of[p]
+                arrival = finish[p] if e == d else finish[p] + transfer[p][e] + transfer[p][d]
+                if arrival > ready:
+                    ready = arrival
+            if ready + compute[u][d] < best_finish:
+                best_finish, best_device = ready + compute[u][d], d
+        if group_device[g] < 0:
+            group_device[g] = best_device
+            used[best_device] += group_memory[g]
+        device_of[u] = best_device
+        finish[u] = best_finish
+        free[best_device] = best_finish
+    return device_of, None, used
+
+
+def _pack_memory(problem, groups, group_devices, group_memory, memory_limit, deadline):
+    """Depth-first search for any assignment of the groups that fits every memory capacity.
+
+    Largest groups first, each trying its devices from the fastest for it. Returns
+    ``(device_of, True)`` on success, ``(None, proven)`` on failure, ``proven`` saying whether the
+    search was exhaustive (rather than cut by :data:`PACKING_STEPS` or the deadline).
+    """
+    by_size = sorted(range(len(groups)), key=lambda g: (-group_memory[g], g))
+    preference = [
+        sorted(group_devices[g], key=lambda d: (problem.compute_time[groups[g], d].sum(), d))
+        for g in by_size
+    ]
+    # Memory still to place after each depth, to prune branches whose leftovers cannot fit.
+    remaining_after = np.cumsum([group_memory[g] for g in by_size][::-1])[::-1].tolist()[1:] + [0.0]
+    free = list(memory_limit)
+    choice = [-1] * len(by_size)
+    depth, steps = 0, 0
+    while 0 <= depth < len(by_size):
+        g = by_size[depth]
+        if choice[depth] >= 0:
+            free[preference[depth][choice[depth]]] += group_memory[g]
+        choice[depth] += 1
+        while choice[depth] < len(preference[depth]) and (
+            free[preference[depth][choice[depth]]] < group_memory[g]
+        ):
+            choice[depth] += 1
+        if choice[depth] == len(preference[depth]):
+            choice[depth] = -1
+            depth -= 1
+            continue
+        steps += 1
+        if steps > PACKING_STEPS or (steps % 1024 == 0 and time.perf_counter() > deadline):
+            return None, False
+        free[preference[depth][choice[depth]]] -= group_memory[g]
+        if sum(free) >= remaining_after[depth]:
+            depth += 1
+    if depth < 0:
+        return None, True
+    device_of = np.empty(problem.num_ops, dtype=np.int64)
+    for depth, g in enumerate(by_size):
+        device_of[groups[g]] = preference[depth][choice[depth]]
+    return device_of.tolist(), True
+
+
+class _OrderedSchedule:
+    """The evaluator's latency recurrence over a fixed order, keeping per-position state.
+
+    The state before each position (device free times, latency so far) lets a trial move re-time
+    only the suffix of the order that starts at the earliest moved operator. The arithmetic is the
+    evaluator's, term for term, so the latency found here is the one it measures.
+
+    ``critical`` marks one critical chain: from the last operator to finish, back through
+    ``cause`` (the operator whose finish or value last held each one up: its device predecessor or
+    an input). Every start on the chain is pinned by the one before it, so a move that touches no
+    chain operator cannot shorten the latency; the local search tries only moves that touch it.
+    """
+
+    def __init__(self, problem: PlacementProblem, order: np.ndarray):
+        self.reorder(order.tolist())
+        self.preds = problem.graph.predecessors
+        self.compute = problem.compute_time.tolist()
+        self.transfer = problem.transfer_time.tolist()
+        self.num_devices = problem.num_devices
+        self.finish: list[float] = []
+        self.free_before: list[list[float]] = []
+        self.latency_before: list[float] = []
+        self.cause: list[int] = []
+        self.critical: list[bool] = []
+        self.latency = 0.0
+
+    def reorder(self, order: list[int]) -> None:
+        """Adopt a new order (call :meth:`retime` before the next trial)."""
+        self.order = order
+        self.position = [0] * len(order)
+        for i, u in enumerate(order):
+            self.position[u] = i
+
+    def retime(self, device_of: list[int]) -> None:
+        """Time every operator under ``device_of``; remember the state before each position."""
+        preds, compute, transfer = self.preds, self.compute, self.transfer
+        n = len(self.order)
+        finish = [0.0] * n
+        cause = [-1] * n
+        free = [0.0] * self.num_devices
+        last_on = [-1] * self.num_devices
+        latency, last = 0.0, self.order[0]
+        free_before, latency_before = [], []
+        for u in self.order:
+            free_before.append(list(free))
+            latency_before.append(latency)
+            d = device_of[u]
+            ready, held_by = free[d], last_on[d]
+            for p in preds[u]:
+                e = device_of[p]
+                arrival = finish[p] if e == d else finish[p] + transfer[p][e] + transfer[p][d]
+                if arrival > ready:
+                    ready, held_by = arrival, p
+            finish[u] = free[d] = ready + compute[u][d]
+            cause[u], last_on[d] = held_by, u
+            if finish[u] > latency:
+                latency, last = finish[u], u
+        critical = [False] * n
+        while last >= 0:
+            critical[last] = True
+            last = cause[last]
+        self.finish, self.free_before, self.latency_before = finish, free_before, latency_before
+        self.cause, self.critical, self.latency = cause, critical, latency
+
+    def trial(self, device_of: list[int], first: int, give_up_at: float, suffix=None) -> float:
+        """Latency under ``device_of`` with the order's tail from position ``first`` on replaced by
+        ``suffix`` (default: kept); nothing before ``first`` may differ from the timed schedule.
+
+        Returns ``inf`` as soon as some operator finishes at or after ``give_up_at``.
+        """
+        preds, compute, transfer = self.preds, self.compute, self.transfer
+        finish = self.finish[:]
+        free = list(self.free_before[first])
+        latency = self.latency_before[first]
+        if latency >= give_up_at:
+            return math.inf
+        for u in self.order[first:] if suffix is None else suffix:
+            d = device_of[u]
+            ready = free[d]
+            for p in preds[u]:
+                e = device_of[p]
+                arrival = finish[p] if e == d else finish[p] + transfer[p][e] + transfer[p][d]
+                if arrival > ready:
+                    ready = arrival
+            done = ready + compute[u][d]
+            if done >= give_up_at:
+                return math.inf
+            finish[u] = free[d] = done
+            if done > latency:
+                latency = done
+        return latency
+
+
+def _local_search(schedule, device_of, used, groups, group_devices, group_memory, memory_limit,
+                  deadline, report, stats) -> str:
+    """Move operators (whole colour classes) between devices while the latency drops.
+
+    Each pass visits the units in order and applies, per unit, the move that lowers the latency
+    most: to another allowed device with room, or, where the device lacks room, a swap with one of
+    the :data:`SWAP_PARTNERS` units on it nearest in the order whose exchange fits both memories.
+    Mutates ``device_of``, ``used`` and ``schedule``; counts into ``stats``; returns why it
+    stopped: ``"converged"``, ``"pass_limit"`` (:data:`MAX_PASSES` passes, counted in ``stats``
+    across calls) or ``"time_limit"``.
+    """
+    while stats["local_search_passes"] < MAX_PASSES:
+        stats["local_search_passes"] += 1
+        improved = False
+        first_position = [min(schedule.position[u] for u in group) for group in groups]
+        for g in sorted(range(len(groups)), key=first_position.__getitem__):
+            if time.perf_counter() > deadline:
+                return "time_limit"
+            if not any(schedule.critical[u] for u in groups[g]):
+                continue
+            threshold = schedule.latency * (1 - RELATIVE_IMPROVEMENT)
+            best_move = None
+            for move in _unit_moves(g, device_of, used, groups, group_devices, group_memory,
+                                    memory_limit, first_position):
+                before = _assign(move, groups, device_of)
+                latency = schedule.trial(device_of, min(first_position[h] for h, _ in move),
+                                         threshold)
+                _assign(before, groups, device_of)
+                stats["moves_tried"] += 1
+                if latency < threshold:
+                    threshold, best_move = latency, move
+            if best_move is not None:
+                for h, d in best_move:
+                    used[device_of[groups[h][0]]] -= group_memory[h]
+                    used[d] += group_memory[h]
+                _assign(best_move, groups, device_of)
+                schedule.retime(device_of)
+                stats["moves_kept"] += 1
+                improved = True
+        promoted = _promote_operators(schedule, device_of, deadline, stats)
+        if promoted is None:
+            return "time_limit"
+        improved = improved or promoted
+        report(f"heft: local search pass {stats['local_search_passes']}, latency "
+               f"{schedule.latency:.6g}", 0.1 + 0.9 * stats["local_search_passes"] / MAX_PASSES)
+        if not improved:
+            return "converged"
+    return "pass_limit"
+
+
+def _promote_operators(schedule, device_of, deadline, stats) -> bool | None:
+    """Try running each critical operator that waited for its device before the operator it
+    waited for (when none of its inputs lies between the two in the order).
+
+    A promotion is kept as soon as it lowers the latency. Returns whether any was kept, or
+    ``None`` when the deadline passed.
+    """
+    promoted = False
+    for u in list(schedule.order):
+        if time.perf_counter() > deadline:
+            return None
+        waited_for = schedule.cause[u]
+        if not schedule.critical[u] or waited_for < 0 or device_of[waited_for] != device_of[u]:
+            continue
+        order, position = schedule.order, schedule.position
+        before, at = position[waited_for], position[u]
+        if any(position[p] >= before for p in schedule.preds[u]):
+            continue
+        suffix = [u, *order[before:at], *order[at + 1:]]
+        latency = schedule.trial(device_of, before, schedule.latency * (1 - RELATIVE_IMPROVEMENT),
+                                 suffix)
+        stats["moves_tried"] += 1
+        if latency < math.inf:
+            schedule.reorder(order[:before] + suffix)
+            schedule.retime(device_of)
+            stats["moves_kept"] += 1
+            promoted = True
+    return promoted
+
+
+def _unit_moves(g, device_of, used, groups, group_devices, group_memory, memory_limit,
+                first_position):
+    """Candidate moves of unit ``g``, each a tuple of ``(unit, new device)``.
+
+    To a device with room, ``g`` moves alone; onto a full one it evicts one of the
+    :data:`EVICTION_PARTNERS` units there nearest in the order whose leaving makes room, sending
+    it to any other device with room for it (``g``'s old one included).
+    """
+    current = device_of[groups[g][0]]
+    for d in group_devices[g]:
+        if d == current:
+            continue
+        if used[d] + group_memory[g] <= memory_limit[d]:
+            yield ((g, d),)
+            continue
+        partners = [
+            h
+            for h in range(len(groups))
+            if device_of[groups[h][0]] == d
+            and used[d] - group_memory[h] + group_memory[g] <= memory_limit[d]
+        ]
+        # Units close in the order run at similar times, so exchanging them disturbs the least.
+        partners.sort(key=lambda h: (abs(first_position[h] - first_position[g]), h))
+        for h in partners[:EVICTION_PARTNERS]:
+            for refuge in group_devices[h]:
+                room = used[refuge] - (group_memory[g] if refuge == current else 0.0)
+                if refuge != d and room + group_memory[h] <= memory_limit[refuge]:
+                    yield ((g, d), (h, refuge))
+
+
+def _assign(move, groups, device_of) -> tuple:
+    """Put each unit of ``move`` on its device; return the move that undoes it."""
+    undo = tuple((h, device_of[groups[h][0]]) for h, _ in move)
+    for h, d in move:
+        for u in groups[h]:
+            device_of[u] = d
+    return undo

@@ -1,0 +1,126 @@
+"""Targets as the user gives them, resolved into devices with profiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import tvm
+
+from .cost.profiles import DeviceProfile, default_profile, device_profile, profile_for_arch
+from .errors import InvalidTargetError
+
+#: Target kinds tvm-place can place on, and the device kind each one is.
+DEVICE_KIND_OF_TARGET = {"llvm": "cpu", "cuda": "gpu"}
+
+
+@dataclass(frozen=True)
+class TargetDevice:
+    """One device of a placement: its TVM target, ``name`` (``cpu:0``, ``gpu:1``), and profile.
+
+    ``index`` counts devices of the same kind, in the order given; it is the vdevice id and the
+    runtime device id (``tvm.cpu(index)``, ``tvm.cuda(index)``).
+    """
+
+    target: tvm.target.Target
+    kind: str
+    index: int
+    profile: DeviceProfile
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{self.index}"
+
+    def runtime_device(self):
+        return tvm.cpu(self.index) if self.kind == "cpu" else tvm.cuda(self.index)
+
+
+def _target_config(item: Any) -> dict | tvm.target.Target:
+    """The user's target item as a config dict (or the Target itself), checked for form."""
+    if isinstance(item, tvm.target.Target):
+        return item
+    if isinstance(item, str):
+        if " " in item.strip() or not item.strip():
+            raise InvalidTargetError(
+                f"target {item!r}: give a bare kind ('llvm', 'cuda'); TVM 0.27 rejects flags inside "
+                "a target string, so use a dict for them, e.g. {'kind': 'llvm', 'num-cores': 2}"
+            )
+        return {"kind": item.strip()}
+    if isinstance(item, dict):
+        if "kind" not in item:
+            raise InvalidTargetError(f"target {item!r} has no 'kind'; e.g. {{'kind': 'cuda'}}")
+        return dict(item)
+    raise InvalidTargetError(
+        f"target {item!r} is a {type(item).__name__}; give a target string such as 'llvm' or "
+        "'cuda', a dict such as {'kind': 'cuda', 'arch': 'sm_80'}, or a tvm.target.Target"
+    )
+
+
+def _make_target(config: dict) -> tvm.target.Target:
+    try:
+        return tvm.target.Target(config)
+    except Exception as err:  # TVM raises several error types for a bad target
+        lines = str(err).strip().splitlines()
+        raise InvalidTargetError(
+            f"TVM cannot make a target of {config!r} ({lines[-1] if lines else type(err).__name__}); "
+            "use 'llvm', 'cuda', or a dict such as {'kind': 'cuda', 'arch': 'sm_80'}"
+        ) from None
+
+
+def resolve_targets(
+    targets: Sequence[Any], profiles: Sequence[str | None] | None = None
+) -> list[TargetDevice]:
+    """Turn the user's target list into devices.
+
+    A repeated target is another device of that kind (``["llvm", "llvm"]`` is cpu:0 and cpu:1).
+    ``profiles`` optionally names a device profile per target; otherwise a CUDA target's ``arch``
+    picks the GPU of that architecture, and each kind has a default (see ``devices.json``). A CUDA
+    target without an ``arch`` gets its profile's, so TVM does not fall back to sm_50.
+    """
+    if isinstance(targets, (str, dict, tvm.target.Target)):
+        raise InvalidTargetError(
+            f"targets must be a list, e.g. ['llvm', 'cuda']; got a single {type(targets).__name__}"
+        )
+    targets = list(targets)
+    if not targets:
+        raise InvalidTargetError("the target list is empty; give at least one, e.g. ['llvm']")
+    if profiles is not None and len(profiles) != len(targets):
+        raise InvalidTargetError(
+            f"{len(profiles)} profiles for {len(targets)} targets; give one per target (or None)"
+        )
+    devices = []
+    counts: dict[str, int] = {}
+    for position, item in enumerate(targets):
+        config = _target_config(item)
+        if isinstance(config, tvm.target.Target):
+            kind_name = config.kind.name
+            arch = str(config.attrs["arch"]) if "arch" in config.attrs else None
+        else:
+            kind_name, arch = str(config["kind"]), config.get("arch")
+        if kind_name not in DEVICE_KIND_OF_TARGET:
+            if isinstance(config, dict):
+                _make_target(config)  # a kind TVM does not know gets TVM's own diagnosis first
+            raise InvalidTargetError(
+                f"target {position} is of kind {kind_name!r}; tvm-place places on "
+                f"{sorted(DEVICE_KIND_OF_TARGET)} targets"
+            )
+        profile_name = profiles[position] if profiles is not None else None
+        if profile_name is None and arch is not None:
+            profile_name = profile_for_arch(arch)
+        profile = device_profile(profile_name or default_profile(kind_name))
+        kind = DEVICE_KIND_OF_TARGET[kind_name]
+        if profile.kind != kind:
+            raise InvalidTargetError(
+                f"profile {profile.name!r} describes a {profile.kind}, but target {position} "
+                f"({kind_name}) is a {kind}"
+            )
+        if isinstance(config, tvm.target.Target):
+            target = config
+        else:
+            if kind_name == "cuda" and arch is None:
+                config["arch"] = profile.arch
+            target = _make_target(config)
+        index = counts.get(kind, 0)
+        counts[kind] = index + 1
+        devices.append(TargetDevice(target, kind, index, profile))
+    return devices

@@ -9,6 +9,21 @@ Each works alone inside a user's own ``tvm.ir.transform.Sequential``:
 - :func:`build_stages`: one compiled executable per stage, for its own target, and the plan.
 """
 
+import tvm_ffi
+
+from tvm_place import errors as _errors
+
+# Errors raised inside a pass cross TVM's FFI; registering them keeps their Python type, so a user
+# catching tvm_place.TvmPlaceError around tvm.transform.Sequential still catches them.
+for _error in (
+    _errors.InvalidGraphError,
+    _errors.InvalidPlacementError,
+    _errors.InvalidTargetError,
+    _errors.UnsupportedModelError,
+    _errors.InfeasibleError,
+):
+    tvm_ffi.register_error(_error)
+
 from .annotate import AnnotatePlacement, annotate_placement
 from .build import StagePlan, build_stages, compile_stage, stage_module, stage_plan
 from .collect import CollectedGraph, CollectOpGraph, collect_op_graph, prepare_pipeline

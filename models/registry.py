@@ -1,0 +1,160 @@
+"""The model registry: named builders that turn a name and a few sizes into a Relax module.
+
+Builders register themselves with :func:`register`; :func:`get` calls one and wraps what it
+returns into a :class:`Model`, drawing the random inputs from `main`'s signature so that every
+model's inputs are made the same way.
+"""
+
+import builtins
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import tvm
+
+from tvm_place.errors import TvmPlaceError
+
+
+class ModelConfigError(TvmPlaceError, ValueError):
+    """An unknown model name, an override the model does not take, or sizes that do not fit."""
+
+
+class MissingDependencyError(TvmPlaceError, ImportError):
+    """A model needs an optional package (torch, onnx) that is not installed."""
+
+
+class Network(NamedTuple):
+    """What a builder returns: the module and the weights bound into it.
+
+    Attributes
+    ----------
+    mod : tvm.IRModule
+        A module whose Relax function `main` takes only the data inputs, with static float32
+        shapes; the weights are constants inside it.
+    params : dict[str, numpy.ndarray]
+        The weights bound into `mod`, by the name the architecture gives them, so that a
+        reference implementation can recompute the output.
+    reference : Callable[..., numpy.ndarray] | None
+        The source framework's own forward pass (torch, the ONNX reference evaluator), taking
+        the same inputs as `main`; None for models defined directly in Relax.
+    """
+
+    mod: tvm.IRModule
+    params: dict[str, np.ndarray]
+    reference: Callable[..., np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class Model:
+    """A benchmark model ready to be placed, compiled and run.
+
+    Attributes
+    ----------
+    name : str
+        The registry name, e.g. ``"resnet50"``.
+    family : str
+        The architecture family: ``"cnn"`` or ``"transformer"``.
+    mod : tvm.IRModule
+        The module; `main` takes exactly the arrays in `inputs`.
+    inputs : list[numpy.ndarray]
+        Random float32 inputs, one per parameter of `main`, in order.
+    description : str
+        One line saying what the model is.
+    params : dict[str, numpy.ndarray]
+        The weights bound into `mod`, by name.
+    reference : Callable[..., numpy.ndarray] | None
+        For imported models, the source framework's forward pass: ``reference(*inputs)``
+        returns what `main` should return.
+    """
+
+    name: str
+    family: str
+    mod: tvm.IRModule
+    inputs: builtins.list[np.ndarray]
+    description: str
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    reference: Callable[..., np.ndarray] | None = None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    build: Callable[..., Network]
+    family: str
+    description: str
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register(name: str, family: str, description: str) -> Callable:
+    """Register a builder under `name`.
+
+    The builder is called as ``build(batch=..., rng=..., **overrides)`` where `rng` is a
+    :class:`numpy.random.Generator` for the weights, and returns a :class:`Network`. Its other
+    keyword arguments (with defaults: the real sizes) are the overrides :func:`get` accepts.
+    """
+
+    def decorator(build: Callable[..., Network]) -> Callable[..., Network]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = _Entry(build, family, description)
+        return build
+
+    return decorator
+
+
+def list() -> builtins.list[str]:  # pylint: disable=redefined-builtin
+    """The names of all registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str, batch: int = 1, seed: int = 0, **overrides) -> Model:
+    """Build the model registered as `name`.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`list`.
+    batch : int
+        The batch size of the data inputs.
+    seed : int
+        Seeds the random weights and the random inputs (two independent streams, so the
+        inputs of two models with the same input shape are the same).
+    **overrides
+        Sizes to change from the real model's, e.g. ``image_size=32`` or ``seq_len=16``.
+
+    Raises
+    ------
+    ModelConfigError
+        When `name` is not registered, an override is not a size of that model, or the sizes
+        do not fit together (e.g. a hidden size the number of heads does not divide).
+    MissingDependencyError
+        When the model is imported from a framework that is not installed.
+    """
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ModelConfigError(f"unknown model {name!r}; available models: {', '.join(list())}")
+    accepted = [p for p in inspect.signature(entry.build).parameters if p not in ("batch", "rng")]
+    unknown = sorted(set(overrides) - set(accepted))
+    if unknown:
+        raise ModelConfigError(
+            f"model {name!r} has no size {', '.join(unknown)}; it accepts: {', '.join(accepted)}"
+        )
+    weights_seed, inputs_seed = np.random.SeedSequence(seed).spawn(2)
+    network = entry.build(batch=batch, rng=np.random.default_rng(weights_seed), **overrides)
+    inputs_rng = np.random.default_rng(inputs_seed)
+    inputs = [
+        inputs_rng.standard_normal([int(dim) for dim in param.ty.shape]).astype(np.float32)
+        for param in network.mod["main"].params
+    ]
+    return Model(
+        name=name,
+        family=entry.family,
+        mod=network.mod,
+        inputs=inputs,
+        description=entry.description,
+        params=network.params,
+        reference=network.reference,
+    )

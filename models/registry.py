@@ -14,15 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import tvm
 
-from tvm_place.errors import TvmPlaceError
-
-
-class ModelConfigError(TvmPlaceError, ValueError):
-    """An unknown model name, an override the model does not take, or sizes that do not fit."""
-
-
-class MissingDependencyError(TvmPlaceError, ImportError):
-    """A model needs an optional package (torch, onnx) that is not installed."""
+from tvm_place.errors import MissingDependencyError, ModelConfigError
 
 
 class Network(NamedTuple):

@@ -31,3 +31,11 @@ class InvalidPlacementError(TvmPlaceError, ValueError):
 
 class UnknownMethodError(TvmPlaceError, ValueError):
     """A solver method name that tvm-place does not have."""
+
+
+class ModelConfigError(TvmPlaceError, ValueError):
+    """An unknown model name, an override the model does not take, or sizes that do not fit."""
+
+
+class MissingDependencyError(TvmPlaceError, ImportError):
+    """A feature needs an optional package (torch, onnx) that is not installed."""

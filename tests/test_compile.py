@@ -1,0 +1,170 @@
+"""tvm_place.compile end to end on real models from the registry, against the unsplit TVM build."""
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import tvm_place
+from tvm_place import models
+from tvm_place.compile import prepare
+from tvm_place.errors import (
+    InfeasibleError,
+    InvalidTargetError,
+    TvmPlaceError,
+    UnsupportedModelError,
+)
+from tvm_place.passes import collect_op_graph
+from tvm_place.passes._ir import TO_VDEVICE, bindings, is_call_to
+
+#: Small sizes so each model compiles in seconds; the architecture is the real one.
+SMALL = {
+    "resnet18": dict(image_size=32),
+    "bert-layer": dict(seq_len=8, hidden=64, heads=4, ffn=128),
+    "torch-cnn": {},
+    "onnx-cnn": {},
+}
+
+
+def unsplit_output(model) -> np.ndarray:
+    executable = tvm.compile(model.mod, target="llvm")
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    return vm["main"](*[tvm.runtime.tensor(x) for x in model.inputs]).numpy()
+
+
+def build(name):
+    if name == "torch-cnn":
+        pytest.importorskip("torch")
+    return models.get(name, **SMALL[name])
+
+
+def split_in_two(mod) -> np.ndarray:
+    """A contiguous placement: the first half of the operators on cpu:0, the rest on cpu:1."""
+    num_ops = len(collect_op_graph(prepare(mod)).graph)
+    return (np.arange(num_ops) >= num_ops // 2).astype(np.int64)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_two_cpu_devices_match_unsplit_build(name):
+    model = build(name)
+    reference = unsplit_output(model)
+    forced = tvm_place.compile(model.mod, ["llvm", "llvm"], placement=split_in_two(model.mod))
+    assert set(forced.placement.device_of.tolist()) == {0, 1}
+    copies = [b for b in bindings(forced.split_module["main"]) if is_call_to(b.value, TO_VDEVICE)]
+    assert copies, "a placement across two devices must copy between them"
+    assert np.abs(forced(*model.inputs).numpy() - reference).max() <= 1e-5
+
+    solved = tvm_place.compile(model.mod, ["llvm", "llvm"], objective="latency")
+    assert np.abs(solved(*model.inputs).numpy() - reference).max() <= 1e-5
+    assert solved.placement.lower_bound <= solved.placement.value
+
+
+def test_throughput_placement_runs_and_reports_bound_and_gap():
+    model = build("bert-layer")
+    placed = tvm_place.compile(model.mod, ["llvm", "llvm"], objective="throughput")
+    report = placed.report()
+    for field in ("objective      throughput", "lower bound", "gap", "cpu:0", "cpu:1", "copies"):
+        assert field in report
+    assert np.abs(placed(*model.inputs).numpy() - unsplit_output(model)).max() <= 1e-5
+
+
+def test_cpu_gpu_builds_with_gpu_kernels_for_gpu_ops():
+    model = build("resnet18")
+    placed = tvm_place.compile(model.mod, ["llvm", "cuda"], objective="throughput")
+    gpu_stages = [s for s in placed.plan.steps if s["kind"] == "call" and s["device"] == 1]
+    assert gpu_stages, "the A100 profile is far faster than this CPU: something belongs on it"
+    for step in gpu_stages:
+        kinds = []
+
+        def walk(module):
+            kinds.append(module.kind)
+            for imported in module.imports:
+                walk(imported)
+
+        walk(placed.executables[step["stage"]].mod)
+        assert "cuda" in kinds
+    assert "gpu:0" in placed.report()
+
+
+def test_export_and_load_round_trip(tmp_path):
+    model = build("onnx-cnn")
+    placed = tvm_place.compile(model.mod, ["llvm", "llvm"], placement=split_in_two(model.mod))
+    placed.export(tmp_path / "artifacts")
+    loaded = tvm_place.load(tmp_path / "artifacts")
+    expected = placed(*model.inputs).numpy()
+    assert np.array_equal(loaded(*model.inputs).numpy(), expected)
+    assert loaded.report() == placed.report()
+    assert loaded.placement.device_of.tolist() == placed.placement.device_of.tolist()
+
+
+def test_pins_by_pattern_are_honoured():
+    model = build("bert-layer")
+    placed = tvm_place.compile(model.mod, ["llvm", "llvm"], pins={"*matmul*": "cpu:1"})
+    names = placed.problem.graph.names
+    pinned = [u for u, name in enumerate(names) if "matmul" in name]
+    assert pinned and all(placed.placement.device_of[u] == 1 for u in pinned)
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+
+def test_module_without_main():
+    model = build("onnx-cnn")
+    renamed = tvm.IRModule({relax.GlobalVar("forward"): model.mod["main"]})
+    with pytest.raises(UnsupportedModelError, match="no `main`"):
+        tvm_place.compile(renamed, ["llvm"])
+
+
+@pytest.mark.parametrize(
+    "targets, message",
+    [
+        ([], "empty"),
+        ("llvm", "must be a list"),
+        (["nosuch"], "cannot make a target"),
+        (["llvm -mcpu=native"], "bare kind"),
+        (["opencl"], "places on"),
+        ([42], "is a int"),
+    ],
+)
+def test_bad_targets(targets, message):
+    model = build("onnx-cnn")
+    with pytest.raises(InvalidTargetError, match=message):
+        tvm_place.compile(model.mod, targets)
+
+
+def test_pin_to_a_device_not_in_targets():
+    model = build("onnx-cnn")
+    with pytest.raises(InfeasibleError, match="cuda:0.*cpu:0"):
+        tvm_place.compile(model.mod, ["llvm", "llvm"], pins={"*": "cuda:0"})
+    with pytest.raises(InfeasibleError, match="matches no operator"):
+        tvm_place.compile(model.mod, ["llvm", "llvm"], pins={"no_such_op*": "cpu:1"})
+
+
+def test_hint_to_a_device_not_in_targets():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.exp(x))
+            z = bb.emit(relax.op.hint_on_device(y, tvm.cuda(0)))
+            out = bb.emit_output(relax.op.tanh(z))
+        bb.emit_func_output(out)
+    with pytest.raises(InfeasibleError, match="hint_on_device.*gpu:0"):
+        tvm_place.compile(bb.get(), ["llvm", "llvm"])
+
+
+def test_dynamic_shapes_are_refused_clearly():
+    bb = relax.BlockBuilder()
+    n = tvm.tirx.Var("n", "int64")
+    x = relax.Var("x", relax.TensorType((n, 4), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.exp(x))
+        bb.emit_func_output(out)
+    with pytest.raises(UnsupportedModelError, match="dynamic"):
+        tvm_place.compile(bb.get(), ["llvm"])
+
+
+def test_every_error_is_a_tvm_place_error():
+    with pytest.raises(TvmPlaceError):
+        tvm_place.compile("not a module", ["llvm"])

@@ -109,7 +109,7 @@ class MeasuredCostModel:
             )
             for param in prim_func.params
         ]
-        timer = executable.time_evaluator(
+        timer = executable.mod.time_evaluator(
             "main",
             runtime_device,
             number=self.number,

@@ -1,0 +1,92 @@
+"""Cost models: the roofline formula, measurement with its disk cache, link transfer times."""
+
+import json
+
+import numpy as np
+import pytest
+from tvm import relax
+
+from tvm_place.cost import AnalyticalCostModel, MeasuredCostModel, compute_costs, device_profile
+from tvm_place.cost.measured import CostCache
+from tvm_place.errors import InvalidTargetError
+from tvm_place.graph import OpNode
+from tvm_place.passes import collect_op_graph
+from tvm_place.targets import resolve_targets
+
+
+def matmul_module(sizes):
+    """One matmul per size, chained through a reduction-free elementwise add to stay separate."""
+    bb = relax.BlockBuilder()
+    inputs = [relax.Var(f"x{n}", relax.TensorType((n, n), "float32")) for n in sizes]
+    with bb.function("main", inputs):
+        with bb.dataflow():
+            outputs = [bb.emit(relax.op.matmul(x, x)) for x in inputs]
+            result = bb.emit_output(relax.Tuple(outputs))
+        bb.emit_func_output(result)
+    return relax.transform.LegalizeOps()(bb.get())
+
+
+def test_analytical_model_is_the_roofline_of_the_profile():
+    (cpu, gpu) = resolve_targets(["llvm", "cuda"])
+    node = OpNode("matmul", flops=2e9, bytes_accessed=1e6)
+    model = AnalyticalCostModel()
+    for device in (cpu, gpu):
+        p = device.profile
+        expected = p.launch_overhead_us * 1e-6 + max(
+            2e9 / (p.peak_gflops * 1e9 * p.compute_efficiency),
+            1e6 / (p.memory_bandwidth_gbs * 1e9 * p.memory_efficiency),
+        )
+        assert model.op_time(None, node, device) == (pytest.approx(expected), "analytical")
+    # compute-bound work is faster on the A100 profile than on this CPU's
+    assert model.op_time(None, node, gpu)[0] < model.op_time(None, node, cpu)[0]
+
+
+def test_profiles_are_data_and_unknown_ones_are_refused():
+    assert device_profile("h100").arch == "sm_90"
+    assert device_profile("a100").link.name == "pcie4"
+    with pytest.raises(InvalidTargetError, match="unknown device profile"):
+        device_profile("tpu-v9")
+    (gpu,) = resolve_targets([{"kind": "cuda", "arch": "sm_75"}])
+    assert gpu.profile.name == "t4"
+    with pytest.raises(InvalidTargetError, match="describes a gpu"):
+        resolve_targets(["llvm"], profiles=["a100"])
+
+
+def test_measured_model_times_kernels_and_caches_them(tmp_path):
+    mod = matmul_module([16, 128])
+    collected = collect_op_graph(mod)
+    devices = resolve_targets(["llvm", "llvm"])
+    model = MeasuredCostModel(cache_dir=tmp_path)
+    compute_time, sources = compute_costs(mod, collected, devices, model)
+    assert sources[0][0] == "measured" and sources[1][0] == "measured"
+    # cpu:1 is the same target and profile: costed once, not measured again
+    assert compute_time[:, 0].tolist() == compute_time[:, 1].tolist()
+    # 128^3 multiply-adds take longer than 16^3 (a factor 512 in work)
+    assert compute_time[1, 0] > 10 * compute_time[0, 0]
+    entries = json.loads((tmp_path / "measured-costs.json").read_text())
+    assert len(entries) == 2 and all(key.count("|") == 2 for key in entries)
+
+    again = MeasuredCostModel(cache_dir=tmp_path)
+    cached_time, cached_sources = compute_costs(mod, collected, devices, again)
+    assert cached_sources[0][0] == "measured (cached)"
+    assert np.array_equal(cached_time, compute_time)
+
+
+def test_cache_key_changes_with_target_and_kernel():
+    mod = matmul_module([16, 32])
+    small, large = mod["matmul"], mod["matmul1"]
+    (cpu,) = resolve_targets(["llvm"])
+    (cpu_avx,) = resolve_targets([{"kind": "llvm", "mcpu": "skylake"}])
+    assert CostCache.key(small, cpu.target) != CostCache.key(large, cpu.target)
+    assert CostCache.key(small, cpu.target) != CostCache.key(small, cpu_avx.target)
+
+
+def test_measured_model_falls_back_for_missing_devices(tmp_path):
+    mod = matmul_module([16])
+    collected = collect_op_graph(mod)
+    devices = resolve_targets(["cuda"])
+    _, sources = compute_costs(mod, collected, devices, MeasuredCostModel(cache_dir=tmp_path))
+    import tvm
+
+    expected = "measured" if tvm.cuda(0).exist else "analytical"
+    assert sources[0][0] == expected

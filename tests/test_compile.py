@@ -168,3 +168,17 @@ def test_dynamic_shapes_are_refused_clearly():
 def test_every_error_is_a_tvm_place_error():
     with pytest.raises(TvmPlaceError):
         tvm_place.compile("not a module", ["llvm"])
+
+
+@pytest.mark.gpu
+def test_cpu_gpu_numerics_on_a_real_gpu():
+    """Runs only where a CUDA GPU and driver exist (pytest -m gpu)."""
+    if not tvm.cuda(0).exist:
+        pytest.skip("no CUDA GPU on this machine")
+    for name in ("resnet18", "bert-layer"):
+        model = build(name)
+        num_ops = len(collect_op_graph(prepare(model.mod)).graph)
+        device_of = (np.arange(num_ops) >= num_ops // 2).astype(np.int64)
+        placed = tvm_place.compile(model.mod, ["llvm", "cuda"], placement=device_of)
+        error = np.abs(placed(*model.inputs).numpy() - unsplit_output(model)).max()
+        assert error <= 1e-4, (name, error)

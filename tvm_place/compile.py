@@ -186,7 +186,7 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
         executables=executables,
         devices=[{"name": d.name, "kind": d.kind, "index": d.index} for d in devices],
         placement=placement,
-        report_text=format_report(problem, placement, sources, num_stages),
+        report_text=format_report(problem, placement, sources, num_stages, plan.num_copies),
         problem=problem,
         split_module=split,
     )

@@ -29,6 +29,7 @@ def format_report(
     placement: Placement,
     cost_sources: list[list[str]] | None = None,
     num_stages: int | None = None,
+    num_copies: int | None = None,
 ) -> str:
     """The report ``PlacedModule.report()`` prints; every number is recomputed by the evaluator."""
     evaluation = evaluate(problem, placement)
@@ -45,7 +46,8 @@ def format_report(
         f"{_seconds(evaluation.max_load)} (throughput {1.0 / evaluation.max_load:.2f} inputs/s)"
         if evaluation.max_load > 0
         else f"  predicted      latency {_seconds(evaluation.latency)}",
-        f"  copies         {len(evaluation.copies)} cross-device values"
+        f"  copies         {len(evaluation.copies)} operator outputs cross devices"
+        + (f"; the plan has {num_copies} copies with inputs" if num_copies is not None else "")
         + (f", {num_stages} stages" if num_stages is not None else ""),
         "",
         f"  {'device':<8} {'profile':<11} {'ops':>4} {'compute':>11} {'in':>10} {'out':>10} "

@@ -23,17 +23,22 @@ Adaptation to the latency model of :func:`tvm_place.evaluate.evaluate`:
 - *Memory fallback*: if the greedy pass strands an operator (every allowed device full) a
   depth-first packing search looks for any assignment that fits; only if that fails is the problem
   reported infeasible.
-- *Local search*: moves of one operator, or of a whole colour class, to another allowed device
-  that has room, re-timed with the evaluator's recurrence over the fixed order. Each pass tries
-  every unit once and keeps, per unit, the move that lowers the latency most; passes repeat until
-  none improves, :data:`MAX_PASSES` is reached, or the time limit is up. Only the suffix of the
-  order from the moved operator on is re-timed, and a trial stops as soon as one operator
-  finishes no earlier than the best latency known.
+- *Local search*: re-timed with the evaluator's recurrence, each pass visits the units (an
+  operator, or a whole colour class) in order and keeps, per unit, the move that lowers the
+  latency most: to another allowed device with room, or onto a full one while evicting one of the
+  :data:`EVICTION_PARTNERS` units there nearest in the order to a device with room for it. Then
+  each operator that waited for its device tries running before the operator it waited for.
+  Only moves that touch the critical chain (the operators whose finishes, one after another,
+  pin the latency) can shorten it, so only those are tried; a trial re-times only the suffix of
+  the order from the first moved operator and stops as soon as an operator finishes no earlier
+  than the best latency known. Passes repeat until none improves, :data:`MAX_PASSES` is reached,
+  or the time limit is up.
 
 Complexity, ``n`` operators, ``m`` edges, ``D`` devices: ranks ``O(m D)``, order
 ``O((n + m) log n)``, greedy placement ``O((n + m) D)``, one local-search pass
-``O(n D (n + m))`` at worst; the packing fallback is capped at :data:`PACKING_STEPS` steps.
-The greedy phase does not watch the clock; the local search and the packing search do.
+``O(c D^2 (n + m))`` at worst with ``c`` operators on the critical chain; the packing fallback is
+capped at :data:`PACKING_STEPS` steps. Only the local search watches the clock: the greedy
+phase is fast, and a placement that fits memory is found (or ruled out) whatever the time limit.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,7 +55,7 @@ from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
 from . import bounds
 
-#: Local-search passes at most; each pass tries every operator (or colour class) on every device.
+#: Local-search passes at most; they rarely run out before the search converges.
 MAX_PASSES = 10
 
 #: Units on a full device that a local-search move onto it may evict (nearest in the order first).
@@ -63,7 +69,7 @@ RELATIVE_IMPROVEMENT = 1e-12
 
 
 def solve(problem: PlacementProblem, objective: str, time_limit: float, progress=None) -> Placement:
-    """Place ``problem`` for minimum latency: HEFT, then local search until ``time_limit`` seconds."""
+    """Place ``problem`` for minimum latency: HEFT, then local search for up to ``time_limit`` s."""
     if objective != "latency":
         raise UnknownMethodError(
             f"method 'heft' minimises latency, not {objective!r}; use objective='latency' or "
@@ -76,47 +82,46 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         if progress is not None:
             progress(message, fraction)
 
-    group_of, groups = _colour_groups(problem)
-    allowed = _shared_allowed(problem, group_of, groups)
-    group_memory = [float(problem.memory[group].sum()) for group in groups]
+    units = _Units.of(problem)
     memory_limit = (problem.capacity * (1 + MEMORY_TOLERANCE)).tolist()
-    group_devices = [np.flatnonzero(allowed[group[0]]).tolist() for group in groups]
-    for g, group in enumerate(groups):
-        if not any(group_memory[g] <= memory_limit[d] for d in group_devices[g]):
-            raise InfeasibleError(_stranded_message(problem, group, group_devices[g], group_memory[g],
-                                                    [0.0] * problem.num_devices))
+    for g in range(len(units.members)):
+        if not any(units.memory[g] <= memory_limit[d] for d in units.devices[g]):
+            raise InfeasibleError(
+                _no_room_message(problem, units, g, [0.0] * problem.num_devices, "even when empty")
+            )
 
-    ranks = _upward_ranks(problem, allowed, group_of)
+    ranks = _upward_ranks(problem, units)
     order = _rank_order(problem, ranks)
     report(f"heft: ranked {problem.num_ops} operators", 0.0)
 
-    device_of, stuck_at, used = _greedy_placement(
-        problem, order, group_of, group_devices, group_memory, memory_limit
-    )
-    packed = False
-    if device_of is None:
-        report(f"heft: greedy placement ran out of memory at {problem.graph.nodes[stuck_at].name}; "
+    device_of, stuck_at, used = _greedy_placement(problem, order, units, memory_limit)
+    packed = device_of is None
+    if packed:
+        report(f"heft: greedy placement ran out of memory at {problem.graph.names[stuck_at]}; "
                "searching for a placement that fits", None)
-        device_of, proven = _pack_memory(problem, groups, group_devices, group_memory, memory_limit,
-                                         deadline)
+        device_of, exhaustive = _pack_memory(problem, units, memory_limit)
         if device_of is None:
-            group = groups[group_of[stuck_at]]
-            message = _stranded_message(problem, group, group_devices[group_of[stuck_at]],
-                                        group_memory[group_of[stuck_at]], used)
-            how = ("an exhaustive search confirms that no placement fits" if proven else
-                   "a bounded packing search found no placement that fits either")
-            raise InfeasibleError(f"{message} (in the greedy placement; {how})")
-        packed = True
-        used = np.bincount(device_of, weights=problem.memory, minlength=problem.num_devices).tolist()
+            if exhaustive:
+                finding = (f", and no assignment of all the operators ({problem.memory.sum():.4g} "
+                           "bytes in all) fits the capacities")
+            else:
+                finding = f", and a packing search of {PACKING_STEPS} steps found none that fits"
+            raise InfeasibleError(_no_room_message(
+                problem, units, units.unit_of[stuck_at], used, "in the greedy placement", finding
+            ))
+        used = np.bincount(
+            device_of, weights=problem.memory, minlength=problem.num_devices
+        ).tolist()
 
     schedule = _OrderedSchedule(problem, order)
     schedule.retime(device_of)
-    greedy_latency = schedule.latency
-    report(f"heft: greedy latency {greedy_latency:.6g}", 0.1)
+    initial_latency = schedule.latency
+    report(f"heft: latency before local search {initial_latency:.6g}", 0.1)
 
     search = {"local_search_passes": 0, "moves_tried": 0, "moves_kept": 0}
-    search["stopped_by"] = _local_search(schedule, device_of, used, groups, group_devices,
-                                         group_memory, memory_limit, deadline, report, search)
+    search["stopped_by"] = _local_search(
+        schedule, device_of, used, units, memory_limit, deadline, report, search
+    )
     order = np.array(schedule.order, dtype=np.int64)
     latency = evaluate(problem, np.array(device_of), order).latency
     report(f"heft: latency {latency:.6g}", 1.0)
@@ -128,7 +133,7 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         method="heft",
         order=order,
         stats={
-            "greedy_latency": greedy_latency,
+            "initial_latency": initial_latency,
             "memory_packing_fallback": packed,
             "seconds": time.perf_counter() - started,
             **search,
@@ -136,77 +141,96 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     )
 
 
-def _colour_groups(problem: PlacementProblem) -> tuple[list[int], list[list[int]]]:
-    """Operators that must share a device: overlapping colour classes merged, others alone."""
-    parent = list(range(problem.num_ops))
+@dataclass
+class _Units:
+    """What moves as one: each colour class (overlapping ones merged), and each other operator.
 
-    def root(u: int) -> int:
-        while parent[u] != u:
-            parent[u] = parent[parent[u]]
-            u = parent[u]
-        return u
+    ``devices[g]`` are the devices on which every member of unit ``g`` may run; ``memory[g]`` is
+    the bytes the unit holds; ``unit_of[u]`` is operator ``u``'s unit.
+    """
 
-    for colour in problem.colour_classes:
-        for u in colour[1:]:
-            parent[root(u)] = root(colour[0])
-    members: dict[int, list[int]] = {}
-    for u in range(problem.num_ops):
-        members.setdefault(root(u), []).append(u)
-    groups = sorted(members.values())
-    group_of = [0] * problem.num_ops
-    for g, group in enumerate(groups):
-        for u in group:
-            group_of[u] = g
-    return group_of, groups
+    members: list[list[int]]
+    unit_of: list[int]
+    devices: list[list[int]]
+    memory: list[float]
+
+    @classmethod
+    def of(cls, problem: PlacementProblem) -> "_Units":
+        parent = list(range(problem.num_ops))
+
+        def root(u: int) -> int:
+            while parent[u] != u:
+                parent[u] = parent[parent[u]]
+                u = parent[u]
+            return u
+
+        for colour in problem.colour_classes:
+            for u in colour[1:]:
+                parent[root(u)] = root(colour[0])
+        by_root: dict[int, list[int]] = {}
+        for u in range(problem.num_ops):
+            by_root.setdefault(root(u), []).append(u)
+        members = sorted(by_root.values())
+        unit_of = [0] * problem.num_ops
+        for g, group in enumerate(members):
+            for u in group:
+                unit_of[u] = g
+        allowed = _allowed_devices(problem)
+        devices = []
+        for group in members:
+            shared = allowed[group].all(axis=0)
+            if not shared.any():
+                raise InfeasibleError(
+                    f"operators {[problem.graph.names[u] for u in group][:6]} must share a device "
+                    f"(colour class), but no device of {problem.device_names} is allowed for all "
+                    "of them (support or pins); drop the colour class, relax the pins, or add a "
+                    "device that runs them all"
+                )
+            devices.append(np.flatnonzero(shared).tolist())
+        memory = [float(problem.memory[group].sum()) for group in members]
+        return cls(members, unit_of, devices, memory)
 
 
-def _shared_allowed(problem: PlacementProblem, group_of: list[int], groups: list[list[int]]):
-    """``(n, D)`` bool: devices each operator may use given its own limits and its colour class's."""
-    own = problem.allowed()
-    names, devices = problem.graph.names, problem.device_names
-    for u in np.flatnonzero(~own.any(axis=1)):
-        u = int(u)
+def _allowed_devices(problem: PlacementProblem) -> np.ndarray:
+    """``problem.allowed()``, after checking that every operator may run somewhere."""
+    allowed = problem.allowed()
+    devices = problem.device_names
+    for u in np.flatnonzero(~allowed.any(axis=1)).tolist():
         if u in problem.pins:
             why = (f"it is pinned to {[devices[d] for d in problem.pins[u]]}, none of which "
                    "supports it")
         else:
             why = f"no device of {devices} supports it"
         raise InfeasibleError(
-            f"operator {names[u]!r} can run on no device: {why}; add a device that supports it "
-            "or change the pin"
+            f"operator {problem.graph.names[u]!r} can run on no device: {why}; add a device that "
+            "supports it or change the pin"
         )
-    shared = np.empty_like(own)
-    for group in groups:
-        common = own[group].all(axis=0)
-        if not common.any():
-            raise InfeasibleError(
-                f"operators {[names[u] for u in group][:6]} must share a device (colour class), "
-                f"but no device of {devices} is allowed for all of them (support or pins); "
-                "drop the colour class, relax the pins, or add a device that runs them all"
-            )
-        shared[group] = common
-    return shared
+    return allowed
 
 
-def _stranded_message(problem, group, devices, memory, used) -> str:
+def _no_room_message(problem, units: _Units, g: int, used, situation: str, finding="") -> str:
+    """Why unit ``g`` finds no room (``situation``: when; ``finding``: what else is known)."""
     names = problem.graph.names
-    what = (f"operator {names[group[0]]!r}" if len(group) == 1 else
-            f"colour class {[names[u] for u in group][:6]}")
+    members = units.members[g]
+    what = (f"operator {names[members[0]]!r}" if len(members) == 1 else
+            f"colour class {[names[u] for u in members][:6]}")
     free = ", ".join(
         f"{problem.devices[d].name} ({max(0.0, problem.capacity[d] - used[d]):.4g} of "
         f"{problem.capacity[d]:.4g} bytes free)"
-        for d in devices
+        for d in units.devices[g]
     )
     return (
-        f"{what} needs {memory:.4g} bytes but fits on none of its allowed devices: {free}; raise "
-        "a device's memory_capacity, add a device, or relax the pins and colour classes that "
-        "confine it"
+        f"{what} needs {units.memory[g]:.4g} bytes of memory, more than any device it may run on "
+        f"has free {situation}: {free}{finding}. Raise those devices' memory_capacity, add a "
+        "device, or relax the pins and colour classes that confine it"
     )
 
 
-def _upward_ranks(problem: PlacementProblem, allowed: np.ndarray, group_of: list[int]) -> np.ndarray:
-    allowed_count = allowed.sum(axis=1)
-    mean_compute = np.where(allowed, problem.compute_time, 0.0).sum(axis=1) / allowed_count
+def _upward_ranks(problem: PlacementProblem, units: _Units) -> np.ndarray:
+    allowed = np.zeros((problem.num_ops, problem.num_devices), dtype=bool)
+    for g, members in enumerate(units.members):
+        allowed[np.ix_(members, units.devices[g])] = True
+    mean_compute = np.where(allowed, problem.compute_time, 0.0).sum(axis=1) / allowed.sum(axis=1)
     edges = problem.graph.edges
     mean_delay = np.zeros(len(edges))
     if len(edges):
@@ -220,8 +244,8 @@ def _upward_ranks(problem: PlacementProblem, allowed: np.ndarray, group_of: list
             dst_allowed * sent * (src_count[:, None] - src_allowed)
         ).sum(axis=1)
         pairs = src_count * dst_count - (src_allowed * dst_allowed).sum(axis=1)
-        same_group = np.array([group_of[u] == group_of[v] for u, v in edges.tolist()])
-        crossing = (pairs > 0) & ~same_group
+        unit_of = np.array(units.unit_of)
+        crossing = (pairs > 0) & (unit_of[src] != unit_of[dst])
         mean_delay[crossing] = total[crossing] / pairs[crossing]
     delay_to: list[list[tuple[int, float]]] = [[] for _ in range(problem.num_ops)]
     for (u, v), delay in zip(edges.tolist(), mean_delay.tolist()):
@@ -235,8 +259,9 @@ def _upward_ranks(problem: PlacementProblem, allowed: np.ndarray, group_of: list
 
 def _rank_order(problem: PlacementProblem, ranks: np.ndarray) -> np.ndarray:
     """Decreasing rank among operators whose inputs are scheduled: a topological order."""
+    rank = ranks.tolist()
     waiting = [len(p) for p in problem.graph.predecessors]
-    ready = [(-r, u) for u, r in enumerate(ranks.tolist()) if waiting[u] == 0]
+    ready = [(-rank[u], u) for u in range(problem.num_ops) if waiting[u] == 0]
     heapq.heapify(ready)
     order = []
     while ready:
@@ -245,30 +270,32 @@ def _rank_order(problem: PlacementProblem, ranks: np.ndarray) -> np.ndarray:
         for v in problem.graph.successors[u]:
             waiting[v] -= 1
             if waiting[v] == 0:
-                heapq.heappush(ready, (-float(ranks[v]), v))
+                heapq.heappush(ready, (-rank[v], v))
     return np.array(order, dtype=np.int64)
 
 
-def _greedy_placement(problem, order, group_of, group_devices, group_memory, memory_limit):
+def _greedy_placement(problem, order, units: _Units, memory_limit):
     """HEFT's earliest-finish-time choice along ``order``.
 
-    Returns ``(device_of, None, used)``, or ``(None, stuck operator, used)`` when an operator's
-    allowed devices are all too full for it.
+    Returns ``(device_of, None, used)``, or ``(None, stuck operator, used)`` when every device an
+    operator may use is too full for its unit.
     """
     compute = problem.compute_time.tolist()
     transfer = problem.transfer_time.tolist()
     preds = problem.graph.predecessors
     device_of = [-1] * problem.num_ops
-    group_device = [-1] * len(group_devices)
+    unit_device = [-1] * len(units.members)
     used = [0.0] * problem.num_devices
     finish = [0.0] * problem.num_ops
     free = [0.0] * problem.num_devices
     for u in order.tolist():
-        g = group_of[u]
-        if group_device[g] >= 0:
-            candidates = [group_device[g]]
+        g = units.unit_of[u]
+        if unit_device[g] >= 0:
+            candidates = [unit_device[g]]
         else:
-            candidates = [d for d in group_devices[g] if used[d] + group_memory[g] <= memory_limit[d]]
+            candidates = [
+                d for d in units.devices[g] if used[d] + units.memory[g] <= memory_limit[d]
+            ]
             if not candidates:
                 return None, u, used
         best_finish, best_device = math.inf, candidates[0]
@@ -281,57 +308,57 @@ def _greedy_placement(problem, order, group_of, group_devices, group_memory, mem
                     ready = arrival
             if ready + compute[u][d] < best_finish:
                 best_finish, best_device = ready + compute[u][d], d
-        if group_device[g] < 0:
-            group_device[g] = best_device
-            used[best_device] += group_memory[g]
+        if unit_device[g] < 0:
+            unit_device[g] = best_device
+            used[best_device] += units.memory[g]
         device_of[u] = best_device
-        finish[u] = best_finish
-        free[best_device] = best_finish
+        finish[u] = free[best_device] = best_finish
     return device_of, None, used
 
 
-def _pack_memory(problem, groups, group_devices, group_memory, memory_limit, deadline):
-    """Depth-first search for any assignment of the groups that fits every memory capacity.
+def _pack_memory(problem, units: _Units, memory_limit):
+    """Depth-first search for any assignment of the units that fits every memory capacity.
 
-    Largest groups first, each trying its devices from the fastest for it. Returns
-    ``(device_of, True)`` on success, ``(None, proven)`` on failure, ``proven`` saying whether the
-    search was exhaustive (rather than cut by :data:`PACKING_STEPS` or the deadline).
+    Largest units first, each trying its devices from the fastest for it. Returns
+    ``(device_of, True)`` on success, ``(None, exhaustive)`` on failure, ``exhaustive`` saying
+    whether the whole space was searched (rather than cut at :data:`PACKING_STEPS`).
     """
-    by_size = sorted(range(len(groups)), key=lambda g: (-group_memory[g], g))
+    by_size = sorted(range(len(units.members)), key=lambda g: (-units.memory[g], g))
     preference = [
-        sorted(group_devices[g], key=lambda d: (problem.compute_time[groups[g], d].sum(), d))
+        sorted(units.devices[g],
+               key=lambda d: (problem.compute_time[units.members[g], d].sum(), d))
         for g in by_size
     ]
+    size = [units.memory[g] for g in by_size]
     # Memory still to place after each depth, to prune branches whose leftovers cannot fit.
-    remaining_after = np.cumsum([group_memory[g] for g in by_size][::-1])[::-1].tolist()[1:] + [0.0]
+    remaining_after = np.cumsum(size[::-1])[::-1].tolist()[1:] + [0.0]
     free = list(memory_limit)
     choice = [-1] * len(by_size)
     depth, steps = 0, 0
     while 0 <= depth < len(by_size):
-        g = by_size[depth]
         if choice[depth] >= 0:
-            free[preference[depth][choice[depth]]] += group_memory[g]
+            free[preference[depth][choice[depth]]] += size[depth]
         choice[depth] += 1
-        while choice[depth] < len(preference[depth]) and (
-            free[preference[depth][choice[depth]]] < group_memory[g]
-        ):
+        while (choice[depth] < len(preference[depth])
+               and free[preference[depth][choice[depth]]] < size[depth]):
             choice[depth] += 1
         if choice[depth] == len(preference[depth]):
             choice[depth] = -1
             depth -= 1
             continue
         steps += 1
-        if steps > PACKING_STEPS or (steps % 1024 == 0 and time.perf_counter() > deadline):
+        if steps > PACKING_STEPS:
             return None, False
-        free[preference[depth][choice[depth]]] -= group_memory[g]
+        free[preference[depth][choice[depth]]] -= size[depth]
         if sum(free) >= remaining_after[depth]:
             depth += 1
     if depth < 0:
         return None, True
-    device_of = np.empty(problem.num_ops, dtype=np.int64)
+    device_of = [0] * problem.num_ops
     for depth, g in enumerate(by_size):
-        device_of[groups[g]] = preference[depth][choice[depth]]
-    return device_of.tolist(), True
+        for u in units.members[g]:
+            device_of[u] = preference[depth][choice[depth]]
+    return device_of, True
 
 
 class _OrderedSchedule:
@@ -427,52 +454,46 @@ class _OrderedSchedule:
         return latency
 
 
-def _local_search(schedule, device_of, used, groups, group_devices, group_memory, memory_limit,
-                  deadline, report, stats) -> str:
-    """Move operators (whole colour classes) between devices while the latency drops.
+def _local_search(schedule, device_of, used, units: _Units, memory_limit, deadline, report,
+                  stats) -> str:
+    """Move operators (whole colour classes) and reorder them while the latency drops.
 
-    Each pass visits the units in order and applies, per unit, the move that lowers the latency
-    most: to another allowed device with room, or, where the device lacks room, a swap with one of
-    the :data:`SWAP_PARTNERS` units on it nearest in the order whose exchange fits both memories.
     Mutates ``device_of``, ``used`` and ``schedule``; counts into ``stats``; returns why it
-    stopped: ``"converged"``, ``"pass_limit"`` (:data:`MAX_PASSES` passes, counted in ``stats``
-    across calls) or ``"time_limit"``.
+    stopped: ``"converged"``, ``"pass_limit"`` or ``"time_limit"``.
     """
-    while stats["local_search_passes"] < MAX_PASSES:
-        stats["local_search_passes"] += 1
+    for passes in range(1, MAX_PASSES + 1):
+        stats["local_search_passes"] = passes
         improved = False
-        first_position = [min(schedule.position[u] for u in group) for group in groups]
-        for g in sorted(range(len(groups)), key=first_position.__getitem__):
+        first_position = [min(schedule.position[u] for u in group) for group in units.members]
+        for g in sorted(range(len(units.members)), key=first_position.__getitem__):
             if time.perf_counter() > deadline:
                 return "time_limit"
-            if not any(schedule.critical[u] for u in groups[g]):
+            if not any(schedule.critical[u] for u in units.members[g]):
                 continue
             threshold = schedule.latency * (1 - RELATIVE_IMPROVEMENT)
             best_move = None
-            for move in _unit_moves(g, device_of, used, groups, group_devices, group_memory,
-                                    memory_limit, first_position):
-                before = _assign(move, groups, device_of)
+            for move in _unit_moves(g, device_of, used, units, memory_limit, first_position):
+                undo = _assign(move, units, device_of)
                 latency = schedule.trial(device_of, min(first_position[h] for h, _ in move),
                                          threshold)
-                _assign(before, groups, device_of)
+                _assign(undo, units, device_of)
                 stats["moves_tried"] += 1
                 if latency < threshold:
                     threshold, best_move = latency, move
             if best_move is not None:
                 for h, d in best_move:
-                    used[device_of[groups[h][0]]] -= group_memory[h]
-                    used[d] += group_memory[h]
-                _assign(best_move, groups, device_of)
+                    used[device_of[units.members[h][0]]] -= units.memory[h]
+                    used[d] += units.memory[h]
+                _assign(best_move, units, device_of)
                 schedule.retime(device_of)
                 stats["moves_kept"] += 1
                 improved = True
         promoted = _promote_operators(schedule, device_of, deadline, stats)
         if promoted is None:
             return "time_limit"
-        improved = improved or promoted
-        report(f"heft: local search pass {stats['local_search_passes']}, latency "
-               f"{schedule.latency:.6g}", 0.1 + 0.9 * stats["local_search_passes"] / MAX_PASSES)
-        if not improved:
+        report(f"heft: local search pass {passes}, latency {schedule.latency:.6g}",
+               0.1 + 0.9 * passes / MAX_PASSES)
+        if not (improved or promoted):
             return "converged"
     return "pass_limit"
 
@@ -496,10 +517,9 @@ def _promote_operators(schedule, device_of, deadline, stats) -> bool | None:
         if any(position[p] >= before for p in schedule.preds[u]):
             continue
         suffix = [u, *order[before:at], *order[at + 1:]]
-        latency = schedule.trial(device_of, before, schedule.latency * (1 - RELATIVE_IMPROVEMENT),
-                                 suffix)
+        threshold = schedule.latency * (1 - RELATIVE_IMPROVEMENT)
         stats["moves_tried"] += 1
-        if latency < math.inf:
+        if schedule.trial(device_of, before, threshold, suffix) < threshold:
             schedule.reorder(order[:before] + suffix)
             schedule.retime(device_of)
             stats["moves_kept"] += 1
@@ -507,40 +527,39 @@ def _promote_operators(schedule, device_of, deadline, stats) -> bool | None:
     return promoted
 
 
-def _unit_moves(g, device_of, used, groups, group_devices, group_memory, memory_limit,
-                first_position):
+def _unit_moves(g, device_of, used, units: _Units, memory_limit, first_position):
     """Candidate moves of unit ``g``, each a tuple of ``(unit, new device)``.
 
     To a device with room, ``g`` moves alone; onto a full one it evicts one of the
     :data:`EVICTION_PARTNERS` units there nearest in the order whose leaving makes room, sending
     it to any other device with room for it (``g``'s old one included).
     """
-    current = device_of[groups[g][0]]
-    for d in group_devices[g]:
+    memory = units.memory
+    current = device_of[units.members[g][0]]
+    for d in units.devices[g]:
         if d == current:
             continue
-        if used[d] + group_memory[g] <= memory_limit[d]:
+        if used[d] + memory[g] <= memory_limit[d]:
             yield ((g, d),)
             continue
         partners = [
             h
-            for h in range(len(groups))
-            if device_of[groups[h][0]] == d
-            and used[d] - group_memory[h] + group_memory[g] <= memory_limit[d]
+            for h, members in enumerate(units.members)
+            if device_of[members[0]] == d and used[d] - memory[h] + memory[g] <= memory_limit[d]
         ]
         # Units close in the order run at similar times, so exchanging them disturbs the least.
         partners.sort(key=lambda h: (abs(first_position[h] - first_position[g]), h))
         for h in partners[:EVICTION_PARTNERS]:
-            for refuge in group_devices[h]:
-                room = used[refuge] - (group_memory[g] if refuge == current else 0.0)
-                if refuge != d and room + group_memory[h] <= memory_limit[refuge]:
+            for refuge in units.devices[h]:
+                room_taken = used[refuge] - (memory[g] if refuge == current else 0.0)
+                if refuge != d and room_taken + memory[h] <= memory_limit[refuge]:
                     yield ((g, d), (h, refuge))
 
 
-def _assign(move, groups, device_of) -> tuple:
+def _assign(move, units: _Units, device_of) -> tuple:
     """Put each unit of ``move`` on its device; return the move that undoes it."""
-    undo = tuple((h, device_of[groups[h][0]]) for h, _ in move)
+    undo = tuple((h, device_of[units.members[h][0]]) for h, _ in move)
     for h, d in move:
-        for u in groups[h]:
+        for u in units.members[h]:
             device_of[u] = d
     return undo

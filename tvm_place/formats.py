@@ -108,3 +108,135 @@ def load_problem(path: str | Path) -> PlacementProblem:
             f"{err.msg})"
         )
     return problem_from_dict(data)
+
+
+# -- dnn-partitioning (Tarnawski et al., NeurIPS 2020; github.com/msr-fiddle/dnn-partitioning) ------
+
+
+def _read_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InvalidGraphError(f"{what} file {str(path)!r} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise InvalidGraphError(
+            f"{what} file {str(path)!r} is not valid JSON (line {err.lineno}, column {err.colno}: "
+            f"{err.msg})"
+        ) from None
+
+
+def dnn_partitioning_problem(data: Mapping, name: str = "workload") -> PlacementProblem:
+    """A dnn-partitioning workload as a problem: ``maxFPGAs`` accelerators, then ``maxCPUs`` CPUs.
+
+    Accelerators (``acc:i``) run ``fpgaLatency`` (unsupported where ``supportedOnFpga`` is 0), hold
+    at most ``maxSizePerFPGA`` bytes, and pay a node's edge ``cost`` to send or receive its output.
+    CPUs (``cpu:j``) run ``cpuLatency``, have no memory cap and pay no communication: exactly the
+    max-load rule of the workloads' README.
+    """
+    where = f"workload {name!r}"
+    for key in ("maxSizePerFPGA", "maxFPGAs", "maxCPUs", "nodes", "edges"):
+        _require(data, key, where)
+    raw_nodes = sorted(data["nodes"], key=lambda node: int(_require(node, "id", f"a node of {where}")))
+    index_of = {}
+    nodes, compute, memory = [], [], []
+    num_accelerators, num_cpus = int(data["maxFPGAs"]), int(data["maxCPUs"])
+    for node in raw_nodes:
+        node_where = f"node {node.get('id')} of {where}"
+        for key in ("cpuLatency", "fpgaLatency", "supportedOnFpga", "size"):
+            _require(node, key, node_where)
+        node_id = int(node["id"])
+        if node_id in index_of:
+            raise InvalidGraphError(f"{where} has two nodes with id {node_id}")
+        index_of[node_id] = len(nodes)
+        nodes.append(
+            OpNode(
+                name=str(node.get("name", node_id)),
+                is_backward=bool(node.get("isBackwardNode", 0)),
+                external_id=node_id,
+            )
+        )
+        fpga = float(node["fpgaLatency"]) if node["supportedOnFpga"] else math.inf
+        compute.append([fpga] * num_accelerators + [float(node["cpuLatency"])] * num_cpus)
+        memory.append(float(node["size"]))
+    send_cost = np.zeros(len(nodes))
+    edges = []
+    for edge in data["edges"]:
+        for key in ("sourceId", "destId", "cost"):
+            _require(edge, key, f"an edge of {where}")
+        source, dest = int(edge["sourceId"]), int(edge["destId"])
+        if source not in index_of or dest not in index_of:
+            raise InvalidGraphError(
+                f"{where} has an edge {source} -> {dest} naming a node that does not exist"
+            )
+        u = index_of[source]
+        # The cost is the same on every out-edge of a node (the format's rule); take the largest
+        # so a file that breaks the rule is never under-charged.
+        send_cost[u] = max(send_cost[u], float(edge["cost"]))
+        edges.append((u, index_of[dest]))
+    transfer = np.zeros((len(nodes), num_accelerators + num_cpus))
+    transfer[:, :num_accelerators] = send_cost[:, None]
+    classes: dict[int, list[int]] = {}
+    for u, node in enumerate(raw_nodes):
+        if "colorClass" in node:
+            classes.setdefault(int(node["colorClass"]), []).append(u)
+    devices = [
+        Device(f"acc:{i}", "accelerator", memory_capacity=float(data["maxSizePerFPGA"]))
+        for i in range(num_accelerators)
+    ] + [Device(f"cpu:{j}", "cpu") for j in range(num_cpus)]
+    return PlacementProblem(
+        graph=OpGraph(nodes, edges),
+        devices=devices,
+        compute_time=np.array(compute).reshape(len(nodes), len(devices)),
+        transfer_time=transfer,
+        memory=np.array(memory),
+        colour_classes=[members for _, members in sorted(classes.items())],
+        name=name,
+    )
+
+
+def load_dnn_partitioning(path: str | Path) -> PlacementProblem:
+    """Read a dnn-partitioning workload file (see :func:`dnn_partitioning_problem`)."""
+    return dnn_partitioning_problem(_read_json(path, "workload"), name=Path(path).stem)
+
+
+def dnn_split_to_device_of(data: Mapping, problem: PlacementProblem) -> np.ndarray:
+    """The device of every node from a dnn-partitioning split (``fpgas[i]`` is ``acc:i``)."""
+    index_of = {node.external_id: u for u, node in enumerate(problem.graph.nodes)}
+    names = problem.device_names
+    device_of = np.full(problem.num_ops, -1, dtype=np.int64)
+    for group, prefix in (("fpgas", "acc"), ("cpus", "cpu")):
+        for i, part in enumerate(data.get(group) or []):
+            device_name = f"{prefix}:{i}"
+            if device_name not in names:
+                if part.get("nodes"):
+                    raise InvalidGraphError(
+                        f"the split uses {device_name}, but the workload has only {names}"
+                    )
+                continue
+            for node_id in part.get("nodes", []):
+                if node_id not in index_of:
+                    raise InvalidGraphError(f"the split names node {node_id}, not in the workload")
+                device_of[index_of[node_id]] = names.index(device_name)
+    missing = [problem.graph.nodes[u].external_id for u in np.flatnonzero(device_of < 0)]
+    if missing:
+        raise InvalidGraphError(f"the split leaves {len(missing)} nodes unplaced, e.g. {missing[:5]}")
+    return device_of
+
+
+def load_dnn_split(path: str | Path, problem: PlacementProblem) -> np.ndarray:
+    """Read a dnn-partitioning split file for ``problem``."""
+    return dnn_split_to_device_of(_read_json(path, "split"), problem)
+
+
+def dnn_split(problem: PlacementProblem, device_of: np.ndarray) -> dict:
+    """A placement in the dnn-partitioning split format, loads from the one evaluator."""
+    from .evaluate import evaluate
+
+    load = evaluate(problem, device_of).load
+    groups: dict[str, list] = {"fpgas": [], "cpus": []}
+    for d, device in enumerate(problem.devices):
+        members = [int(problem.graph.nodes[u].external_id) for u in np.flatnonzero(device_of == d)]
+        group = "cpus" if device.kind == "cpu" else "fpgas"
+        groups[group].append({"load": float(load[d]), "nodes": sorted(members)})
+    return {"cpus": groups["cpus"], "fpgas": groups["fpgas"], "maxLoad": float(load.max())}

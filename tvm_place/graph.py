@@ -49,6 +49,8 @@ class OpNode:
     output_bytes: float = 0.0
     param_bytes: float = 0.0
     is_backward: bool = False
+    #: The node's id in the file it was loaded from (dnn-partitioning ids are not contiguous).
+    external_id: int | None = None
 
 
 class OpGraph:

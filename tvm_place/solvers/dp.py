@@ -32,17 +32,18 @@ raises a load. Ideals are enumerated over the groups.
 
 Per ideal ``J`` the program keeps its maximal nodes (``J ⊂ I`` iff they all lie in ``I``) and its
 boundary ``B(J)``, the nodes of ``J`` with a successor outside ``J``, each with those successors
-``R(u, J)``. For a fixed ``I`` one vectorised pass over all smaller ideals then gives every
+``R(u, J)``. For a fixed ``I`` one vectorised pass over its sub-ideals then gives every
 ``load_t(J, I)``: ``u in B(J)`` receives into ``S`` iff ``R(u, J)`` meets ``I``, and ``u`` is sent
 out of ``I`` (so not from ``S``) iff ``R(u, J)`` leaves ``I``.
 
-Complexity: with ``N`` ideals, ``w`` the width of the group DAG (``N = O((n / w + 1)^w)``), ``E``
-the boundary entries summed over the ideals, ``T`` types and ``V = prod (c_t + 1)`` usage vectors,
-the enumeration takes ``O(E * deg)`` big-integer operations and the program
-``O(N * (N * w + E + N * V * T))`` time and ``O(N * V + E)`` memory. Wide graphs have
-exponentially many ideals, so enumeration stops at ``max_ideals``; on that cap or the time limit the
-solver returns the best slicing of one topological order (the same program run over the prefixes
-of that order, ``N = groups + 1``), flagged not optimal.
+Complexity: with ``N`` ideals, ``w`` the width of the group DAG (``N = O((n / w + 1)^w)``), ``P``
+the nested pairs ``J ⊊ I`` (at most ``N^2 / 2``), ``b`` the boundary nodes of an ideal and ``r``
+their successors outside it, ``T`` types and ``V = prod (c_t + 1)`` usage vectors, the
+enumeration takes ``O(N * w * b * r)`` big-integer operations and the program
+``O(N^2 * w + P * (b * r + V * T))`` time (vectorised over the sub-ideals of each ``I``) and
+``O(N * (V + b * r))`` memory. Wide graphs have exponentially many ideals, so enumeration stops at ``max_ideals``; on that cap or the time
+limit the solver returns the best slicing of one topological order (the same program run over the
+prefixes of that order, ``N = groups + 1``), flagged not optimal.
 """
 
 from __future__ import annotations
@@ -118,13 +119,13 @@ class _Lattice:
     max_node: np.ndarray
     entry_start: np.ndarray
     entry_node: np.ndarray
-    entry_ideal: np.ndarray
     triple_start: np.ndarray
     triple_node: np.ndarray
     compute: np.ndarray  # (N, T) compute of the ideal's nodes on each type
     disallowed: np.ndarray  # (N, T) how many of its nodes may not run on each type
     memory: np.ndarray  # (N,)
     sent: np.ndarray  # (N, T) transfer time of its boundary, each value once
+    entry_transfer: np.ndarray  # (T, E) transfer time of each entry's node (rows: one gather each)
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -135,6 +136,20 @@ def _bits(mask: int):
         low = mask & -mask
         yield low.bit_length() - 1
         mask ^= low
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(s, s + c)`` over the pairs of ``starts`` and ``counts``."""
+    ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
+    return np.repeat(starts - ends + counts, counts) + np.arange(total)
+
+
+def _sum_rows(row_of: np.ndarray, values: np.ndarray, num_rows: int) -> np.ndarray:
+    """Add row ``e`` of ``values`` (shape ``(E, T)``) into row ``row_of[e]`` of the result."""
+    num_cols = values.shape[1]
+    slots = (row_of[:, None] * num_cols + np.arange(num_cols)).ravel()
+    return np.bincount(slots, values.ravel(), num_rows * num_cols).reshape(num_rows, num_cols)
 
 
 def _device_types(problem: PlacementProblem) -> _DeviceTypes:
@@ -178,7 +193,7 @@ def _costless(problem: PlacementProblem) -> np.ndarray:
 
 
 def _contract(problem: PlacementProblem) -> tuple[_Groups, np.ndarray]:
-    """Group the operators (colour classes, zero-cost leaves, cycles); return groups and group_of."""
+    """Group the operators (colour classes, costless leaves, cycles); return groups, group_of."""
     graph = problem.graph
     n = problem.num_ops
     root = list(range(n))
@@ -219,28 +234,20 @@ def _contract(problem: PlacementProblem) -> tuple[_Groups, np.ndarray]:
             break
         for r, neighbour in lonely:
             union(r, neighbour)
+    # Contract the cycles the merges made (a contiguous split keeps each on one device) and number
+    # the groups in a topological order, smallest member first among ready ones, so that their
+    # prefixes are ideals: the chain the fallback slices.
     quotient = nx.DiGraph()
     quotient.add_nodes_from({find(u) for u in range(n)})
-    quotient.add_edges_from((find(int(u)), find(int(v))) for u, v in graph.edges)
-    quotient.remove_edges_from(nx.selfloop_edges(quotient))
-    for component in nx.strongly_connected_components(quotient):
-        first, *rest = component
-        for r in rest:
-            union(r, first)
-
-    # Number the groups in a topological order (smallest member first among ready ones), so that
-    # their prefixes are ideals: the chain the fallback slices.
-    group_dag = nx.DiGraph()
-    group_dag.add_nodes_from({find(u) for u in range(n)})
-    group_dag.add_edges_from(
-        (find(int(u)), find(int(v))) for u, v in graph.edges if find(int(u)) != find(int(v))
-    )
-    smallest_member = {}
+    quotient.add_edges_from((find(u), find(v)) for u, v in edges if find(u) != find(v))
+    condensed = nx.condensation(quotient)
+    component_of = condensed.graph["mapping"]
+    smallest_member: dict[int, int] = {}
     for u in range(n):
-        smallest_member.setdefault(find(u), u)
-    order = list(nx.lexicographical_topological_sort(group_dag, key=smallest_member.__getitem__))
-    number = {r: g for g, r in enumerate(order)}
-    group_of = np.array([number[find(u)] for u in range(n)], dtype=np.int64)
+        smallest_member.setdefault(component_of[find(u)], u)
+    order = list(nx.lexicographical_topological_sort(condensed, key=smallest_member.__getitem__))
+    number = {component: g for g, component in enumerate(order)}
+    group_of = np.array([number[component_of[find(u)]] for u in range(n)], dtype=np.int64)
 
     num_groups = len(order)
     members = [0] * num_groups
@@ -249,12 +256,12 @@ def _contract(problem: PlacementProblem) -> tuple[_Groups, np.ndarray]:
     preds = [0] * num_groups
     tops = list(members)
     succ_groups: list[set[int]] = [set() for _ in range(num_groups)]
-    for u, v in graph.edges:
+    for u, v in edges:
         gu, gv = group_of[u], group_of[v]
         if gu == gv:
-            tops[gu] &= ~(1 << int(u))
+            tops[gu] &= ~(1 << u)
         else:
-            preds[gv] |= 1 << int(u)
+            preds[gv] |= 1 << u
             succ_groups[gu].add(int(gv))
     groups = _Groups(
         members=members,
@@ -355,7 +362,9 @@ def _enumerate_ideals(
                     )
                 if len(masks) % _CLOCK_PERIOD == 0:
                     if time.perf_counter() > deadline:
-                        raise _Stopped(f"time limit reached while enumerating ideals ({len(masks)})")
+                        raise _Stopped(
+                            f"time limit reached while enumerating ideals ({len(masks)} so far)"
+                        )
                     if progress is not None and len(masks) % (_CLOCK_PERIOD * 64) == 0:
                         progress(f"dp: {len(masks)} ideals enumerated", None)
         current = following
@@ -384,8 +393,7 @@ def _enumerate_ideals(
         level_of[rows] = level
     entry_ideal = np.repeat(np.arange(num_ideals), entry_count)
     entry_node_array = np.array(entry_node, dtype=np.int64)
-    sent = np.zeros((num_ideals, num_types))
-    np.add.at(sent, entry_ideal, types.transfer[entry_node_array])
+    sent = _sum_rows(entry_ideal, types.transfer[entry_node_array], num_ideals)
     return _Lattice(
         masks=masks,
         level_start=np.array(level_start, dtype=np.int64),
@@ -394,13 +402,13 @@ def _enumerate_ideals(
         max_node=np.array(max_node, dtype=np.int64),
         entry_start=np.concatenate([[0], np.cumsum(entry_count)]).astype(np.int64),
         entry_node=entry_node_array,
-        entry_ideal=entry_ideal,
         triple_start=np.concatenate([[0], np.cumsum(triple_count)]).astype(np.int64),
         triple_node=np.array(triple_node, dtype=np.int64),
         compute=compute,
         disallowed=disallowed,
         memory=total_memory,
         sent=sent,
+        entry_transfer=np.ascontiguousarray(types.transfer[entry_node_array].T),
     )
 
 
@@ -427,8 +435,6 @@ def _best_split(
     with_type = [np.flatnonzero(usage[:, t] > 0) for t in range(num_types)]
     without_one = [with_type[t] - stride[t] for t in range(num_types)]
     capacity = types.capacity * (1 + MEMORY_TOLERANCE)
-    entry_tr = types.transfer[lattice.entry_node]
-    entry_slot = lattice.entry_ideal[:, None] * num_types + np.arange(num_types)
     num_bytes = (num_ops + 7) // 8
 
     best = np.full((num_ideals, num_vectors), np.inf)
@@ -459,30 +465,24 @@ def _best_split(
             subs = np.zeros(1, dtype=np.int64)
         pairs += len(subs)
 
-        received = np.zeros((smaller, num_types))
-        kept = np.zeros((smaller, num_types))
-        num_entries = int(lattice.entry_start[smaller])
-        if num_entries:
-            successor_inside = inside[lattice.triple_node[: lattice.triple_start[num_entries]]]
-            first = lattice.triple_start[:num_entries]
-            # u in B(J) receives into S = I \ J iff a successor outside J is in I; it is sent out of
-            # I (and so not counted in S's sends) iff a successor outside J is outside I.
-            feeds_block = np.logical_or.reduceat(successor_inside, first)
-            leaves_ideal = ~np.logical_and.reduceat(successor_inside, first)
-            slots = entry_slot[:num_entries].ravel()
-            received = np.bincount(
-                slots, (entry_tr[:num_entries] * feeds_block[:, None]).ravel(), smaller * num_types
-            ).reshape(smaller, num_types)
-            kept = np.bincount(
-                slots, (entry_tr[:num_entries] * leaves_ideal[:, None]).ravel(), smaller * num_types
-            ).reshape(smaller, num_types)
-        load = (
-            lattice.compute[i]
-            - lattice.compute[subs]
-            + received[subs]
-            + lattice.sent[i]
-            - kept[subs]
-        )
+        # Only the boundary entries of the sub-ideals matter: gather them, then their successors.
+        entry_counts = lattice.entry_start[subs + 1] - lattice.entry_start[subs]
+        entries = _ranges(lattice.entry_start[subs], entry_counts)
+        outside_counts = lattice.triple_start[entries + 1] - lattice.triple_start[entries]
+        successors = lattice.triple_node[_ranges(lattice.triple_start[entries], outside_counts)]
+        entry_of_successor = np.repeat(np.arange(len(entries)), outside_counts)
+        inside_counts = np.bincount(entry_of_successor, inside[successors], len(entries))
+        # u in B(J) receives into S = I \ J iff one of its successors outside J is in I; it is sent
+        # out of I (so it is not among S's sends) iff one of them is outside I.
+        feeds_block = inside_counts > 0
+        leaves_ideal = inside_counts < outside_counts
+        sub_of_entry = np.repeat(np.arange(len(subs)), entry_counts)
+        load = lattice.compute[i] - lattice.compute[subs] + lattice.sent[i]
+        for t in range(num_types):
+            transfer = lattice.entry_transfer[t, entries]
+            received = np.bincount(sub_of_entry, transfer * feeds_block, len(subs))
+            kept = np.bincount(sub_of_entry, transfer * leaves_ideal, len(subs))
+            load[:, t] += received - kept
         fits = (lattice.disallowed[i] - lattice.disallowed[subs] == 0) & (
             (lattice.memory[i] - lattice.memory[subs])[:, None] <= capacity
         )
@@ -548,10 +548,14 @@ def _infeasible(problem: PlacementProblem, types: _DeviceTypes, group_of: np.nda
     if too_big.size:
         g = int(too_big[0])
         names = [problem.graph.nodes[u].name for u in np.flatnonzero(group_of == g)]
+        what = (
+            f"operator {names[0]!r} needs"
+            if len(names) == 1
+            else f"operators {names[:6]} must share one device and need"
+        )
         return InfeasibleError(
-            f"operators {names[:6]} must share one device and need {group_memory[g]:.4g} bytes, "
-            f"more than any device that may run them holds ({room[g]:.4g}); raise the capacity "
-            "or drop the colour class"
+            f"{what} {group_memory[g]:.4g} bytes, more than any device that may run them holds "
+            f"({room[g]:.4g}); raise the capacity, or drop the pin or colour class"
         )
     return InfeasibleError(
         f"no contiguous split of the {problem.num_ops} operators over {problem.device_names} fits "
@@ -587,10 +591,10 @@ def solve(
 
     # The best slicing of one topological order comes first and cheaply (groups + 1 ideals): it is
     # the answer kept if the complete program cannot finish.
-    fallback, fallback_value = None, math.inf
+    fallback = None
     try:
         chain = _enumerate_ideals(*lattice_inputs, deadline, max_ideals, progress, chain=True)
-        fallback_value, blocks, _ = _best_split(chain, types, n, deadline, progress, "one-order")
+        _, blocks, _ = _best_split(chain, types, n, deadline, progress, "one-order")
         if blocks:
             fallback = _assign(blocks, types, n)
     except _Stopped:
@@ -604,7 +608,10 @@ def solve(
         value, blocks, pairs = _best_split(lattice, types, n, deadline, progress, "complete")
         stats["block_pairs"] = pairs
     except _Stopped as stop:
-        stats.update(optimal=False, reason=str(stop), fallback="best slicing of one topological order")
+        stats.setdefault("ideals", None)
+        stats.update(
+            optimal=False, reason=str(stop), fallback="best slicing of one topological order"
+        )
         if fallback is None:
             fallback = _single_device(problem)
             stats["fallback"] = "all operators on one device"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import InfeasibleError, UnknownMethodError
@@ -18,10 +19,30 @@ from ..evaluate import evaluate
 from ..graph import OBJECTIVES, Placement, PlacementProblem
 from . import bounds
 
-#: method name -> (module, objectives it solves)
-METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "dp": ("dp", ("throughput",)),
-    "heft": ("heft", ("latency",)),
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered solver: where it lives, what it solves, and what it guarantees.
+
+    ``exact``: the objectives for which, when it finishes within its time limit, it returns the
+    optimum of ``search_space`` (``"all"`` placements, or ``"contiguous"`` pipelines only).
+    """
+
+    module: str
+    objectives: tuple[str, ...]
+    summary: str
+    function: str = "solve"
+    exact: tuple[str, ...] = ()
+    search_space: str = "all"
+
+
+METHODS: dict[str, Method] = {
+    "dp": Method(
+        "dp", ("throughput",), "Tarnawski et al. 2020: exact DP over contiguous splits",
+        exact=("throughput",), search_space="contiguous",
+    ),
+    "heft": Method("heft", ("latency",), "HEFT list scheduling (Topcuoglu et al. 2002) + local search"),
 }
 
 #: A progress callback receives a short message and, where known, the fraction done.
@@ -48,15 +69,16 @@ def solve(
         raise UnknownMethodError(
             f"unknown method {method!r}; available: {['auto', *sorted(METHODS)]}"
         )
-    module_name, objectives = METHODS[method]
-    if objective not in objectives:
+    entry = METHODS[method]
+    if objective not in entry.objectives:
         raise UnknownMethodError(
-            f"method {method!r} solves {list(objectives)}, not {objective!r}; use method='auto'"
+            f"method {method!r} solves {list(entry.objectives)}, not {objective!r}; "
+            "use method='auto'"
         )
     general_bound = bounds.lower_bound(problem, objective)
-    module = importlib.import_module(f"{__name__}.{module_name}")
+    module = importlib.import_module(f"{__name__}.{entry.module}")
     started = time.perf_counter()
-    placement = module.solve(problem, objective, time_limit, progress)
+    placement = getattr(module, entry.function)(problem, objective, time_limit, progress)
     seconds = time.perf_counter() - started
     if not math.isfinite(placement.value):
         raise InfeasibleError(
@@ -73,5 +95,5 @@ def solve(
     placement.lower_bound = min(value, max(placement.lower_bound, general_bound))
     placement.device_names = problem.device_names
     placement.stats.setdefault("seconds", seconds)
-    placement.stats.setdefault("search_space", "all")
+    placement.stats.setdefault("search_space", entry.search_space)
     return placement

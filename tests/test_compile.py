@@ -7,7 +7,7 @@ from tvm import relax
 
 import tvm_place
 from tvm_place import models
-from tvm_place.compile import prepare
+from tvm_place.compiler import prepare
 from tvm_place.errors import (
     InfeasibleError,
     InvalidTargetError,

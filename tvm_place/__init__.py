@@ -6,7 +6,6 @@
 >>> placed.export("build/model")
 """
 
-from .compile import compile
 from .errors import (
     InfeasibleError,
     InvalidGraphError,
@@ -17,11 +16,28 @@ from .errors import (
     UnsupportedModelError,
 )
 from .graph import Device, OpGraph, OpNode, Placement, PlacementProblem
-from .runtime.placed import PlacedModule
 
 __version__ = "0.1.0"
 
-load = PlacedModule.load
+# The TVM-facing parts load on first use, so plain-data work (solvers, `tvm-place solve`) does not
+# pay for importing TVM.
+_LAZY = {
+    "compile": ("tvm_place.compiler", "compile"),
+    "PlacedModule": ("tvm_place.runtime.placed", "PlacedModule"),
+    "load": ("tvm_place.runtime.placed", "PlacedModule.load"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tvm_place' has no attribute {name!r}")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    value = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    return value
 
 __all__ = [
     "Device",

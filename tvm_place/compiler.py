@@ -1,4 +1,5 @@
-"""``tvm_place.compile``: the one function that joins the rooms.
+"""``tvm_place.compile``: the one function that joins the rooms (a module named `compiler`, since
+a submodule called `compile` would shadow the function on the package).
 
 collect the operator graph -> cost it per device -> solve -> annotate -> split -> build per target.
 """

@@ -43,14 +43,14 @@ METHODS: dict[str, Method] = {
         exact=("throughput",), search_space="contiguous",
     ),
     "heft": Method("heft", ("latency",), "HEFT list scheduling (Topcuoglu et al. 2002) + local search"),
+    "auto": Method(
+        "portfolio", ("throughput", "latency"),
+        "portfolio: heuristics first, then exact methods within the time limit; best of all",
+    ),
 }
 
 #: A progress callback receives a short message and, where known, the fraction done.
 Progress = Callable[[str, float | None], None]
-
-
-def _auto_method(objective: str) -> str:
-    return "dp" if objective == "throughput" else "heft"
 
 
 def solve(
@@ -63,11 +63,9 @@ def solve(
     """Place ``problem``'s operators for ``objective`` with ``method`` within ``time_limit`` seconds."""
     if objective not in OBJECTIVES:
         raise UnknownMethodError(f"unknown objective {objective!r}; use one of {list(OBJECTIVES)}")
-    if method == "auto":
-        method = _auto_method(objective)
     if method not in METHODS:
         raise UnknownMethodError(
-            f"unknown method {method!r}; available: {['auto', *sorted(METHODS)]}"
+            f"unknown method {method!r}; available: {sorted(METHODS)}"
         )
     entry = METHODS[method]
     if objective not in entry.objectives:

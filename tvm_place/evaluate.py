@@ -65,6 +65,32 @@ def cross_device_copies(problem: PlacementProblem, device_of: np.ndarray) -> lis
     return sorted(pairs)
 
 
+def contiguity_edges(problem: PlacementProblem) -> np.ndarray:
+    """The ``(producer, consumer)`` pairs that a contiguous split must send forward only.
+
+    A graph without backward nodes: all its edges. A training graph (Tarnawski et al., NeurIPS
+    2020, training setting, as their published ``dp.cpp`` implements it): only its forward part
+    must form a pipeline, so only the edges between two non-backward nodes count; a backward node
+    follows the forward nodes of its colour class onto their device. A backward node whose colour
+    class holds no forward node (an "orphan", e.g. a gradient accumulation) stands in for its own
+    forward mate: each edge between two backward nodes that touches an orphan counts reversed, as
+    its forward mirror image. The loads still count every edge (:func:`evaluate`).
+    """
+    edges = problem.graph.edges
+    backward = np.array([node.is_backward for node in problem.graph.nodes], dtype=bool)
+    if not backward.any() or len(edges) == 0:
+        return edges
+    with_forward_mate = ~backward
+    for colour in problem.colour_classes:
+        if not backward[colour].all():
+            with_forward_mate[colour] = True
+    orphan = ~with_forward_mate
+    src, dst = edges[:, 0], edges[:, 1]
+    forward = edges[~backward[src] & ~backward[dst]]
+    mirrored = edges[backward[src] & backward[dst] & (orphan[src] | orphan[dst])][:, ::-1]
+    return np.concatenate([forward, mirrored])
+
+
 def validate(
     problem: PlacementProblem,
     placement: Placement | np.ndarray,
@@ -75,7 +101,8 @@ def validate(
 
     Checks: one valid device per operator; the operator is supported there and within its pin;
     colour classes share a device; memory fits each device; ``order`` (if any) is a topological
-    permutation; with ``contiguous=True``, the devices' quotient graph is acyclic (a pipeline).
+    permutation; with ``contiguous=True``, the devices' quotient graph over
+    :func:`contiguity_edges` is acyclic (a pipeline; for a training graph, of its forward part).
     """
     device_of, order = _as_arrays(placement, order)
     n, num_devices = problem.num_ops, problem.num_devices
@@ -127,7 +154,7 @@ def validate(
         if len(edges) and (position[edges[:, 0]] >= position[edges[:, 1]]).any():
             raise InvalidPlacementError("the execution order runs an operator before its input")
     if contiguous:
-        quotient = {(int(device_of[u]), int(device_of[v])) for u, v in problem.graph.edges}
+        quotient = {(int(device_of[u]), int(device_of[v])) for u, v in contiguity_edges(problem)}
         quotient = {(a, b) for a, b in quotient if a != b}
         if _has_cycle(num_devices, quotient):
             raise InvalidPlacementError(

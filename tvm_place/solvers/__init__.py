@@ -43,6 +43,27 @@ METHODS: dict[str, Method] = {
         exact=("throughput",), search_space="contiguous",
     ),
     "heft": Method("heft", ("latency",), "HEFT list scheduling (Topcuoglu et al. 2002) + local search"),
+    "comm-balanced": Method(
+        "comm_balanced", ("throughput", "latency"),
+        "Tavarageri et al. 2019: multilevel communication-minimising balanced partitioning",
+    ),
+    "fastest-device": Method(
+        "baselines", ("throughput", "latency"), "baseline: everything on the best single device",
+        function="fastest_device",
+    ),
+    "greedy": Method(
+        "baselines", ("throughput", "latency"),
+        "baseline: fill devices in topological order by speed share", function="greedy",
+    ),
+    "etf": Method(
+        "baselines", ("latency",), "baseline: earliest-time-first list scheduling (Hwang 1989)",
+        function="etf",
+    ),
+    "pipedream": Method(
+        "baselines", ("throughput",),
+        "baseline: PipeDream-style DP slicing one linear order into stages", function="pipedream",
+        search_space="contiguous",
+    ),
     "auto": Method(
         "portfolio", ("throughput", "latency"),
         "portfolio: heuristics first, then exact methods within the time limit; best of all",
@@ -51,6 +72,12 @@ METHODS: dict[str, Method] = {
 
 #: A progress callback receives a short message and, where known, the fraction done.
 Progress = Callable[[str, float | None], None]
+
+
+def method_function(method: str) -> Callable[..., Placement]:
+    """The raw solver function of a registered method (no re-check; prefer :func:`solve`)."""
+    entry = METHODS[method]
+    return getattr(importlib.import_module(f"{__name__}.{entry.module}"), entry.function)
 
 
 def solve(
@@ -74,9 +101,8 @@ def solve(
             "use method='auto'"
         )
     general_bound = bounds.lower_bound(problem, objective)
-    module = importlib.import_module(f"{__name__}.{entry.module}")
     started = time.perf_counter()
-    placement = getattr(module, entry.function)(problem, objective, time_limit, progress)
+    placement = method_function(method)(problem, objective, time_limit, progress)
     seconds = time.perf_counter() - started
     if not math.isfinite(placement.value):
         raise InfeasibleError(

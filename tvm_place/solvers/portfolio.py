@@ -81,7 +81,7 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
                 "search_space": placement.stats.get("search_space"),
             }
         )
-        if placement.stats.get("search_space") == "contiguous":
+        if METHODS[method].search_space == "contiguous":
             bound_contiguous = max(bound_contiguous, placement.lower_bound)
         else:
             bound_all = max(bound_all, placement.lower_bound)

@@ -1,0 +1,109 @@
+"""Every registered method against exhaustive search on random small DAGs, through solvers.solve.
+
+Per problem and method: an exact method equals the optimum of its search space, no method beats
+it, no lower bound exceeds it, every placement validates; infeasible problems raise
+InfeasibleError from exact methods. Throughput: 300 DAGs of up to 10 nodes and 2-4 devices (the
+vectorised reference); latency: 100 DAGs small enough to enumerate every execution order too.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from brute_force import best_latency, exhaustive_throughput, random_problem
+
+from tvm_place.errors import InfeasibleError
+from tvm_place.evaluate import evaluate, validate
+from tvm_place.solvers import METHODS, solve
+
+THROUGHPUT_SEEDS = range(300)
+LATENCY_SEEDS = range(100)
+#: Per call; small problems finish far sooner unless a method uses all its time by design.
+TIME_LIMIT = 2.0
+TOLERANCE = 1e-6
+
+
+def throughput_problem(seed: int):
+    rng = np.random.default_rng(10_000 + seed)
+    num_devices = int(rng.integers(2, 5))
+    largest = {2: 10, 3: 9, 4: 7}[num_devices]  # at most ~20k assignments each
+    return random_problem(
+        rng,
+        num_ops=int(rng.integers(2, largest + 1)),
+        num_devices=num_devices,
+        memory_caps=seed % 2 == 0,
+        colour_classes=seed % 3 == 0,
+        unsupported=seed % 4 == 0,
+        cpu_pays_no_transfer=seed % 5 == 0,
+    )
+
+
+def latency_problem(seed: int):
+    rng = np.random.default_rng(20_000 + seed)
+    num_devices = int(rng.integers(2, 4))
+    return random_problem(
+        rng,
+        num_ops=int(rng.integers(2, 6 if num_devices == 2 else 5)),
+        num_devices=num_devices,
+        memory_caps=seed % 2 == 0,
+        colour_classes=seed % 3 == 0,
+        unsupported=seed % 4 == 0,
+    )
+
+
+def methods_for(objective: str) -> list[str]:
+    return sorted(name for name, entry in METHODS.items() if objective in entry.objectives)
+
+
+def check(problem, objective: str, optimum: dict[str, float]) -> list[str]:
+    """Run every method; return a list of violations (empty when all is well)."""
+    problems = []
+    for method in methods_for(objective):
+        entry = METHODS[method]
+        space = entry.search_space
+        best = optimum[space]
+        try:
+            placement = solve(problem, objective, method, TIME_LIMIT)
+        except InfeasibleError:
+            if entry.exact and objective in entry.exact and math.isfinite(best):
+                problems.append(f"{method}: infeasible, but the optimum is {best}")
+            continue
+        if not math.isfinite(best):
+            problems.append(f"{method}: placed a problem with no feasible {space} placement")
+            continue
+        validate(problem, placement.device_of, placement.order, contiguous=space == "contiguous")
+        value = evaluate(problem, placement).objective(objective)
+        if abs(value - placement.value) > TOLERANCE * max(1.0, value):
+            problems.append(f"{method}: reports {placement.value}, evaluator says {value}")
+        if value < best * (1 - TOLERANCE):
+            problems.append(f"{method}: {value} beats the {space} optimum {best}")
+        if placement.lower_bound > best * (1 + TOLERANCE):
+            problems.append(f"{method}: bound {placement.lower_bound} exceeds optimum {best}")
+        exact = objective in entry.exact and placement.stats.get("optimal", True)
+        if exact and value > best * (1 + TOLERANCE):
+            problems.append(f"{method}: exact method gives {value}, optimum is {best}")
+    return problems
+
+
+@pytest.mark.parametrize("block", range(10))
+def test_throughput_methods_against_exhaustive_search(block):
+    failures = []
+    for seed in THROUGHPUT_SEEDS[block::10]:
+        problem = throughput_problem(seed)
+        best_all, best_contiguous = exhaustive_throughput(problem)
+        optimum = {"all": best_all, "contiguous": best_contiguous}
+        failures += [f"seed {seed}: {message}" for message in check(problem, "throughput", optimum)]
+    assert not failures, "\n".join(failures[:20])
+
+
+@pytest.mark.parametrize("block", range(5))
+def test_latency_methods_against_exhaustive_search(block):
+    failures = []
+    for seed in LATENCY_SEEDS[block::5]:
+        problem = latency_problem(seed)
+        best = best_latency(problem)
+        optimum = {"all": best, "contiguous": best}
+        failures += [f"seed {seed}: {message}" for message in check(problem, "latency", optimum)]
+    assert not failures, "\n".join(failures[:20])

@@ -42,6 +42,14 @@ METHODS: dict[str, Method] = {
         "dp", ("throughput",), "Tarnawski et al. 2020: exact DP over contiguous splits",
         exact=("throughput",), search_space="contiguous",
     ),
+    "ip": Method(
+        "ip", ("throughput",), "Tarnawski et al. 2020: integer program over all placements (HiGHS)",
+        exact=("throughput",),
+    ),
+    "latency-ip": Method(
+        "latency_ip", ("latency",),
+        "exact makespan program (CP-SAT) after Tarnawski et al.'s latency IP", exact=("latency",),
+    ),
     "heft": Method("heft", ("latency",), "HEFT list scheduling (Topcuoglu et al. 2002) + local search"),
     "comm-balanced": Method(
         "comm_balanced", ("throughput", "latency"),

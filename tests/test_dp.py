@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from brute_force import best_throughput, random_problem
 
-from tvm_place.errors import InfeasibleError, UnknownMethodError
-from tvm_place.evaluate import evaluate, validate
+from tvm_place.errors import InfeasibleError, InvalidPlacementError, UnknownMethodError
+from tvm_place.evaluate import contiguity_edges, evaluate, validate
 from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem
 from tvm_place.solvers import dp, solve
 
@@ -204,3 +204,105 @@ def test_progress_is_reported():
     solve(problem, "throughput", "dp", progress=lambda text, fraction: messages.append(fraction))
     assert messages
     assert all(f is None or 0 <= f <= 1 for f in messages)
+
+
+# -- training graphs: only the forward part must be contiguous ---------------------------------
+
+
+def _training_problem(rng: np.random.Generator, num_devices: int, memory_caps: bool):
+    """A random training graph: forward DAG, backward mates (one colour class each) with
+    mirrored backward edges, saved activations (forward -> backward), maybe an orphan backward
+    node, a CPU-like device 0 that pays no transfers."""
+    most_ops = int(math.log(MAX_ASSIGNMENTS) / math.log(num_devices))
+    num_forward = int(rng.integers(2, max(3, most_ops // 2) + 1))
+    forward_edges = [
+        (u, v) for v in range(num_forward) for u in range(v) if rng.random() < 0.5
+    ]
+    with_mate = [u for u in range(num_forward) if rng.random() < 0.8]
+    room = most_ops - num_forward
+    with_mate = with_mate[:room]
+    mate = {u: num_forward + i for i, u in enumerate(with_mate)}
+    edges = list(forward_edges)
+    edges += [(mate[v], mate[u]) for u, v in forward_edges if u in mate and v in mate]
+    edges += [(u, mate[u]) for u in mate if rng.random() < 0.5]
+    edges += [(u, mate[v]) for u, v in forward_edges if v in mate and rng.random() < 0.5]
+    num_ops = num_forward + len(mate)
+    backward = set(mate.values())
+    if num_ops < most_ops and len(mate) >= 2:
+        orphan = num_ops
+        num_ops += 1
+        backward.add(orphan)
+        first, second = rng.choice(sorted(mate.values()), size=2, replace=False)
+        edges += [(int(max(first, second)), orphan), (orphan, int(min(first, second)))]
+    nodes = [OpNode(f"op{u}", is_backward=u in backward) for u in range(num_ops)]
+    compute = rng.uniform(0.1, 10.0, size=(num_ops, num_devices))
+    transfer = rng.uniform(0.0, 3.0, size=(num_ops, num_devices))
+    transfer[:, 0] = 0.0
+    memory = rng.uniform(1.0, 10.0, size=num_ops)
+    capacity = [math.inf] * num_devices
+    if memory_caps:
+        capacity[1:] = [float(rng.uniform(0.4, 1.0) * memory.sum())] * (num_devices - 1)
+    devices = [Device(f"dev{d}", memory_capacity=capacity[d]) for d in range(num_devices)]
+    return PlacementProblem(
+        graph=OpGraph(nodes, edges),
+        devices=devices,
+        compute_time=compute,
+        transfer_time=transfer,
+        memory=memory,
+        colour_classes=[[u, b] for u, b in mate.items()],
+        name="training",
+    )
+
+
+@pytest.mark.parametrize("memory_caps", (False, True), ids=("plain", "memory_caps"))
+@pytest.mark.parametrize("seed", range(25))
+def test_training_graph_matches_brute_force_over_forward_contiguous_splits(seed, memory_caps):
+    rng = np.random.default_rng([seed, memory_caps, 7])
+    problem = _training_problem(rng, int(rng.integers(2, 4)), memory_caps)
+    contiguous_optimum = best_throughput(problem, contiguous=True)
+    placement = _solve_or_inf(problem)
+    if math.isinf(contiguous_optimum):
+        assert placement is None
+        return
+    validate(problem, placement, contiguous=True)
+    assert math.isclose(placement.value, contiguous_optimum, rel_tol=1e-9)
+    assert placement.stats["optimal"] is True
+
+
+def _mirrored_chain() -> PlacementProblem:
+    # Forward f0 -> f1 -> f2, backward mates b2 -> b1 -> b0 running the other way, and an orphan
+    # gradient accumulation o with b1 -> o -> b0: its mirror image sits between f0 and f1.
+    names = ["f0", "f1", "f2", "b0", "b1", "b2", "o"]
+    nodes = [OpNode(name, is_backward=name[0] != "f") for name in names]
+    edges = [(0, 1), (1, 2), (5, 4), (4, 3), (4, 6), (6, 3), (0, 3), (1, 4)]
+    return PlacementProblem(
+        graph=OpGraph(nodes, edges),
+        devices=[Device(f"gpu{d}", "gpu") for d in range(3)],
+        compute_time=np.ones((7, 3)),
+        transfer_time=np.full((7, 3), 0.1),
+        colour_classes=[[0, 3], [1, 4], [2, 5]],
+    )
+
+
+def test_backward_data_flowing_back_is_contiguous():
+    problem = _mirrored_chain()
+    validate(problem, np.array([0, 1, 2, 0, 1, 2, 0]), contiguous=True)
+    validate(problem, np.array([0, 1, 2, 0, 1, 2, 1]), contiguous=True)
+    with pytest.raises(InvalidPlacementError, match="not contiguous"):
+        validate(problem, np.array([0, 1, 0, 0, 1, 0, 0]), contiguous=True)
+
+
+def test_orphan_backward_node_follows_its_mirror_image():
+    problem = _mirrored_chain()
+    with pytest.raises(InvalidPlacementError, match="not contiguous"):
+        validate(problem, np.array([0, 1, 2, 0, 1, 2, 2]), contiguous=True)
+    placement = solve(problem, "throughput", "dp")
+    validate(problem, placement, contiguous=True)
+    assert placement.value == pytest.approx(best_throughput(problem, contiguous=True))
+
+
+def test_contiguity_edges_of_inference_and_training_graphs():
+    inference = _chain([[1, 1]] * 3, [[0, 0]] * 3, [Device("a"), Device("b")])
+    assert np.array_equal(contiguity_edges(inference), inference.graph.edges)
+    edges = {tuple(e) for e in contiguity_edges(_mirrored_chain()).tolist()}
+    assert edges == {(0, 1), (1, 2), (6, 4), (3, 6)}

@@ -1,63 +1,96 @@
 """Exact dynamic program over contiguous splits for the throughput (max-load) objective.
 
 Reference: J. Tarnawski, A. Phanishayee, N. Devanur, D. Mahajan, F. Nina Paravecino, "Efficient
-Algorithms for Device Placement of DNN Graph Operators", NeurIPS 2020 (arXiv 2006.16423), Sec. 4.
+Algorithms for Device Placement of DNN Graph Operators", NeurIPS 2020 (arXiv 2006.16423): the
+dynamic program over ideals for max-load, with its training variant.
 
-A placement is *contiguous* when the devices can be ordered as a pipeline that data only flows
-forward through. Equivalently, the devices hold the differences ``I_1 \\ I_0, I_2 \\ I_1, ...`` of a
-chain of *ideals* ``{} = I_0 ⊂ I_1 ⊂ ... ⊂ I_k = V`` (an ideal is a predecessor-closed node set).
-For ideals ``J ⊊ I`` and the block ``S = I \\ J`` on device ``d`` the load that
-:func:`tvm_place.evaluate.evaluate` charges is::
+*Contiguity* is judged on :func:`tvm_place.evaluate.contiguity_edges`: every edge of an inference
+graph; in a training graph only its forward part (a backward node follows the forward nodes of its
+colour class; a backward node without one mirrors its edges). A placement is contiguous when the
+devices can be ordered so that those edges only go forward. Equivalently, the devices hold the
+differences ``I_1 \\ I_0, I_2 \\ I_1, ...`` of a chain of *ideals* ``{} = I_0 ⊂ ... ⊂ I_k = V``
+(node sets closed under predecessors along contiguity edges, colour classes kept whole).
 
-    load_d(J, I) = sum_{u in S} compute[u, d]
-                 + sum_{u in J, u has a successor in S} transfer[u, d]            (values received)
-                 + sum_{u in S, u has a successor outside I} transfer[u, d]       (values sent)
+Loads count every edge, exactly as :func:`tvm_place.evaluate.evaluate` does: a block ``X`` on a
+device of type ``t`` carries::
 
-and the block must fit: ``memory(S) <= capacity[d]``, every ``u in S`` allowed on ``d``.
+    load_t(X) = sum_{u in X} compute[u, t]
+              + sum_{u in X, some successor outside X} transfer[u, t]       (values sent)
+              + sum_{u outside X, some successor in X} transfer[u, t]       (values received)
 
-Devices with identical compute, transfer, capacity and allowed columns form a *type*; with
-``c_t`` devices of type ``t`` and a usage vector ``v <= c`` the recurrence is::
+and must fit (``memory(X) <= capacity[t]``, every ``u in X`` allowed on ``t``). In a training
+graph data also flows backward along the chain, so both sums see nodes on either side of a block.
+Write ``B(K)`` for the nodes whose closed out-neighbourhood ``{u} ∪ succ(u)`` meets both ``K`` and
+its complement, and ``sent_t(K)`` for the transfer of ``B(K)``: the transfer term of ``K`` as one
+block. For ideals ``J ⊊ I``, with ``a``/``b`` the successors of ``u`` outside ``J`` that lie
+inside/outside ``I`` and ``c`` those inside ``J``::
+
+    load_t(I \\ J) = compute_t(I) - compute_t(J) + sent_t(I)
+                   + sum_{u in B(J)} transfer[u, t] * δ_u
+    δ_u = [a > 0] - [b > 0]   if u in J
+          [c > 0 and b = 0]   if u in I \\ J
+          -[c > 0 and a = 0]  if u outside I
+
+(a node outside ``B(J)`` has ``{u} ∪ succ(u)`` inside ``J``, where it adds nothing, or outside
+``J``, where it adds what it adds to ``I`` alone). ``δ_u`` depends on ``I`` and on the
+*signature* of ``u`` in ``J`` (``u``, whether ``u in J``, whether ``c > 0``, the groups of its
+successors outside ``J``); few signatures recur across all ideals, so ``δ`` is tabulated per
+(ideal, signature). Devices with identical compute, transfer, capacity and allowed columns form a
+*type*; with ``c_t`` devices of type ``t`` and a usage vector ``v <= c``::
 
     dp[{}][0] = 0
-    dp[I][v]  = min over ideals J ⊊ I and types t with v_t > 0 of
-                    max(dp[J][v - e_t], load_t(J, I))
+    dp[I][v]  = min over ideals J ⊊ I, types t with v_t > 0 of max(dp[J][v - e_t], load_t(I \\ J))
     answer    = min over v <= c of dp[V][v]          (devices may stay unused)
 
-Preprocessing, all exact over contiguous splits: each colour class is contracted into one group;
-cycles this creates are contracted too (a contiguous split keeps a strongly connected set on one
-device); a group of operators with zero compute on every device, no pin, no colour class and
-memory no capacity can notice (zero, or all operators fit on every device), whose values go to
-and come from one other group only, joins that group (repeatedly), since moving it there never
-raises a load. Ideals are enumerated over the groups.
+Preprocessing, exact over contiguous splits: each colour class is contracted into one group;
+cycles of the group graph along contiguity edges are contracted too (a contiguous split keeps
+them on one device); a group whose operators have zero compute on every device, no pin, and
+memory no capacity can notice, and whose edges all join one other group, joins that group
+(repeatedly), since that never raises a load. Ideals are enumerated over the groups.
 
-Per ideal ``J`` the program keeps its maximal nodes (``J ⊂ I`` iff they all lie in ``I``) and its
-boundary ``B(J)``, the nodes of ``J`` with a successor outside ``J``, each with those successors
-``R(u, J)``. For a fixed ``I`` one vectorised pass over its sub-ideals then gives every
-``load_t(J, I)``: ``u in B(J)`` receives into ``S`` iff ``R(u, J)`` meets ``I``, and ``u`` is sent
-out of ``I`` (so not from ``S``) iff ``R(u, J)`` leaves ``I``.
+Pruning, exact (it only drops what no split of max load ``<= U`` uses):
 
-Complexity: with ``N`` ideals, ``w`` the width of the group DAG (``N = O((n / w + 1)^w)``), ``P``
-the nested pairs ``J ⊊ I`` (at most ``N^2 / 2``), ``b`` the boundary nodes of an ideal and ``r``
-their successors outside it, ``T`` types and ``V = prod (c_t + 1)`` usage vectors, the
-enumeration takes ``O(N * w * b * r)`` big-integer operations and the program
-``O(N^2 * w + P * (b * r + V * T))`` time (vectorised over the sub-ideals of each ``I``) and
-``O(N * (V + b * r))`` memory. Wide graphs have exponentially many ideals, so enumeration stops at ``max_ideals``; on that cap or the time
-limit the solver returns the best slicing of one topological order (the same program run over the
-prefixes of that order, ``N = groups + 1``), flagged not optimal.
+- an upper bound ``U`` comes first from the best slicing of one topological order (the same
+  program over the ``groups + 1`` prefixes of that order);
+- a block carries at least its cheapest compute ``m(X) = sum_{u in X} min_t compute[u, t]``, so
+  the candidates ``J`` of ``I`` have ``m(I) - m(J) <= U``; and since every ``δ_u >= -1``,
+  ``load_t >= compute_t(I \\ J) + sent_t(I) - sent_t(J)`` discards most pairs before their
+  boundaries are looked at;
+- a block of load ``<= U`` on type ``t`` has ``m(X) <= share_t * U`` (``share_t``: the largest
+  ``m(u) / compute[u, t]``), so a state ``(I, v)`` whose unused devices cannot carry
+  ``m(V) - m(I)`` is dead, and an ideal without a live state is never a candidate again.
+
+The ideals of one level (same number of groups) only build on smaller ones, so the program runs
+level by level, in batches whose array operations span all their (ideal, sub-ideal) pairs. The
+candidates come without search or repeats: a sub-ideal ``J`` of ``I`` is ``I - g`` or a sub-ideal
+of ``I - g`` for ``g``, the largest group of ``I \\ J`` (maximal in ``I``), and then ``I - g \\ J``
+has only smaller groups; so the candidate lists of one level, sorted by that largest group, give
+the next level's by concatenating prefixes.
+
+Complexity: ``N`` ideals (``O((n / w + 1)^w)`` for width ``w`` of the group DAG), ``C`` candidate
+pairs (live sub-ideals within ``U`` of cheapest compute; at most ``N^2 / 2``), ``P <= C`` pairs
+that survive the bounds, ``W = ceil(groups / 64)`` words of group bits per ideal, ``b`` boundary
+nodes of an ideal, ``S`` signatures, ``T`` types and ``V = prod (c_t + 1)`` usage vectors:
+enumeration ``O(N * (w + b) * d)`` big-integer operations (``d``: out-degree), the program
+``O(C + N * w + N * S + P * (b + V * T))`` vectorised time and ``O(N * (V + W + b) + C_level)``
+memory, ``C_level`` the candidates of two consecutive levels. Wide graphs have exponentially many
+ideals, so enumeration stops at ``max_ideals``; on that cap or the time limit the solver returns
+the best slicing of one topological order, flagged not optimal, with the lower bound of
+:func:`_contiguous_lower_bound`.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-import networkx as nx
 import numpy as np
 
 from ..errors import InfeasibleError, UnknownMethodError
-from ..evaluate import MEMORY_TOLERANCE, evaluate
+from ..evaluate import MEMORY_TOLERANCE, contiguity_edges, evaluate
 from ..graph import Placement, PlacementProblem
 from . import bounds
 
@@ -67,8 +100,15 @@ DEFAULT_MAX_IDEALS = 200_000
 #: The program keeps a value and a choice per (ideal, device-usage vector): about 14 bytes each.
 _MAX_STATES = 20_000_000
 
-#: How many new ideals (or DP rows) pass between two looks at the clock.
+#: How many new ideals pass between two looks at the clock.
 _CLOCK_PERIOD = 64
+
+#: Candidate (ideal, sub-ideal) pairs and ideals processed at once: they bound a batch's memory.
+_BATCH_PAIRS = 1 << 18
+_BATCH_IDEALS = 1 << 11
+
+#: Relative slack on the pruning bound, so that float sums of the same block never fall outside.
+_BOUND_SLACK = 1e-9
 
 
 class _Stopped(Exception):
@@ -84,6 +124,10 @@ class _DeviceTypes:
     transfer: np.ndarray
     allowed: np.ndarray
     capacity: np.ndarray
+    #: ``cheapest[u] <= share[t] * compute[u, t]`` for every ``u`` allowed on type ``t``, where
+    #: ``cheapest[u]`` is ``u``'s least compute over the types that allow it.
+    cheapest: np.ndarray
+    share: np.ndarray
 
     @property
     def counts(self) -> np.ndarray:
@@ -92,40 +136,52 @@ class _DeviceTypes:
 
 @dataclass
 class _Groups:
-    """Nodes that the search keeps together, numbered in a topological order of their DAG.
+    """Operators the search keeps together, numbered in a topological order along contiguity
+    edges (so the prefixes of the numbering are ideals). Node sets are Python ``int`` bitmasks."""
 
-    Node sets are Python ``int`` bitmasks over the operators.
-    """
-
+    group_of: np.ndarray
     members: list[int]
-    preds: list[int]  # nodes outside the group feeding it
-    succ_groups: list[list[int]]
-    tops: list[int]  # members with no successor inside the group (maximal once it is added)
+    feeders: list[int]  # nodes outside the group with an edge into it
+    contiguity_preds: list[int]  # bitmask of the groups with a contiguity edge into the group
+    contiguity_succs: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.members)
 
 
 @dataclass
 class _Lattice:
     """Ideals listed level by level (level k: ideals of k groups), with what loads need.
 
-    CSR layouts: ideal ``i`` owns ``max_node[max_start[i]:max_start[i+1]]`` and boundary entries
-    ``entry_start[i]:entry_start[i+1]``; entry ``e`` (boundary node ``entry_node[e]``) owns the
-    successors ``triple_node[triple_start[e]:triple_start[e+1]]`` outside its ideal.
+    A boundary node ``u in B(K)`` enters a load only through its *signature*: ``u``, whether it is
+    in ``K``, whether it has a successor in ``K``, and the groups of its successors outside ``K``.
+    Few signatures recur across many ideals; nodes with no transfer time on any type have none. CSR layouts: ideal ``i`` owns the signatures
+    ``entry_signature[entry_start[i]:entry_start[i+1]]`` and the edges
+    ``down_start[i]:down_start[i+1]`` to the ideals ``down_parent`` it leaves without one of its
+    maximal groups ``down_group`` (ascending); signature ``s`` owns the groups
+    ``signature_group[signature_start[s]:signature_start[s+1]]``.
     """
 
-    masks: list[int]
+    masks: list[int]  # node set of each ideal
+    group_columns: np.ndarray  # (W, N) little-endian uint64 words: the ideal's groups
     level_start: np.ndarray
-    level: np.ndarray
-    max_start: np.ndarray
-    max_node: np.ndarray
+    down_start: np.ndarray
+    down_group: np.ndarray
+    down_parent: np.ndarray
     entry_start: np.ndarray
-    entry_node: np.ndarray
-    triple_start: np.ndarray
-    triple_node: np.ndarray
+    entry_signature: np.ndarray
+    signature_node: np.ndarray
+    signature_inside: np.ndarray  # the node is in the ideal
+    signature_fed: np.ndarray  # the node has a successor in the ideal
+    signature_start: np.ndarray
+    signature_group: np.ndarray
+    signature_node_group: np.ndarray
+    signature_transfer: np.ndarray  # (T, signatures) transfer time of the signature's node
     compute: np.ndarray  # (N, T) compute of the ideal's nodes on each type
+    cheapest: np.ndarray  # (N,) sum over its nodes of the cheapest compute over the types
     disallowed: np.ndarray  # (N, T) how many of its nodes may not run on each type
     memory: np.ndarray  # (N,)
-    sent: np.ndarray  # (N, T) transfer time of its boundary, each value once
-    entry_transfer: np.ndarray  # (T, E) transfer time of each entry's node (rows: one gather each)
+    sent: np.ndarray  # (N, T) transfer of its boundary, the transfer term of the ideal as a block
 
     def __len__(self) -> int:
         return len(self.masks)
@@ -143,13 +199,6 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     ends = np.cumsum(counts)
     total = int(ends[-1]) if len(ends) else 0
     return np.repeat(starts - ends + counts, counts) + np.arange(total)
-
-
-def _sum_rows(row_of: np.ndarray, values: np.ndarray, num_rows: int) -> np.ndarray:
-    """Add row ``e`` of ``values`` (shape ``(E, T)``) into row ``row_of[e]`` of the result."""
-    num_cols = values.shape[1]
-    slots = (row_of[:, None] * num_cols + np.arange(num_cols)).ravel()
-    return np.bincount(slots, values.ravel(), num_rows * num_cols).reshape(num_rows, num_cols)
 
 
 def _device_types(problem: PlacementProblem) -> _DeviceTypes:
@@ -170,31 +219,99 @@ def _device_types(problem: PlacementProblem) -> _DeviceTypes:
         devices[key_to_type[key]].append(d)
     representative = [ds[0] for ds in devices]
     compute = problem.compute_time[:, representative]
+    type_allowed = allowed[:, representative]
+    cheapest = np.where(type_allowed, compute, np.inf).min(axis=1)
+    cheapest = np.where(np.isfinite(cheapest), cheapest, 0.0)
+    positive = type_allowed & (compute > 0)
+    ratio = np.divide(cheapest[:, None], compute, out=np.zeros_like(compute), where=positive)
     return _DeviceTypes(
         devices=devices,
         compute=np.where(np.isfinite(compute), compute, 0.0),
         transfer=problem.transfer_time[:, representative],
-        allowed=allowed[:, representative],
+        allowed=type_allowed,
         capacity=capacity[representative],
+        cheapest=cheapest,
+        share=ratio.max(axis=0, initial=0.0),
     )
 
 
 def _costless(problem: PlacementProblem) -> np.ndarray:
-    """Operators that cost nothing wherever they go: zero compute on every device, no pin, no
-    colour class, and memory that no capacity can notice (none, or all operators fit anywhere)."""
-    coloured = np.zeros(problem.num_ops, dtype=bool)
-    for colour in problem.colour_classes:
-        coloured[colour] = True
+    """Operators that cost nothing wherever they go: zero compute on every device, no pin, and
+    memory that no capacity can notice (none, or all operators fit on every device)."""
     pinned = np.zeros(problem.num_ops, dtype=bool)
     pinned[list(problem.pins)] = True
     fits_anywhere = problem.memory.sum() <= problem.capacity.min() * (1 + MEMORY_TOLERANCE)
     memory_free = (problem.memory == 0) | fits_anywhere
-    return (problem.compute_time == 0).all(axis=1) & memory_free & ~pinned & ~coloured
+    return (problem.compute_time == 0).all(axis=1) & memory_free & ~pinned
 
 
-def _contract(problem: PlacementProblem) -> tuple[_Groups, np.ndarray]:
-    """Group the operators (colour classes, costless leaves, cycles); return groups, group_of."""
-    graph = problem.graph
+def _number_components(root_of: list[int], edges: list[tuple[int, int]]) -> list[int]:
+    """The group of every node: the strongly connected components of the graph that ``edges``
+    draw between the roots ``root_of[u]``, numbered in a topological order that takes the ready
+    component holding the smallest node first. Tarjan's algorithm (iterative) and Kahn's with a
+    heap: O(n log n + m)."""
+    successors: dict[int, list[int]] = {}
+    for a, b in edges:
+        if a != b:
+            successors.setdefault(a, []).append(b)
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    component: dict[int, int] = {}
+    stack: list[int] = []
+    num_components = 0
+    for start in dict.fromkeys(root_of):
+        if start in index:
+            continue
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        work = [(start, iter(successors.get(start, ())))]
+        while work:
+            v, pending = work[-1]
+            w = next(pending, None)
+            if w is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    while True:
+                        w = stack.pop()
+                        component[w] = num_components
+                        if w == v:
+                            break
+                    num_components += 1
+            elif w not in index:
+                index[w] = low[w] = len(index)
+                stack.append(w)
+                work.append((w, iter(successors.get(w, ()))))
+            elif w not in component:  # still on the stack
+                low[v] = min(low[v], index[w])
+    smallest_node = [0] * num_components
+    for u in reversed(range(len(root_of))):
+        smallest_node[component[root_of[u]]] = u
+    after: list[set[int]] = [set() for _ in range(num_components)]
+    for a, b in edges:
+        if component[a] != component[b]:
+            after[component[a]].add(component[b])
+    indegree = [0] * num_components
+    for later in after:
+        for c in later:
+            indegree[c] += 1
+    ready = [(smallest_node[c], c) for c in range(num_components) if indegree[c] == 0]
+    heapq.heapify(ready)
+    number = [0] * num_components
+    for position in range(num_components):
+        _, c = heapq.heappop(ready)
+        number[c] = position
+        for d in after[c]:
+            indegree[d] -= 1
+            if indegree[d] == 0:
+                heapq.heappush(ready, (smallest_node[d], d))
+    return [number[component[r]] for r in root_of]
+
+
+def _contract(problem: PlacementProblem) -> _Groups:
+    """Group the operators: colour classes, costless groups with one neighbour, contiguity
+    cycles."""
     n = problem.num_ops
     root = list(range(n))
 
@@ -210,10 +327,10 @@ def _contract(problem: PlacementProblem) -> tuple[_Groups, np.ndarray]:
     for colour in problem.colour_classes:
         for u in colour[1:]:
             union(u, colour[0])
-    # A costless group whose values only go to, and come from, one other group joins it: moving it
-    # there drops transfers and adds nothing. Repeat, since merged groups can become such groups.
+    # A costless group whose edges all join one other group joins it: moving it there drops
+    # transfers and adds nothing. Repeat, since merged groups can become such groups.
     costless = _costless(problem)
-    edges = [(int(u), int(v)) for u, v in graph.edges]
+    edges = [(int(u), int(v)) for u, v in problem.graph.edges]
     while True:
         neighbours: dict[int, set[int]] = {}
         all_costless: dict[int, bool] = {}
@@ -234,42 +351,34 @@ def _contract(problem: PlacementProblem) -> tuple[_Groups, np.ndarray]:
             break
         for r, neighbour in lonely:
             union(r, neighbour)
-    # Contract the cycles the merges made (a contiguous split keeps each on one device) and number
-    # the groups in a topological order, smallest member first among ready ones, so that their
-    # prefixes are ideals: the chain the fallback slices.
-    quotient = nx.DiGraph()
-    quotient.add_nodes_from({find(u) for u in range(n)})
-    quotient.add_edges_from((find(u), find(v)) for u, v in edges if find(u) != find(v))
-    condensed = nx.condensation(quotient)
-    component_of = condensed.graph["mapping"]
-    smallest_member: dict[int, int] = {}
-    for u in range(n):
-        smallest_member.setdefault(component_of[find(u)], u)
-    order = list(nx.lexicographical_topological_sort(condensed, key=smallest_member.__getitem__))
-    number = {component: g for g, component in enumerate(order)}
-    group_of = np.array([number[component_of[find(u)]] for u in range(n)], dtype=np.int64)
-
-    num_groups = len(order)
+    # Contract the cycles along contiguity edges (a contiguous split keeps each on one device) and
+    # number the groups in a topological order, smallest member first among ready ones, so that
+    # their prefixes are ideals: the chain the upper bound slices.
+    root_of = [find(u) for u in range(n)]
+    contiguity = contiguity_edges(problem).tolist()
+    group_of = _number_components(root_of, [(root_of[u], root_of[v]) for u, v in contiguity])
+    num_groups = max(group_of) + 1
     members = [0] * num_groups
     for u in range(n):
         members[group_of[u]] |= 1 << u
-    preds = [0] * num_groups
-    tops = list(members)
-    succ_groups: list[set[int]] = [set() for _ in range(num_groups)]
+    feeders = [0] * num_groups
     for u, v in edges:
-        gu, gv = group_of[u], group_of[v]
-        if gu == gv:
-            tops[gu] &= ~(1 << u)
-        else:
-            preds[gv] |= 1 << u
-            succ_groups[gu].add(int(gv))
-    groups = _Groups(
+        if group_of[u] != group_of[v]:
+            feeders[group_of[v]] |= 1 << u
+    contiguity_preds = [0] * num_groups
+    contiguity_succs: list[set[int]] = [set() for _ in range(num_groups)]
+    for u, v in contiguity:
+        ga, gb = group_of[u], group_of[v]
+        if ga != gb:
+            contiguity_preds[gb] |= 1 << ga
+            contiguity_succs[ga].add(gb)
+    return _Groups(
+        group_of=np.array(group_of, dtype=np.int64),
         members=members,
-        preds=preds,
-        succ_groups=[sorted(s) for s in succ_groups],
-        tops=tops,
+        feeders=feeders,
+        contiguity_preds=contiguity_preds,
+        contiguity_succs=[sorted(s) for s in contiguity_succs],
     )
-    return groups, group_of
 
 
 def _check_groups_placeable(problem: PlacementProblem, types: _DeviceTypes, group_of) -> None:
@@ -293,68 +402,75 @@ def _check_groups_placeable(problem: PlacementProblem, types: _DeviceTypes, grou
 
 
 def _enumerate_ideals(
+    problem: PlacementProblem,
     groups: _Groups,
     types: _DeviceTypes,
-    memory: np.ndarray,
-    successors: list[int],
-    group_of: np.ndarray,
     deadline: float,
     max_ideals: int,
     progress: Callable | None,
     chain: bool,
 ) -> _Lattice:
     """Every ideal of the group DAG (``chain``: only the prefixes of the group numbering)."""
-    num_groups = len(groups.members)
+    n = problem.num_ops
+    num_groups = len(groups)
+    group_of = groups.group_of
+    successors = [sum(1 << v for v in succ) for succ in problem.graph.successors]
+    closed = [(1 << u) | successors[u] for u in range(n)]
+    # Boundary nodes that move no data on any type add nothing to a load: no entries for them.
+    moving = sum(1 << int(u) for u in np.flatnonzero(types.transfer.any(axis=1)))
+    group_masks = [0]
     masks = [0]
     parent = [0]
     added = [0]
     level_start = [0]
-    max_count = [0]
-    max_node: list[int] = []
+    down_ideal: list[int] = []  # ideal I, its maximal group g and the ideal I - g
+    down_group: list[int] = []
+    down_parent: list[int] = []
     entry_count = [0]
-    entry_node: list[int] = []
-    triple_count: list[int] = []
-    triple_node: list[int] = []
-    sources = sum(1 << g for g in range(num_groups) if groups.preds[g] == 0)
-    # One record per ideal of the current level: (index, boundary, maximal nodes, ready groups).
-    current = [(0, 0, 0, sources)]
+    entry_signature: list[int] = []
+    signature_of: dict[tuple[int, int, int, int], int] = {}
+    sources = sum(1 << g for g in range(num_groups) if groups.contiguity_preds[g] == 0)
+    # One record per ideal of the current level: (index, boundary B(K), groups ready to add).
+    current = [(0, 0, sources)]
     for level in range(num_groups):
         level_start.append(len(masks))
         index_of: dict[int, int] = {}
         following = []
-        for index, boundary, maximal, ready in current:
-            mask = masks[index]
+        for index, boundary, ready in current:
             for g in (level,) if chain else _bits(ready):
-                grown = mask | groups.members[g]
-                if grown in index_of:
+                grown_groups = group_masks[index] | (1 << g)
+                down_group.append(g)
+                down_parent.append(index)
+                if grown_groups in index_of:
+                    down_ideal.append(index_of[grown_groups])
                     continue
-                index_of[grown] = len(masks)
+                index_of[grown_groups] = len(masks)
+                down_ideal.append(len(masks))
+                grown = masks[index] | groups.members[g]
                 # Only the group's members and the nodes feeding it can change boundary status.
-                changed = (boundary & groups.preds[g]) | groups.members[g]
+                changed = groups.members[g] | groups.feeders[g]
                 grown_boundary = boundary & ~changed
                 for u in _bits(changed):
-                    if successors[u] & ~grown:
+                    if closed[u] & grown and closed[u] & ~grown:
                         grown_boundary |= 1 << u
-                grown_maximal = (maximal & ~groups.preds[g]) | groups.tops[g]
                 grown_ready = ready & ~(1 << g)
-                for h in groups.succ_groups[g]:
-                    if not groups.preds[h] & ~grown:
+                for h in groups.contiguity_succs[g]:
+                    if not groups.contiguity_preds[h] & ~grown_groups:
                         grown_ready |= 1 << h
+                group_masks.append(grown_groups)
                 masks.append(grown)
                 parent.append(index)
                 added.append(g)
-                max_nodes_here = list(_bits(grown_maximal))
-                max_node.extend(max_nodes_here)
-                max_count.append(len(max_nodes_here))
                 entries = 0
-                for u in _bits(grown_boundary):
-                    outside = list(_bits(successors[u] & ~grown))
-                    entry_node.append(u)
-                    triple_count.append(len(outside))
-                    triple_node.extend(outside)
+                for u in _bits(grown_boundary & moving):
+                    outside_groups = 0
+                    for v in _bits(successors[u] & ~grown):
+                        outside_groups |= 1 << int(group_of[v])
+                    key = (u, (grown >> u) & 1, int(successors[u] & grown != 0), outside_groups)
+                    entry_signature.append(signature_of.setdefault(key, len(signature_of)))
                     entries += 1
                 entry_count.append(entries)
-                following.append((len(masks) - 1, grown_boundary, grown_maximal, grown_ready))
+                following.append((len(masks) - 1, grown_boundary, grown_ready))
                 if len(masks) > max_ideals:
                     raise _Stopped(
                         f"the graph has more than {max_ideals} ideals: too wide for the exact "
@@ -374,54 +490,87 @@ def _enumerate_ideals(
     num_types = types.allowed.shape[1]
     group_compute = np.zeros((num_groups, num_types))
     np.add.at(group_compute, group_of, types.compute)
+    group_cheapest = np.bincount(group_of, weights=types.cheapest, minlength=num_groups)
     group_disallowed = np.zeros((num_groups, num_types), dtype=np.int64)
     np.add.at(group_disallowed, group_of, ~types.allowed)
-    group_memory = np.bincount(group_of, weights=memory, minlength=num_groups)
+    group_memory = np.bincount(group_of, weights=problem.memory, minlength=num_groups)
     parent_array = np.array(parent, dtype=np.int64)
     added_array = np.array(added, dtype=np.int64)
+    num_words = (num_groups + 63) // 64
+    group_columns = np.zeros((num_words, num_ideals), dtype="<u8")
     compute = np.zeros((num_ideals, num_types))
+    cheapest = np.zeros(num_ideals)
     disallowed = np.zeros((num_ideals, num_types), dtype=np.int64)
     total_memory = np.zeros(num_ideals)
-    level_of = np.zeros(num_ideals, dtype=np.int64)
     # Each ideal's sums are its parent's plus the added group's; parents sit one level earlier.
     for level in range(1, num_groups + 1):
-        rows = slice(level_start[level], level_start[level + 1])
+        rows = np.arange(level_start[level], level_start[level + 1])
         up, g = parent_array[rows], added_array[rows]
+        group_columns[:, rows] = group_columns[:, up]
+        group_columns[g // 64, rows] |= np.left_shift(np.uint64(1), (g % 64).astype(np.uint64))
         compute[rows] = compute[up] + group_compute[g]
+        cheapest[rows] = cheapest[up] + group_cheapest[g]
         disallowed[rows] = disallowed[up] + group_disallowed[g]
         total_memory[rows] = total_memory[up] + group_memory[g]
-        level_of[rows] = level
+
+    keys = list(signature_of)  # dicts keep insertion order: key i has signature id i
+    signature_node = np.array([key[0] for key in keys], dtype=np.int64)
+    signature_groups = [list(_bits(key[3])) for key in keys]
+    entry_signature_array = np.array(entry_signature, dtype=np.int64)
     entry_ideal = np.repeat(np.arange(num_ideals), entry_count)
-    entry_node_array = np.array(entry_node, dtype=np.int64)
-    sent = _sum_rows(entry_ideal, types.transfer[entry_node_array], num_ideals)
+    sent = np.zeros((num_ideals, num_types))
+    for t in range(num_types):
+        sent[:, t] = np.bincount(
+            entry_ideal,
+            types.transfer[signature_node[entry_signature_array], t],
+            num_ideals,
+        )
+    down = np.lexsort((down_group, down_ideal))
     return _Lattice(
         masks=masks,
+        group_columns=group_columns,
         level_start=np.array(level_start, dtype=np.int64),
-        level=level_of,
-        max_start=np.concatenate([[0], np.cumsum(max_count)]).astype(np.int64),
-        max_node=np.array(max_node, dtype=np.int64),
+        down_start=np.concatenate(
+            [[0], np.cumsum(np.bincount(down_ideal, minlength=num_ideals))]
+        ).astype(np.int64),
+        down_group=np.array(down_group, dtype=np.int64)[down],
+        down_parent=np.array(down_parent, dtype=np.int64)[down],
         entry_start=np.concatenate([[0], np.cumsum(entry_count)]).astype(np.int64),
-        entry_node=entry_node_array,
-        triple_start=np.concatenate([[0], np.cumsum(triple_count)]).astype(np.int64),
-        triple_node=np.array(triple_node, dtype=np.int64),
+        entry_signature=entry_signature_array,
+        signature_node=signature_node,
+        signature_inside=np.array([key[1] for key in keys], dtype=bool),
+        signature_fed=np.array([key[2] for key in keys], dtype=bool),
+        signature_start=np.concatenate(
+            [[0], np.cumsum([len(gs) for gs in signature_groups])]
+        ).astype(np.int64),
+        signature_group=np.array([g for gs in signature_groups for g in gs], dtype=np.int64),
+        signature_node_group=group_of[signature_node],
+        signature_transfer=np.ascontiguousarray(types.transfer[signature_node].T),
         compute=compute,
+        cheapest=cheapest,
         disallowed=disallowed,
         memory=total_memory,
         sent=sent,
-        entry_transfer=np.ascontiguousarray(types.transfer[entry_node_array].T),
     )
 
 
 def _best_split(
     lattice: _Lattice,
     types: _DeviceTypes,
-    num_ops: int,
+    group_of: np.ndarray,
+    bound: float,
     deadline: float,
     progress: Callable | None,
     label: str,
 ) -> tuple[float, list[tuple[int, int]], int]:
-    """Run the recurrence; return (max load, blocks as (node mask, type), sub-ideal pairs seen)."""
+    """Run the recurrence with blocks of load at most ``bound`` (``inf``: all); return (max load,
+    blocks as (node mask, type), sub-ideal pairs whose load was computed).
+
+    The ideals of one level only build on smaller ones, so each level is processed in batches of
+    ideals, every array operation spanning all the (ideal, sub-ideal) pairs of a batch.
+    """
     num_ideals = len(lattice)
+    num_groups = int(group_of.max()) + 1
     counts = types.counts
     num_types = len(counts)
     stride = np.concatenate([[1], np.cumprod(counts + 1)]).astype(np.int64)
@@ -434,85 +583,226 @@ def _best_split(
     usage = (np.arange(num_vectors)[:, None] // stride[:-1]) % (counts + 1)
     with_type = [np.flatnonzero(usage[:, t] > 0) for t in range(num_types)]
     without_one = [with_type[t] - stride[t] for t in range(num_types)]
-    capacity = types.capacity * (1 + MEMORY_TOLERANCE)
-    num_bytes = (num_ops + 7) // 8
+    limit = bound * (1 + _BOUND_SLACK) if math.isfinite(bound) else math.inf
+    # Candidates J of I have cheapest(I) - limit <= cheapest(J) <= cheapest(I), up to float sums.
+    total_cheapest = float(lattice.cheapest[-1])
+    tolerance = _BOUND_SLACK * (total_cheapest + 1.0)
+    # A state (I, v) is dead when the devices v leaves unused cannot carry the rest of the work:
+    # a block of load <= limit on type t has cheapest compute <= share[t] * limit. ``room[v]`` is
+    # what the unused devices can carry, ``reach[v]`` what they can after one more block.
+    if math.isfinite(limit):
+        block_room = types.share * limit
+        room = (counts - usage) @ block_room + tolerance
+        smallest_next = np.where(usage < counts, block_room, np.inf).min(axis=1)
+        reach_of_vector = room - smallest_next
+    else:
+        room = reach_of_vector = np.full(num_vectors, np.inf)
+    remaining = total_cheapest - lattice.cheapest
 
     best = np.full((num_ideals, num_vectors), np.inf)
     best[0, 0] = 0.0
-    chosen_sub = np.zeros((num_ideals, num_vectors), dtype=np.int32)
-    chosen_type = np.zeros((num_ideals, num_vectors), dtype=np.int16)
+    # reach[J]: the most work the devices left unused by a live state of J can carry beyond one more
+    # block; -inf while J has no live state (or is not processed yet).
+    reach = np.full(num_ideals, -np.inf)
+    reach[0] = reach_of_vector[0]
+    # For each ideal K of the previous level, its live sub-ideals J within the candidate range,
+    # sorted by top(K, J), the largest group of K \\ J (CSR over K - previous, after a dummy
+    # entry). A sub-ideal J of I has top(I, J) = g maximal in I and, unless J = I - g, is a
+    # sub-ideal of I - g with a smaller top: so these lists of one level give the next level's
+    # candidates without repeats, and no candidate needs a containment test.
+    previous = 0
+    list_start = np.ones(2, dtype=np.int64)
+    list_sub = np.zeros(1, dtype=np.int64)
+    list_key = np.full(1, -1, dtype=np.int64)  # (K - previous) * (groups + 1) + top, ascending
     pairs = 0
-    report_every = max(1, num_ideals // 100)
-    for i in range(1, num_ideals):
-        if i % _CLOCK_PERIOD == 0 and time.perf_counter() > deadline:
-            raise _Stopped(f"time limit reached in the {label} program at ideal {i}/{num_ideals}")
-        if progress is not None and i % report_every == 0:
-            progress(f"dp: {label} program", i / num_ideals)
-        inside = np.unpackbits(
-            np.frombuffer(lattice.masks[i].to_bytes(num_bytes, "little"), dtype=np.uint8),
-            count=num_ops,
-            bitorder="little",
-        ).astype(bool)
-        smaller = int(lattice.level_start[lattice.level[i]])
-        # Sub-ideals: the empty one, and every smaller ideal whose maximal nodes all lie in I.
-        if smaller > 1:
-            contained = np.logical_and.reduceat(
-                inside[lattice.max_node[: lattice.max_start[smaller]]],
-                lattice.max_start[1:smaller],
-            )
-            subs = np.concatenate([[0], 1 + np.flatnonzero(contained)])
-        else:
-            subs = np.zeros(1, dtype=np.int64)
-        pairs += len(subs)
-
-        # Only the boundary entries of the sub-ideals matter: gather them, then their successors.
-        entry_counts = lattice.entry_start[subs + 1] - lattice.entry_start[subs]
-        entries = _ranges(lattice.entry_start[subs], entry_counts)
-        outside_counts = lattice.triple_start[entries + 1] - lattice.triple_start[entries]
-        successors = lattice.triple_node[_ranges(lattice.triple_start[entries], outside_counts)]
-        entry_of_successor = np.repeat(np.arange(len(entries)), outside_counts)
-        inside_counts = np.bincount(entry_of_successor, inside[successors], len(entries))
-        # u in B(J) receives into S = I \ J iff one of its successors outside J is in I; it is sent
-        # out of I (so it is not among S's sends) iff one of them is outside I.
-        feeds_block = inside_counts > 0
-        leaves_ideal = inside_counts < outside_counts
-        sub_of_entry = np.repeat(np.arange(len(subs)), entry_counts)
-        load = lattice.compute[i] - lattice.compute[subs] + lattice.sent[i]
-        for t in range(num_types):
-            transfer = lattice.entry_transfer[t, entries]
-            received = np.bincount(sub_of_entry, transfer * feeds_block, len(subs))
-            kept = np.bincount(sub_of_entry, transfer * leaves_ideal, len(subs))
-            load[:, t] += received - kept
-        fits = (lattice.disallowed[i] - lattice.disallowed[subs] == 0) & (
-            (lattice.memory[i] - lattice.memory[subs])[:, None] <= capacity
+    num_levels = len(lattice.level_start) - 2
+    for level in range(1, num_levels + 1):
+        if progress is not None:
+            progress(f"dp: {label} program", level / num_levels)
+        start, stop = int(lattice.level_start[level]), int(lattice.level_start[level + 1])
+        first_edge, last_edge = int(lattice.down_start[start]), int(lattice.down_start[stop])
+        edges_of_ideal = np.diff(lattice.down_start[start : stop + 1])
+        edge_ideal = np.repeat(np.arange(start, stop), edges_of_ideal)
+        edge_group = lattice.down_group[first_edge:last_edge]
+        edge_parent = lattice.down_parent[first_edge:last_edge] - previous
+        below = (
+            np.searchsorted(list_key, edge_parent * (num_groups + 1) + edge_group)
+            - list_start[edge_parent]
         )
-        load[~fits] = np.inf
+        lengths = 1 + below  # I - g itself, then the sub-ideals of I - g with a smaller top
+        per_ideal = np.bincount(edge_ideal - start, lengths, stop - start).astype(np.int64)
+        full_batch = np.flatnonzero(np.diff((np.cumsum(per_ideal) - per_ideal) // _BATCH_PAIRS)) + 1
+        cuts = np.union1d(full_batch, np.arange(_BATCH_IDEALS, stop - start, _BATCH_IDEALS))
+        kept_lists = []
+        for batch in np.split(np.arange(stop - start), cuts):
+            if time.perf_counter() > deadline:
+                raise _Stopped(
+                    f"time limit reached in the {label} program at level {level}/{num_levels}"
+                )
+            edges = np.arange(
+                lattice.down_start[start + batch[0]] - first_edge,
+                lattice.down_start[start + batch[-1] + 1] - first_edge,
+            )
+            offset = _ranges(np.zeros_like(edges), lengths[edges])
+            edge_of = np.repeat(edges, lengths[edges])
+            from_list = np.where(offset > 0, list_start[edge_parent[edge_of]] + offset - 1, 0)
+            pair_sub = np.where(offset > 0, list_sub[from_list], edge_parent[edge_of] + previous)
+            pair_ideal = edge_ideal[edge_of]
+            pair_top = edge_group[edge_of]
+            keep = (reach[pair_sub] > -np.inf) & (
+                lattice.cheapest[pair_ideal] - lattice.cheapest[pair_sub] <= limit + tolerance
+            )
+            pair_ideal, pair_sub, pair_top = pair_ideal[keep], pair_sub[keep], pair_top[keep]
+            kept_lists.append((pair_ideal, pair_sub, pair_top))
+            keep = reach[pair_sub] >= remaining[pair_ideal]
+            pair_ideal, pair_sub = pair_ideal[keep], pair_sub[keep]
+            pair_ideal, pair_sub, load = _block_loads(
+                lattice, types, pair_ideal, pair_sub, start + int(batch[0]), limit, num_groups
+            )
+            pairs += len(pair_ideal)
+            # dp[I][v] over each ideal's pairs: segmented minima, type by type.
+            for t in range(num_types):
+                rows = np.flatnonzero(load[:, t] <= limit)
+                if not len(rows):
+                    continue
+                candidate = np.maximum(
+                    best[pair_sub[rows, None], without_one[t]], load[rows, t, None]
+                )
+                ideal_of_row = pair_ideal[rows]
+                segment_start = np.flatnonzero(np.r_[True, ideal_of_row[1:] != ideal_of_row[:-1]])
+                targets = np.ix_(ideal_of_row[segment_start], with_type[t])
+                best[targets] = np.minimum(
+                    best[targets], np.minimum.reduceat(candidate, segment_start, axis=0)
+                )
+        values = best[start:stop]
+        live = np.isfinite(values) & (remaining[start:stop, None] <= room)
+        values[~live] = np.inf
+        reach[start:stop] = np.where(live, reach_of_vector, -np.inf).max(axis=1)
+        owner = np.concatenate([ideal for ideal, _, _ in kept_lists]) - start
+        previous = start
+        list_length = np.bincount(owner, minlength=stop - start)
+        list_start = 1 + np.concatenate([[0], np.cumsum(list_length)])
+        list_sub = np.concatenate([[0], *(sub for _, sub, _ in kept_lists)])
+        list_key = np.concatenate(
+            [[-1], owner * (num_groups + 1) + np.concatenate([top for _, _, top in kept_lists])]
+        )
 
-        before = best[subs]
-        for t in range(num_types):
-            if not len(with_type[t]) or not fits[:, t].any():
-                continue
-            candidate = np.maximum(before[:, without_one[t]], load[:, t, None])
-            pick = candidate.argmin(axis=0)
-            value = candidate[pick, np.arange(len(pick))]
-            better = value < best[i, with_type[t]]
-            targets = with_type[t][better]
-            best[i, targets] = value[better]
-            chosen_sub[i, targets] = subs[pick[better]]
-            chosen_type[i, targets] = t
-
+    # Walk back from the best full state: recompute the loads into one ideal at a time.
     full = num_ideals - 1
     vector = int(best[full].argmin())
     value = float(best[full, vector])
     blocks: list[tuple[int, int]] = []
-    if math.isfinite(value):
-        i = full
-        while i != 0:
-            j, t = int(chosen_sub[i, vector]), int(chosen_type[i, vector])
-            blocks.append((lattice.masks[i] & ~lattice.masks[j], t))
-            vector -= int(stride[t])
-            i = j
+    i = full
+    while math.isfinite(value) and i != 0:
+        below = np.arange(int(lattice.level_start[_level_of(lattice, i)]))
+        contained = ~(lattice.group_columns[:, below] & ~lattice.group_columns[:, [i]]).any(axis=0)
+        subs = below[contained]
+        _, subs, load = _block_loads(
+            lattice, types, np.full(len(subs), i), subs, i, math.inf, num_groups
+        )
+        options = [
+            (float(np.maximum(best[subs, vector - stride[t]], load[:, t]).min()), t)
+            for t in range(num_types)
+            if usage[vector, t] > 0
+        ]
+        _, t = min(options)
+        candidate = np.maximum(best[subs, vector - stride[t]], load[:, t])
+        j = int(subs[candidate.argmin()])
+        blocks.append((lattice.masks[i] & ~lattice.masks[j], t))
+        vector -= int(stride[t])
+        i = j
     return value, blocks, pairs
+
+
+def _level_of(lattice: _Lattice, ideal: int) -> int:
+    return int(np.searchsorted(lattice.level_start, ideal, "right")) - 1
+
+
+def _block_loads(
+    lattice: _Lattice,
+    types: _DeviceTypes,
+    pair_ideal: np.ndarray,
+    pair_sub: np.ndarray,
+    first: int,
+    limit: float,
+    num_groups: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The load of every block ``pair_ideal \\ pair_sub`` on every type, ``inf`` where it does not
+    fit or exceeds ``limit``; the pairs no type can take are dropped first. The ideals of the
+    pairs lie in ``first ..`` (one batch, ascending). Returns (ideals, sub-ideals, loads)."""
+    capacity = types.capacity * (1 + MEMORY_TOLERANCE)
+    # Exact for types that move no data; a lower bound otherwise (every δ_u >= -1).
+    load = lattice.compute[pair_ideal] - lattice.compute[pair_sub] + lattice.sent[pair_ideal]
+    fits = (lattice.disallowed[pair_ideal] - lattice.disallowed[pair_sub] == 0) & (
+        (lattice.memory[pair_ideal] - lattice.memory[pair_sub])[:, None] <= capacity
+    )
+    fits &= load - lattice.sent[pair_sub] <= limit
+    keep = fits.any(axis=1)
+    pair_ideal, pair_sub, load, fits = pair_ideal[keep], pair_sub[keep], load[keep], fits[keep]
+    moving = [t for t in range(load.shape[1]) if types.transfer[:, t].any()]
+    if moving and len(pair_ideal):
+        _add_boundary_transfer(
+            lattice,
+            lattice.group_columns[:, first : int(pair_ideal[-1]) + 1],
+            pair_ideal - first,
+            pair_sub,
+            load,
+            moving,
+            num_groups,
+        )
+    load[~(fits & (load <= limit))] = np.inf
+    return pair_ideal, pair_sub, load
+
+
+def _add_boundary_transfer(
+    lattice: _Lattice,
+    batch_columns: np.ndarray,
+    pair_row: np.ndarray,
+    pair_sub: np.ndarray,
+    load: np.ndarray,
+    moving: list[int],
+    num_groups: int,
+) -> None:
+    """Add ``sum_{u in B(J)} transfer[u, t] * δ_u`` to ``load[:, t]`` for the types that move data.
+
+    ``batch_columns`` holds the group words of the batch's ideals; pair ``p`` joins ideal
+    ``pair_row[p]`` of the batch with sub-ideal ``pair_sub[p]``. δ depends on the ideal and the
+    signature only, so it is tabulated per (ideal of the batch, signature) first.
+    """
+    num_rows = batch_columns.shape[1]
+    num_signatures = len(lattice.signature_node)
+    signature_of_group = np.repeat(np.arange(num_signatures), np.diff(lattice.signature_start))
+    group_inside = np.unpackbits(
+        np.ascontiguousarray(batch_columns.T).view(np.uint8),
+        axis=1,
+        count=num_groups,
+        bitorder="little",
+    ).astype(bool)
+    successor_inside = group_inside[:, lattice.signature_group].ravel()
+    slot = (
+        np.arange(num_rows)[:, None] * num_signatures + signature_of_group[None, :]
+    ).ravel()
+    size = num_rows * num_signatures
+    into_block = (np.bincount(slot, successor_inside, size) > 0).reshape(num_rows, num_signatures)
+    beyond = (np.bincount(slot, ~successor_inside, size) > 0).reshape(num_rows, num_signatures)
+    fed = lattice.signature_fed
+    delta = np.where(
+        lattice.signature_inside,
+        into_block.astype(np.int8) - beyond,
+        np.where(
+            group_inside[:, lattice.signature_node_group],
+            fed & ~beyond,
+            -(fed & ~into_block).astype(np.int8),
+        ),
+    ).ravel()
+    entry_counts = lattice.entry_start[pair_sub + 1] - lattice.entry_start[pair_sub]
+    signatures = lattice.entry_signature[_ranges(lattice.entry_start[pair_sub], entry_counts)]
+    pair_of_entry = np.repeat(np.arange(len(pair_sub)), entry_counts)
+    entry_delta = delta[np.repeat(pair_row * num_signatures, entry_counts) + signatures]
+    for t in moving:
+        load[:, t] += np.bincount(
+            pair_of_entry, lattice.signature_transfer[t, signatures] * entry_delta, len(pair_sub)
+        )
 
 
 def _assign(blocks: list[tuple[int, int]], types: _DeviceTypes, num_ops: int) -> np.ndarray:
@@ -524,6 +814,26 @@ def _assign(blocks: list[tuple[int, int]], types: _DeviceTypes, num_ops: int) ->
         next_of_type[t] += 1
         device_of[list(_bits(mask))] = device
     return device_of
+
+
+def _contiguous_lower_bound(types: _DeviceTypes, groups: _Groups) -> float:
+    """A lower bound on the max load of every contiguous split, for when the program stops early.
+
+    A group shares one block, which carries at least its compute on the cheapest type allowed for
+    all of it; and a device of type ``t`` carries at least ``m(X) / share_t`` (module docstring),
+    so the devices together carry ``m(V)`` only if ``max load * sum_t c_t * share_t >= m(V)``.
+    Time O(n * T).
+    """
+    num_groups = len(groups)
+    num_types = len(types.devices)
+    group_compute = np.zeros((num_groups, num_types))
+    np.add.at(group_compute, groups.group_of, types.compute)
+    group_disallowed = np.zeros((num_groups, num_types), dtype=np.int64)
+    np.add.at(group_disallowed, groups.group_of, ~types.allowed)
+    heaviest = np.where(group_disallowed == 0, group_compute, np.inf).min(axis=1).max()
+    capacity = float(types.counts @ types.share)
+    spread = float(types.cheapest.sum()) / capacity if capacity > 0 else 0.0
+    return float(max(heaviest, spread))
 
 
 def _single_device(problem: PlacementProblem) -> np.ndarray | None:
@@ -579,33 +889,38 @@ def solve(
     deadline = time.perf_counter() + time_limit
     n = problem.num_ops
     types = _device_types(problem)
-    groups, group_of = _contract(problem)
-    _check_groups_placeable(problem, types, group_of)
-    successors = [sum(1 << v for v in succ) for succ in problem.graph.successors]
-    lattice_inputs = (groups, types, problem.memory, successors, group_of)
+    groups = _contract(problem)
+    _check_groups_placeable(problem, types, groups.group_of)
+    lattice_inputs = (problem, groups, types)
     stats = {
         "search_space": "contiguous",
-        "groups": len(groups.members),
+        "groups": len(groups),
         "device_types": len(types.devices),
     }
 
-    # The best slicing of one topological order comes first and cheaply (groups + 1 ideals): it is
-    # the answer kept if the complete program cannot finish.
+    # The best slicing of one topological order comes first and cheaply (groups + 1 ideals): its
+    # value bounds the complete program, and it is the answer kept if that cannot finish.
     fallback = None
+    bound = math.inf
     try:
         chain = _enumerate_ideals(*lattice_inputs, deadline, max_ideals, progress, chain=True)
-        _, blocks, _ = _best_split(chain, types, n, deadline, progress, "one-order")
+        bound, blocks, _ = _best_split(
+            chain, types, groups.group_of, math.inf, deadline, progress, "one-order"
+        )
         if blocks:
             fallback = _assign(blocks, types, n)
     except _Stopped:
         pass
+    stats["upper_bound"] = bound if math.isfinite(bound) else None
 
     try:
         if progress is not None:
             progress("dp: enumerating ideals", None)
         lattice = _enumerate_ideals(*lattice_inputs, deadline, max_ideals, progress, chain=False)
         stats["ideals"] = len(lattice)
-        value, blocks, pairs = _best_split(lattice, types, n, deadline, progress, "complete")
+        value, blocks, pairs = _best_split(
+            lattice, types, groups.group_of, bound, deadline, progress, "complete"
+        )
         stats["block_pairs"] = pairs
     except _Stopped as stop:
         stats.setdefault("ideals", None)
@@ -624,13 +939,13 @@ def solve(
             device_of=fallback,
             objective="throughput",
             value=evaluate(problem, fallback).max_load,
-            lower_bound=bounds.work_bound(problem),
+            lower_bound=max(bounds.work_bound(problem), _contiguous_lower_bound(types, groups)),
             method="dp",
             stats=stats,
         )
 
     if not math.isfinite(value):
-        raise _infeasible(problem, types, group_of)
+        raise _infeasible(problem, types, groups.group_of)
     device_of = _assign(blocks, types, n)
     measured = evaluate(problem, device_of).max_load
     stats.update(optimal=True, blocks=len(blocks))

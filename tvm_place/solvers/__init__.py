@@ -50,6 +50,11 @@ METHODS: dict[str, Method] = {
         "latency_ip", ("latency",),
         "exact makespan program (CP-SAT) after Tarnawski et al.'s latency IP", exact=("latency",),
     ),
+    "slicegraph": Method(
+        "slicegraph", ("throughput",),
+        "Archer et al. 2024: SliceGraph DP over topological orders searched by BRKGA, MIP bounds",
+        search_space="contiguous",
+    ),
     "heft": Method("heft", ("latency",), "HEFT list scheduling (Topcuoglu et al. 2002) + local search"),
     "comm-balanced": Method(
         "comm_balanced", ("throughput", "latency"),

@@ -75,12 +75,8 @@ rows for ``n`` operators, ``m`` edges and ``D`` devices.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import datetime
 import math
-import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -91,6 +87,7 @@ from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import MEMORY_TOLERANCE, evaluate, validate
 from ..graph import Placement, PlacementProblem
 from . import bounds
+from .native_output import solver_stdout_to_stderr
 
 #: Above this many per-edge CommIn/CommOut rows (``2 * m * D``) the program aggregates them into
 #: one row per value and device (binary CommIn/CommOut): exact too, a weaker relaxation, but
@@ -353,29 +350,6 @@ def _highs_progress(progress, started: float, time_limit: float):
                      min(1.0, elapsed / time_limit) if time_limit > 0 else None)
 
     return on_lines
-
-
-@contextlib.contextmanager
-def solver_stdout_to_stderr():
-    """Send the process's standard output to standard error while a native solver runs.
-
-    HiGHS prints a debug line with C ``printf`` now and then, even with its log off; the CLI's
-    standard output must hold nothing but its JSON. C buffers are flushed before fd 1 is restored.
-    """
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    try:
-        os.dup2(2, 1)
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None).fflush(None)
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _solve_program(program: MaxLoadProgram, problem, seconds: float, initial, on_lines):

@@ -17,7 +17,6 @@ Plans (``n`` operators, ``D`` devices):
 
 from __future__ import annotations
 
-import math
 import time
 
 from ..errors import InfeasibleError

@@ -1,0 +1,852 @@
+r"""Lower bounds on the best *contiguous* max-load, after Archer et al. (ICML 2024).
+
+Reference: A. Archer, M. Fahrbach, K. Liu, P. Prabhu, "Practical Performance Guarantees for
+Pipelined DNN Inference", ICML 2024 (PMLR 235:1655-1671; arXiv 2311.03703). The paper proves lower
+bounds for its partitions with a combinatorial bound and with mixed-integer relaxations, among
+them a "bottleneck" MIP with communication and a "guess the bottleneck" MIP. Only the paper's
+abstract and summaries were at hand when this module was written, not its formulations: the three
+bounds below are our own constructions under those names (one block of the pipeline modelled
+exactly, with its communication; the rest relaxed; then the block's position fixed), derived and
+proved here for tvm-place's cost rule (heterogeneous devices, transfer times paid by sender and
+receiver, memory caps, support, pins, colour classes). None relies on a claim of the paper.
+
+Setting and notation
+--------------------
+``K`` devices ``D``, ``c[u, d]`` compute, ``t[u, d]`` transfer time, ``m[u]`` memory, ``cap[d]``.
+A placement is *contiguous* when the quotient graph of the devices over the contiguity edges
+(:func:`tvm_place.evaluate.contiguity_edges` where the evaluator has it, else every edge) is
+acyclic. Load of device ``d`` holding the set ``S`` (the evaluator's rule)::
+
+    load_d(S) = sum_{u in S} c[u, d] + sum_{u in S, some successor not in S} t[u, d]
+                                     + sum_{u not in S, some successor in S} t[u, d]
+
+Every contiguous placement is a chain of exactly ``K`` blocks ``B_1, ..., B_K`` on ``K`` distinct
+devices (order the devices topologically in the acyclic quotient graph; unused devices hold empty
+blocks anywhere in the chain), and the prefixes ``I_b = B_1 ∪ ... ∪ B_b`` are *ideals* of the
+contiguity DAG (closed under predecessors), since each contiguity edge goes from a block to the
+same or a later one. ``OPT`` is the least max-load of a valid contiguous placement; every bound
+below is ``<= OPT`` (``inf`` only when no valid contiguous placement exists).
+
+Preprocessing (:func:`contract`): operators that every contiguous placement keeps on one device,
+or that some optimal one does, become one *group*: colour classes; the strongly connected sets
+their union creates in the contiguity quotient graph (two devices on one cycle of the quotient
+would form a cycle); and, repeatedly, a group of *costless* operators (zero compute on every
+device, no pin, no colour class, memory that no capacity notices) whose edges all join one other
+group ``Y``: moving it onto ``Y``'s device drops every transfer it caused and adds no compute, no
+memory a cap notices and no quotient edge, so some optimal contiguous placement keeps it with
+``Y``. The optimum over placements that keep groups whole is ``OPT``, so bounds on the grouped
+problem bound ``OPT``. ``c[g, d]``, ``m[g]`` sum over members; "``d`` fits ``g``" means every member
+may run on ``d`` and ``m[g] <= cap[d]``.
+
+1. Combinatorial bound (:func:`combinatorial_bound`)
+----------------------------------------------------
+``max( max_g min_{d fits g} c[g, d],  sum_g min_{d fits g} c[g, d] / K )``. Valid: each group lies
+whole on one device that fits it and a load is at least the compute on it (transfers are
+``>= 0``), so the device of ``g`` carries at least the first term; the ``K`` loads sum to at least
+``sum_g min_d c[g, d]``, so the largest is at least their average. (The classic "heaviest node,
+total work / k" bound, for unrelated devices and groups.) It ignores communication.
+
+2. "Bottleneck" MIP with communication (:func:`bottleneck_bound`)
+-----------------------------------------------------------------
+Model one block ``S = I \ J`` of the chain exactly, for ideals ``J ⊆ I``, on a device ``d``, and
+the blocks on the other devices ``R = D \ {d}`` through their device *classes* (devices with
+identical columns; class ``c`` has ``n_c`` devices of ``R``). One MIP per class of ``d``; the bound
+is the least over those MIPs, since the block lies on a device of some class. Variables::
+
+    zI[g], zJ[g] in {0, 1}   g in I, g in J;  y[g] = zI[g] - zJ[g]  (g in S)
+    xJ[g, c], xA[g, c] in {0, 1}   g in J (before S) / in V \ I (after S), on a device of class c
+        sum_c xJ[g, c] = zJ[g],  sum_c xA[g, c] = 1 - zI[g],  0 where class c does not fit g
+        (with one class, xJ = zJ and xA = 1 - zI are substituted)
+    snd[u], rcv[u], and per class c and side s in {J, A}: snd_sc[u], rcv_sc[u], all in [0, 1]
+
+and, for the pairs ``(u, h)`` "operator ``u`` has a consumer in group ``h != g(u)``" (every edge,
+contiguity or not), with ``X`` one of ``y``, ``xJ[., c]``, ``xA[., c]`` and its pair of variables::
+
+    zJ[g] <= zI[g];   zI[g] >= zI[h], zJ[g] >= zJ[h]            for each contiguity edge g -> h
+    send >= X[g(u)] - X[h],   receive >= X[h] - X[g(u)]
+    T >= sum_g c[g, d] y[g] + sum_u t[u, d] (snd[u] + rcv[u])                       (block S)
+    n_c T >= sum_g c[g, c] (xJ + xA)[g, c]
+             + sum_u t[u, c] (snd_Jc + rcv_Jc + snd_Ac + rcv_Ac)[u]                  (each class)
+    T >= c[g, c] (xJ + xA)[g, c]                                                     (each group)
+    sum_g m[g] y[g] <= cap[d];  sum_g m[g] (xJ + xA)[g, c] <= n_c cap_c
+    y[g] = 0 where d does not fit g;  y[g] = 1 where no class of R fits g
+
+minimising ``T``.
+*Validity.* Take an optimal contiguous placement as a chain of ``K`` blocks, any block ``B_b`` of
+it, and ``d`` its device; set ``J = I_{b-1}``, ``I = I_b`` (so ``S = B_b``), ``xJ``/``xA`` to the
+class of the device each group of ``J`` / ``V \ I`` is on, every send/receive variable to the
+larger of 0 and its right-hand sides (0 or 1), and ``T = OPT``. The ideal constraints hold. With
+``X = y``: ``snd[u] = 1`` exactly when ``u in S`` has a consumer outside ``S``, ``rcv[u] = 1``
+exactly when ``u`` outside ``S`` has one in ``S``: the block row is ``load_d(S) <= OPT``. With
+``X = xJ[., c]``: ``snd_Jc[u] = 1`` means ``u`` is on a class-``c`` device before ``S`` and some
+consumer is not (another device), so that device pays the send ``t[u, c]``; ``rcv_Jc[u] = 1``
+means a consumer is on a class-``c`` device before ``S`` and ``u`` is not, so that device pays the
+receive ``t[u, c]``. Likewise for ``A``. A value is sent by one device at most, and the four
+(side, class) sets of devices are disjoint, so the charges counted are distinct charges of the
+evaluator, on class-``c`` devices for the class row; adding compute, the class row is at most the
+sum of ``n_c`` loads, each ``<= OPT``. The group rows hold because a group is on one device.
+Memory and support hold since the placement is valid. So the point is feasible with ``T = OPT``
+and the MIP's optimum is ``<= OPT`` for the class of ``d``: the least over classes is ``<= OPT``.
+
+3. "Guess the bottleneck stage" MIP (:func:`guess_bottleneck_bound`)
+--------------------------------------------------------------------
+The same model with the position ``b`` of ``S`` in the chain fixed (``b = 1..K``): the ``b - 1``
+blocks before it hold ``J`` (``J = ∅`` when ``b = 1``) and the ``K - b`` after it hold ``V \ I``
+(``I = V`` when ``b = K``), which adds the side rows::
+
+    (b - 1) T >= sum_{g, c} c[g, c] xJ[g, c] + sum_{u, c} t[u, c] (snd_Jc + rcv_Jc)[u]
+    (K - b) T >= sum_{g, c} c[g, c] xA[g, c] + sum_{u, c} t[u, c] (snd_Ac + rcv_Ac)[u]
+    sum_g m[g] zJ[g] <= the b - 1 largest caps of R;  sum_g m[g] (1 - zI[g]) <= the K - b largest
+
+*Validity* as above with the ``b``-th block of the optimal chain: the charges of a side are paid
+by that side's devices, at most ``b - 1`` (resp. ``K - b``) devices of ``R``. So the MIP at ``b``
+for the class of the ``b``-th block's device is ``<= OPT``, hence ``min_class MIP_{b, class} <=
+OPT`` for *every* ``b``: the bound is the largest of these minima over the positions solved (any
+subset is valid). Each is at least the bottleneck MIP of the same class (more rows).
+
+Time limits and numerics
+------------------------
+Each MIP runs under its own time limit (HiGHS through OR-Tools MathOpt, presolve off since HiGHS's
+presolve does not watch the clock; SCIP through ``pywraplp`` if :data:`MIP_SOLVER` says so), the
+model building counted in it. When it stops early the bound taken is the solver's proven *dual*
+bound, never its incumbent; when it proved nothing it contributes nothing (a position without a
+bound for every class is left out); a MIP proven infeasible contributes ``inf`` for its class.
+Work is saved without weakening validity: a position whose first class already gives a bound no
+higher than the best one held is cut short (that class's bound is kept: a valid bound, though not
+the minimum over classes); the positions stop once the bound reaches the value of a placement at
+hand (``target``: that placement is then optimal); a MIP is not started with less than
+``MIP_LEAST_SECONDS_PER_GROUP`` seconds per group. Costs are divided by a scale (the combinatorial
+bound) for conditioning; coefficients that become
+``<= 1e-9`` are dropped, which only loosens rows; memory caps get a relative slack ``MIP_SAFETY``;
+each dual bound is lowered by the relative ``MIP_SAFETY`` (``1e-6``) plus ``1e-9`` (scaled units),
+covering the solvers' feasibility and optimality tolerances.
+
+Limitations: the blocks before and after ``S`` are relaxed to their device classes, so the
+transfers between two devices of one class on one side are not counted: the MIPs capture the
+communication around the modelled block and across classes, and the bound weakens when many
+identical devices share the rest (measured: 0.6-0.97 of the best contiguous split on the
+dnn-partitioning workloads). Size: ``O((G + n) * classes)`` variables and ``O(m * classes)`` rows
+per MIP, ``K x classes`` MIPs for the guess bound; graphs of many hundreds of groups need tens of
+seconds per MIP before the dual bound rises above the combinatorial one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+
+from ..errors import InfeasibleError
+from ..evaluate import MEMORY_TOLERANCE
+from ..graph import PlacementProblem
+from .native_output import solver_stdout_to_stderr
+
+#: Relative slack taken off every MIP dual bound, and added to memory caps in the MIPs.
+MIP_SAFETY = 1e-6
+
+#: Below this many seconds per group a MIP is not started: HiGHS rarely proves anything sooner
+#: (measured: about 3 s before the first dual bound on 300 groups, 2 device classes).
+MIP_LEAST_SECONDS_PER_GROUP = 0.005
+
+#: The OR-Tools backend of the MIPs.
+MIP_SOLVER = "HIGHS"
+
+
+def contiguity_edges(problem: PlacementProblem) -> np.ndarray:
+    """The edges a contiguous split must send forward (the evaluator's rule when it has one)."""
+    from .. import evaluate as evaluate_module
+
+    rule = getattr(evaluate_module, "contiguity_edges", None)
+    edges = problem.graph.edges if rule is None else rule(problem)
+    return np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Groups
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Groups:
+    """Operators kept together, numbered in a topological order of the contiguity DAG.
+
+    ``edges``: unique group-level contiguity edges ``(g, h)``; ``comm``: unique node-level pairs
+    ``(u, h)`` where operator ``u`` has a successor in group ``h != group_of[u]`` (any edge: every
+    edge costs); ``compute[g, d]`` (``inf`` where some member may not run on ``d``), ``memory[g]``.
+    """
+
+    group_of: np.ndarray
+    members: list[np.ndarray]
+    edges: np.ndarray
+    comm: np.ndarray
+    compute: np.ndarray
+    memory: np.ndarray
+    successors: list[list[int]] = field(default_factory=list)
+    num_predecessors: np.ndarray | None = None
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.members)
+
+    def fits(self, problem: PlacementProblem) -> np.ndarray:
+        """``(G, D)`` bool: device ``d`` may hold group ``g`` (support, pins, its own memory)."""
+        capacity = problem.capacity * (1 + MEMORY_TOLERANCE)
+        return np.isfinite(self.compute) & (self.memory[:, None] <= capacity[None, :])
+
+
+def _costless(problem: PlacementProblem) -> np.ndarray:
+    coloured = np.zeros(problem.num_ops, dtype=bool)
+    for colour in problem.colour_classes:
+        coloured[colour] = True
+    pinned = np.zeros(problem.num_ops, dtype=bool)
+    pinned[list(problem.pins)] = True
+    fits_anywhere = problem.memory.sum() <= problem.capacity.min() * (1 + MEMORY_TOLERANCE)
+    memory_free = (problem.memory == 0) | fits_anywhere
+    return (problem.compute_time == 0).all(axis=1) & memory_free & ~pinned & ~coloured
+
+
+def contract(problem: PlacementProblem, merge_costless: bool = True) -> Groups:
+    """Group the operators (colour classes, costless satellites, quotient cycles); see above."""
+    n = problem.num_ops
+    root = list(range(n))
+
+    def find(u: int) -> int:
+        while root[u] != u:
+            root[u] = root[root[u]]
+            u = root[u]
+        return u
+
+    for colour in problem.colour_classes:
+        for u in colour[1:]:
+            root[find(u)] = find(colour[0])
+    all_edges = [(int(u), int(v)) for u, v in problem.graph.edges]
+    order_edges = [(int(u), int(v)) for u, v in contiguity_edges(problem)]
+    if merge_costless:
+        costless = _costless(problem)
+        while True:
+            neighbours: dict[int, set[int]] = {}
+            all_costless: dict[int, bool] = {}
+            for u in range(n):
+                r = find(u)
+                all_costless[r] = all_costless.get(r, True) and bool(costless[u])
+            for u, v in all_edges + order_edges:
+                ru, rv = find(u), find(v)
+                if ru != rv:
+                    neighbours.setdefault(ru, set()).add(rv)
+                    neighbours.setdefault(rv, set()).add(ru)
+            lonely = [
+                (r, next(iter(near)))
+                for r, near in sorted(neighbours.items())
+                if len(near) == 1 and all_costless[r]
+            ]
+            if not lonely:
+                break
+            for r, neighbour in lonely:
+                if find(r) != find(neighbour):
+                    root[find(r)] = find(neighbour)
+    quotient = nx.DiGraph()
+    quotient.add_nodes_from({find(u) for u in range(n)})
+    quotient.add_edges_from((find(u), find(v)) for u, v in order_edges if find(u) != find(v))
+    condensed = nx.condensation(quotient)
+    component_of = condensed.graph["mapping"]
+    smallest: dict[int, int] = {}
+    for u in range(n):
+        smallest.setdefault(component_of[find(u)], u)
+    numbering = list(nx.lexicographical_topological_sort(condensed, key=smallest.__getitem__))
+    number = {component: g for g, component in enumerate(numbering)}
+    group_of = np.array([number[component_of[find(u)]] for u in range(n)], dtype=np.int64)
+    num_groups = len(numbering)
+    members = [np.flatnonzero(group_of == g) for g in range(num_groups)]
+
+    edges = contiguity_edges(problem)
+    if len(edges):
+        pairs = np.stack([group_of[edges[:, 0]], group_of[edges[:, 1]]], axis=1)
+        pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+    else:
+        pairs = np.zeros((0, 2), dtype=np.int64)
+    graph_edges = problem.graph.edges
+    if len(graph_edges):
+        comm = np.stack([graph_edges[:, 0], group_of[graph_edges[:, 1]]], axis=1)
+        comm = np.unique(comm[group_of[comm[:, 0]] != comm[:, 1]], axis=0)
+    else:
+        comm = np.zeros((0, 2), dtype=np.int64)
+    allowed = problem.allowed()
+    compute = np.zeros((num_groups, problem.num_devices))
+    np.add.at(compute, group_of, np.where(allowed, problem.compute_time, np.inf))
+    memory = np.bincount(group_of, weights=problem.memory, minlength=num_groups)
+    successors: list[list[int]] = [[] for _ in range(num_groups)]
+    num_predecessors = np.zeros(num_groups, dtype=np.int64)
+    for g, h in pairs:
+        successors[int(g)].append(int(h))
+        num_predecessors[int(h)] += 1
+    return Groups(
+        group_of=group_of,
+        members=members,
+        edges=pairs.astype(np.int64),
+        comm=comm.astype(np.int64),
+        compute=compute,
+        memory=memory,
+        successors=successors,
+        num_predecessors=num_predecessors,
+    )
+
+
+def check_placeable(problem: PlacementProblem, groups: Groups) -> None:
+    """Raise :class:`InfeasibleError` if some group fits no device at all."""
+    fits = groups.fits(problem)
+    for g in np.flatnonzero(~fits.any(axis=1)):
+        names = [problem.graph.nodes[int(u)].name for u in groups.members[g]]
+        supported = np.isfinite(groups.compute[g])
+        if not supported.any():
+            what = (
+                f"operator {names[0]!r} can run"
+                if len(names) == 1
+                else f"operators {names[:6]} must share one device (a colour class, or operators "
+                "on a path between members of one), but they can run"
+            )
+            raise InfeasibleError(
+                f"{what} on no device of {problem.device_names}: unsupported or pinned elsewhere; "
+                "add a device that supports them or change the pins"
+            )
+        raise InfeasibleError(
+            f"operators {names[:6]} need {groups.memory[g]:.4g} bytes on one device, more than any "
+            f"device that may run them holds ({problem.capacity[supported].max():.4g}); raise the "
+            "capacity, or drop the pin or colour class"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. Combinatorial bound
+# ----------------------------------------------------------------------------------------------
+
+
+def combinatorial_bound(problem: PlacementProblem, groups: Groups | None = None) -> float:
+    """``max(heaviest group at its best device, total best work / K)``; see the module docstring."""
+    groups = contract(problem) if groups is None else groups
+    fits = groups.fits(problem)
+    if not fits.any(axis=1).all():
+        return math.inf
+    best = np.where(fits, groups.compute, np.inf).min(axis=1)
+    return float(max(best.max(initial=0.0), best.sum() / problem.num_devices))
+
+
+# ----------------------------------------------------------------------------------------------
+# 2 and 3. MIP relaxations
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BoundResult:
+    """A proven lower bound and how it was obtained.
+
+    ``value``: valid lower bound on the contiguous optimum (``0.0`` when nothing was proven,
+    ``inf`` when the relaxation is infeasible). ``status``: ``"optimal"`` (every MIP solved to
+    optimality), ``"time_limit"`` (some MIP stopped early: its dual bound was used), ``"partial"``
+    (some positions never ran; the others' bound is used), ``"skipped"``, ``"infeasible"``.
+    """
+
+    value: float
+    status: str
+    seconds: float
+    mips: int = 0
+    details: dict = field(default_factory=dict)
+
+
+def device_classes(problem: PlacementProblem) -> list[list[int]]:
+    """Devices with identical compute, transfer, capacity and support columns."""
+    allowed = problem.allowed()
+    capacity = problem.capacity
+    classes: dict[tuple, list[int]] = {}
+    for d in range(problem.num_devices):
+        key = (
+            problem.compute_time[:, d].tobytes(),
+            problem.transfer_time[:, d].tobytes(),
+            float(capacity[d]),
+            allowed[:, d].tobytes(),
+        )
+        classes.setdefault(key, []).append(d)
+    return list(classes.values())
+
+
+def _largest_sum(values: np.ndarray, count: int) -> float:
+    if count <= 0:
+        return 0.0
+    return float(np.sort(values)[::-1][:count].sum())
+
+
+@dataclass
+class _MipResult:
+    bound: float  # in problem units; -inf when nothing was proven
+    status: str  # optimal | time_limit | infeasible | no_bound
+
+
+class _Model:
+    """A MIP as plain lists, so that either backend can take it.
+
+    Rows are ``[lower, upper, {var: coefficient}]``; :meth:`add` adds a linear term given as
+    ``({var: coefficient}, constant)``, moving the constant into the row's bounds.
+    """
+
+    def __init__(self) -> None:
+        self.lower: list[float] = []
+        self.upper: list[float] = []
+        self.integer: list[bool] = []
+        self.rows: list[list] = []
+
+    def var(self, lower: float, upper: float, integer: bool) -> int:
+        self.lower.append(lower)
+        self.upper.append(upper)
+        self.integer.append(integer)
+        return len(self.lower) - 1
+
+    def row(self, lower: float, upper: float) -> list:
+        row = [lower, upper, {}]
+        self.rows.append(row)
+        return row
+
+    @staticmethod
+    def add(row: list, term: tuple[dict[int, float], float], factor: float) -> None:
+        coefficients, constant = term
+        for var, value in coefficients.items():
+            row[2][var] = row[2].get(var, 0.0) + factor * value
+        if constant:
+            row[0] -= factor * constant
+            row[1] -= factor * constant
+
+
+_ZERO: tuple[dict[int, float], float] = ({}, 0.0)
+
+
+def _solve_scip(model: _Model, objective: int, deadline: float) -> _MipResult:
+    from ortools.linear_solver import pywraplp
+
+    solver = pywraplp.Solver.CreateSolver("SCIP")
+    if solver is None:  # pragma: no cover - OR-Tools ships SCIP
+        return _MipResult(-math.inf, "no_bound")
+    variables = [
+        solver.Var(lo, up, integer, "")
+        for lo, up, integer in zip(model.lower, model.upper, model.integer)
+    ]
+    for lo, up, coefficients in model.rows:
+        constraint = solver.Constraint(lo, up)
+        for var, value in coefficients.items():
+            if value:
+                constraint.SetCoefficient(variables[var], value)
+    solver.Objective().SetCoefficient(variables[objective], 1.0)
+    solver.Objective().SetMinimization()
+    left = deadline - time.perf_counter()
+    if left < 0.001:
+        return _MipResult(-math.inf, "no_bound")
+    solver.SetTimeLimit(max(1, int(left * 1000)))
+    status = solver.Solve()
+    if status == pywraplp.Solver.INFEASIBLE:
+        return _MipResult(math.inf, "infeasible")
+    if status not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE, pywraplp.Solver.NOT_SOLVED):
+        return _MipResult(-math.inf, "no_bound")
+    dual = solver.Objective().BestBound()
+    return _MipResult(dual, "optimal" if status == pywraplp.Solver.OPTIMAL else "time_limit")
+
+
+def _solve_highs(model: _Model, objective: int, deadline: float) -> _MipResult:
+    import datetime
+
+    from ortools.math_opt.python import mathopt
+
+    m = mathopt.Model()
+    variables = [
+        m.add_variable(lb=lo, ub=up, is_integer=integer)
+        for lo, up, integer in zip(model.lower, model.upper, model.integer)
+    ]
+    for lo, up, coefficients in model.rows:
+        expr = mathopt.fast_sum(value * variables[var] for var, value in coefficients.items() if value)
+        m.add_linear_constraint(lb=lo, ub=up, expr=expr)
+    m.minimize(variables[objective])
+    left = deadline - time.perf_counter()
+    if left < 0.001:
+        return _MipResult(-math.inf, "no_bound")
+    # HiGHS's presolve can run for seconds past the time limit on these models; the root LP and
+    # the branch and bound check the clock.
+    params = mathopt.SolveParameters(
+        time_limit=datetime.timedelta(seconds=left),
+        enable_output=False,
+        presolve=mathopt.Emphasis.OFF,
+    )
+    try:
+        with solver_stdout_to_stderr():
+            result = mathopt.solve(m, mathopt.SolverType.HIGHS, params=params)
+    except Exception:  # noqa: BLE001 - a solver failure proves nothing; the bound is skipped
+        return _MipResult(-math.inf, "no_bound")
+    reason = result.termination.reason
+    if reason == mathopt.TerminationReason.INFEASIBLE:
+        return _MipResult(math.inf, "infeasible")
+    dual = result.termination.objective_bounds.dual_bound
+    if reason == mathopt.TerminationReason.OPTIMAL:
+        return _MipResult(dual, "optimal")
+    if reason in (mathopt.TerminationReason.FEASIBLE, mathopt.TerminationReason.NO_SOLUTION_FOUND):
+        return _MipResult(dual, "time_limit")
+    return _MipResult(-math.inf, "no_bound")
+
+
+def _block_mip(
+    problem: PlacementProblem,
+    groups: Groups,
+    device: int,
+    position: int | None,
+    scale: float,
+    time_limit: float,
+) -> _MipResult:
+    """One MIP of the module docstring: the block on ``device``, at chain ``position`` (1-based)
+    or anywhere (``None``: the bottleneck MIP), within ``time_limit`` seconds (building included)."""
+    deadline = time.perf_counter() + time_limit
+    K = problem.num_devices
+    G = groups.num_groups
+    inf = math.inf
+    fits = groups.fits(problem)
+    capacity = problem.capacity * (1 + MIP_SAFETY)
+
+    def scaled(values: np.ndarray, by: float) -> np.ndarray:
+        # Divide by the scale and drop what the solvers would drop (|c| <= 1e-9): every
+        # coefficient so treated is a cost or a memory size, and dropping one only loosens the MIP.
+        values = values / by
+        return np.where(np.abs(values) > 1e-9, values, 0.0)
+
+    # The other devices, by class: (count, compute per group, transfer per node, capacity).
+    rest_classes = [
+        [e for e in devices if e != device]
+        for devices in device_classes(problem)
+    ]
+    rest_classes = [c for c in rest_classes if c]
+    q = len(rest_classes)
+    fits_class = np.zeros((G, q), dtype=bool)
+    for c, devices in enumerate(rest_classes):
+        fits_class[:, c] = fits[:, devices[0]]
+    must_be_in_block = ~fits_class.any(axis=1)
+    may_be_in_block = fits[:, device]
+    if (must_be_in_block & ~may_be_in_block).any():
+        return _MipResult(inf, "infeasible")
+    memory_scale = float(max(groups.memory.max(initial=0.0), 1e-300))
+    mem = scaled(groups.memory, memory_scale)
+    c_block = scaled(np.where(may_be_in_block, groups.compute[:, device], 0.0), scale)
+    t_block = scaled(problem.transfer_time[:, device], scale)
+    f_class = [
+        scaled(np.where(fits_class[:, c], groups.compute[:, devices[0]], 0.0), scale)
+        for c, devices in enumerate(rest_classes)
+    ]
+    t_class = [scaled(problem.transfer_time[:, devices[0]], scale) for devices in rest_classes]
+
+    model = _Model()
+    zI, zJ = [], []
+    for g in range(G):
+        lo_i, hi_j = 0.0, 1.0
+        if position == 1:
+            hi_j = 0.0  # nothing before the first block
+        if position == K:
+            lo_i = 1.0  # nothing after the last
+        if must_be_in_block[g]:
+            lo_i, hi_j = 1.0, 0.0
+        zI.append(model.var(lo_i, 1.0, True))
+        zJ.append(model.var(0.0, hi_j, True))
+    T = model.var(0.0, inf, False)
+    for g in range(G):
+        row = model.row(-inf, 0.0)  # zJ - zI <= 0
+        row[2][zJ[g]], row[2][zI[g]] = 1.0, -1.0
+        if not may_be_in_block[g]:
+            row = model.row(0.0, 0.0)  # y = zI - zJ = 0
+            row[2][zI[g]], row[2][zJ[g]] = 1.0, -1.0
+    for g, h in groups.edges.tolist():
+        for z in (zI, zJ):
+            row = model.row(0.0, inf)  # z[g] - z[h] >= 0
+            row[2][z[g]], row[2][z[h]] = 1.0, -1.0
+
+    # in_J[g][c], in_A[g][c]: group g lies before (J) / after (V \ I) the block, on class c.
+    in_S = [({zI[g]: 1.0, zJ[g]: -1.0}, 0.0) for g in range(G)]
+    if q == 1:
+        in_J = [[({zJ[g]: 1.0}, 0.0)] for g in range(G)]
+        in_A = [[({zI[g]: -1.0}, 1.0)] for g in range(G)]
+    else:
+        in_J = [[_ZERO] * q for _ in range(G)]
+        in_A = [[_ZERO] * q for _ in range(G)]
+        for g in range(G):
+            if must_be_in_block[g]:
+                continue
+            split_j = model.row(0.0, 0.0)  # sum_c xJ[g, c] - zJ[g] = 0
+            split_a = model.row(1.0, 1.0)  # sum_c xA[g, c] + zI[g] = 1
+            split_j[2][zJ[g]] = -1.0
+            split_a[2][zI[g]] = 1.0
+            for c in np.flatnonzero(fits_class[g]).tolist():
+                x_j = model.var(0.0, 0.0 if position == 1 else 1.0, True)
+                x_a = model.var(0.0, 0.0 if position == K else 1.0, True)
+                split_j[2][x_j] = 1.0
+                split_a[2][x_a] = 1.0
+                in_J[g][c] = ({x_j: 1.0}, 0.0)
+                in_A[g][c] = ({x_a: 1.0}, 0.0)
+
+    # The block: T >= its compute and transfers on ``device``.
+    block = model.row(0.0, inf)
+    block[2][T] = 1.0
+    for g in np.flatnonzero(c_block).tolist():
+        model.add(block, in_S[g], -c_block[g])
+    # The rest: per class (all its devices), and per side when the position is fixed.
+    class_rows = []
+    for c, devices in enumerate(rest_classes):
+        row = model.row(0.0, inf)  # n_c T - compute - transfers >= 0
+        row[2][T] = float(len(devices))
+        class_rows.append(row)
+        for g in np.flatnonzero(f_class[c]).tolist():
+            model.add(row, in_J[g][c], -f_class[c][g])
+            model.add(row, in_A[g][c], -f_class[c][g])
+            # Each group is on one device of its class: T >= its compute there.
+            single = model.row(0.0, inf)
+            single[2][T] = 1.0
+            model.add(single, in_J[g][c], -f_class[c][g])
+            model.add(single, in_A[g][c], -f_class[c][g])
+    side_rows = {}
+    if position is not None:
+        for side, count, placed in (("J", position - 1, in_J), ("A", K - position, in_A)):
+            row = model.row(0.0, inf)  # count T - compute - transfers of that side >= 0
+            row[2][T] = float(count)
+            side_rows[side] = row
+            for c in range(q):
+                for g in np.flatnonzero(f_class[c]).tolist():
+                    model.add(row, placed[g][c], -f_class[c][g])
+
+    # Transfers, from the node-level pairs (u, h): u's value is consumed in group h != g(u).
+    comm = groups.comm.tolist()
+    group_of = groups.group_of
+    senders = sorted({u for u, _ in comm})
+    by_sender: dict[int, list[int]] = {}
+    for u, h in comm:
+        by_sender.setdefault(u, []).append(h)
+
+    def charge(where: tuple[list, list], pairs_u: int, cost: float, rows: list[list]) -> None:
+        """A send and a receive variable of ``u`` for one placement indicator ``where``."""
+        placed, _ = where
+        g = int(group_of[pairs_u])
+        send = model.var(0.0, 1.0, False)
+        receive = model.var(0.0, 1.0, False)
+        for row in rows:
+            row[2][send] = row[2].get(send, 0.0) - cost
+            row[2][receive] = row[2].get(receive, 0.0) - cost
+        for h in by_sender[pairs_u]:
+            # send >= X[g] - X[h];  receive >= X[h] - X[g]
+            r = model.row(0.0, inf)
+            r[2][send] = 1.0
+            model.add(r, placed[g], -1.0)
+            model.add(r, placed[h], 1.0)
+            r = model.row(0.0, inf)
+            r[2][receive] = 1.0
+            model.add(r, placed[h], -1.0)
+            model.add(r, placed[g], 1.0)
+
+    for u in senders:
+        if t_block[u] > 0:
+            charge((in_S, None), u, t_block[u], [block])
+        for c in range(q):
+            if t_class[c][u] > 0:
+                for side, placed in (("J", in_J), ("A", in_A)):
+                    per_class = [placed[g][c] for g in range(G)]
+                    rows = [class_rows[c]] + ([side_rows[side]] if side_rows else [])
+                    charge((per_class, None), u, t_class[c][u], rows)
+
+    # Memory: the block's device; each class of the rest; each side.
+    heavy = np.flatnonzero(mem).tolist()
+    if heavy:
+        if math.isfinite(capacity[device]):
+            row = model.row(-inf, capacity[device] / memory_scale)
+            for g in heavy:
+                model.add(row, in_S[g], mem[g])
+        for c, devices in enumerate(rest_classes):
+            room = float(capacity[devices[0]]) * len(devices)
+            if math.isfinite(room):
+                row = model.row(-inf, room / memory_scale)
+                for g in heavy:
+                    model.add(row, in_J[g][c], mem[g])
+                    model.add(row, in_A[g][c], mem[g])
+        if position is not None:
+            rest_caps = capacity[[e for e in range(K) if e != device]]
+            for count, placed in ((position - 1, in_J), (K - position, in_A)):
+                room = _largest_sum(rest_caps, count)
+                if math.isfinite(room):
+                    row = model.row(-inf, room / memory_scale)
+                    for g in heavy:
+                        for c in range(q):
+                            model.add(row, placed[g][c], mem[g])
+
+    result = (_solve_highs if MIP_SOLVER == "HIGHS" else _solve_scip)(model, T, deadline)
+    if result.status in ("infeasible", "no_bound"):
+        return result
+    dual = result.bound
+    if not math.isfinite(dual) or dual < -1e15:
+        return _MipResult(-inf, "no_bound")
+    safe = dual * (1 - MIP_SAFETY) - 1e-9 if dual > 0 else dual - 1e-9
+    return _MipResult(max(0.0, safe) * scale, result.status)
+
+
+def _scale(problem: PlacementProblem, groups: Groups) -> float:
+    value = combinatorial_bound(problem, groups)
+    if not math.isfinite(value) or value <= 0:
+        finite = problem.compute_time[np.isfinite(problem.compute_time)]
+        value = float(max(finite.max(initial=0.0), problem.transfer_time.max(initial=0.0)))
+    return value if value > 0 else 1.0
+
+
+def _least_seconds(groups: Groups, classes: list) -> float:
+    """The least time worth giving the MIPs of one position (one per device class)."""
+    return MIP_LEAST_SECONDS_PER_GROUP * groups.num_groups * len(classes)
+
+
+def _class_bound(
+    problem: PlacementProblem,
+    groups: Groups,
+    position: int | None,
+    deadline: float,
+    share: float,
+    scale: float,
+    floor: float = 0.0,
+) -> tuple[float, str, int]:
+    """``min`` over device classes of the MIP at ``position``; ``(-inf, ...)`` if out of time.
+
+    Once one class's bound is ``<= floor`` the minimum cannot exceed ``floor`` (a bound already
+    held): the other classes are skipped, and that class's bound is returned as the minimum's
+    stand-in (``"pruned"``; still a valid bound, just not the minimum itself)."""
+    results = []
+    classes = device_classes(problem)
+    budget_end = min(deadline, time.perf_counter() + max(share, _least_seconds(groups, classes)))
+    for c, devices in enumerate(classes):
+        left = budget_end - time.perf_counter()
+        limit = left / (len(classes) - c)
+        if limit < MIP_LEAST_SECONDS_PER_GROUP * groups.num_groups:
+            return -math.inf, "out_of_time", len(results)
+        result = _block_mip(problem, groups, devices[0], position, scale, limit)
+        results.append(result)
+        if result.status == "no_bound":
+            return -math.inf, "no_bound", len(results)
+        if result.bound <= floor and c < len(classes) - 1:
+            return result.bound, "pruned", len(results)
+    values = [r.bound for r in results]
+    statuses = {r.status for r in results}
+    status = "optimal" if statuses <= {"optimal", "infeasible"} else "time_limit"
+    return min(values), status, len(results)
+
+
+def bottleneck_bound(
+    problem: PlacementProblem,
+    time_limit: float,
+    groups: Groups | None = None,
+    floor: float = 0.0,
+) -> BoundResult:
+    """The "bottleneck" MIP bound (module docstring, 2), within ``time_limit`` seconds.
+
+    ``floor``: a bound already proven; classes are skipped once the result cannot exceed it."""
+    started = time.perf_counter()
+    groups = contract(problem) if groups is None else groups
+    scale = _scale(problem, groups)
+    value, status, mips = _class_bound(
+        problem, groups, None, started + time_limit, time_limit, scale, floor
+    )
+    seconds = time.perf_counter() - started
+    if not value > -math.inf:
+        return BoundResult(0.0, "skipped", seconds, mips)
+    return BoundResult(value, "infeasible" if value == math.inf else status, seconds, mips)
+
+
+def guess_bottleneck_bound(
+    problem: PlacementProblem,
+    time_limit: float,
+    groups: Groups | None = None,
+    floor: float = 0.0,
+    target: float = math.inf,
+) -> BoundResult:
+    """The "guess the bottleneck stage" MIP bound (module docstring, 3), within ``time_limit``.
+
+    ``floor``: a bound already proven (positions whose minimum cannot exceed it stop early);
+    ``target``: a value known to be reached (a placement's): once the bound is within
+    ``2 * MIP_SAFETY`` of it, that placement is optimal and the other positions are skipped."""
+    started = time.perf_counter()
+    deadline = started + time_limit
+    groups = contract(problem) if groups is None else groups
+    scale = _scale(problem, groups)
+    K = problem.num_devices
+    per_position: dict[int, float] = {}
+    statuses = set()
+    mips = 0
+    best = floor
+    # Middle positions first: they split the rest on both sides, usually the strongest.
+    positions = sorted(range(1, K + 1), key=lambda b: (abs(2 * b - K - 1), b))
+    least = _least_seconds(groups, device_classes(problem))
+    for i, b in enumerate(positions):
+        left = deadline - time.perf_counter()
+        if left < least:
+            break  # too little time for one more position to prove anything
+        value, status, count = _class_bound(
+            problem, groups, b, deadline, max(least, left / (len(positions) - i)), scale, best
+        )
+        mips += count
+        if value > -math.inf:
+            per_position[b] = value
+            statuses.add(status)
+            best = max(best, value)
+        if best >= target * (1 - 2 * MIP_SAFETY):
+            statuses.add("target")
+            break
+    seconds = time.perf_counter() - started
+    if not per_position:
+        return BoundResult(0.0, "skipped", seconds, mips)
+    value = max(per_position.values())
+    if value == math.inf:
+        status = "infeasible"
+    elif "target" in statuses:
+        status = "target"
+    elif len(per_position) < K or "pruned" in statuses:
+        status = "partial"
+    else:
+        status = "optimal" if statuses <= {"optimal"} else "time_limit"
+    return BoundResult(value, status, seconds, mips, {"per_position": per_position})
+
+
+BOUNDS = ("combinatorial", "bottleneck", "guess")
+
+
+def lower_bounds(
+    problem: PlacementProblem,
+    time_limit: float,
+    groups: Groups | None = None,
+    which: tuple[str, ...] = BOUNDS,
+    target: float = math.inf,
+) -> dict[str, BoundResult]:
+    """Every bound of ``which`` within ``time_limit`` seconds in all.
+
+    The guesses run first, on three quarters of the time (more if the bottleneck MIP is not
+    asked for): a solved guess position already dominates the bottleneck MIP (its rows are a
+    superset), so that MIP, which gets what is left, rarely raises the best bound; it is there to
+    be reported. ``target``: the value of a placement at hand; the MIPs stop once they prove it
+    optimal (the bottleneck MIP is then skipped)."""
+    started = time.perf_counter()
+    deadline = started + time_limit
+    groups = contract(problem) if groups is None else groups
+    results: dict[str, BoundResult] = {}
+    skipped = BoundResult(0.0, "skipped", 0.0)
+    if "combinatorial" in which:
+        t0 = time.perf_counter()
+        results["combinatorial"] = BoundResult(
+            combinatorial_bound(problem, groups), "optimal", time.perf_counter() - t0
+        )
+    if "guess" in which:
+        share = 0.75 * time_limit if "bottleneck" in which else time_limit
+        left = min(share, deadline - time.perf_counter())
+        floor = results["combinatorial"].value if "combinatorial" in results else 0.0
+        results["guess"] = (
+            guess_bottleneck_bound(problem, left, groups, floor, target) if left > 0.01 else skipped
+        )
+    if "bottleneck" in which:
+        left = deadline - time.perf_counter()
+        if "guess" in results and results["guess"].status == "target":
+            left = 0.0
+        floor = max([0.0] + [r.value for r in results.values() if math.isfinite(r.value)])
+        results["bottleneck"] = (
+            bottleneck_bound(problem, left, groups, floor) if left > 0.01 else skipped
+        )
+    return results

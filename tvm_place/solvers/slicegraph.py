@@ -1,0 +1,639 @@
+"""SliceGraph searched by a biased random-key genetic algorithm, for the throughput objective.
+
+Reference: A. Archer, M. Fahrbach, K. Liu, P. Prabhu, "Practical Performance Guarantees for
+Pipelined DNN Inference", ICML 2024 (arXiv 2311.03703): SliceGraph, an exact dynamic program that
+cuts one topological order into at most ``k`` consecutive blocks minimising the largest block cost
+(communication included), searched over topological orders with a BRKGA (J. F. Gonçalves and
+M. G. C. Resende, "Biased random-key genetic algorithms for combinatorial optimization", J.
+Heuristics 17, 2011). Lower bounds: :mod:`tvm_place.solvers.archer_bounds`.
+
+Why slicing orders suffices. A placement is contiguous when the devices' quotient graph over the
+contiguity edges is acyclic. Slicing a topological order into consecutive blocks on distinct
+devices gives a contiguous placement (every edge goes to the same or a later block); conversely
+a contiguous placement is the slicing of the order "devices in a topological order of their
+quotient, each device's operators in a topological order": so the best slicing over *all* orders
+is the contiguous optimum, and each order's best slicing is an upper bound on it.
+
+Units. Operators that must share a device (colour classes, the quotient cycles they create) and
+costless satellites are grouped first (:func:`archer_bounds.contract`); orders are orders of the
+groups and cuts fall between groups. :func:`slice_order` slices an order of the operators instead,
+cutting only where no colour class straddles the cut.
+
+The slicing program. For an order of ``U`` units, devices grouped into *types* (identical compute,
+transfer, capacity and support columns; ``c_t`` devices of type ``t``) and usage vectors
+``v <= c``::
+
+    best[0][0] = 0
+    best[v][i] = min over types t with v_t > 0, j < i of max(best[v - e_t][j], cost_t(j, i))
+    answer     = min over v of best[v][U]
+
+where ``cost_t(j, i)`` is the evaluator's load of the units ``j..i-1`` on a device of type ``t``
+(``inf`` when a member may not run there or the memory exceeds its capacity)::
+
+    cost_t(j, i) = compute + sum_{u in block, a successor outside} t[u, t]
+                           + sum_{u outside, a successor inside} t[u, t]
+
+(each value once per direction; successors may lie on both sides of the block when the
+contiguity edges are a subset of the edges, as in training graphs). All ``O(U^2)`` block costs of
+one order come from a 2-D difference array: an operator at unit ``p`` with consumers in units
+``s_1 < ... < s_m`` adds its transfer time to the rectangle of blocks ``[l, r] ∋ p`` minus the
+rectangle that also holds every consumer (its sends), and, for each consumer ``s_j``, to the
+rectangle of blocks whose nearest consumer to ``p`` is ``s_j`` (its receives); two prefix sums
+finish it. Then the program runs one vectorised ``max``/``min`` over ``j`` per (usage vector,
+type): ``O(m log m + U^2 (T + V T))`` time per order with ``V = prod (c_t + 1)``, ``O(T U^2)``
+memory.
+
+The genetic algorithm. A chromosome is one random key in ``[0, 1)`` per group; it decodes to the
+topological order that repeatedly takes the ready group of smallest key (Kahn's algorithm with a
+heap), and its fitness is that order's best slicing. Each generation keeps the elite (the best
+``elite`` fraction), adds ``mutants`` fresh random chromosomes, and fills the rest with children of
+one elite and one non-elite parent, each key taken from the elite parent with probability
+``rho``. The first population holds the keys of a few structured orders (the group numbering,
+a depth-first order, a breadth-first order) and random ones. Everything random comes from
+``numpy.random.default_rng(seed)``: for a given seed the result is the same whenever the search
+ends by its generation cap, its patience (generations without improvement) or by reaching the
+lower bound rather than by the clock.
+
+Time budget (``time_limit`` seconds): the GA runs up to 60% of it, the lower bounds of
+:mod:`archer_bounds` (combinatorial at once, then the MIPs, each under its own time limit, skipped
+when too little time is left for them to prove anything) up to 93%, and the GA resumes in what is
+left, up to 97% less two evaluations, which rebuild the answer. The clock is checked before each
+evaluation, looking ahead by the longest evaluation so far; an interrupted generation resumes
+where it stopped. The population is 50 up to 200 groups and shrinks beyond (at least 20), since
+an evaluation costs about ``groups^2``. The Placement's ``lower_bound`` is the best bound proven
+(never above the value found; a bound that would be is dropped and named in
+``stats["bound_conflict"]``), and ``stats["optimal"]`` says the value is within ``2e-6`` of it.
+
+Limitations: the usage vectors multiply with the number of distinct device types (``V = 2^D``
+for ``D`` all-different devices; beyond 4,096 the method refuses); the block-cost matrix needs
+``8 T U^2`` bytes (32 MB per type at 2,000 units) and an evaluation takes about 10 ms at 200
+groups, 30 ms at 450, 130 ms at 1,000 on one core; the GA is a heuristic: its answer is an upper
+bound on the contiguous optimum, with the bound's gap as the only guarantee.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..errors import InfeasibleError, TvmPlaceError, UnknownMethodError
+from ..evaluate import MEMORY_TOLERANCE, evaluate
+from ..graph import Placement, PlacementProblem
+from . import archer_bounds
+from .archer_bounds import Groups, check_placeable, contract
+
+Progress = Callable[[str, float | None], None]
+
+#: GA parameters (Gonçalves and Resende's usual ranges).
+DEFAULT_POPULATION = 50
+ELITE_FRACTION = 0.2
+MUTANT_FRACTION = 0.15
+RHO_ELITE = 0.7
+#: Evaluations without improvement after which the search stops (in whole generations, at least
+#: 40 of them): 40 generations of 50, more generations of a smaller population.
+DEFAULT_PATIENCE_EVALUATIONS = 2000
+#: Shares of the time limit: GA first, then bounds, then GA again (see the module docstring).
+_GA_SHARE, _BOUNDS_END, _GA_END = 0.6, 0.93, 0.97
+#: Relative gap under which the answer counts as proven optimal (covers the bounds' safety margin).
+_OPTIMAL_TOLERANCE = 2 * archer_bounds.MIP_SAFETY
+#: Usage-vector states the slicing program accepts (types x vectors x units^2 work per order).
+MAX_USAGE_VECTORS = 4096
+
+
+@dataclass
+class _Types:
+    devices: list[list[int]]
+    compute: np.ndarray  # (n, T), unsupported -> 0 (``allowed`` says it)
+    transfer: np.ndarray  # (n, T)
+    allowed: np.ndarray  # (n, T)
+    capacity: np.ndarray  # (T,)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.array([len(ds) for ds in self.devices], dtype=np.int64)
+
+
+def _device_types(problem: PlacementProblem) -> _Types:
+    devices = archer_bounds.device_classes(problem)
+    first = [ds[0] for ds in devices]
+    allowed = problem.allowed()[:, first]
+    compute = problem.compute_time[:, first]
+    return _Types(
+        devices=devices,
+        compute=np.where(allowed, compute, 0.0),
+        transfer=problem.transfer_time[:, first],
+        allowed=allowed,
+        capacity=problem.capacity[first],
+    )
+
+
+class _Slicer:
+    """The slicing program of the module docstring, for any order of any units."""
+
+    def __init__(self, problem: PlacementProblem, types: _Types):
+        self.problem = problem
+        self.types = types
+        edges = problem.graph.edges
+        self.src = edges[:, 0] if len(edges) else np.zeros(0, dtype=np.int64)
+        self.dst = edges[:, 1] if len(edges) else np.zeros(0, dtype=np.int64)
+        counts = types.counts
+        self.num_types = len(counts)
+        self.counts = counts
+
+    def _usage(self, num_units: int):
+        counts = np.minimum(self.counts, num_units)
+        stride = np.concatenate([[1], np.cumprod(counts + 1)]).astype(np.int64)
+        num_vectors = int(stride[-1])
+        if num_vectors > MAX_USAGE_VECTORS:
+            raise TvmPlaceError(
+                f"{len(counts)} device types give {num_vectors} device-usage vectors, more than the "
+                f"slicing program handles ({MAX_USAGE_VECTORS}); give identical devices identical "
+                "costs, or use fewer distinct devices"
+            )
+        usage = (np.arange(num_vectors)[:, None] // stride[:-1]) % (counts + 1)
+        return stride, usage
+
+    def block_costs(self, unit_of: np.ndarray, num_units: int) -> np.ndarray:
+        """``(T, U + 1, U + 1)``: ``[t, j, i]`` = load of units ``j..i-1`` on type ``t``."""
+        U, T = num_units, self.num_types
+        types = self.types
+        size = U + 1
+        # Compute, support and memory by prefix sums over the units.
+        unit_compute = np.zeros((U, T))
+        unit_bad = np.zeros((U, T))
+        for t in range(T):
+            unit_compute[:, t] = np.bincount(unit_of, types.compute[:, t], U)
+            unit_bad[:, t] = np.bincount(unit_of, ~types.allowed[:, t], U)
+        unit_memory = np.bincount(unit_of, self.problem.memory, U)
+        prefix = lambda a: np.concatenate([np.zeros((1,) + a.shape[1:]), np.cumsum(a, axis=0)])
+        p_compute, p_bad, p_memory = prefix(unit_compute), prefix(unit_bad), prefix(unit_memory)
+
+        # Transfers: a difference array over (l, r) per type, rectangles added in bulk.
+        rows0, rows1, cols0, cols1, nodes, signs = [], [], [], [], [], []
+        if len(self.src):
+            cu = self.src
+            cs = unit_of[self.dst]
+            cross = unit_of[cu] != cs
+            pair = np.unique(np.stack([cu[cross], cs[cross]], axis=1), axis=0)
+            if len(pair):
+                u, s = pair[:, 0], pair[:, 1]  # sorted by (u, s)
+                p = unit_of[u]
+                first = np.ones(len(u), dtype=bool)
+                first[1:] = u[1:] != u[:-1]
+                last = np.ones(len(u), dtype=bool)
+                last[:-1] = u[:-1] != u[1:]
+                # Sends: blocks [l, r] holding p, minus those that also hold every consumer.
+                su, smin, smax, sp = u[first], s[first], s[last], p[first]
+                rows0 += [np.zeros_like(sp), np.zeros_like(sp)]
+                rows1 += [sp, np.minimum(sp, smin)]
+                cols0 += [sp, np.maximum(sp, smax)]
+                cols1 += [np.full_like(sp, U - 1)] * 2
+                nodes += [su, su]
+                signs += [np.ones(len(sp)), -np.ones(len(sp))]
+                # Receives: blocks off p whose nearest consumer (towards p) is s.
+                prev_s = np.where(first, -1, np.roll(s, 1))
+                next_s = np.where(last, U, np.roll(s, -1))
+                after = s > p
+                lo = np.maximum(p, prev_s) + 1
+                rows0.append(lo[after])
+                rows1.append(s[after])
+                cols0.append(s[after])
+                cols1.append(np.full(int(after.sum()), U - 1))
+                nodes.append(u[after])
+                signs.append(np.ones(int(after.sum())))
+                before = ~after
+                hi = np.minimum(p, next_s) - 1
+                rows0.append(np.zeros(int(before.sum()), dtype=np.int64))
+                rows1.append(s[before])
+                cols0.append(s[before])
+                cols1.append(hi[before])
+                nodes.append(u[before])
+                signs.append(np.ones(int(before.sum())))
+        costs = np.empty((T, size, size))
+        if rows0:
+            r0, r1 = np.concatenate(rows0), np.concatenate(rows1) + 1
+            c0, c1 = np.concatenate(cols0), np.concatenate(cols1) + 1
+            node, sign = np.concatenate(nodes), np.concatenate(signs)
+            corner_index = np.concatenate(
+                [r0 * size + c0, r1 * size + c0, r0 * size + c1, r1 * size + c1]
+            )
+            corner_sign = np.concatenate([sign, -sign, -sign, sign])
+            corner_node = np.concatenate([node] * 4)
+        for t in range(T):
+            if rows0:
+                weights = corner_sign * types.transfer[corner_node, t]
+                grid = np.bincount(corner_index, weights, size * size).reshape(size, size)
+                transfer = np.cumsum(np.cumsum(grid, axis=0), axis=1)[:U, :U]
+            else:
+                transfer = np.zeros((U, U))
+            # Block of units l..r (r >= l) -> costs[t, l, r + 1].
+            block = (p_compute[1:, t][None, :] - p_compute[:-1, t][:, None]) + transfer
+            bad = (p_bad[1:, t][None, :] - p_bad[:-1, t][:, None]) > 0.5
+            memory = p_memory[1:][None, :] - p_memory[:-1][:, None]
+            bad |= memory > types.capacity[t] * (1 + MEMORY_TOLERANCE)
+            bad |= np.tri(U, U, -1, dtype=bool)  # r < l
+            block[bad] = np.inf
+            costs[t, :U, 1:] = block
+            costs[t, :, 0] = np.inf
+            costs[t, U, :] = np.inf
+        return costs
+
+    def best(self, costs: np.ndarray, reconstruct: bool = False):
+        """Run the program on ``costs``; return the value and, if asked, ``[(j, i, type)]``."""
+        T, size, _ = costs.shape
+        U = size - 1
+        stride, usage = self._usage(U)
+        num_vectors = len(usage)
+        best = np.full((num_vectors, size), np.inf)
+        best[0, 0] = 0.0
+        if reconstruct:
+            chosen_j = np.zeros((num_vectors, size), dtype=np.int64)
+            chosen_t = np.zeros((num_vectors, size), dtype=np.int64)
+        for v in range(1, num_vectors):
+            row = best[v]
+            for t in range(T):
+                if usage[v, t] == 0:
+                    continue
+                previous = best[v - stride[t]]
+                finite = np.flatnonzero(previous < np.inf)
+                if not len(finite):
+                    continue
+                candidates = np.maximum(previous[finite, None], costs[t, finite])
+                if reconstruct:
+                    pick = candidates.argmin(axis=0)
+                    value = candidates[pick, np.arange(size)]
+                    better = value < row
+                    row[better] = value[better]
+                    chosen_j[v, better] = finite[pick[better]]
+                    chosen_t[v, better] = t
+                else:
+                    np.minimum(row, candidates.min(axis=0), out=row)
+        final = best[:, U]
+        vector = int(final.argmin())
+        value = float(final[vector])
+        if not reconstruct:
+            return value, None
+        blocks = []
+        if math.isfinite(value):
+            i = U
+            while i > 0:
+                j, t = int(chosen_j[vector, i]), int(chosen_t[vector, i])
+                blocks.append((j, i, t))
+                vector -= int(stride[t])
+                i = j
+        return value, blocks[::-1]
+
+    def assign(self, unit_of: np.ndarray, blocks) -> np.ndarray:
+        """Device per operator: each block on its own device of its type."""
+        device_of = np.zeros(len(unit_of), dtype=np.int64)
+        used = [0] * self.num_types
+        block_device = {}
+        for j, i, t in blocks:
+            device = self.types.devices[t][used[t]]
+            used[t] += 1
+            for unit in range(j, i):
+                block_device[unit] = device
+        for u, unit in enumerate(unit_of):
+            device_of[u] = block_device[int(unit)]
+        return device_of
+
+
+def slice_order(problem: PlacementProblem, order) -> tuple[float, np.ndarray | None]:
+    """SliceGraph on one topological order of the *operators*: the best max-load of a slicing
+    into consecutive blocks on distinct devices, never cutting through a colour class; returns
+    ``(value, device_of)`` (``(inf, None)`` if no slicing fits)."""
+    order = np.asarray(order, dtype=np.int64)
+    n = problem.num_ops
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    # A cut after position q is forbidden when a colour class has members on both sides.
+    blocked = np.zeros(n + 1, dtype=np.int64)
+    for colour in problem.colour_classes:
+        where = position[colour]
+        blocked[where.min() + 1] += 1
+        blocked[where.max() + 1] -= 1
+    open_cut = np.cumsum(blocked)[1:n] == 0  # cut between positions q-1 and q, q = 1..n-1
+    unit_at_position = np.concatenate([[0], np.cumsum(open_cut)])
+    unit_of = unit_at_position[position]
+    num_units = int(unit_at_position[-1]) + 1
+    slicer = _Slicer(problem, _device_types(problem))
+    value, blocks = slicer.best(slicer.block_costs(unit_of, num_units), reconstruct=True)
+    if not math.isfinite(value):
+        return math.inf, None
+    return value, slicer.assign(unit_of, blocks)
+
+
+# ----------------------------------------------------------------------------------------------
+# The genetic algorithm
+# ----------------------------------------------------------------------------------------------
+
+
+class _Brkga:
+    def __init__(
+        self,
+        groups: Groups,
+        slicer: _Slicer,
+        rng: np.random.Generator,
+        population: int,
+        deadline_check: Callable[[float], bool],
+    ):
+        self.groups = groups
+        self.slicer = slicer
+        self.rng = rng
+        self.size = max(4, population)
+        self.num_elite = max(1, int(round(ELITE_FRACTION * self.size)))
+        self.num_mutants = max(1, int(round(MUTANT_FRACTION * self.size)))
+        self.G = groups.num_groups
+        self.cache: dict[bytes, float] = {}
+        self.evaluations = 0
+        self.best_value = math.inf
+        self.best_rank: np.ndarray | None = None
+        self.generation = 0
+        self.stalled = 0
+        self.out_of_time = deadline_check
+        self.eval_seconds = 0.0  # the longest evaluation so far: the clock checks look ahead by it
+        self.pending: tuple | None = None  # (keys, values, next index, best before) under way
+        self.initialised = False
+        self.keys = np.empty((0, self.G))
+        self.fitness = np.empty(0)
+
+    def decode(self, keys: np.ndarray) -> np.ndarray:
+        """The rank of each group in the smallest-key-first topological order."""
+        indegree = self.groups.num_predecessors.copy()
+        successors = self.groups.successors
+        ready = [(float(keys[g]), g) for g in np.flatnonzero(indegree == 0).tolist()]
+        heapq.heapify(ready)
+        rank = np.empty(self.G, dtype=np.int64)
+        position = 0
+        while ready:
+            _, g = heapq.heappop(ready)
+            rank[g] = position
+            position += 1
+            for h in successors[g]:
+                indegree[h] -= 1
+                if indegree[h] == 0:
+                    heapq.heappush(ready, (float(keys[h]), h))
+        return rank
+
+    def evaluate(self, keys: np.ndarray) -> float:
+        rank = self.decode(keys)
+        signature = rank.tobytes()
+        value = self.cache.get(signature)
+        if value is None:
+            started = time.perf_counter()
+            unit_of = rank[self.groups.group_of]
+            value, _ = self.slicer.best(self.slicer.block_costs(unit_of, self.G))
+            self.cache[signature] = value
+            self.evaluations += 1
+            self.eval_seconds = max(self.eval_seconds, time.perf_counter() - started)
+        if value < self.best_value:
+            self.best_value = value
+            self.best_rank = rank
+        return value
+
+    def _run_pending(self) -> np.ndarray | None:
+        """Evaluate the pending chromosomes; ``None`` if the clock stops it first (it resumes
+        where it stopped, so an interrupted search continues exactly as an uninterrupted one)."""
+        keys, values, index, best_before = self.pending
+        while index < len(keys):
+            if self.out_of_time(self.eval_seconds):
+                self.pending = (keys, values, index, best_before)
+                return None
+            values[index] = self.evaluate(keys[index])
+            index += 1
+        self.pending = None
+        return values
+
+    def initialise(self, seed_orders: list[np.ndarray]) -> bool:
+        if self.pending is None:
+            keys = self.rng.random((self.size, self.G))
+            for i, order in enumerate(seed_orders[: self.size]):
+                rank = np.empty(self.G)
+                rank[order] = np.arange(self.G)
+                keys[i] = (rank + 0.5) / self.G
+            self.pending = (keys, np.full(self.size, np.inf), 0, math.inf)
+        keys = self.pending[0]
+        values = self._run_pending()
+        if values is None:
+            return False
+        self.keys, self.fitness = keys, values
+        self.initialised = True
+        self.stalled = 0
+        self._sort()
+        return True
+
+    def _sort(self) -> None:
+        order = np.argsort(self.fitness, kind="stable")
+        self.keys, self.fitness = self.keys[order], self.fitness[order]
+
+    def step(self) -> bool:
+        """One generation; ``False`` if the clock stopped it (it resumes on the next call)."""
+        size, ne, nm = self.size, self.num_elite, self.num_mutants
+        if self.pending is None:
+            num_children = size - ne - nm
+            rng = self.rng
+            mutants = rng.random((nm, self.G))
+            elite_parent = rng.integers(0, ne, num_children)
+            other_parent = rng.integers(ne, size, num_children) if size > ne else elite_parent
+            take_elite = rng.random((num_children, self.G)) < RHO_ELITE
+            children = np.where(take_elite, self.keys[elite_parent], self.keys[other_parent])
+            fresh = np.concatenate([mutants, children])
+            self.pending = (fresh, np.full(len(fresh), np.inf), 0, self.best_value)
+        fresh, best_before = self.pending[0], self.pending[3]
+        values = self._run_pending()
+        if values is None:
+            return False
+        self.stalled = 0 if self.best_value < best_before else self.stalled + 1
+        self.keys = np.concatenate([self.keys[:ne], fresh])
+        self.fitness = np.concatenate([self.fitness[:ne], values])
+        self._sort()
+        self.generation += 1
+        return True
+
+
+def _population(requested: int | None, num_groups: int) -> int:
+    """``requested``, or by default 50 chromosomes, fewer beyond 200 groups (an evaluation costs
+    about ``groups^2``; at least 20), so that large graphs still see generations."""
+    if requested is not None:
+        return requested
+    if num_groups <= 200:
+        return DEFAULT_POPULATION
+    return max(20, int(round(DEFAULT_POPULATION * 200 / num_groups)))
+
+
+def _structured_orders(groups: Groups) -> list[np.ndarray]:
+    """Group orders to seed the first population: numbering, depth-first, breadth-first."""
+    G = groups.num_groups
+    orders = [np.arange(G)]
+    # Depth first: keep following the newest ready group (good locality along branches).
+    indegree = groups.num_predecessors.copy()
+    stack = sorted(np.flatnonzero(indegree == 0).tolist(), reverse=True)
+    depth_first = []
+    while stack:
+        g = stack.pop()
+        depth_first.append(g)
+        for h in sorted(groups.successors[g], reverse=True):
+            indegree[h] -= 1
+            if indegree[h] == 0:
+                stack.append(h)
+    orders.append(np.array(depth_first, dtype=np.int64))
+    # Breadth first by level (longest path from a source), then numbering.
+    level = np.zeros(G, dtype=np.int64)
+    for g in range(G):  # the numbering is topological
+        for h in groups.successors[g]:
+            level[h] = max(level[h], level[g] + 1)
+    orders.append(np.lexsort((np.arange(G), level)))
+    return orders
+
+
+def solve(
+    problem: PlacementProblem,
+    objective: str,
+    time_limit: float,
+    progress: Progress | None = None,
+    *,
+    seed: int = 0,
+    population: int | None = None,
+    generations: int | None = None,
+    patience: int | None | str = "auto",
+    bounds: tuple[str, ...] = archer_bounds.BOUNDS,
+) -> Placement:
+    """Best contiguous placement SliceGraph + BRKGA finds within ``time_limit``; see above.
+
+    ``seed`` fixes every random choice; ``population`` sizes the GA (default: 50, fewer on graphs
+    beyond 200 groups); ``generations`` caps it; ``patience`` stops it after
+    that many generations without improvement (``None``: never; ``"auto"``: 40 generations, more
+    for a population under 50, about 2,000 evaluations); ``bounds`` names the lower bounds
+    of :mod:`archer_bounds` to compute (``()``: only the combinatorial one, always cheap).
+    """
+    if objective != "throughput":
+        raise UnknownMethodError(
+            f"the slicegraph method minimises the max device load ('throughput'), not {objective!r}"
+        )
+    started = time.perf_counter()
+    groups = contract(problem)
+    check_placeable(problem, groups)
+    types = _device_types(problem)
+    slicer = _Slicer(problem, types)
+    slicer._usage(groups.num_groups)  # fail early on too many device types
+
+    bound_results = {
+        "combinatorial": archer_bounds.BoundResult(
+            archer_bounds.combinatorial_bound(problem, groups), "optimal", 0.0
+        )
+    }
+    lower = bound_results["combinatorial"].value
+
+    phase_end = [started + _GA_SHARE * time_limit]
+    ga = _Brkga(
+        groups,
+        slicer,
+        np.random.default_rng(seed),
+        _population(population, groups.num_groups),
+        lambda ahead: time.perf_counter() + ahead > phase_end[0],
+    )
+    finished = []  # why the GA stopped for good
+    if patience == "auto":
+        patience = max(40, DEFAULT_PATIENCE_EVALUATIONS // ga.size)
+
+    def reached_bound() -> bool:
+        # The MIP bounds are lowered by a relative MIP_SAFETY for solver tolerances: a value
+        # within that of the bound is optimal as far as floating point can tell.
+        return ga.best_value <= lower * (1 + _OPTIMAL_TOLERANCE) + 1e-15
+
+    def run_ga() -> None:
+        if finished:
+            return
+        if not ga.initialised:
+            if not ga.initialise(_structured_orders(groups)):
+                return
+        while True:
+            if reached_bound():
+                finished.append("reached the lower bound")
+                return
+            if generations is not None and ga.generation >= generations:
+                finished.append("generation cap")
+                return
+            if patience is not None and ga.stalled >= patience:
+                finished.append(f"{patience} generations without improvement")
+                return
+            if not ga.step():
+                return
+            if progress is not None:
+                progress(f"slicegraph: generation {ga.generation}, best {ga.best_value:.6g}",
+                         min(1.0, (time.perf_counter() - started) / time_limit))
+
+    run_ga()
+    mip_bounds = tuple(b for b in bounds if b in ("bottleneck", "guess"))
+    if mip_bounds and not reached_bound():
+        budget = started + _BOUNDS_END * time_limit - time.perf_counter()
+        if budget > 0.05:
+            if progress is not None:
+                progress("slicegraph: lower bounds (MIP)", None)
+            computed = archer_bounds.lower_bounds(
+                problem, budget, groups, which=mip_bounds, target=ga.best_value
+            )
+            bound_results.update(computed)
+            # An infinite bound (a relaxation with no solution) only serves the infeasibility
+            # message below; the GA's stopping rule uses the finite ones.
+            lower = max([lower] + [r.value for r in computed.values() if math.isfinite(r.value)])
+    # The answer is rebuilt once more at the end (about two evaluations): leave room for it.
+    phase_end[0] = started + _GA_END * time_limit - 2 * ga.eval_seconds
+    run_ga()
+
+    stats = {
+        "search_space": "contiguous",
+        "groups": groups.num_groups,
+        "device_types": len(types.devices),
+        "seed": seed,
+        "population": ga.size,
+        "generations": ga.generation,
+        "evaluations": ga.evaluations,
+        "stopped": finished[0] if finished else "time limit",
+        "bounds": {
+            name: {"value": r.value, "status": r.status, "seconds": r.seconds, "mips": r.mips}
+            for name, r in bound_results.items()
+        },
+    }
+    if ga.best_rank is None or not math.isfinite(ga.best_value):
+        proven = any(r.value == math.inf for r in bound_results.values())
+        raise InfeasibleError(
+            f"no contiguous placement of the {problem.num_ops} operators on "
+            f"{problem.device_names} fits the memory capacities and pins"
+            + (
+                " (proven by the lower-bound relaxation)"
+                if proven
+                else f"; none was found in {ga.evaluations} topological orders either (not "
+                "proven infeasible: give more time, or check capacities and pins)"
+            )
+        )
+    unit_of = ga.best_rank[groups.group_of]
+    value, blocks = slicer.best(slicer.block_costs(unit_of, groups.num_groups), reconstruct=True)
+    device_of = slicer.assign(unit_of, blocks)
+    measured = evaluate(problem, device_of).max_load
+    # A bound above a placement found would be a bug (or a solver's numerical failure): never let
+    # one claim optimality, and say so in the stats.
+    limit = measured * (1 + _OPTIMAL_TOLERANCE) + 1e-12
+    conflicts = [name for name, r in bound_results.items() if r.value > limit]
+    if conflicts:
+        stats["bound_conflict"] = conflicts
+    proven = [r.value for r in bound_results.values() if r.value <= limit]
+    lower = min(measured, max(proven, default=0.0))
+    stats.update(
+        blocks=len(blocks),
+        optimal=bool(measured <= lower * (1 + _OPTIMAL_TOLERANCE) + 1e-15),
+        seconds=time.perf_counter() - started,
+    )
+    return Placement(
+        device_of=device_of,
+        objective="throughput",
+        value=measured,
+        lower_bound=lower,
+        method="slicegraph",
+        stats=stats,
+    )

@@ -9,8 +9,9 @@ placement meets that bound.
 
 Plans (``n`` operators, ``D`` devices):
 
-- throughput: fastest-device, pipedream, then dp (exact over contiguous splits), slicegraph when
-  dp could not finish, and the integer program ``ip`` for its bound and non-contiguous optimum;
+- throughput: fastest-device, pipedream, then dp (exact over contiguous splits), slicegraph only
+  when dp could not prove its optimum, and the integer program ``ip`` for its bound and the
+  non-contiguous optimum;
 - latency: heft and etf, then the exact ``diviml-milp`` while the graph is small enough for it to
   prove anything (n <= 60), else DiviML's ``split`` heuristic, which solves module by module.
 """
@@ -55,9 +56,12 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     bound_contiguous = bound_all
     runs = []
     failures = []
+    contiguous_optimum_found = False
     for method, share in plan(problem, objective):
         if method not in METHODS:
             continue
+        if contiguous_optimum_found and METHODS[method].search_space == "contiguous":
+            continue  # nothing over contiguous splits can beat a proven contiguous optimum
         remaining = deadline - time.perf_counter()
         if remaining <= 0.01:
             break
@@ -82,6 +86,8 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         )
         if METHODS[method].search_space == "contiguous":
             bound_contiguous = max(bound_contiguous, placement.lower_bound)
+            exact = objective in METHODS[method].exact and placement.stats.get("optimal", False)
+            contiguous_optimum_found |= exact
         else:
             bound_all = max(bound_all, placement.lower_bound)
         if best is None or placement.value < best.value:

@@ -50,6 +50,14 @@ METHODS: dict[str, Method] = {
         "latency_ip", ("latency",),
         "exact makespan program (CP-SAT) after Tarnawski et al.'s latency IP", exact=("latency",),
     ),
+    "diviml-milp": Method(
+        "diviml", ("throughput", "latency"),
+        "DiviML 2023: exact MILP (CP-SAT latency, SCIP throughput; no replicas yet)",
+        exact=("throughput", "latency"),
+    ),
+    "split": Method(
+        "split", ("throughput", "latency"), "DiviML 2023: modularity-based splitting heuristic",
+    ),
     "slicegraph": Method(
         "slicegraph", ("throughput",),
         "Archer et al. 2024: SliceGraph DP over topological orders searched by BRKGA, MIP bounds",

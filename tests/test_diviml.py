@@ -1,0 +1,299 @@
+"""DiviML's exact programs, its splitting heuristic and its lower bound, against brute force."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from brute_force import (  # noqa: E402
+    best_latency,
+    best_throughput,
+    random_problem,
+    topological_orders,
+)
+
+from tvm_place.errors import InfeasibleError, UnknownMethodError  # noqa: E402
+from tvm_place.evaluate import evaluate, validate  # noqa: E402
+from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem  # noqa: E402
+from tvm_place.solvers import bounds, diviml, split  # noqa: E402
+
+#: Random problems per objective compared with exhaustive search (120 DAGs in all).
+SEEDS = range(60)
+
+#: Cap on (assignments x execution orders) brute force evaluates per problem.
+LATENCY_BUDGET = 6000
+THROUGHPUT_BUDGET = 2200
+
+RELATIVE = 1e-6
+
+
+def small_problem(seed: int, objective: str) -> PlacementProblem:
+    """A random DAG of at most 5 (latency) or 7 (throughput) operators on 2-3 devices, with
+    memory caps, colour classes, unsupported operators and edge density each drawn at random,
+    shrunk until brute force is cheap."""
+    rng = np.random.default_rng([seed, objective == "latency"])
+    num_devices = int(rng.integers(2, 4))
+    num_ops = int(rng.integers(2, (6 if objective == "latency" else 8)))
+    flags = {
+        "memory_caps": bool(rng.random() < 0.5),
+        "colour_classes": bool(rng.random() < 0.4),
+        "unsupported": bool(rng.random() < 0.5),
+        "cpu_pays_no_transfer": bool(rng.random() < 0.25),
+    }
+    # Dense DAGs often have operators on every path, which split cuts at.
+    edge_probability = float(rng.uniform(0.3, 0.8))
+    while True:
+        problem = random_problem(rng, num_ops, num_devices, edge_probability, **flags)
+        if objective == "latency":
+            work = num_devices**num_ops * sum(1 for _ in topological_orders(problem))
+            budget = LATENCY_BUDGET
+        else:
+            work, budget = num_devices**num_ops, THROUGHPUT_BUDGET
+        if work <= budget:
+            return problem
+        num_ops -= 1
+
+
+def _run(method, problem, objective, **options):
+    try:
+        return method(problem, objective, 20.0, **options)
+    except InfeasibleError as error:
+        return error
+
+
+@pytest.fixture(scope="module")
+def cases():
+    """(problem, brute-force optimum, diviml-milp outcome, split outcomes) per (objective, seed).
+
+    Split runs with modules of one segment (``module_ops=1``), so that every cut vertex of these
+    small graphs separates two modules; for latency with both schemes."""
+    table = {}
+    for objective in ("latency", "throughput"):
+        for seed in SEEDS:
+            problem = small_problem(seed, objective)
+            optimum = (best_latency(problem) if objective == "latency"
+                       else best_throughput(problem, contiguous=False))
+            table[objective, seed] = (
+                problem,
+                optimum,
+                _run(diviml.solve, problem, objective),
+                [_run(split.solve, problem, objective, module_ops=1, scheme=scheme)
+                 for scheme in ((None, "dp") if objective == "latency" else (None,))],
+            )
+    return table
+
+
+def _check_placement(problem, placement, objective):
+    validate(problem, placement)
+    evaluation = evaluate(problem, placement)
+    assert math.isclose(evaluation.objective(objective), placement.value, rel_tol=1e-9)
+    if objective == "latency":
+        assert placement.order is not None
+    assert placement.lower_bound <= placement.value
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_milp_equals_brute_force(cases, objective):
+    feasible = 0
+    for seed in SEEDS:
+        problem, optimum, outcome, _ = cases[objective, seed]
+        if math.isinf(optimum):
+            assert isinstance(outcome, InfeasibleError), f"seed {seed}: expected InfeasibleError"
+            continue
+        feasible += 1
+        assert not isinstance(outcome, Exception), f"seed {seed}: {outcome}"
+        _check_placement(problem, outcome, objective)
+        assert math.isclose(outcome.value, optimum, rel_tol=RELATIVE), (seed, outcome.value,
+                                                                         optimum)
+        assert outcome.lower_bound <= optimum * (1 + 1e-12)
+        assert outcome.stats["status"] == "optimal"
+    assert feasible >= 40  # the sweep is not all infeasible problems
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_split_is_valid_and_never_beats_brute_force(cases, objective):
+    split_up = 0
+    for seed in SEEDS:
+        problem, optimum, _, outcomes = cases[objective, seed]
+        for outcome in outcomes:
+            if math.isinf(optimum):
+                assert isinstance(outcome, InfeasibleError), f"seed {seed}: expected an error"
+                continue
+            assert not isinstance(outcome, Exception), f"seed {seed}: {outcome}"
+            _check_placement(problem, outcome, objective)
+            assert outcome.value >= optimum * (1 - 1e-9), seed
+            assert outcome.lower_bound <= optimum * (1 + 1e-12)
+            split_up += outcome.stats["modules"] > 1
+            if outcome.stats.get("scheme") == "dp over boundary devices":
+                # Exact composition: modules solved to optimality give the optimum.
+                assert math.isclose(outcome.value, optimum, rel_tol=RELATIVE), seed
+    assert split_up >= (30 if objective == "latency" else 15)  # modules were exercised
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_lower_bound_is_valid_and_at_least_diviml_formula(cases, objective):
+    for seed in SEEDS:
+        problem, optimum, _, _ = cases[objective, seed]
+        if math.isinf(optimum):
+            continue
+        bound = diviml.lower_bound(problem, objective)
+        assert bound <= optimum * (1 + 1e-12), (seed, bound, optimum)
+        # DiviML's max(critical path at fastest times, fastest work / devices), in bounds.py.
+        assert bound >= bounds.lower_bound(problem, objective) * (1 - 1e-9), seed
+
+
+def test_lower_bound_counts_unavoidable_transfers():
+    # Two operators that cannot share a device (one runs only on dev0, the other only on dev1):
+    # the value must cross, so latency >= 1 + (2 + 3) + 1 and dev0's load >= 1 + 2.
+    problem = PlacementProblem(
+        graph=OpGraph([OpNode("a"), OpNode("b")], [(0, 1)]),
+        devices=[Device("dev0"), Device("dev1")],
+        compute_time=np.array([[1.0, math.inf], [math.inf, 1.0]]),
+        transfer_time=np.array([[2.0, 3.0], [0.0, 0.0]]),
+    )
+    assert diviml.lower_bound(problem, "latency") == pytest.approx(7.0)
+    assert bounds.lower_bound(problem, "latency") == pytest.approx(2.0)
+    assert diviml.lower_bound(problem, "throughput") == pytest.approx(4.0, rel=1e-9)
+    assert best_throughput(problem) == pytest.approx(4.0)
+    assert best_latency(problem) == pytest.approx(7.0)
+
+
+def _residual_chain(blocks: int, num_devices: int = 3, seed: int = 0, memory_frac=None):
+    """x -> a -> b -> add(x, b), repeated: a cut vertex at every add."""
+    rng = np.random.default_rng(seed)
+    edges, last, n = [], 0, 1
+    for _ in range(blocks):
+        a, b, add = n, n + 1, n + 2
+        edges += [(last, a), (a, b), (b, add), (last, add)]
+        last, n = add, n + 3
+    compute = rng.uniform(0.5, 2.0, size=(n, 1)) * rng.uniform(0.6, 1.6, size=(n, num_devices))
+    compute[:, 0] *= 4.0  # a slow CPU
+    transfer = rng.uniform(0.2, 1.0, size=(n, 1)) * np.array([[0.3] + [1.0] * (num_devices - 1)])
+    memory = rng.uniform(1.0, 10.0, size=n)
+    caps = [math.inf] * num_devices
+    if memory_frac is not None:
+        caps = [math.inf] + [memory.sum() * memory_frac] * (num_devices - 1)
+    return PlacementProblem(
+        graph=OpGraph([OpNode(f"op{u}") for u in range(n)], edges),
+        devices=[Device(f"dev{d}", memory_capacity=caps[d]) for d in range(num_devices)],
+        compute_time=compute,
+        transfer_time=transfer,
+        memory=memory,
+    )
+
+
+def test_cut_vertices_and_modules():
+    problem = _residual_chain(4)
+    assert split.cut_vertices(problem) == [0, 3, 6, 9, 12]
+    parts = split.modules(problem, 6)
+    assert sorted(u for part in parts for u in part) == list(range(13))
+    assert all(part[-1] in (3, 6, 9, 12) for part in parts)
+    # Two sources and two sinks: no operator is on every path.
+    diamond = PlacementProblem(
+        graph=OpGraph([OpNode(f"op{u}") for u in range(4)], [(0, 2), (1, 2), (2, 3)]),
+        devices=[Device("dev0")],
+        compute_time=np.ones((4, 1)),
+        transfer_time=np.zeros((4, 1)),
+    )
+    assert split.cut_vertices(diamond) == [2, 3]
+    # A colour class across blocks 1 and 3 joins the modules in between.
+    coloured = _residual_chain(4)
+    coloured.colour_classes = [[1, 10]]
+    parts = split.modules(coloured, 3)
+    assert any(1 in part and 10 in part for part in parts)
+
+
+def test_split_dp_is_exact_on_a_chain():
+    problem = _residual_chain(5)
+    exact = diviml.solve(problem, "latency", 30.0)
+    assert exact.stats["status"] == "optimal"
+    placement = split.solve(problem, "latency", 30.0, module_ops=4, scheme="dp")
+    _check_placement(problem, placement, "latency")
+    assert placement.stats["modules"] >= 3
+    assert math.isclose(placement.value, exact.value, rel_tol=RELATIVE)
+    assert placement.lower_bound == pytest.approx(placement.value, rel=RELATIVE)
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+def test_split_with_binding_memory(objective):
+    problem = _residual_chain(12, memory_frac=0.3)
+    placement = split.solve(problem, objective, 10.0, module_ops=9)
+    _check_placement(problem, placement, objective)
+    assert placement.stats["modules"] >= 3
+    assert placement.value >= diviml.lower_bound(problem, objective)
+
+
+def _infeasible_problems():
+    nodes = [OpNode("a"), OpNode("b"), OpNode("c")]
+    graph = OpGraph(nodes, [(0, 1), (1, 2)])
+    devices = [Device("cpu", memory_capacity=10.0), Device("gpu", memory_capacity=10.0)]
+    compute = np.ones((3, 2))
+    transfer = np.ones((3, 2))
+    unsupported = compute.copy()
+    unsupported[1] = math.inf
+    yield "unsupported everywhere", PlacementProblem(graph, devices, unsupported, transfer)
+    yield "pinned to a device that lacks it", PlacementProblem(
+        graph, devices, np.array([[1.0, math.inf], [1.0, 1.0], [1.0, 1.0]]), transfer,
+        pins={0: (1,)})
+    yield "memory too small in all", PlacementProblem(
+        graph, devices, compute, transfer, memory=np.array([7.0, 7.0, 7.0]))
+    yield "one operator too big", PlacementProblem(
+        graph, devices, compute, transfer, memory=np.array([1.0, 11.0, 1.0]))
+    yield "colour class too big", PlacementProblem(
+        graph, devices, compute, transfer, memory=np.array([6.0, 1.0, 6.0]),
+        colour_classes=[[0, 2]])
+
+
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+@pytest.mark.parametrize("method", [diviml.solve, split.solve], ids=["diviml-milp", "split"])
+def test_infeasible_raises(method, objective):
+    for label, problem in _infeasible_problems():
+        with pytest.raises(InfeasibleError):
+            method(problem, objective, 10.0)
+        assert math.isinf(best_throughput(problem)), label
+
+
+def test_unknown_objective():
+    problem = _residual_chain(1)
+    for call in (lambda: diviml.solve(problem, "energy", 1.0),
+                 lambda: split.solve(problem, "energy", 1.0),
+                 lambda: diviml.lower_bound(problem, "energy")):
+        with pytest.raises(UnknownMethodError):
+            call()
+    with pytest.raises(UnknownMethodError):
+        split.solve(problem, "latency", 1.0, scheme="bogus")
+
+
+def test_progress_is_reported():
+    problem = _residual_chain(6)
+    messages = []
+    diviml.solve(problem, "latency", 5.0, lambda message, fraction: messages.append(message))
+    split.solve(problem, "throughput", 5.0, lambda message, fraction: messages.append(message),
+                module_ops=6)
+    assert any(m.startswith("diviml-milp") for m in messages)
+    assert any(m.startswith("split") for m in messages)
+
+
+@pytest.mark.parametrize("graph", ["random", "chain"])
+@pytest.mark.parametrize("objective", ["latency", "throughput"])
+@pytest.mark.parametrize("method", [diviml.solve, split.solve], ids=["diviml-milp", "split"])
+def test_time_limit_on_300_operators(method, objective, graph):
+    if graph == "random":
+        problem = random_problem(np.random.default_rng(7), 300, 3, edge_probability=0.02,
+                                 memory_caps=True)
+    else:
+        problem = _residual_chain(100, memory_frac=0.5)
+    time_limit = 2.0
+    started = time.perf_counter()
+    placement = method(problem, objective, time_limit)
+    elapsed = time.perf_counter() - started
+    assert elapsed <= time_limit * 1.1 + 2.0, elapsed
+    _check_placement(problem, placement, objective)
+    assert placement.lower_bound <= placement.value

@@ -197,6 +197,25 @@ class PlacementProblem:
     def device_names(self) -> list[str]:
         return [d.name for d in self.devices]
 
+    def colocation_groups(self) -> list[list[int]]:
+        """Operators that must share a device: overlapping colour classes merged, every other
+        operator alone; each group sorted, groups sorted by first member."""
+        parent = list(range(self.num_ops))
+
+        def root(u: int) -> int:
+            while parent[u] != u:
+                parent[u] = parent[parent[u]]
+                u = parent[u]
+            return u
+
+        for colour in self.colour_classes:
+            for u in colour[1:]:
+                parent[root(u)] = root(colour[0])
+        groups: dict[int, list[int]] = {}
+        for u in range(self.num_ops):
+            groups.setdefault(root(u), []).append(u)
+        return sorted(groups.values())
+
     def allowed(self) -> np.ndarray:
         """``(n, D)`` bool: where each operator may run (supported there, and within its pin)."""
         allowed = np.isfinite(self.compute_time)

@@ -200,21 +200,7 @@ def feasible_devices(problem: PlacementProblem) -> np.ndarray:
 def colour_groups(problem: PlacementProblem) -> list[list[int]]:
     """The operators that must share a device: colour classes with common members merged, and
     every other operator alone; each group sorted, groups sorted by first member."""
-    parent = list(range(problem.num_ops))
-
-    def root(u: int) -> int:
-        while parent[u] != u:
-            parent[u] = parent[parent[u]]
-            u = parent[u]
-        return u
-
-    for colour in problem.colour_classes:
-        for u in colour[1:]:
-            parent[root(u)] = root(colour[0])
-    groups: dict[int, list[int]] = {}
-    for u in range(problem.num_ops):
-        groups.setdefault(root(u), []).append(u)
-    return sorted(groups.values())
+    return problem.colocation_groups()
 
 
 # -- subproblems --------------------------------------------------------------------------------

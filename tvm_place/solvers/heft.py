@@ -156,21 +156,7 @@ class _Units:
 
     @classmethod
     def of(cls, problem: PlacementProblem) -> "_Units":
-        parent = list(range(problem.num_ops))
-
-        def root(u: int) -> int:
-            while parent[u] != u:
-                parent[u] = parent[parent[u]]
-                u = parent[u]
-            return u
-
-        for colour in problem.colour_classes:
-            for u in colour[1:]:
-                parent[root(u)] = root(colour[0])
-        by_root: dict[int, list[int]] = {}
-        for u in range(problem.num_ops):
-            by_root.setdefault(root(u), []).append(u)
-        members = sorted(by_root.values())
+        members = problem.colocation_groups()
         unit_of = [0] * problem.num_ops
         for g, group in enumerate(members):
             for u in group:

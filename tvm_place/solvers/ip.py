@@ -121,21 +121,7 @@ class MaxLoadProgram:
 
 def colocation_units(problem: PlacementProblem) -> tuple[list[int], list[list[int]]]:
     """Merge overlapping colour classes: ``(unit of each operator, members of each unit)``."""
-    parent = list(range(problem.num_ops))
-
-    def root(u: int) -> int:
-        while parent[u] != u:
-            parent[u] = parent[parent[u]]
-            u = parent[u]
-        return u
-
-    for colour in problem.colour_classes:
-        for u in colour[1:]:
-            parent[root(u)] = root(colour[0])
-    members: dict[int, list[int]] = {}
-    for u in range(problem.num_ops):
-        members.setdefault(root(u), []).append(u)
-    units = sorted(members.values())
+    units = problem.colocation_groups()
     unit_of = [0] * problem.num_ops
     for g, group in enumerate(units):
         for u in group:

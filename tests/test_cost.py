@@ -59,8 +59,9 @@ def test_measured_model_times_kernels_and_caches_them(tmp_path):
     model = MeasuredCostModel(cache_dir=tmp_path)
     compute_time, sources = compute_costs(mod, collected, devices, model)
     assert sources[0][0] == "measured" and sources[1][0] == "measured"
-    # cpu:1 is the same target and profile: costed once, not measured again
+    # cpu:1 is the same target: its kernels come from the disk cache, not measured again
     assert compute_time[:, 0].tolist() == compute_time[:, 1].tolist()
+    assert sources[0][1] == "measured (cached)"
     # 128^3 multiply-adds take longer than 16^3 (a factor 512 in work)
     assert compute_time[1, 0] > 10 * compute_time[0, 0]
     entries = json.loads((tmp_path / "measured-costs.json").read_text())

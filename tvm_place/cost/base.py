@@ -27,16 +27,17 @@ def compute_costs(
 ) -> tuple[np.ndarray, list[list[str]]]:
     """``compute_time[u, d]`` for every operator and device, and the source of each number.
 
-    Operators calling the same PrimFunc on devices of the same profile and target are costed once.
+    Operators calling the same PrimFunc are costed once per device (a cost model may tell
+    devices of one profile apart, e.g. after calibration on each).
     """
     graph = collected.graph
     compute_time = np.zeros((len(graph), len(devices)))
     sources = [["" for _ in devices] for _ in range(len(graph))]
-    known: dict[tuple[str, str, str], tuple[float, str]] = {}
+    known: dict[tuple[str, int], tuple[float, str]] = {}
     total = len(graph) * len(devices)
     for u, (node, callee) in enumerate(zip(graph.nodes, collected.callees)):
         for d, device in enumerate(devices):
-            key = (callee, device.profile.name, str(device.target))
+            key = (callee, d)
             if key not in known:
                 if progress is not None:
                     progress(f"costing {callee} on {device.name}", (u * len(devices) + d) / total)

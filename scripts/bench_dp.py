@@ -32,22 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INPUTS = ROOT / "data" / "dnn-partitioning" / "throughput-inputs"
 
 #: The 14 workloads the reference DP finished, with its optima (data/dnn-partitioning/README.md).
-PUBLISHED_OPTIMA = {
-    "LayerGraphs/bert24_inference": 17.7899,
-    "LayerGraphs/bert24_training": 41.7458,
-    "LayerGraphs/gnmt_inference": 32.9107,
-    "LayerGraphs/gnmt_training": 107.004,
-    "LayerGraphs/resnet50_inference": 33.7747,
-    "LayerGraphs/resnet50_training": 78.6318,
-    "OperatorGraphs/bert_l-3_inference": 27.9186,
-    "OperatorGraphs/bert_l-3_training": 65.3031,
-    "OperatorGraphs/bert_l-6_inference": 29.5795,
-    "OperatorGraphs/bert_l-6_training": 72.865,
-    "OperatorGraphs/bert_l-12_inference": 147.478,
-    "OperatorGraphs/bert_L-12_training": 437.998,
-    "OperatorGraphs/resnet50_inference": 124.349,
-    "OperatorGraphs/resnet50_training": 255.194,
-}
+PUBLISHED_OPTIMA = json.loads((INPUTS.parent / "reference-optima.json").read_text())["optima"]
 
 #: Workloads the reference DP did not finish (36,596 ideals; > 7 GB): ours only, 300 s limit.
 UNFINISHED_BY_REFERENCE = ["LayerGraphs/inceptionv3_inference", "LayerGraphs/inceptionv3_training"]

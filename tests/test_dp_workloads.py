@@ -7,6 +7,8 @@ take more than a few seconds are marked slow (run them with ``pytest -m slow``).
 
 from __future__ import annotations
 
+import json
+
 import time
 from pathlib import Path
 
@@ -21,22 +23,7 @@ from tvm_place.solvers import solve
 INPUTS = Path(__file__).resolve().parent.parent / "data" / "dnn-partitioning" / "throughput-inputs"
 
 #: The reference DP optima (max-load over contiguous splits) from data/dnn-partitioning/README.md.
-PUBLISHED_OPTIMA = {
-    "LayerGraphs/bert24_inference": 17.7899,
-    "LayerGraphs/bert24_training": 41.7458,
-    "LayerGraphs/gnmt_inference": 32.9107,
-    "LayerGraphs/gnmt_training": 107.004,
-    "LayerGraphs/resnet50_inference": 33.7747,
-    "LayerGraphs/resnet50_training": 78.6318,
-    "OperatorGraphs/bert_l-3_inference": 27.9186,
-    "OperatorGraphs/bert_l-3_training": 65.3031,
-    "OperatorGraphs/bert_l-6_inference": 29.5795,
-    "OperatorGraphs/bert_l-6_training": 72.865,
-    "OperatorGraphs/bert_l-12_inference": 147.478,
-    "OperatorGraphs/bert_L-12_training": 437.998,
-    "OperatorGraphs/resnet50_inference": 124.349,
-    "OperatorGraphs/resnet50_training": 255.194,
-}
+PUBLISHED_OPTIMA = json.loads((INPUTS.parent / "reference-optima.json").read_text())["optima"]
 
 #: Workloads whose exact program can take more than about 5 s on a busy 2-core machine.
 SLOW = {"LayerGraphs/gnmt_training"}

@@ -9,7 +9,7 @@ import numpy as np
 
 from tvm_place.errors import InvalidPlacementError
 from tvm_place.evaluate import evaluate, validate
-from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem
+from tvm_place.graph import Device, OpGraph, OpNode, Placement, PlacementProblem
 
 
 def feasible_assignments(problem: PlacementProblem, contiguous: bool = False):
@@ -45,6 +45,23 @@ def best_throughput(problem: PlacementProblem, contiguous: bool = False) -> floa
         (evaluate(problem, d).max_load for d in feasible_assignments(problem, contiguous)),
         default=math.inf,
     )
+
+
+def best_replicated_throughput(problem: PlacementProblem) -> float:
+    """Minimum max-load over all valid placements with replica groups, by the evaluator."""
+    best = math.inf
+    for blocks in device_partitions(list(range(problem.num_devices))):
+        for combo in itertools.product(range(len(blocks)), repeat=problem.num_ops):
+            placement = Placement(
+                device_of=[blocks[b][0] for b in combo], objective="throughput", value=0.0,
+                lower_bound=0.0, method="enumerated",
+                replicas=[block for block in blocks if len(block) > 1],
+            )
+            try:
+                best = min(best, evaluate(problem, placement).max_load)
+            except InvalidPlacementError:
+                continue
+    return best
 
 
 def best_latency(problem: PlacementProblem) -> float:
@@ -109,14 +126,10 @@ def random_problem(
     )
 
 
-def exhaustive_throughput(problem: PlacementProblem) -> tuple[float, float]:
-    """(best max-load over all valid placements, best over contiguous ones), vectorised.
-
-    Enumerates all ``D ** n`` assignments at once with NumPy (fine up to a few million), applying
-    the evaluator's rules column by column: an independent re-implementation, so the solvers and
-    the evaluator are checked against it too. Contiguity: the quotient graph over devices is
-    nilpotent (acyclic) once self-loops are dropped. ``inf`` where nothing is feasible.
-    """
+def assignment_loads(problem: PlacementProblem):
+    """``(grids, loads)``: all ``D ** n`` assignments ``(N, n)`` and each one's device loads
+    ``(N, D)``, ``inf`` rows where the assignment is infeasible; the evaluator's rules applied
+    column by column with NumPy (fine up to a few million assignments)."""
     n, num_devices = problem.num_ops, problem.num_devices
     grids = np.indices((num_devices,) * n, dtype=np.int8).reshape(n, -1).T  # (N, n)
     allowed = problem.allowed()
@@ -141,7 +154,19 @@ def exhaustive_throughput(problem: PlacementProblem) -> tuple[float, float]:
         load += receives * transfer[u][None, :]
         sends = receives.any(axis=1)
         load += one_hot[:, u, :] * (sends[:, None] * transfer[u][None, :])
-    max_load = np.where(feasible, load.max(axis=1), np.inf)
+    return grids, np.where(feasible[:, None], load, np.inf)
+
+
+def exhaustive_throughput(problem: PlacementProblem) -> tuple[float, float]:
+    """(best max-load over all valid placements, best over contiguous ones), vectorised.
+
+    An independent re-implementation of the evaluator's rules (:func:`assignment_loads`), so the
+    solvers and the evaluator are checked against it too. Contiguity: the quotient graph over
+    devices is nilpotent (acyclic) once self-loops are dropped. ``inf`` where nothing is feasible.
+    """
+    num_devices = problem.num_devices
+    grids, loads = assignment_loads(problem)
+    max_load = loads.max(axis=1)
 
     quotient = np.zeros((len(grids), num_devices, num_devices), dtype=bool)
     for u, v in problem.graph.edges:
@@ -154,3 +179,113 @@ def exhaustive_throughput(problem: PlacementProblem) -> tuple[float, float]:
     best_all = float(max_load.min()) if len(max_load) else math.inf
     best_contiguous = float(np.where(contiguous, max_load, np.inf).min())
     return best_all, best_contiguous
+
+
+def device_partitions(devices: list[int]):
+    """Yield every partition of ``devices`` into non-empty blocks."""
+    if not devices:
+        yield []
+        return
+    first, rest = devices[0], devices[1:]
+    for partition in device_partitions(rest):
+        yield [(first,)] + partition
+        for i, block in enumerate(partition):
+            yield partition[:i] + [(first,) + block] + partition[i + 1:]
+
+
+def exhaustive_replicated_throughput(problem: PlacementProblem) -> float:
+    """Best max-load over all placements with replica groups (DiviML's data parallelism).
+
+    For every partition of the devices into blocks (a block of several devices is a replica
+    group) and every choice of one member per block, the block problem's columns are that
+    member's costs divided by the block size, its capacity the block's smallest, an operator
+    allowed only where every member allows it; a member's load is the block's load computed
+    with its column. The best placement minimises, over partitions and assignments, the maximum
+    over all members. ``inf`` where nothing is feasible.
+    """
+    allowed = problem.allowed()
+    best = math.inf
+    for blocks in device_partitions(list(range(problem.num_devices))):
+        worst = None
+        for members in itertools.product(*blocks):
+            share = np.array([1.0 / len(block) for block in blocks])
+            column = list(members)
+            usable = np.stack([allowed[:, list(block)].all(axis=1) for block in blocks], axis=1)
+            derived = PlacementProblem(
+                graph=problem.graph,
+                devices=[Device(name=str(block), memory_capacity=float(
+                    problem.capacity[list(block)].min())) for block in blocks],
+                compute_time=np.where(usable, problem.compute_time[:, column] * share, np.inf),
+                transfer_time=problem.transfer_time[:, column] * share,
+                memory=problem.memory,
+                colour_classes=problem.colour_classes,
+            )
+            _, loads = assignment_loads(derived)
+            worst = loads.max(axis=1) if worst is None else np.maximum(worst, loads.max(axis=1))
+        best = min(best, float(worst.min()))
+    return best
+
+
+def exhaustive_latency(problem: PlacementProblem) -> float:
+    """Minimum makespan over all valid placements and execution orders; ``inf`` if none.
+
+    The same optimum as :func:`best_latency`, found by depth-first search instead of listing
+    every pair: operators are appended one at a time to an order with a device each, timed by the
+    evaluator's rule. Only orders whose start times never decrease (ties by index) are followed:
+    sorting any order's schedule by start time gives such an order with the same schedule
+    (compute times are positive, so an operator starts after its inputs and after the previous
+    operator on its device). A branch is cut when its makespan so far, or an unplaced operator's
+    earliest start plus its fastest path to the end, reaches the best complete schedule.
+    """
+    n, num_devices = problem.num_ops, problem.num_devices
+    preds, succs = problem.graph.predecessors, problem.graph.successors
+    allowed = problem.allowed()
+    compute, transfer = problem.compute_time, problem.transfer_time
+    capacity = problem.capacity * (1 + 1e-9)
+    fastest = np.where(allowed, compute, np.inf).min(axis=1)
+    tail = np.zeros(n)  # fastest time from an operator's start to the end of the graph
+    for u in problem.graph.topological_order[::-1]:
+        tail[u] = fastest[u] + max((tail[v] for v in succs[u]), default=0.0)
+    colour_of = {u: i for i, colour in enumerate(problem.colour_classes) for u in colour}
+
+    device_of = [-1] * n
+    start, finish = [0.0] * n, [0.0] * n
+    best = [math.inf]
+
+    def search(done: int, device_free, memory, colour_device, last_start, last_op, makespan):
+        if done == n:
+            best[0] = min(best[0], makespan)
+            return
+        ready = [u for u in range(n) if device_of[u] < 0 and all(device_of[p] >= 0 for p in preds[u])]
+        for u in ready:
+            earliest = max([last_start] + [finish[p] for p in preds[u]])
+            if earliest + tail[u] >= best[0]:
+                return  # u must still run: no branch here can do better
+        for u in ready:
+            colour = colour_of.get(u)
+            for d in range(num_devices):
+                if not allowed[u, d] or memory[d] + problem.memory[u] > capacity[d]:
+                    continue
+                if colour is not None and colour_device.get(colour, d) != d:
+                    continue
+                begin = device_free[d]
+                for p in preds[u]:
+                    e = device_of[p]
+                    arrival = finish[p] if e == d else finish[p] + transfer[p, e] + transfer[p, d]
+                    begin = max(begin, arrival)
+                if begin < last_start or (begin == last_start and u < last_op):
+                    continue
+                end = begin + compute[u, d]
+                if max(makespan, end) >= best[0]:
+                    continue
+                device_of[u], start[u], finish[u] = d, begin, end
+                free = list(device_free)
+                free[d] = end
+                used = list(memory)
+                used[d] += problem.memory[u]
+                colours = colour_device if colour is None else {**colour_device, colour: d}
+                search(done + 1, free, used, colours, begin, u, max(makespan, end))
+                device_of[u] = -1
+
+    search(0, [0.0] * num_devices, [0.0] * num_devices, {}, 0.0, -1, 0.0)
+    return best[0]

@@ -1,15 +1,22 @@
-"""The vectorised exhaustive reference agrees with the evaluator-based one."""
+"""The fast exhaustive references agree with the plain evaluator-based enumerations."""
 
 import numpy as np
 import pytest
 
-from brute_force import best_throughput, exhaustive_throughput, random_problem
+from brute_force import (
+    best_latency,
+    best_replicated_throughput,
+    best_throughput,
+    exhaustive_latency,
+    exhaustive_replicated_throughput,
+    exhaustive_throughput,
+    random_problem,
+)
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_vectorised_reference_matches_evaluator_reference(seed):
+def small_problem(seed: int):
     rng = np.random.default_rng(seed)
-    problem = random_problem(
+    return random_problem(
         rng,
         num_ops=int(rng.integers(2, 6)),
         num_devices=int(rng.integers(2, 4)),
@@ -18,6 +25,24 @@ def test_vectorised_reference_matches_evaluator_reference(seed):
         unsupported=bool(seed % 4 == 0),
         cpu_pays_no_transfer=bool(seed % 5 == 0),
     )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_vectorised_reference_matches_evaluator_reference(seed):
+    problem = small_problem(seed)
     best_all, best_contiguous = exhaustive_throughput(problem)
     assert best_all == pytest.approx(best_throughput(problem), rel=1e-12)
     assert best_contiguous == pytest.approx(best_throughput(problem, contiguous=True), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_replicated_reference_matches_evaluator_reference(seed):
+    problem = small_problem(seed)
+    assert exhaustive_replicated_throughput(problem) == pytest.approx(
+        best_replicated_throughput(problem), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_latency_search_matches_listing_every_order(seed):
+    problem = small_problem(seed)
+    assert exhaustive_latency(problem) == pytest.approx(best_latency(problem), rel=1e-12)

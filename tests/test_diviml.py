@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -19,10 +20,10 @@ from brute_force import (  # noqa: E402
     topological_orders,
 )
 
-from tvm_place.errors import InfeasibleError, UnknownMethodError  # noqa: E402
+from tvm_place.errors import InfeasibleError, InvalidPlacementError, UnknownMethodError  # noqa: E402
 from tvm_place.evaluate import evaluate, validate  # noqa: E402
-from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem  # noqa: E402
-from tvm_place.solvers import bounds, diviml, split  # noqa: E402
+from tvm_place.graph import Device, OpGraph, OpNode, Placement, PlacementProblem  # noqa: E402
+from tvm_place.solvers import bounds, diviml, replicas, solve, split  # noqa: E402
 
 #: Random problems per objective compared with exhaustive search (120 DAGs in all).
 SEEDS = range(60)
@@ -297,3 +298,94 @@ def test_time_limit_on_300_operators(method, objective, graph):
     assert elapsed <= time_limit * 1.1 + 2.0, elapsed
     _check_placement(problem, placement, objective)
     assert placement.lower_bound <= placement.value
+
+
+# -- replicas (diviml-replicas) -------------------------------------------------------------------
+
+
+def heavy_chain(capacity: float = math.inf) -> PlacementProblem:
+    """A light op, a heavy op, a light op on three devices: two equal GPUs and a slow CPU."""
+    return PlacementProblem(
+        graph=OpGraph([OpNode("a"), OpNode("heavy"), OpNode("b")], [(0, 1), (1, 2)]),
+        devices=[Device("cpu:0", "cpu"), Device("gpu:0", "gpu", capacity),
+                 Device("gpu:1", "gpu", capacity)],
+        compute_time=[[1.0, 1.0, 1.0], [100.0, 10.0, 10.0], [1.0, 1.0, 1.0]],
+        transfer_time=[[0.0, 0.5, 0.5], [0.0, 0.5, 0.5], [0.0, 0.5, 0.5]],
+        memory=[1.0, 4.0, 1.0],
+    )
+
+
+def test_replicas_halve_the_bottleneck_of_a_heavy_stage():
+    problem = heavy_chain()
+    plain = solve(problem, "throughput", "diviml-milp", 10)
+    replicated = solve(problem, "throughput", "diviml-replicas", 10)
+    # Without replicas the GPU holding the heavy op carries at least 10 plus the copies of the
+    # light ops' values (11). Replicated over both GPUs, the light ops on the CPU (whose links
+    # cost it nothing), each GPU carries (0.5 + 10 + 0.5) / 2 = 5.5 and the CPU 2.
+    assert plain.value == pytest.approx(11.0)
+    assert replicated.replicas == [(1, 2)]
+    assert replicated.value == pytest.approx(5.5)
+    assert replicated.gap == pytest.approx(0.0, abs=1e-6)
+    evaluation = evaluate(problem, replicated)
+    assert evaluation.load.tolist() == pytest.approx([2.0, 5.5, 5.5])
+    assert evaluation.memory.tolist() == pytest.approx([2.0, 4.0, 4.0])
+
+
+def test_replicas_respect_the_smallest_member_memory():
+    # Only one GPU can hold the heavy op: no replica group of GPUs is feasible.
+    problem = heavy_chain()
+    problem.devices[2] = Device("gpu:1", "gpu", 3.0)
+    replicated = solve(problem, "throughput", "diviml-replicas", 10)
+    assert (1, 2) not in replicated.replicas
+    assert replicated.value >= 10.0 * (1 - 1e-9) - 1e-9
+
+
+@pytest.mark.parametrize("groups, device_of, message", [
+    ([(1, 2)], [1, 2, 1], "replica of gpu:0"),
+    ([(0, 1), (1, 2)], [0, 0, 0], "two replica groups"),
+    ([(1,)], [1, 1, 1], "at least two devices"),
+])
+def test_invalid_replica_groups_are_rejected(groups, device_of, message):
+    placement = Placement(device_of=device_of, objective="throughput", value=0.0,
+                          lower_bound=0.0, method="given", replicas=groups)
+    with pytest.raises(InvalidPlacementError, match=message):
+        validate(heavy_chain(), placement)
+
+
+def test_replicated_placement_round_trips_through_json():
+    placement = solve(heavy_chain(), "throughput", "diviml-replicas", 10)
+    again = Placement.from_dict(json.loads(placement.to_json()))
+    assert again.replicas == placement.replicas
+    assert evaluate(heavy_chain(), again).max_load == pytest.approx(placement.value)
+
+
+def test_replicas_method_refuses_latency_and_too_many_devices():
+    with pytest.raises(UnknownMethodError, match=r"solves \[.throughput.\], not .latency."):
+        solve(heavy_chain(), "latency", "diviml-replicas", 1)
+    many = random_problem(np.random.default_rng(0), 3, 8)
+    with pytest.raises(UnknownMethodError, match="255 device groups on 8 devices"):
+        solve(many, "throughput", "diviml-replicas", 1)
+
+
+def test_identical_devices_give_consecutive_runs_only():
+    problem = PlacementProblem(
+        graph=OpGraph([OpNode("a"), OpNode("b")], [(0, 1)]),
+        devices=[Device("cpu:0"), *(Device(f"gpu:{i}", "gpu") for i in range(3))],
+        compute_time=[[4.0, 1.0, 1.0, 1.0], [4.0, 2.0, 2.0, 2.0]],
+        transfer_time=[[0.0, 0.5, 0.5, 0.5]] * 2,
+    )
+    groups = replicas.device_groups(problem)
+    # Runs of the three identical GPUs (6), each with or without the CPU, and the CPU alone.
+    assert len(groups) == 13 and (1, 3) not in groups and (0, 1, 2, 3) in groups
+    problem.compute_time[1, 3] = 3.0  # gpu:2 now differs: every subset
+    assert len(replicas.device_groups(problem)) == 15
+    # The optimum does not depend on which groups were left out: all three GPUs share everything.
+    problem.compute_time[1, 3] = 2.0
+    placement = solve(problem, "throughput", "diviml-replicas", 10)
+    assert placement.value == pytest.approx(1.0) and placement.replicas == [(1, 2, 3)]
+
+
+def test_replicated_bound_holds_where_the_plain_bound_does_not():
+    problem = heavy_chain()
+    assert bounds.lower_bound(problem, "throughput") == pytest.approx(10.0)
+    assert bounds.lower_bound(problem, "throughput", replicas=True) <= 5.5

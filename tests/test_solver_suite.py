@@ -2,8 +2,9 @@
 
 Per problem and method: an exact method equals the optimum of its search space, no method beats
 it, no lower bound exceeds it, every placement validates; infeasible problems raise
-InfeasibleError from exact methods. Throughput: 300 DAGs of up to 10 nodes and 2-4 devices (the
-vectorised reference); latency: 100 DAGs small enough to enumerate every execution order too.
+InfeasibleError from exact methods. 300 DAGs of up to 10 nodes and 2-4 devices per objective:
+throughput against the vectorised references (all placements, contiguous ones, and with replica
+groups), latency against the depth-first search over every placement and execution order.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ import math
 
 import numpy as np
 import pytest
-from brute_force import best_latency, exhaustive_throughput, random_problem
+from brute_force import (
+    exhaustive_latency,
+    exhaustive_replicated_throughput,
+    exhaustive_throughput,
+    random_problem,
+)
 
 from tvm_place.errors import InfeasibleError
 from tvm_place.evaluate import evaluate, validate
 from tvm_place.solvers import METHODS, solve
 
 THROUGHPUT_SEEDS = range(300)
-LATENCY_SEEDS = range(100)
+LATENCY_SEEDS = range(300)
 #: Per call; small problems finish far sooner unless a method uses all its time by design.
 TIME_LIMIT = 2.0
 TOLERANCE = 1e-6
@@ -42,10 +48,10 @@ def throughput_problem(seed: int):
 
 def latency_problem(seed: int):
     rng = np.random.default_rng(20_000 + seed)
-    num_devices = int(rng.integers(2, 4))
+    num_devices = int(rng.integers(2, 5))
     return random_problem(
         rng,
-        num_ops=int(rng.integers(2, 6 if num_devices == 2 else 5)),
+        num_ops=int(rng.integers(2, 11)),
         num_devices=num_devices,
         memory_caps=seed % 2 == 0,
         colour_classes=seed % 3 == 0,
@@ -73,7 +79,7 @@ def check(problem, objective: str, optimum: dict[str, float]) -> list[str]:
         if not math.isfinite(best):
             problems.append(f"{method}: placed a problem with no feasible {space} placement")
             continue
-        validate(problem, placement.device_of, placement.order, contiguous=space == "contiguous")
+        validate(problem, placement, contiguous=space == "contiguous")
         value = evaluate(problem, placement).objective(objective)
         if abs(value - placement.value) > TOLERANCE * max(1.0, value):
             problems.append(f"{method}: reports {placement.value}, evaluator says {value}")
@@ -93,17 +99,18 @@ def test_throughput_methods_against_exhaustive_search(block):
     for seed in THROUGHPUT_SEEDS[block::10]:
         problem = throughput_problem(seed)
         best_all, best_contiguous = exhaustive_throughput(problem)
-        optimum = {"all": best_all, "contiguous": best_contiguous}
+        optimum = {"all": best_all, "contiguous": best_contiguous,
+                   "replicated": exhaustive_replicated_throughput(problem)}
         failures += [f"seed {seed}: {message}" for message in check(problem, "throughput", optimum)]
     assert not failures, "\n".join(failures[:20])
 
 
-@pytest.mark.parametrize("block", range(5))
+@pytest.mark.parametrize("block", range(10))
 def test_latency_methods_against_exhaustive_search(block):
     failures = []
-    for seed in LATENCY_SEEDS[block::5]:
+    for seed in LATENCY_SEEDS[block::10]:
         problem = latency_problem(seed)
-        best = best_latency(problem)
+        best = exhaustive_latency(problem)
         optimum = {"all": best, "contiguous": best}
         failures += [f"seed {seed}: {message}" for message in check(problem, "latency", optimum)]
     assert not failures, "\n".join(failures[:20])

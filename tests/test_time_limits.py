@@ -28,5 +28,5 @@ def test_time_limit_is_honoured(method, objective):
     placement = solve(problem, objective, method, TIME_LIMIT)
     elapsed = time.perf_counter() - started
     assert elapsed <= 1.1 * TIME_LIMIT + 2.0, f"{method} took {elapsed:.2f} s"
-    validate(problem, placement.device_of, placement.order)
+    validate(problem, placement)
     assert placement.lower_bound <= placement.value

@@ -33,7 +33,7 @@ def _solve(args: argparse.Namespace) -> int:
     placement = solvers.solve(problem, args.objective, args.method, args.time_limit, progress)
     if args.output:
         if args.format == "dnn-partitioning":
-            written = dnn_split(problem, placement.device_of)
+            written = dnn_split(problem, placement)
         else:
             written = placement.to_dict()
         Path(args.output).write_text(json.dumps(written, indent=1))

@@ -16,7 +16,7 @@ import tvm
 
 from . import solvers
 from .cost import AnalyticalCostModel, MeasuredCostModel, compute_costs, transfer_costs
-from .errors import InfeasibleError, InvalidTargetError, UnsupportedModelError
+from .errors import InfeasibleError, InvalidPlacementError, InvalidTargetError, UnsupportedModelError
 from .evaluate import evaluate, validate
 from .graph import Device, Placement, PlacementProblem
 from .report import format_report
@@ -166,16 +166,25 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     if placement is None:
         placement = solvers.solve(problem, objective, method, time_limit, show)
     else:
-        device_of = placement.device_of if isinstance(placement, Placement) else np.asarray(placement)
-        validate(problem, device_of)
-        value = evaluate(problem, device_of).objective(objective)
+        given = placement if isinstance(placement, Placement) else Placement(
+            device_of=np.asarray(placement), objective=objective, value=0.0, lower_bound=0.0,
+            method="given")
+        validate(problem, given)
+        value = evaluate(problem, given).objective(objective)
         placement = Placement(
-            device_of=device_of,
+            device_of=given.device_of,
+            replicas=given.replicas,
             objective=objective,
             value=value,
             lower_bound=min(value, solvers.bounds.lower_bound(problem, objective)),
             method="given",
             device_names=problem.device_names,
+        )
+    if placement.replicas:
+        raise InvalidPlacementError(
+            f"the placement replicates operators over device groups {placement.replicas} (method "
+            f"{placement.method!r}); the runtime does not run replica groups yet, so it cannot be "
+            "compiled: solve for the model with another method, e.g. method='diviml-milp'"
         )
     split = tvm.transform.Sequential(
         [AnnotatePlacement(placement.device_of, [d.target for d in devices]), SplitByDevice()]

@@ -48,10 +48,12 @@ class Evaluation:
         return self.max_load if name == "throughput" else self.latency
 
 
-def _as_arrays(placement: Placement | np.ndarray, order: np.ndarray | None):
+def placement_arrays(placement: Placement | np.ndarray, order: np.ndarray | None):
+    """``(device_of, order, replicas)`` of a placement or of a bare device array."""
     if isinstance(placement, Placement):
-        return placement.device_of, placement.order if order is None else order
-    return np.asarray(placement, dtype=np.int64), order
+        return (placement.device_of, placement.order if order is None else order,
+                placement.replicas)
+    return np.asarray(placement, dtype=np.int64), order, []
 
 
 def cross_device_copies(problem: PlacementProblem, device_of: np.ndarray) -> list[tuple[int, int]]:
@@ -103,8 +105,10 @@ def validate(
     colour classes share a device; memory fits each device; ``order`` (if any) is a topological
     permutation; with ``contiguous=True``, the devices' quotient graph over
     :func:`contiguity_edges` is acyclic (a pipeline; for a training graph, of its forward part).
+    Replica groups (:class:`~tvm_place.graph.Placement`) are disjoint, their other members hold no
+    operator of their own, and each member supports, is allowed and holds its group's operators.
     """
-    device_of, order = _as_arrays(placement, order)
+    device_of, order, replicas = placement_arrays(placement, order)
     n, num_devices = problem.num_ops, problem.num_devices
     names = problem.graph.names
     if device_of.shape != (n,):
@@ -135,7 +139,9 @@ def validate(
                 f"operators {[names[u] for u in colour][:4]} must share a device (colour class) "
                 "but are split"
             )
-    used = np.bincount(device_of, weights=problem.memory, minlength=num_devices)
+    _validate_replicas(problem, device_of, replicas, allowed)
+    used = _replicated(np.bincount(device_of, weights=problem.memory, minlength=num_devices),
+                       replicas)
     capacity = problem.capacity
     over = np.flatnonzero(used > capacity * (1 + MEMORY_TOLERANCE))
     if over.size:
@@ -161,6 +167,48 @@ def validate(
                 "the placement is not contiguous: data flows from one device to another and back, "
                 "so the devices cannot form a pipeline"
             )
+
+
+def _validate_replicas(problem: PlacementProblem, device_of: np.ndarray,
+                       replicas: list[tuple[int, ...]], allowed: np.ndarray) -> None:
+    names = problem.device_names
+    seen: set[int] = set()
+    for group in replicas:
+        if len(group) < 2 or any(not 0 <= d < problem.num_devices for d in group):
+            raise InvalidPlacementError(
+                f"replica group {list(group)} must name at least two devices of "
+                f"0..{problem.num_devices - 1}"
+            )
+        if seen & set(group):
+            raise InvalidPlacementError(
+                f"device {names[min(seen & set(group))]} is in two replica groups; a device can "
+                "replicate one group only"
+            )
+        seen |= set(group)
+        first, others = group[0], group[1:]
+        squatters = np.flatnonzero(np.isin(device_of, others))
+        if squatters.size:
+            raise InvalidPlacementError(
+                f"operator {problem.graph.names[int(squatters[0])]!r} is placed on "
+                f"{names[int(device_of[squatters[0]])]}, a replica of {names[first]}: place the "
+                f"group's operators on its first device, {names[first]}"
+            )
+        ops = np.flatnonzero(device_of == first)
+        bad = ops[~allowed[np.ix_(ops, others)].all(axis=1)]
+        if bad.size:
+            raise InvalidPlacementError(
+                f"operator {problem.graph.names[int(bad[0])]!r} is replicated over "
+                f"{[names[d] for d in group]}, but it is unsupported on or pinned away from "
+                "one of them"
+            )
+
+
+def _replicated(per_device: np.ndarray, replicas: list[tuple[int, ...]]) -> np.ndarray:
+    """Copy each replica group's first entry to its other members."""
+    per_device = per_device.copy()
+    for group in replicas:
+        per_device[list(group[1:])] = per_device[group[0]]
+    return per_device
 
 
 def _has_cycle(num_vertices: int, edges: set[tuple[int, int]]) -> bool:
@@ -190,9 +238,13 @@ def evaluate(
     topological order); an operator starts when its device is free and every input has arrived; a
     value crossing from ``d`` to ``e`` arrives ``transfer_time[u, d] + transfer_time[u, e]`` after
     it was produced. Transfers delay but do not occupy the devices.
+
+    Replicas (throughput): each member of a group carries, per input, ``1 / len(group)`` of the
+    compute and transfers that its group's operators would cost on it alone (inputs are dealt
+    round-robin); the latency is that of an input run on the groups' first devices.
     """
-    device_of, order = _as_arrays(placement, order)
-    validate(problem, device_of, order)
+    device_of, order, replicas = placement_arrays(placement, order)
+    validate(problem, placement, order)
     n, num_devices = problem.num_ops, problem.num_devices
     ops = np.arange(n)
     op_time = problem.compute_time[ops, device_of]
@@ -205,6 +257,15 @@ def evaluate(
         transfer_in[e] += problem.transfer_time[u, e]
     for u in sorted({u for u, _ in copies}):
         transfer_out[device_of[u]] += problem.transfer_time[u, device_of[u]]
+    for group in replicas:
+        first, share = group[0], 1.0 / len(group)
+        ops = device_of == first
+        received = [u for u, e in copies if e == first]
+        sent = sorted({u for u, _ in copies if device_of[u] == first})
+        for e in group:
+            compute[e] = problem.compute_time[ops, e].sum() * share
+            transfer_in[e] = problem.transfer_time[received, e].sum() * share
+            transfer_out[e] = problem.transfer_time[sent, e].sum() * share
 
     if order is None:
         order = problem.graph.topological_order
@@ -223,7 +284,8 @@ def evaluate(
         start[u] = ready
         finish[u] = ready + op_time[u]
         device_free[d] = finish[u]
-    memory = np.bincount(device_of, weights=problem.memory, minlength=num_devices)
+    memory = _replicated(np.bincount(device_of, weights=problem.memory, minlength=num_devices),
+                         replicas)
     return Evaluation(
         compute=compute,
         transfer_in=transfer_in,

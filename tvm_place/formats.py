@@ -229,14 +229,20 @@ def load_dnn_split(path: str | Path, problem: PlacementProblem) -> np.ndarray:
     return dnn_split_to_device_of(_read_json(path, "split"), problem)
 
 
-def dnn_split(problem: PlacementProblem, device_of: np.ndarray) -> dict:
-    """A placement in the dnn-partitioning split format, loads from the one evaluator."""
-    from .evaluate import evaluate
+def dnn_split(problem: PlacementProblem, placement) -> dict:
+    """A placement (or a device array) in the dnn-partitioning split format, loads from the one
+    evaluator. Replica groups, which that format lacks, are added as ``"replicas"`` (device names;
+    the nodes are listed under each group's first device)."""
+    from .evaluate import evaluate, placement_arrays
 
-    load = evaluate(problem, device_of).load
+    device_of, _, replicas = placement_arrays(placement, None)
+    load = evaluate(problem, placement).load
     groups: dict[str, list] = {"fpgas": [], "cpus": []}
     for d, device in enumerate(problem.devices):
         members = [int(problem.graph.nodes[u].external_id) for u in np.flatnonzero(device_of == d)]
         group = "cpus" if device.kind == "cpu" else "fpgas"
         groups[group].append({"load": float(load[d]), "nodes": sorted(members)})
-    return {"cpus": groups["cpus"], "fpgas": groups["fpgas"], "maxLoad": float(load.max())}
+    split = {"cpus": groups["cpus"], "fpgas": groups["fpgas"], "maxLoad": float(load.max())}
+    if replicas:
+        split["replicas"] = [[problem.device_names[d] for d in group] for group in replicas]
+    return split

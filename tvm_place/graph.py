@@ -280,8 +280,14 @@ class Placement:
 
     ``order`` (optional) is an execution order: a permutation of the operators that is topological;
     each device runs its operators in that order. ``lower_bound`` is the best lower bound the solver
-    proved on the optimum of ``objective`` over the placements it searched (``contiguous_only``
-    says whether that space was restricted to contiguous splits).
+    proved on the optimum of ``objective`` over the placements it searched (``stats
+    ["search_space"]`` says whether that space was all placements, contiguous splits only, or
+    placements with replicas).
+
+    ``replicas`` (throughput only; DiviML's data parallelism) lists groups of devices, each sorted
+    and of at least two, that run the same operators on alternate inputs: ``device_of`` names a
+    group's first device, the others hold no operator of their own, and inputs are dealt
+    round-robin over the group, so each member spends ``1 / len(group)`` of its load per input.
     """
 
     device_of: np.ndarray
@@ -292,9 +298,11 @@ class Placement:
     order: np.ndarray | None = None
     stats: dict = field(default_factory=dict)
     device_names: list[str] | None = None
+    replicas: list[tuple[int, ...]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.device_of = np.asarray(self.device_of, dtype=np.int64)
+        self.replicas = sorted(tuple(sorted(int(d) for d in group)) for group in self.replicas)
         if self.order is not None:
             self.order = np.asarray(self.order, dtype=np.int64)
         if self.objective not in OBJECTIVES:
@@ -320,6 +328,7 @@ class Placement:
             "method": self.method,
             "device_of": self.device_of.tolist(),
             "order": None if self.order is None else self.order.tolist(),
+            "replicas": [list(group) for group in self.replicas],
             "device_names": self.device_names,
             "stats": self.stats,
         }
@@ -347,4 +356,5 @@ class Placement:
             order=None if data.get("order") is None else np.array(data["order"]),
             stats=dict(data.get("stats") or {}),
             device_names=data.get("device_names"),
+            replicas=[tuple(group) for group in data.get("replicas") or []],
         )

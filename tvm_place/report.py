@@ -46,6 +46,8 @@ def format_report(
         f"{_seconds(evaluation.max_load)} (throughput {1.0 / evaluation.max_load:.2f} inputs/s)"
         if evaluation.max_load > 0
         else f"  predicted      latency {_seconds(evaluation.latency)}",
+        *(f"  replicas       {[problem.device_names[d] for d in group]} run the same operators "
+          "on alternate inputs" for group in placement.replicas),
         f"  copies         {len(evaluation.copies)} operator outputs cross devices"
         + (f"; the plan has {num_copies} copies with inputs" if num_copies is not None else "")
         + (f", {num_stages} stages" if num_stages is not None else ""),

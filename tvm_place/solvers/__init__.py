@@ -20,13 +20,13 @@ from ..graph import OBJECTIVES, Placement, PlacementProblem
 from . import bounds
 
 
-
 @dataclass(frozen=True)
 class Method:
     """A registered solver: where it lives, what it solves, and what it guarantees.
 
     ``exact``: the objectives for which, when it finishes within its time limit, it returns the
-    optimum of ``search_space`` (``"all"`` placements, or ``"contiguous"`` pipelines only).
+    optimum of ``search_space``: ``"all"`` placements, ``"contiguous"`` pipelines only, or
+    ``"replicated"``: all placements and replica groups (data parallelism, throughput only).
     """
 
     module: str
@@ -52,8 +52,13 @@ METHODS: dict[str, Method] = {
     ),
     "diviml-milp": Method(
         "diviml", ("throughput", "latency"),
-        "DiviML 2023: exact MILP (CP-SAT latency, SCIP throughput; no replicas yet)",
+        "DiviML 2023: exact MILP (CP-SAT latency, SCIP throughput without replicas)",
         exact=("throughput", "latency"),
+    ),
+    "diviml-replicas": Method(
+        "replicas", ("throughput",),
+        "DiviML 2023: exact throughput MILP with replica groups (data parallelism; SCIP)",
+        exact=("throughput",), search_space="replicated",
     ),
     "split": Method(
         "split", ("throughput", "latency"), "DiviML 2023: modularity-based splitting heuristic",
@@ -121,7 +126,7 @@ def solve(
             f"method {method!r} solves {list(entry.objectives)}, not {objective!r}; "
             "use method='auto'"
         )
-    general_bound = bounds.lower_bound(problem, objective)
+    general_bound = bounds.lower_bound(problem, objective, entry.search_space == "replicated")
     started = time.perf_counter()
     placement = method_function(method)(problem, objective, time_limit, progress)
     seconds = time.perf_counter() - started

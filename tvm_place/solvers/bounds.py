@@ -8,6 +8,11 @@ Both bounds relax transfers to zero and let each operator run on its fastest all
 - latency (makespan): the longest path through the graph with every operator at its fastest
   allowed time (DiviML's critical-path bound), and the same work bound as above.
 
+With replicas (DiviML's data parallelism, throughput) an operator replicated over a group ``S``
+costs each member ``p[u, e] / |S|`` per input, so the single-operator term becomes
+``min over S of max_{e in S} p[u, e] / |S|`` (``S`` the ``k`` fastest allowed devices, for the
+best ``k``); the sum term still holds, since every input runs each operator once somewhere.
+
 Time O(n * D + m).
 """
 
@@ -33,9 +38,17 @@ def fastest_times(problem: PlacementProblem) -> np.ndarray:
     return np.where(allowed, problem.compute_time, np.inf).min(axis=1)
 
 
-def work_bound(problem: PlacementProblem) -> float:
+def work_bound(problem: PlacementProblem, replicas: bool = False) -> float:
     fastest = fastest_times(problem)
-    return float(max(fastest.max(), fastest.sum() / problem.num_devices))
+    heaviest = replicated_times(problem).max() if replicas else fastest.max()
+    return float(max(heaviest, fastest.sum() / problem.num_devices))
+
+
+def replicated_times(problem: PlacementProblem) -> np.ndarray:
+    """Each operator's least per-input time on any member of a replica group of its allowed
+    devices: ``min_k (k-th fastest time) / k``."""
+    fastest_first = np.sort(np.where(problem.allowed(), problem.compute_time, np.inf), axis=1)
+    return (fastest_first / np.arange(1, problem.num_devices + 1)).min(axis=1)
 
 
 def critical_path_bound(problem: PlacementProblem) -> float:
@@ -47,8 +60,9 @@ def critical_path_bound(problem: PlacementProblem) -> float:
     return float(finish.max())
 
 
-def lower_bound(problem: PlacementProblem, objective: str) -> float:
-    """The best of the bounds above for ``objective`` (``"throughput"`` or ``"latency"``)."""
+def lower_bound(problem: PlacementProblem, objective: str, replicas: bool = False) -> float:
+    """The best of the bounds above for ``objective`` (``"throughput"`` or ``"latency"``);
+    ``replicas``: valid for placements with replica groups too."""
     if objective == "throughput":
-        return work_bound(problem)
+        return work_bound(problem, replicas)
     return max(work_bound(problem), critical_path_bound(problem))

@@ -43,10 +43,9 @@ each receiving device once per value)::
     s[i, k] >= x[i, k] - x[j, k],  r[i, k] >= x[j, k] - x[i, k]         (edge i -> j)
     sum_i m[i] x[i, k] <= capacity[k]
 
-Minimisation drives ``s`` and ``r`` down to the evaluator's indicators. **No replicas:** DiviML's
-throughput program may also replicate a stage over several devices (data parallelism); a
-:class:`~tvm_place.graph.Placement` holds one device per operator, so this program places each
-operator once and minimises the bottleneck load without data parallelism.
+Minimisation drives ``s`` and ``r`` down to the evaluator's indicators. DiviML's throughput
+program may also replicate a stage over several devices (data parallelism): that variant is
+:mod:`tvm_place.solvers.replicas` (method ``diviml-replicas``); this one places each operator once.
 
 **Backends, chosen by measurement** (:data:`BACKEND_NOTE`): latency with CP-SAT, throughput with
 SCIP (both from OR-Tools).
@@ -426,12 +425,16 @@ def latency_milp(
         model.add_exactly_one(x[u, k] for k in choices[u])
     _colour_and_memory(problem, sub, choices, x, model.add, sum, integer=True)
 
-    # Duration by device, and no overlap on a device (zero-length intervals count).
+    # Duration by device, and no overlap on a device (zero-length intervals count). C is tied to
+    # S by one linear row, not by the intervals' ends: with several optional intervals sharing
+    # S and C but differing in size, CP-SAT 9.15's presolve proved a wrong optimum (a random
+    # 4-operator problem of the test suite: 16.95 "optimal" where 15.53 is feasible).
     on_device: list[list] = [[] for _ in range(n_devices)]
     for u in ops:
+        model.add(C[u] == S[u] + sum(p_int[u, k] * x[u, k] for k in choices[u]))
         for k in choices[u]:
-            on_device[k].append(model.new_optional_interval_var(
-                S[u], p_int[u, k], C[u], x[u, k], f"I[{u},{k}]"))
+            on_device[k].append(model.new_optional_fixed_size_interval_var(
+                S[u], p_int[u, k], x[u, k], f"I[{u},{k}]"))
             ready_k = _floor(ready[k], scale)
             if ready_k > 0:
                 model.add(S[u] >= ready_k).only_enforce_if(x[u, k])

@@ -67,15 +67,25 @@ def _make_target(config: dict) -> tvm.target.Target:
         ) from None
 
 
+def local_gpu_arch(index: int) -> str | None:
+    """``sm_XY`` of this machine's CUDA GPU ``index``; None where there is none (or no driver)."""
+    device = tvm.cuda(index)
+    if not device.exist:
+        return None
+    return "sm_" + str(device.compute_version).replace(".", "")
+
+
 def resolve_targets(
     targets: Sequence[Any], profiles: Sequence[str | None] | None = None
 ) -> list[TargetDevice]:
     """Turn the user's target list into devices.
 
     A repeated target is another device of that kind (``["llvm", "llvm"]`` is cpu:0 and cpu:1).
-    ``profiles`` optionally names a device profile per target; otherwise a CUDA target's ``arch``
+    ``profiles`` optionally names a device profile per target (or gives a ``DeviceProfile``, e.g.
+    from a device file); otherwise a CUDA target's ``arch``
     picks the GPU of that architecture, and each kind has a default (see ``devices.json``). A CUDA
-    target without an ``arch`` gets its profile's, so TVM does not fall back to sm_50.
+    target without an ``arch`` (and without a profile) gets the architecture of this machine's GPU
+    of that index when there is one, else its profile's, so TVM does not fall back to sm_50.
     """
     if isinstance(targets, (str, dict, tvm.target.Target)):
         raise InvalidTargetError(
@@ -105,9 +115,17 @@ def resolve_targets(
                 f"{sorted(DEVICE_KIND_OF_TARGET)} targets"
             )
         profile_name = profiles[position] if profiles is not None else None
+        if kind_name == "cuda" and arch is None and profile_name is None and isinstance(config, dict):
+            # Where a GPU is present, TVM compiles the CUDA code for the target's arch when it
+            # builds, and a cubin for another one does not load (sm_80 on an H100:
+            # CUDA_ERROR_NO_BINARY_FOR_GPU), so this machine's GPU sets the default.
+            arch = local_gpu_arch(counts.get("gpu", 0))
+            if arch is not None:
+                config["arch"] = arch
         if profile_name is None and arch is not None:
             profile_name = profile_for_arch(arch)
-        profile = device_profile(profile_name or default_profile(kind_name))
+        profile = (profile_name if isinstance(profile_name, DeviceProfile)
+                   else device_profile(profile_name or default_profile(kind_name)))
         kind = DEVICE_KIND_OF_TARGET[kind_name]
         if profile.kind != kind:
             raise InvalidTargetError(

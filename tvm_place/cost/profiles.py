@@ -6,6 +6,7 @@ The numbers live in ``profiles/devices.json`` (one place per fact); this module 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -60,20 +61,41 @@ def device_profile(name: str) -> DeviceProfile:
     devices = _profile_data()["devices"]
     if name not in devices:
         raise InvalidTargetError(f"unknown device profile {name!r}; known: {sorted(devices)}")
-    entry = devices[name]
-    return DeviceProfile(
-        name=name,
-        kind=entry["kind"],
-        peak_gflops=entry["peak_gflops"],
-        memory_bandwidth_gbs=entry["memory_bandwidth_gbs"],
-        memory_bytes=entry["memory_bytes"],
-        compute_efficiency=entry["compute_efficiency"],
-        memory_efficiency=entry["memory_efficiency"],
-        launch_overhead_us=entry["launch_overhead_us"],
-        link=link_profile(entry["link"]),
-        arch=entry.get("arch"),
-        description=entry.get("description", ""),
-    )
+    return profile_from_dict(name, devices[name])
+
+
+#: The fields a device profile must give (``devices.json`` or a user's device file).
+PROFILE_FIELDS = ("kind", "peak_gflops", "memory_bandwidth_gbs", "memory_bytes",
+                  "compute_efficiency", "memory_efficiency", "launch_overhead_us", "link")
+
+
+def profile_from_dict(name: str, entry: Mapping) -> DeviceProfile:
+    """A profile from its fields; ``link`` is a link profile's name or a dict with
+    ``bandwidth_gbs`` and ``latency_us``."""
+    missing = [key for key in PROFILE_FIELDS if key not in entry]
+    if missing:
+        raise InvalidTargetError(
+            f"device profile {name!r} lacks {missing}; a profile gives {list(PROFILE_FIELDS)}"
+        )
+    link = entry["link"]
+    if isinstance(link, Mapping):
+        try:
+            link = LinkProfile(f"{name}-link", float(link["bandwidth_gbs"]),
+                               float(link["latency_us"]), link.get("description", ""))
+        except (KeyError, TypeError, ValueError):
+            raise InvalidTargetError(
+                f"the link of device profile {name!r} needs numbers bandwidth_gbs and latency_us"
+            ) from None
+    else:
+        link = link_profile(str(link))
+    try:
+        numbers = {key: float(entry[key]) for key in PROFILE_FIELDS[1:-1]}
+    except (TypeError, ValueError):
+        raise InvalidTargetError(
+            f"device profile {name!r}: {list(PROFILE_FIELDS[1:-1])} must be numbers"
+        ) from None
+    return DeviceProfile(name=name, kind=str(entry["kind"]), link=link, arch=entry.get("arch"),
+                         description=entry.get("description", ""), **numbers)
 
 
 def profile_names() -> list[str]:

@@ -4,25 +4,73 @@
 
     from tvm_place import models
 
-    models.list()  # ['bert-base', 'bert-layer', 'gpt2-block', 'onnx-cnn', 'resnet18', ...]
+    models.list()  # ['bert-base', 'bert-large', 'densenet121', 'dlrm', 'efficientnet-b0', ...]
     model = models.get("resnet18", image_size=64)
     model.mod["main"]  # takes only the images; the weights are constants inside it
     model.inputs  # [random float32 images of shape (1, 3, 64, 64)]
 
-Every model's `main` has static float32 shapes and random weights drawn from `seed`. The
-architecture families live in one module each and register their builders on import.
+Every model's `main` has static shapes (float32 data, int64 ids for DLRM's categorical
+features) and random weights drawn from `seed`; its defaults are the real architecture's sizes,
+and keyword overrides shrink it for tests. The architecture families live in one module each and
+register their builders on import:
+
+=============  ===================================================================
+module         models
+=============  ===================================================================
+resnet         resnet18, resnet50, resnet152
+mobilenet      mobilenet-v2, efficientnet-b0
+inception      inception-v3
+vgg            vgg16
+densenet       densenet121
+unet           unet
+randwire       randwire-ws, randwire-er, randwire-ba (random graphs, networkx)
+transformer    bert-layer, bert-base, bert-large, gpt2-block, gpt2-small, gpt2-medium
+vit            vit-b16
+llama          llama2-7b-4layers, llama2-7b (Llama-2-7B layer shapes)
+t5             t5-base (encoder-decoder)
+moe            moe-block (top-2 of 8 experts, computed densely)
+dlrm           dlrm (Criteo Kaggle embedding tables)
+imported       torch-cnn (torch.export), onnx-cnn (ONNX)
+=============  ===================================================================
+
+Each builder's docstring has its weights, inputs and output at full size.
 """
 
-from .registry import MissingDependencyError, Model, ModelConfigError, Network, get, list, register
+from .registry import (
+    MissingDependencyError,
+    Model,
+    ModelConfigError,
+    Network,
+    describe,
+    get,
+    list,
+    register,
+)
 
 # Imported for their registrations.
-from . import imported, resnet, transformer  # noqa: E402,F401  isort: skip
+from . import (  # noqa: E402,F401  isort: skip
+    densenet,
+    dlrm,
+    imported,
+    inception,
+    llama,
+    mobilenet,
+    moe,
+    randwire,
+    resnet,
+    t5,
+    transformer,
+    unet,
+    vgg,
+    vit,
+)
 
 __all__ = [
     "MissingDependencyError",
     "Model",
     "ModelConfigError",
     "Network",
+    "describe",
     "get",
     "list",
     "register",

@@ -5,41 +5,70 @@ by every weight. Placement wants a self-contained `main` with only the data inpu
 are drawn at random here and bound into the function as constants.
 """
 
+from collections.abc import Callable
+
 import numpy as np
 import tvm
 from tvm.relax.frontend import nn
 
 from .registry import Network
-from .weights import random_weight
+from .weights import random_weight_tensor
 
 
 def export_with_random_weights(
-    module: nn.Module, input_shapes: dict[str, tuple[int, ...]], rng: np.random.Generator
+    module: nn.Module,
+    input_shapes: dict[str, tuple[int, ...]],
+    rng: np.random.Generator,
+    *,
+    input_dtypes: dict[str, str] | None = None,
+    input_bounds: dict[str, int | np.ndarray] | None = None,
+    shared_with: Callable[[str], str] | None = None,
 ) -> Network:
     """Export `module.forward` as `main` with random weights bound as constants.
 
     Parameters
     ----------
     module : nn.Module
-        The network; its `forward` takes one float32 tensor per entry of `input_shapes`.
+        The network; its `forward` takes one tensor per entry of `input_shapes`.
     input_shapes : dict[str, tuple[int, ...]]
         The data inputs of `forward`, by argument name, in order.
     rng : numpy.random.Generator
         Source of the weights.
+    input_dtypes : dict[str, str] | None
+        The dtype of the inputs that are not float32 (e.g. ``"int64"`` token or row ids).
+    input_bounds : dict[str, int | numpy.ndarray] | None
+        For each integer input, the exclusive upper bound of its values (see
+        :class:`~tvm_place.models.registry.Network`).
+    shared_with : Callable[[str], str] | None
+        Maps a weight's name to the name of the weight whose values it reuses (itself when it
+        has its own). Shared weights are drawn once and their constants point to the same
+        memory; every operator still reads a constant of its own, so the graph and the weight
+        bytes that placement sees are those of the unshared model.
     """
-    spec = {name: nn.spec.Tensor(shape, "float32") for name, shape in input_shapes.items()}
+    input_dtypes = input_dtypes or {}
+    spec = {
+        name: nn.spec.Tensor(shape, input_dtypes.get(name, "float32"))
+        for name, shape in input_shapes.items()
+    }
     exported, named_params = module.export_tvm(spec={"forward": spec})
     forward = exported["forward"]
-    weights = {
-        name: random_weight(name, tuple(int(dim) for dim in param.shape), rng)
-        for name, param in named_params
-    }
+    tensors: dict[str, tvm.runtime.Tensor] = {}
+    weights: dict[str, np.ndarray] = {}
+    for name, param in named_params:
+        shape = tuple(int(dim) for dim in param.shape)
+        source = shared_with(name) if shared_with is not None else name
+        if source not in tensors:
+            tensors[source], weights[source] = random_weight_tensor(source, shape, rng)
+        if tuple(tensors[source].shape) != shape:
+            raise ValueError(f"weight {name!r} {shape} cannot share the values of {source!r}")
+        tensors[name], weights[name] = tensors[source], weights[source]
     # export_tvm lists the weights after the data inputs, in the order of `named_params`.
     weight_vars = forward.params[len(input_shapes) :]
-    main = (
-        forward.bind_params(dict(zip(weight_vars, weights.values(), strict=True)))
-        .without_attr("num_input")
-        .with_attr("global_symbol", "main")
-    )
+    bound = {var: tensors[name] for var, (name, _) in zip(weight_vars, named_params, strict=True)}
+    main = forward.bind_params(bound).without_attr("num_input").with_attr("global_symbol", "main")
     # The modules here use no nn subroutines, so `forward` is the only function to carry over.
-    return Network(mod=tvm.IRModule({"main": main}), params=weights)
+    return Network(
+        mod=tvm.IRModule({"main": main}),
+        params={name: weights[name] for name, _ in named_params},
+        input_bounds=input_bounds,
+    )

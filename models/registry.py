@@ -23,19 +23,26 @@ class Network(NamedTuple):
     Attributes
     ----------
     mod : tvm.IRModule
-        A module whose Relax function `main` takes only the data inputs, with static float32
-        shapes; the weights are constants inside it.
+        A module whose Relax function `main` takes only the data inputs, with static shapes
+        (float32, or integer ids such as a recommender's table rows); the weights are constants
+        inside it.
     params : dict[str, numpy.ndarray]
         The weights bound into `mod`, by the name the architecture gives them, so that a
-        reference implementation can recompute the output.
+        reference implementation can recompute the output. For models built with
+        `tvm.relax.frontend.nn` they are views of the constants' memory, not copies: writing to
+        them changes the module.
     reference : Callable[..., numpy.ndarray] | None
         The source framework's own forward pass (torch, the ONNX reference evaluator), taking
         the same inputs as `main`; None for models defined directly in Relax.
+    input_bounds : dict[str, int | numpy.ndarray] | None
+        For each integer input of `main`, by parameter name, the exclusive upper bound of its
+        values: an int, or an array broadcast against the input's shape (one bound per column).
     """
 
     mod: tvm.IRModule
     params: dict[str, np.ndarray]
     reference: Callable[..., np.ndarray] | None = None
+    input_bounds: dict[str, int | np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,11 +54,12 @@ class Model:
     name : str
         The registry name, e.g. ``"resnet50"``.
     family : str
-        The architecture family: ``"cnn"`` or ``"transformer"``.
+        The architecture family: ``"cnn"``, ``"transformer"`` or ``"recommender"``.
     mod : tvm.IRModule
         The module; `main` takes exactly the arrays in `inputs`.
     inputs : list[numpy.ndarray]
-        Random float32 inputs, one per parameter of `main`, in order.
+        Random inputs, one per parameter of `main`, in order: float32 standard normal, or, for
+        integer inputs, uniform ids below the builder's `input_bounds`.
     description : str
         One line saying what the model is.
     params : dict[str, numpy.ndarray]
@@ -137,10 +145,15 @@ def get(name: str, batch: int = 1, seed: int = 0, **overrides) -> Model:
     weights_seed, inputs_seed = np.random.SeedSequence(seed).spawn(2)
     network = entry.build(batch=batch, rng=np.random.default_rng(weights_seed), **overrides)
     inputs_rng = np.random.default_rng(inputs_seed)
-    inputs = [
-        inputs_rng.standard_normal([int(dim) for dim in param.ty.shape]).astype(np.float32)
-        for param in network.mod["main"].params
-    ]
+    inputs = []
+    for param in network.mod["main"].params:
+        shape = [int(dim) for dim in param.ty.shape]
+        dtype = np.dtype(str(param.ty.dtype))
+        if np.issubdtype(dtype, np.integer):
+            high = (network.input_bounds or {})[param.name]
+            inputs.append(inputs_rng.integers(0, high, size=shape).astype(dtype))
+        else:
+            inputs.append(inputs_rng.standard_normal(shape).astype(dtype))
     return Model(
         name=name,
         family=entry.family,
@@ -150,3 +163,11 @@ def get(name: str, batch: int = 1, seed: int = 0, **overrides) -> Model:
         params=network.params,
         reference=network.reference,
     )
+
+
+def describe(name: str) -> dict[str, str]:
+    """The family and description of the model registered as `name`, without building it."""
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ModelConfigError(f"unknown model {name!r}; available models: {', '.join(list())}")
+    return {"family": entry.family, "description": entry.description}

@@ -1,43 +1,15 @@
 """ImageNet ResNets (He et al., 2016) built with `tvm.relax.frontend.nn`.
 
 The layout follows torchvision's ResNet v1.5 (the stride of a bottleneck sits on its 3x3
-convolution). BatchNorm is in its inference form, a per-channel scale and shift: that is what a
-trained BatchNorm computes once its running statistics are folded in, and it keeps the graph to
-operators every backend supports.
+convolution). BatchNorm is in its inference form (:class:`~.layers.ScaleShift`).
 """
 
 import numpy as np
-from tvm import relax
 from tvm.relax.frontend import nn
 
+from .layers import ConvBN, global_avg_pool, max_pool2d
 from .nn_export import export_with_random_weights
 from .registry import Network, register
-
-
-class ScaleShift(nn.Module):
-    """Inference BatchNorm: ``x * scale[c] + shift[c]`` over the channels of an NCHW tensor."""
-
-    def __init__(self, channels: int):
-        self.scale = nn.Parameter((channels,))
-        self.shift = nn.Parameter((channels,))
-
-    def forward(self, x: nn.Tensor) -> nn.Tensor:
-        channels = self.scale.shape[0]
-        scale = nn.op.reshape(self.scale, [1, channels, 1, 1])
-        shift = nn.op.reshape(self.shift, [1, channels, 1, 1])
-        return x * scale + shift
-
-
-class ConvBN(nn.Module):
-    """A bias-free convolution followed by inference BatchNorm."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int = 1):
-        # "same" padding for odd kernels, as everywhere in ResNet.
-        self.conv = nn.Conv2D(in_channels, out_channels, kernel, stride, kernel // 2, bias=False)
-        self.bn = ScaleShift(out_channels)
-
-    def forward(self, x: nn.Tensor) -> nn.Tensor:
-        return self.bn(self.conv(x))
 
 
 class BasicBlock(nn.Module):
@@ -113,12 +85,9 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, images: nn.Tensor) -> nn.Tensor:
-        # nn.op has no pooling: the Relax pooling operators are emitted into the trace directly.
-        x = nn.op.relu(self.conv1(images))
-        x = nn.wrap_nested(relax.op.nn.max_pool2d(x._expr, 3, 2, 1), "max_pool2d")
+        x = max_pool2d(nn.op.relu(self.conv1(images)), 3, 2, 1)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = nn.wrap_nested(relax.op.nn.adaptive_avg_pool2d(x._expr, 1), "avg_pool2d")
-        return self.fc(nn.op.reshape(x, [x.shape[0], x.shape[1]]))
+        return self.fc(global_avg_pool(x))
 
 
 def _build(
@@ -156,3 +125,27 @@ def resnet50(
 ) -> Network:
     """ResNet-50 on `image_size` x `image_size` RGB images."""
     return _build(Bottleneck, [3, 4, 6, 3], batch, rng, image_size, width, num_classes)
+
+
+@register(
+    "resnet152", "cnn", "ResNet-152 v1.5 (ImageNet): bottlenecks [3, 8, 36, 3], 60.2 M weights"
+)
+def resnet152(
+    batch: int,
+    rng: np.random.Generator,
+    image_size: int = 224,
+    width: int = 64,
+    num_classes: int = 1000,
+    blocks_per_stage: tuple[int, int, int, int] = (3, 8, 36, 3),
+) -> Network:
+    """ResNet-152 on `image_size` x `image_size` RGB images.
+
+    ===========  ===================  =========
+    weights      input                output
+    ===========  ===================  =========
+    60,192,808   (B, 3, 224, 224)     (B, 1000)
+    ===========  ===================  =========
+
+    155 convolutions. `blocks_per_stage` shrinks the depth for tests.
+    """
+    return _build(Bottleneck, list(blocks_per_stage), batch, rng, image_size, width, num_classes)

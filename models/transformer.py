@@ -72,35 +72,63 @@ BERT_BASE = TransformerConfig(
 GPT2_SMALL = dataclasses.replace(
     BERT_BASE, causal=True, pre_norm=True, gelu_approximate="tanh", norm_eps=1e-5
 )
+BERT_LARGE = dataclasses.replace(BERT_BASE, hidden=1024, heads=16, ffn=4096, num_layers=24)
+GPT2_MEDIUM = dataclasses.replace(GPT2_SMALL, hidden=1024, heads=16, ffn=4096, num_layers=24)
 
 
 class SelfAttention(nn.Module):
-    """Multi-head scaled dot-product self-attention with separate query, key, value projections."""
+    """Multi-head scaled dot-product self-attention with separate query, key, value projections.
+
+    Subclasses change the projections (:meth:`projection`), add position information to the
+    split queries and keys (:meth:`position`), or attend to another sequence (:meth:`attend`).
+    """
+
+    # Whether the scores are divided by sqrt(head_dim) (T5 folds that into its weights).
+    scaled = True
 
     def __init__(self, config: TransformerConfig):
         self.heads = config.heads
         self.causal = config.causal
-        self.query = nn.Linear(config.hidden, config.hidden)
-        self.key = nn.Linear(config.hidden, config.hidden)
-        self.value = nn.Linear(config.hidden, config.hidden)
-        self.output = nn.Linear(config.hidden, config.hidden)
+        self.query = self.projection(config.hidden, config.hidden)
+        self.key = self.projection(config.hidden, config.hidden)
+        self.value = self.projection(config.hidden, config.hidden)
+        self.output = self.projection(config.hidden, config.hidden)
+
+    def projection(self, in_features: int, out_features: int) -> nn.Module:
+        return nn.Linear(in_features, out_features)
+
+    def position(self, query: nn.Tensor, key: nn.Tensor) -> tuple[nn.Tensor, nn.Tensor]:
+        """Queries and keys ``(batch, heads, seq, head_dim)`` with positions applied (none here)."""
+        return query, key
 
     def forward(self, x: nn.Tensor) -> nn.Tensor:
+        return self.attend(x, x)
+
+    def attend(
+        self, x: nn.Tensor, context: nn.Tensor, scores_bias: nn.Tensor | None = None
+    ) -> nn.Tensor:
+        """Queries from `x` attend to keys and values from `context`, adding `scores_bias`
+        (broadcast to ``(batch, heads, len(x), len(context))``) to the scores if given."""
         batch, seq_len, hidden = x.shape
+        context_len = context.shape[1]
         head_dim = hidden // self.heads
 
-        def split_heads(t: nn.Tensor) -> nn.Tensor:
+        def split_heads(t: nn.Tensor, length: int) -> nn.Tensor:
             # (batch, seq, hidden) -> (batch, heads, seq, head_dim)
-            t = nn.op.reshape(t, [batch, seq_len, self.heads, head_dim])
+            t = nn.op.reshape(t, [batch, length, self.heads, head_dim])
             return nn.op.permute_dims(t, [0, 2, 1, 3])
 
-        query = split_heads(self.query(x))
-        key = split_heads(self.key(x))
-        value = split_heads(self.value(x))
+        query = split_heads(self.query(x), seq_len)
+        key = split_heads(self.key(context), context_len)
+        value = split_heads(self.value(context), context_len)
+        query, key = self.position(query, key)
         scores = nn.op.matmul(query, nn.op.permute_dims(key, [0, 1, 3, 2]))
-        scores = scores * (1.0 / float(np.sqrt(head_dim)))
+        if self.scaled:
+            scores = scores * (1.0 / float(np.sqrt(head_dim)))
+        if scores_bias is not None:
+            scores = scores + scores_bias
         if self.causal:
-            future = np.triu(np.ones((seq_len, seq_len), dtype=bool), k=1)
+            future = np.triu(np.ones((seq_len, context_len), dtype=bool), k=1)
             mask = np.where(future, _MASKED_SCORE, 0.0).astype(np.float32)
             scores = scores + nn.Tensor.from_const(mask)
         probs = nn.op.softmax(scores, axis=-1)
@@ -178,6 +206,21 @@ def _register_preset(name: str, preset: TransformerConfig, num_layers: int, desc
         )
         return build_transformer(config, batch, rng)
 
+    hidden, ffn = preset.hidden, preset.ffn
+    # Per layer: four hidden x hidden projections, the two FFN matrices, biases, two LayerNorms.
+    weights = num_layers * (4 * hidden * hidden + 2 * hidden * ffn + ffn + 9 * hidden)
+    shape = f"(B, {preset.seq_len}, {preset.hidden})"
+    build.__doc__ = f"""{description}.
+
+    Hidden states in, hidden states out (embeddings, pooler and LM head are not included):
+
+    ======  ======  =====  =====  =============  ====================
+    layers  hidden  heads  FFN    weights        input = output
+    ======  ======  =====  =====  =============  ====================
+    {num_layers:<6}  {hidden:<6}  {preset.heads:<5}  {ffn:<5}  {weights:<13,}  {shape}
+    ======  ======  =====  =====  =============  ====================
+    """
+
 
 _register_preset(
     "bert-layer", BERT_BASE, 1, "one BERT-base encoder layer: hidden 768, 12 heads, FFN 3072"
@@ -188,4 +231,13 @@ _register_preset(
     GPT2_SMALL,
     1,
     "one GPT-2 small decoder block: causal attention, pre-LayerNorm, hidden 768, 12 heads",
+)
+_register_preset(
+    "bert-large", BERT_LARGE, 24, "BERT-large encoder: 24 layers, hidden 1024, 16 heads"
+)
+_register_preset(
+    "gpt2-small", GPT2_SMALL, 12, "GPT-2 small decoder: 12 causal layers, hidden 768, 12 heads"
+)
+_register_preset(
+    "gpt2-medium", GPT2_MEDIUM, 24, "GPT-2 medium decoder: 24 causal layers, hidden 1024, 16 heads"
 )

@@ -40,9 +40,10 @@ def run_main(vm: relax.VirtualMachine, inputs: list[np.ndarray]) -> np.ndarray:
     return vm["main"](*[tvm.runtime.tensor(x) for x in inputs]).numpy()
 
 
-def test_small_sizes_cover_the_registry():
-    """Every registered model must be exercised below; a new model needs a small size here."""
-    assert sorted(SMALL_SIZES) == models.list()
+def test_small_sizes_name_registered_models():
+    """The models exercised below; test_models_zoo.py covers the rest of the registry (and
+    checks that every registered model is in one of the two)."""
+    assert set(SMALL_SIZES) <= set(models.list())
 
 
 @pytest.fixture(scope="module", params=sorted(SMALL_SIZES))

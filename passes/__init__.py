@@ -6,7 +6,10 @@ Each works alone inside a user's own ``tvm.ir.transform.Sequential``:
 - :class:`CollectOpGraph`: analysis, the operator graph of ``main`` with FLOPs, bytes and pins;
 - :class:`AnnotatePlacement`: a placement written as vdevices;
 - :class:`SplitByDevice`: per-device stage functions joined by explicit ``R.to_vdevice`` copies;
-- :func:`build_stages`: one compiled executable per stage, for its own target, and the plan.
+- :func:`build_stages`: one compiled executable per stage, for its own target, and the plan;
+- :mod:`.multi_device`: the split module as one multi-device VM module instead (stages inlined,
+  constants copied to their device, each kernel bound to its device's target), for
+  ``tvm_place.pipeline``.
 """
 
 import tvm_ffi

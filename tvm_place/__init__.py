@@ -25,6 +25,8 @@ _LAZY = {
     "compile": ("tvm_place.compiler", "compile"),
     "PlacedModule": ("tvm_place.runtime.placed", "PlacedModule"),
     "load": ("tvm_place.runtime.placed", "PlacedModule.load"),
+    "pipeline": ("tvm_place.relax_pipeline", "pipeline"),
+    "devices_of": ("tvm_place.relax_pipeline", "devices_of"),
 }
 
 
@@ -54,5 +56,7 @@ __all__ = [
     "UnknownMethodError",
     "UnsupportedModelError",
     "compile",
+    "devices_of",
     "load",
+    "pipeline",
 ]

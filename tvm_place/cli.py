@@ -1,8 +1,12 @@
-"""The ``tvm-place`` command line.
+"""The ``tvm-place`` command line: the library's steps as subcommands.
 
-``tvm-place solve FILE`` places a problem file (tvm-place JSON or a dnn-partitioning workload) and
-prints one JSON object; bad input exits with code 2 and a one-paragraph message (``--debug`` shows
-the traceback).
+``models`` lists the registry; ``inspect`` summarises a model's operator graph; ``place`` solves
+and prints the placement; ``compile`` writes the per-target artifacts with a manifest; ``run``
+loads and runs them (latency or stream); ``solve`` places a problem file; ``bench`` compares
+methods on one model; ``check`` compares a model's placement with a golden plan. A model is a
+registry name, an ``.onnx`` file or a ``.py`` file (``tvm_place.sources``). Bad input exits with
+code 2 and a one-paragraph message (``--debug`` shows the traceback); ``check`` exits 1 when the
+placement changed.
 """
 
 from __future__ import annotations
@@ -10,15 +14,274 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .errors import TvmPlaceError
 
-SOLVE_EXAMPLES = """examples:
-  tvm-place solve data/dnn-partitioning/throughput-inputs/LayerGraphs/bert24_inference.json \\
-      --format dnn-partitioning --objective throughput --method dp --output split.json
-  tvm-place solve problem.json --objective latency --method heft --time-limit 10
-"""
+#: Written beside an exported manifest so that ``run`` can rebuild the model's inputs.
+SOURCE_FILE = "tvm-place-source.json"
+
+EXAMPLES = {
+    "models": "  tvm-place models\n  tvm-place models --json",
+    "inspect": "  tvm-place inspect resnet18 --size image_size=64\n  tvm-place inspect model.onnx --json",
+    "place": (
+        "  tvm-place place resnet18 --target llvm --target cuda --objective throughput\n"
+        "  tvm-place place bert-base --devices hardware.toml --pin 'fused_matmul*=gpu:0' "
+        "--save-plan plan.json --plot out/\n"
+        "  tvm-place place resnet18 --target llvm --target llvm --plan plan.json --json"
+    ),
+    "compile": (
+        "  tvm-place compile resnet18 --target llvm --target llvm --size image_size=64 "
+        "--output build/\n  tvm-place compile my_model.py:get_module --target llvm --output build/"
+    ),
+    "run": "  tvm-place run build/ --repeat 10\n  tvm-place run build/ --mode stream --inputs 32",
+    "solve": (
+        "  tvm-place solve data/dnn-partitioning/throughput-inputs/LayerGraphs/bert24_inference.json"
+        " \\\n      --format dnn-partitioning --objective throughput --method dp --output split.json\n"
+        "  tvm-place solve problem.json --objective latency --method heft --time-limit 10"
+    ),
+    "bench": "  tvm-place bench resnet50 --target llvm --target cuda --methods dp,ip,greedy",
+    "check": "  tvm-place check resnet18 --plan tests/golden/resnet18.json",
+}
+
+
+# -- shared pieces -------------------------------------------------------------------------------
+
+
+def _progress(args: argparse.Namespace, log: list | None = None):
+    """A progress callback drawing a bar on stderr (none with ``--quiet``); messages also go to
+    ``log`` when given (the solver's log in reports)."""
+    if getattr(args, "quiet", False) and log is None:
+        return None
+    bar = None
+    if not getattr(args, "quiet", False):
+        from tqdm import tqdm
+
+        bar = tqdm(total=100, file=sys.stderr, leave=False, disable=None,  # None: off unless a TTY
+                   bar_format="{desc} {bar} {percentage:3.0f}%")
+
+    def show(message: str, fraction: float | None = None) -> None:
+        if log is not None:
+            log.append(message)
+        if bar is not None:
+            bar.set_description_str(f"[tvm-place] {message[:70]}", refresh=False)
+            if fraction is not None:
+                bar.n = int(100 * min(max(fraction, 0.0), 1.0))
+            bar.refresh()
+
+    return show
+
+
+def _sizes(pairs: list[str]) -> dict:
+    sizes = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise TvmPlaceError(f"--size {pair!r}: write NAME=VALUE, e.g. --size image_size=64")
+        sizes[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    return sizes
+
+
+def _pins(pairs: list[str]) -> dict:
+    pins = {}
+    for pair in pairs or []:
+        pattern, sep, device = pair.rpartition("=")
+        if not sep or not pattern:
+            raise TvmPlaceError(f"--pin {pair!r}: write PATTERN=DEVICE, e.g. --pin 'conv*=gpu:0'")
+        pins[pattern] = device
+    return pins
+
+
+def _model(args: argparse.Namespace):
+    from .sources import load_model
+
+    return load_model(args.model, batch=args.batch, sizes=_sizes(args.size), seed=args.seed)
+
+
+def _targets(args: argparse.Namespace) -> tuple[list, list | None]:
+    if args.devices:
+        if args.target:
+            raise TvmPlaceError("give either --target (repeatable) or --devices FILE, not both")
+        from .formats import load_device_file
+
+        return load_device_file(args.devices)
+    return (args.target or ["llvm"]), None
+
+
+def _cost_model(args: argparse.Namespace):
+    """The cost model a command asked for; ``--cost-cache`` moves the measured model's cache."""
+    if args.cost_model == "measured" and args.cost_cache:
+        from .cost import MeasuredCostModel
+
+        return MeasuredCostModel(cache_dir=args.cost_cache)
+    return args.cost_model
+
+
+def _placement_options(args: argparse.Namespace, log: list) -> dict:
+    targets, profiles = _targets(args)
+    options = dict(
+        targets=targets, profiles=profiles, objective=args.objective, method=args.method,
+        time_limit=args.time_limit, cost_model=_cost_model(args), pins=_pins(args.pin) or None,
+    )
+    if args.plan:
+        from .formats import load_placement
+
+        options["placement"] = load_placement(args.plan)
+    options["progress"] = _progress(args, log)
+    return options
+
+
+def _report(problem, placement, sources, log: list, args, extra: dict | None = None) -> None:
+    """Print the placement as text or, with ``--json``, as one JSON object; write pictures and
+    the plan where asked."""
+    from .evaluate import evaluate
+    from .report import format_report
+
+    if args.save_plan:
+        Path(args.save_plan).write_text(placement.to_json())
+    pictures = []
+    if args.plot:
+        from .plot import write_plots
+
+        pictures = [str(p) for p in write_plots(problem, placement, Path(args.plot))]
+    if args.json:
+        evaluation = evaluate(problem, placement)
+        devices = [
+            {
+                "name": name, "ops": int((placement.device_of == d).sum()),
+                "compute": float(evaluation.compute[d]), "transfer_in": float(evaluation.transfer_in[d]),
+                "transfer_out": float(evaluation.transfer_out[d]), "load": float(evaluation.load[d]),
+                "memory": float(evaluation.memory[d]),
+                "capacity": float(problem.capacity[d]) if problem.capacity[d] < float("inf") else None,
+            }
+            for d, name in enumerate(problem.device_names)
+        ]
+        print(json.dumps({
+            "model": problem.name, "objective": placement.objective, "value": placement.value,
+            "lower_bound": placement.lower_bound, "gap": placement.gap, "method": placement.method,
+            "seconds": placement.stats.get("seconds"), "predicted_latency": evaluation.latency,
+            "predicted_max_stage_time": evaluation.max_load, "copies": len(evaluation.copies),
+            "devices": devices, "plots": pictures, "log": log, "placement": placement.to_dict(),
+            **(extra or {}),
+        }))
+        return
+    print(format_report(problem, placement, sources))
+    solver_log = [line for line in log if not line.startswith("costing ")]  # per-op cost lines
+    if solver_log:
+        print("\nsolver log:\n  " + "\n  ".join(solver_log[-20:]))
+    for picture in pictures:
+        print(f"wrote {picture}")
+
+
+# -- subcommands -----------------------------------------------------------------------------------
+
+
+def _models(args: argparse.Namespace) -> int:
+    from . import models
+
+    entries = [{"name": name, **models.describe(name)} for name in models.list()]
+    if args.json:
+        print(json.dumps(entries))
+    else:
+        for entry in entries:
+            print(f"{entry['name']:<22} {entry['family']:<14} {entry['description']}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .compiler import prepare
+    from .passes import collect_op_graph
+
+    model = _model(args)
+    collected = collect_op_graph(prepare(model.mod))
+    nodes = collected.graph.nodes
+    kinds: dict[str, int] = {}
+    for node in nodes:
+        kinds[node.kind] = kinds.get(node.kind, 0) + 1
+    heaviest = sorted(range(len(nodes)), key=lambda u: -nodes[u].flops)[:10]
+    summary = {
+        "model": model.name, "operators": len(nodes), "edges": len(collected.graph.edges),
+        "inputs": [list(x.shape) for x in model.inputs],
+        "gflops": sum(n.flops for n in nodes) / 1e9,
+        "parameter_mb": sum(n.param_bytes for n in nodes) / 1e6,
+        "kinds": kinds,
+        "heaviest": [{"operator": nodes[u].name, "gflops": nodes[u].flops / 1e9} for u in heaviest],
+    }
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"{model.name}: {summary['operators']} operators, {summary['edges']} edges, "
+          f"{summary['gflops']:.3f} GFLOP, {summary['parameter_mb']:.1f} MB of weights, "
+          f"inputs {summary['inputs']}")
+    print("  kinds: " + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())))
+    print("  heaviest operators:")
+    for entry in summary["heaviest"]:
+        print(f"    {entry['operator'][:60]:<60} {entry['gflops']:10.4f} GFLOP")
+    return 0
+
+
+def _place(args: argparse.Namespace) -> int:
+    from .compiler import place
+
+    model, log = _model(args), []
+    placed = place(model.mod, name=model.name, **_placement_options(args, log))
+    _report(placed.problem, placed.placement, placed.sources, log, args)
+    return 0
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from . import compiler
+
+    model, log = _model(args), []
+    options = _placement_options(args, log)
+    placed = compiler.compile(model.mod, name=model.name, **options)
+    directory = placed.export(args.output)
+    (directory / SOURCE_FILE).write_text(json.dumps(
+        {"model": args.model, "batch": args.batch, "size": args.size, "seed": args.seed}))
+    _report(placed.problem, placed.placement, None, log, args, {"output": str(directory)})
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .runtime.placed import PlacedModule
+    from .sources import load_model
+
+    directory = Path(args.directory)
+    placed = PlacedModule.load(directory)
+    source_file = directory / SOURCE_FILE
+    if not source_file.is_file():
+        raise TvmPlaceError(
+            f"{directory} has no {SOURCE_FILE}, so its inputs are unknown: export it with "
+            "`tvm-place compile`"
+        )
+    source = json.loads(source_file.read_text())
+    model = load_model(source["model"], source["batch"], _sizes(source["size"]), source["seed"])
+    if args.mode == "latency":
+        outputs = placed(*model.inputs)  # warm-up and the outputs shown
+        seconds = placed.measure_latency(model.inputs, repeat=args.repeat)
+        result = {"mode": "latency", "seconds": seconds}
+    else:
+        items = [tuple(model.inputs)] * args.inputs
+        started = time.perf_counter()
+        outputs = placed.run_stream(items)[0]
+        elapsed = time.perf_counter() - started
+        result = {"mode": "stream", "inputs": args.inputs, "seconds": elapsed,
+                  "inputs_per_second": args.inputs / elapsed}
+    first = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    first = first.numpy() if hasattr(first, "numpy") else np.asarray(first)
+    result["output_shape"] = list(first.shape)
+    if args.json:
+        print(json.dumps(result))
+    elif args.mode == "latency":
+        print(f"latency {1e3 * result['seconds']:.3f} ms (median of {args.repeat}), output "
+              f"{result['output_shape']}")
+    else:
+        print(f"{args.inputs} inputs in {result['seconds']:.3f} s: "
+              f"{result['inputs_per_second']:.2f} inputs/s, output {result['output_shape']}")
+    return 0
 
 
 def _solve(args: argparse.Namespace) -> int:
@@ -29,8 +292,8 @@ def _solve(args: argparse.Namespace) -> int:
         problem = load_dnn_partitioning(args.file)
     else:
         problem = load_problem(args.file)
-    progress = None if args.quiet else _stderr_progress
-    placement = solvers.solve(problem, args.objective, args.method, args.time_limit, progress)
+    placement = solvers.solve(problem, args.objective, args.method, args.time_limit,
+                              _progress(args))
     if args.output:
         if args.format == "dnn-partitioning":
             written = dnn_split(problem, placement)
@@ -52,34 +315,161 @@ def _solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stderr_progress(message: str, fraction: float | None = None) -> None:
-    done = "" if fraction is None else f" ({fraction:.0%})"
-    print(f"[tvm-place] {message}{done}", file=sys.stderr, flush=True)
+def _bench(args: argparse.Namespace) -> int:
+    from . import solvers
+    from .compiler import place
+
+    model = _model(args)
+    targets, profiles = _targets(args)
+    placed = place(model.mod, targets, objective=args.objective, method="greedy",
+                   cost_model=_cost_model(args), profiles=profiles, pins=_pins(args.pin) or None,
+                   time_limit=args.time_limit, name=model.name)
+    rows = []
+    methods = args.methods or ("greedy,heft,auto" if args.objective == "latency" else "greedy,dp,auto")
+    for method in methods.split(","):
+        try:
+            result = solvers.solve(placed.problem, args.objective, method.strip(), args.time_limit,
+                                   _progress(args))
+            rows.append({"method": method, "value": result.value, "lower_bound": result.lower_bound,
+                         "gap": result.gap, "seconds": result.stats.get("seconds"),
+                         "search_space": result.stats.get("search_space")})
+        except TvmPlaceError as err:
+            rows.append({"method": method, "error": str(err)})
+    if args.json:
+        print(json.dumps({"model": model.name, "objective": args.objective, "results": rows}))
+        return 0
+    print(f"{model.name}: {placed.problem.num_ops} operators on {placed.problem.device_names}, "
+          f"{args.objective}")
+    print(f"  {'method':<16} {'value':>12} {'bound':>12} {'gap':>8} {'seconds':>9}")
+    for row in rows:
+        if "error" in row:
+            print(f"  {row['method']:<16} error: {row['error']}")
+        else:
+            print(f"  {row['method']:<16} {row['value']:12.6g} {row['lower_bound']:12.6g} "
+                  f"{row['gap']:8.2%} {row['seconds']:9.2f}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .testing import check_plan
+
+    targets, options = None, {}
+    if args.target or args.devices:
+        targets, profiles = _targets(args)
+        options = {"profiles": profiles} if profiles else {}
+    code, message = check_plan(args.model, args.plan, targets=targets, tolerance=args.tolerance,
+                               update=args.update, **options)
+    print(message)
+    return code
+
+
+# -- the parser ----------------------------------------------------------------------------------
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="registry name (tvm-place models), FILE.onnx, FILE.py[:NAME]")
+    parser.add_argument("--batch", type=int, default=1, help="batch size of a registry model")
+    parser.add_argument("--size", action="append", metavar="NAME=VALUE",
+                        help="override a registry model's size, e.g. image_size=64 (repeatable)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+
+
+def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True) -> None:
+    from .solvers import METHODS
+
+    parser.add_argument("--target", action="append",
+                        help="a device's TVM target, repeated per device (default: one llvm)")
+    parser.add_argument("--devices", metavar="FILE",
+                        help="hardware as a JSON or TOML device file (see docs/problem-format.md)")
+    parser.add_argument("--objective", choices=["throughput", "latency"], default="latency")
+    parser.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
+    parser.add_argument("--time-limit", type=float, default=60.0, help="solver seconds (default 60)")
+    parser.add_argument("--cost-model", choices=["analytical", "measured"], default="analytical",
+                        help="roofline from device profiles, or kernels timed on this machine")
+    parser.add_argument("--cost-cache", metavar="DIR",
+                        help="where measured costs are cached (default $TVM_PLACE_CACHE_DIR or "
+                             "~/.cache/tvm-place); entries are keyed by TVM version, target and "
+                             "kernel, so a change in any of them measures again")
+    parser.add_argument("--pin", action="append", metavar="PATTERN=DEVICE",
+                        help="pin operators matching a glob, e.g. 'conv*=gpu:0' (repeatable)")
+    if plan:
+        parser.add_argument("--plan", help="apply this saved placement instead of solving")
+        parser.add_argument("--save-plan", metavar="FILE", help="save the placement as JSON")
+        parser.add_argument("--plot", metavar="DIR",
+                            help="write the placement graph and a pipeline Gantt chart here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .solvers import METHODS
 
-    parser = argparse.ArgumentParser(prog="tvm-place", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tvm-place", description=__doc__.splitlines()[0],
+        epilog="Run `tvm-place COMMAND --help` for each command's options and examples.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", required=True)
-    solve = commands.add_parser(
-        "solve",
-        help="place a problem file and print the result as JSON",
-        epilog=SOLVE_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+
+    def command(name: str, help: str, run) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help,
+                                  epilog="examples:\n" + EXAMPLES[name],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(run=run)
+        return sub
+
+    models = command("models", "list the models of the registry", _models)
+    models.add_argument("--json", action="store_true", help="print JSON")
+
+    inspect = command("inspect", "summarise a model's operator graph", _inspect)
+    _add_model_arguments(inspect)
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+
+    place = command("place", "place a model's operators on devices and print the placement", _place)
+    _add_model_arguments(place)
+    _add_placement_arguments(place)
+    place.add_argument("--json", action="store_true", help="print one JSON object")
+
+    compile_ = command("compile", "place a model and write per-target artifacts with a manifest",
+                       _compile)
+    _add_model_arguments(compile_)
+    _add_placement_arguments(compile_)
+    compile_.add_argument("--output", required=True, metavar="DIR", help="artifact directory")
+    compile_.add_argument("--json", action="store_true", help="print one JSON object")
+
+    run = command("run", "load artifacts written by `compile` and run them", _run)
+    run.add_argument("directory", help="artifact directory written by `tvm-place compile`")
+    run.add_argument("--mode", choices=["latency", "stream"], default="latency")
+    run.add_argument("--repeat", type=int, default=5, help="timed runs in latency mode")
+    run.add_argument("--inputs", type=int, default=16, help="inputs in stream mode")
+    run.add_argument("--json", action="store_true", help="print one JSON object")
+
+    solve = command("solve", "place a problem file and print the result as JSON", _solve)
     solve.add_argument("file", help="problem file")
     solve.add_argument(
         "--format", choices=["tvm-place", "dnn-partitioning"], default="tvm-place",
         help="file format (default: tvm-place JSON, docs/problem-format.md)",
     )
     solve.add_argument("--objective", choices=["throughput", "latency"], default="throughput")
-    solve.add_argument("--method", default="auto", help=f"one of auto, {', '.join(sorted(METHODS))}")
+    solve.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
     solve.add_argument("--time-limit", type=float, default=60.0, help="seconds (default 60)")
     solve.add_argument("--output", help="write the placement here (a split file for dnn-partitioning)")
-    solve.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    solve.set_defaults(run=_solve)
+    solve.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    bench = command("bench", "compare placement methods on one model (solving only)", _bench)
+    _add_model_arguments(bench)
+    _add_placement_arguments(bench, plan=False)
+    bench.add_argument("--methods",
+                       help="comma-separated methods (default: greedy,heft,auto for latency, "
+                            "greedy,dp,auto for throughput)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+
+    check = command("check", "compare a model's placement with a golden plan (exit 1 if changed)",
+                    _check)
+    check.add_argument("model", help="registry name (built with the sizes the plan records)")
+    check.add_argument("--plan", required=True, help="the golden plan (JSON)")
+    check.add_argument("--target", action="append", help="targets (default: the plan's)")
+    check.add_argument("--devices", metavar="FILE", help="device file (default: the plan's)")
+    check.add_argument("--tolerance", type=float, help="allowed relative objective regression")
+    check.add_argument("--update", action="store_true", help="rewrite the plan instead")
     return parser
 
 
@@ -93,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"tvm-place: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader (e.g. `| head`) stopped reading: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -129,10 +130,29 @@ def build_problem(
         pins=problem_pins,
         name=name,
     )
+    if hasattr(cost_model, "restore_costs"):  # a cost snapshot: transfers and memory as saved too
+        problem = cost_model.restore_costs(problem)
     return problem, sources
 
 
-def compile(  # noqa: A001 - the public name users call, as in tvm.compile
+@dataclass
+class Placed:
+    """What :func:`place` decided about a module, before anything is built.
+
+    ``prepared``: the module lowered to fused TIR operators; ``devices``: the resolved targets;
+    ``problem``: its placement problem (the costs it used: save it as a cost snapshot,
+    :class:`tvm_place.cost.Snapshot`); ``sources``: where each cost came from; ``placement``: the
+    solved (or given and validated) placement.
+    """
+
+    prepared: tvm.IRModule
+    devices: list[TargetDevice]
+    problem: PlacementProblem
+    sources: list[list[str]]
+    placement: Placement
+
+
+def place(
     mod: tvm.IRModule,
     targets: Sequence[Any],
     objective: str = "latency",
@@ -142,29 +162,23 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     profiles: Sequence[str | None] | None = None,
     pins: Mapping[str, str] | None = None,
     placement: Placement | Sequence[int] | None = None,
-    progress: bool = False,
+    progress=None,
     name: str = "module",
-) -> PlacedModule:
-    """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
+) -> Placed:
+    """Lower, cost and place ``mod`` without building it (the options of :func:`compile`).
 
-    ``targets``: a list of target strings, dicts or ``tvm.target.Target``; a repeated target is
-    another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
-    ``"analytical"`` (roofline from device profiles), ``"measured"`` (time kernels on this machine;
-    devices it lacks fall back to analytical), or a CostModel. ``pins``: op-name glob -> device
-    name (``{"fused_conv2d*": "gpu:0"}``); ``R.hint_on_device`` in the module pins too.
-    ``placement``: apply this placement instead of solving (it is validated).
+    ``progress`` is a callback ``(message, fraction)`` or None.
     """
-    from .passes import AnnotatePlacement, SplitByDevice, build_stages, collect_op_graph
+    from .passes import collect_op_graph
 
-    show = _progress_printer(progress)
     devices = resolve_targets(targets, profiles)
     prepared = prepare(mod)
     collected = collect_op_graph(prepared)
     problem, sources = build_problem(
-        prepared, collected, devices, _cost_model(cost_model), pins, name, show
+        prepared, collected, devices, _cost_model(cost_model), pins, name, progress
     )
     if placement is None:
-        placement = solvers.solve(problem, objective, method, time_limit, show)
+        placement = solvers.solve(problem, objective, method, time_limit, progress)
     else:
         given = placement if isinstance(placement, Placement) else Placement(
             device_of=np.asarray(placement), objective=objective, value=0.0, lower_bound=0.0,
@@ -186,6 +200,42 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
             f"{placement.method!r}); the runtime does not run replica groups yet, so it cannot be "
             "compiled: solve for the model with another method, e.g. method='diviml-milp'"
         )
+    return Placed(prepared, devices, problem, sources, placement)
+
+
+def compile(  # noqa: A001 - the public name users call, as in tvm.compile
+    mod: tvm.IRModule,
+    targets: Sequence[Any],
+    objective: str = "latency",
+    method: str = "auto",
+    time_limit: float = 60.0,
+    cost_model: Any = "analytical",
+    profiles: Sequence[str | None] | None = None,
+    pins: Mapping[str, str] | None = None,
+    placement: Placement | Sequence[int] | None = None,
+    progress: Any = False,
+    name: str = "module",
+) -> PlacedModule:
+    """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
+
+    ``targets``: a list of target strings, dicts or ``tvm.target.Target``; a repeated target is
+    another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
+    ``"analytical"`` (roofline from device profiles), ``"measured"`` (time kernels on this machine;
+    devices it lacks fall back to analytical), a cost snapshot (``tvm_place.cost.Snapshot(path)``:
+    the costs an earlier placement used, so it is reproduced without measuring), or a CostModel.
+    ``pins``: op-name glob -> device name (``{"fused_conv2d*": "gpu:0"}``); ``R.hint_on_device``
+    in the module pins too. ``placement``: apply this placement instead of solving (it is
+    validated).
+    """
+    from .passes import AnnotatePlacement, SplitByDevice, build_stages
+
+    show = progress if callable(progress) else _progress_printer(progress)
+    placed = place(
+        mod, targets, objective, method, time_limit, cost_model, profiles, pins, placement, show, name
+    )
+    prepared, devices, problem, sources, placement = (
+        placed.prepared, placed.devices, placed.problem, placed.sources, placed.placement
+    )
     split = tvm.transform.Sequential(
         [AnnotatePlacement(placement.device_of, [d.target for d in devices]), SplitByDevice()]
     )(prepared)

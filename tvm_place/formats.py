@@ -246,3 +246,70 @@ def dnn_split(problem: PlacementProblem, placement) -> dict:
     if replicas:
         split["replicas"] = [[problem.device_names[d] for d in group] for group in replicas]
     return split
+
+
+def load_placement(path: str | Path) -> "Placement":
+    """A placement saved with ``Placement.to_json()`` (a plan)."""
+    from .graph import Placement
+
+    data = _read_json(path, "plan")
+    if not isinstance(data, Mapping):
+        raise InvalidGraphError(f"plan file {str(path)!r} holds no JSON object")
+    return Placement.from_dict(data)
+
+
+# -- device files ----------------------------------------------------------------------------------
+
+
+def load_device_file(path: str | Path) -> tuple[list, list]:
+    """``(targets, profiles)`` from a device file (JSON, or TOML by the ``.toml`` suffix), for
+    :func:`tvm_place.compile`'s ``targets`` and ``profiles``.
+
+    The file lists ``devices``, each with a ``target`` (``"llvm"``, ``"cuda"`` or a target dict)
+    and optionally a ``profile``: a profile name of ``tvm_place/cost/profiles/devices.json``, or
+    a table of its fields (kind, peak_gflops, memory_bandwidth_gbs, memory_bytes,
+    compute_efficiency, memory_efficiency, launch_overhead_us, link: a link name or
+    ``{bandwidth_gbs, latency_us}``); any of those fields beside ``target`` overrides the named
+    profile's (e.g. ``memory_bytes`` for a smaller card). See docs/problem-format.md.
+    """
+    import dataclasses
+    import tomllib
+
+    from .cost.profiles import PROFILE_FIELDS, default_profile, device_profile, profile_from_dict
+    from .errors import InvalidTargetError
+
+    path = Path(path)
+    if path.suffix == ".toml":
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise InvalidTargetError(f"device file {str(path)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as err:
+            raise InvalidTargetError(f"device file {str(path)!r} is not valid TOML ({err})") from None
+    else:
+        try:
+            data = _read_json(path, "device")
+        except InvalidGraphError as err:
+            raise InvalidTargetError(str(err)) from None
+    devices = data.get("devices") if isinstance(data, Mapping) else None
+    if not isinstance(devices, list) or not devices:
+        raise InvalidTargetError(
+            f"device file {str(path)!r} must hold a non-empty list 'devices', each with a 'target'"
+        )
+    targets, profiles = [], []
+    for position, entry in enumerate(devices):
+        if not isinstance(entry, Mapping) or "target" not in entry:
+            raise InvalidTargetError(f"device {position} of {str(path)!r} has no 'target'")
+        target = entry["target"]
+        kind = target.get("kind") if isinstance(target, Mapping) else str(target)
+        profile = entry.get("profile")
+        overrides = {key: entry[key] for key in PROFILE_FIELDS if key in entry}
+        if isinstance(profile, Mapping):
+            profile = profile_from_dict(f"{path.stem}:{position}", {**profile, **overrides})
+        elif overrides:
+            base = device_profile(profile or default_profile(str(kind)))
+            fields = {**dataclasses.asdict(base), "link": base.link.name, **overrides}
+            profile = profile_from_dict(f"{base.name}*", fields)
+        targets.append(dict(target) if isinstance(target, Mapping) else target)
+        profiles.append(profile)
+    return targets, profiles

@@ -274,6 +274,19 @@ class PlacementProblem:
         return problem_from_dict(data)
 
 
+def _without_timings(value: Any) -> Any:
+    """``value`` without the entries that record run times (keys ``seconds``, ``*_seconds``)."""
+    if isinstance(value, Mapping):
+        return {
+            k: _without_timings(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and (k == "seconds" or k.endswith("_seconds")))
+        }
+    if isinstance(value, (list, tuple)):
+        return [_without_timings(v) for v in value]
+    return value
+
+
 @dataclass
 class Placement:
     """A device for every operator, with the objective it reaches and the bound proven for it.
@@ -317,7 +330,9 @@ class Placement:
             return 0.0 if self.value == self.lower_bound else math.inf
         return max(0.0, (self.value - self.lower_bound) / self.value)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, timings: bool = True) -> dict:
+        """The placement as JSON-able data; ``timings=False`` leaves out how long solvers ran
+        (every ``stats`` entry named ``seconds`` or ``*_seconds``, at any depth)."""
         return {
             "format": "tvm-place-placement",
             "version": FORMAT_VERSION,
@@ -330,11 +345,14 @@ class Placement:
             "order": None if self.order is None else self.order.tolist(),
             "replicas": [list(group) for group in self.replicas],
             "device_names": self.device_names,
-            "stats": self.stats,
+            "stats": self.stats if timings else _without_timings(self.stats),
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+    def to_json(self, timings: bool = False) -> str:
+        """The plan: byte-identical for the same module, targets, options and costs, across runs
+        and processes, since solver run times are left out unless ``timings`` (``to_dict()``
+        keeps them)."""
+        return json.dumps(self.to_dict(timings), indent=1, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "Placement":

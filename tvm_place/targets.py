@@ -136,6 +136,12 @@ def resolve_targets(
             target = config
         else:
             if kind_name == "cuda" and arch is None:
+                if profile.arch is None:
+                    raise InvalidTargetError(
+                        f"target {position} (cuda) names no architecture and neither does its "
+                        f"profile {profile.name!r}; give one, e.g. {{'kind': 'cuda', 'arch': "
+                        "'sm_80'}, or 'arch' in the profile"
+                    )
                 config["arch"] = profile.arch
             target = _make_target(config)
         index = counts.get(kind, 0)

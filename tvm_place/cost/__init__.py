@@ -1,9 +1,11 @@
-"""Cost models: per-target operator time (analytical roofline, measured) and link transfer time."""
+"""Cost models: per-target operator time (analytical roofline, measured, a saved snapshot) and link
+transfer time."""
 
 from .analytical import AnalyticalCostModel
 from .base import CostModel, compute_costs, transfer_costs
 from .measured import CostCache, MeasuredCostModel
 from .profiles import DeviceProfile, LinkProfile, device_profile, link_profile, profile_names
+from .snapshot import Snapshot
 
 __all__ = [
     "AnalyticalCostModel",
@@ -12,6 +14,7 @@ __all__ = [
     "DeviceProfile",
     "LinkProfile",
     "MeasuredCostModel",
+    "Snapshot",
     "compute_costs",
     "device_profile",
     "link_profile",

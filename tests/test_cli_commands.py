@@ -1,0 +1,161 @@
+"""Every ``tvm-place`` subcommand end to end in a subprocess, as a user at a terminal drives it:
+a registry model and a Python model file through models, inspect, place (plan, pins, device
+file, pictures), compile, run and bench (check: tests/test_regression.py); and each bad input's
+exit code and message, through ``cli.main`` in this process (no TVM start-up per case)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tvm_place import cli
+
+SMALL = ["resnet18", "--size", "image_size=32"]
+TWO_CPUS = ["--target", "llvm", "--target", "llvm"]
+
+MODEL_FILE = '''
+from tvm.script import ir as I, relax as R
+
+
+@I.ir_module
+class Module:
+    @R.function
+    def main(x: R.Tensor((4, 8), "float32"), w: R.Tensor((8, 8), "float32")):
+        with R.dataflow():
+            y = R.matmul(x, w)
+            z = R.nn.relu(y)
+            out = R.add(z, y)
+            R.output(out)
+        return out
+'''
+
+
+def tvm_place(*args, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tvm_place.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def in_process(capsys, *args) -> str:
+    """``tvm-place ARGS`` through ``cli.main`` here: for the variants of a command whose
+    subprocess run is tested once."""
+    capsys.readouterr()
+    assert cli.main([str(a) for a in args]) == 0
+    return capsys.readouterr().out
+
+
+def test_models_lists_the_registry():
+    listed = json.loads(ok(tvm_place("models", "--json")))
+    names = [entry["name"] for entry in listed]
+    assert "resnet18" in names and all(entry["family"] for entry in listed)
+
+
+def test_inspect_summarises_a_registry_model_and_a_python_file(tmp_path, capsys):
+    summary = json.loads(ok(tvm_place("inspect", *SMALL, "--json")))
+    assert summary["operators"] > 10 and summary["inputs"] == [[1, 3, 32, 32]]
+    model_file = tmp_path / "model.py"
+    model_file.write_text(MODEL_FILE)
+    summary = json.loads(in_process(capsys, "inspect", f"{model_file}:Module", "--json"))
+    assert summary["operators"] >= 1 and summary["inputs"] == [[4, 8], [8, 8]]
+
+
+def test_place_saves_a_plan_that_applies_again_with_pictures(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    first = json.loads(ok(tvm_place("place", *SMALL, *TWO_CPUS, "--objective", "throughput",
+                                    "--method", "dp", "--save-plan", plan, "--plot",
+                                    tmp_path / "pictures", "--json", "--quiet")))
+    assert {d["name"] for d in first["devices"]} == {"cpu:0", "cpu:1"}
+    assert first["gap"] == pytest.approx(0.0, abs=1e-9)
+    assert sorted(p.name for p in (tmp_path / "pictures").iterdir()) == [
+        "gantt.png", "placement.png", "placement.svg"]
+    again = json.loads(in_process(capsys, "place", *SMALL, *TWO_CPUS, "--objective",
+                                  "throughput", "--plan", plan, "--json", "--quiet"))
+    assert again["method"] == "given"
+    assert again["placement"]["device_of"] == first["placement"]["device_of"]
+    text = in_process(capsys, "place", *SMALL, *TWO_CPUS, "--plan", plan, "--quiet")
+    assert "memory used / capacity" in text and "cpu:1" in text
+
+
+def test_place_with_a_pin_and_a_toml_device_file(tmp_path, capsys):
+    devices = tmp_path / "hardware.toml"
+    devices.write_text(
+        '[[devices]]\ntarget = "llvm"\n\n[[devices]]\ntarget = "cuda"\nprofile = "t4"\n'
+        "memory_bytes = 2e9\n"
+    )
+    placed = json.loads(in_process(capsys, "place", *SMALL, "--devices", devices, "--pin",
+                                   "max_pool2d=cpu:0", "--json", "--quiet"))
+    names = placed["placement"]["device_names"]
+    assert names == ["cpu:0", "gpu:0"] and placed["devices"][1]["capacity"] == 2e9
+    assert placed["placement"]["device_of"][1] == 0  # max_pool2d, pinned
+
+
+def test_compile_then_run_latency_and_stream(tmp_path, capsys):
+    build = tmp_path / "build"
+    compiled = json.loads(ok(tvm_place("compile", *SMALL, *TWO_CPUS, "--output", build, "--json",
+                                       "--quiet")))
+    assert compiled["output"] == str(build) and (build / "manifest.json").is_file()
+    latency = json.loads(ok(tvm_place("run", build, "--repeat", "2", "--json")))
+    assert latency["seconds"] > 0 and latency["output_shape"] == [1, 1000]
+    stream = json.loads(in_process(capsys, "run", build, "--mode", "stream", "--inputs", "4",
+                                   "--json"))
+    assert stream["inputs_per_second"] > 0
+
+
+def test_bench_compares_methods():
+    result = json.loads(ok(tvm_place("bench", *SMALL, *TWO_CPUS, "--objective", "throughput",
+                                     "--methods", "greedy,dp", "--time-limit", "5", "--json",
+                                     "--quiet")))
+    values = {row["method"]: row["value"] for row in result["results"]}
+    assert values["dp"] <= values["greedy"] * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["place", "no-such-model"], "neither a registry model"),
+    (["place", *SMALL, "--target", "llvm", "--pin", "conv*=gpu:0"], "matches no operator"),
+    (["place", *SMALL, "--target", "vulkan"], "tvm-place places on"),
+    (["place", *SMALL, "--target", "llvm", "--size", "image_size"], "NAME=VALUE"),
+    (["place", "missing.onnx"], "does not exist"),
+    (["run", "no-such-directory"], "manifest.json"),
+])
+def test_bad_input_exits_2_with_a_message(args, message, capsys):
+    assert cli.main([*args, "--quiet"] if args[0] == "place" else args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_plan_for_another_model_and_a_malformed_device_file(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    assert cli.main(["place", *SMALL, *TWO_CPUS, "--save-plan", str(plan), "--quiet"]) == 0
+    model_file = tmp_path / "model.py"
+    model_file.write_text(MODEL_FILE)
+    capsys.readouterr()
+    assert cli.main(["place", str(model_file), *TWO_CPUS, "--plan", str(plan), "--quiet"]) == 2
+    assert "no longer matches" in capsys.readouterr().err
+    bad = tmp_path / "devices.json"
+    bad.write_text('{"devices": [')
+    assert cli.main(["place", *SMALL, "--devices", str(bad)]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    result = tvm_place("--debug", "place", *SMALL, "--devices", bad)
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_every_subcommand_has_help_with_examples(capsys):
+    for command in ("models", "inspect", "place", "compile", "run", "solve", "bench", "check"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        assert "examples:" in capsys.readouterr().out
+
+
+def test_devices_too_small_and_a_broken_model_file(tmp_path, capsys):
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({"devices": [{"target": "llvm", "memory_bytes": 1000}]}))
+    assert cli.main(["place", *SMALL, "--devices", str(tiny), "--quiet"]) == 2
+    assert "capacity" in capsys.readouterr().err
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('no weights here')\n")
+    assert cli.main(["place", str(broken), "--quiet"]) == 2
+    assert "no weights here" in capsys.readouterr().err

@@ -1,0 +1,138 @@
+"""Where a model comes from on the command line: a registry name, an ONNX file, or a Python file.
+
+``load_model(spec)`` accepts
+
+- a name from :func:`tvm_place.models.list` (``resnet18``), with ``batch`` and size overrides;
+- ``model.onnx``: imported with TVM's Relax ONNX frontend (static input shapes; ``pip install
+  tvm-place[onnx]``);
+- ``file.py``: a TVMScript file defining an ``IRModule`` (``@I.ir_module class Module``), or a
+  Python file with a function returning one; ``file.py:name`` names the function or module, else
+  the file must define exactly one ``IRModule`` or a function ``get_module()``.
+
+Inputs for a file's ``main`` are drawn at random from its static parameter shapes (integer inputs
+are zeros: ids in range for any table).
+"""
+
+from __future__ import annotations
+
+import runpy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelConfigError, UnsupportedModelError
+
+#: The function a Python model file is asked for when the spec names none.
+DEFAULT_FUNCTION = "get_module"
+
+
+@dataclass
+class LoadedModel:
+    """A module ready to place: its name, the module, and one input per parameter of ``main``."""
+
+    name: str
+    mod: object
+    inputs: list[np.ndarray]
+
+
+def load_model(spec: str, batch: int = 1, sizes: dict | None = None, seed: int = 0) -> LoadedModel:
+    """The model ``spec`` names (see the module docstring)."""
+    path, member = spec.rsplit(":", 1) if ".py:" in spec else (spec, "")
+    file = Path(path)
+    if file.suffix == ".onnx":
+        return _onnx_model(file, seed)
+    if file.suffix == ".py":
+        return _python_model(file, member or None, seed)
+    from . import models
+
+    if spec not in models.list():
+        raise ModelConfigError(
+            f"{spec!r} is neither a registry model ({', '.join(models.list())}) nor an .onnx or "
+            ".py file; see `tvm-place models`"
+        )
+    model = models.get(spec, batch=batch, seed=seed, **(sizes or {}))
+    return LoadedModel(spec, model.mod, model.inputs)
+
+
+def random_inputs(mod, seed: int = 0) -> list[np.ndarray]:
+    """One random array per parameter of ``mod["main"]``, from its static shapes."""
+    rng = np.random.default_rng(seed)
+    inputs = []
+    for param in mod["main"].params:
+        try:
+            shape = [int(dim) for dim in param.ty.shape]
+        except (TypeError, AttributeError):
+            raise UnsupportedModelError(
+                f"input {param.name!r} of main has no static tensor shape "
+                f"({param.ty}); give static shapes"
+            ) from None
+        dtype = np.dtype(str(param.ty.dtype))
+        inputs.append(np.zeros(shape, dtype) if np.issubdtype(dtype, np.integer)
+                      else rng.standard_normal(shape).astype(dtype))
+    return inputs
+
+
+def _checked(name: str, mod, seed: int) -> LoadedModel:
+    import tvm
+
+    if not isinstance(mod, tvm.IRModule) or "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+        raise UnsupportedModelError(
+            f"{name} gives a {type(mod).__name__}, not an IRModule with a Relax function 'main'"
+        )
+    return LoadedModel(name, mod, random_inputs(mod, seed))
+
+
+def _onnx_model(file: Path, seed: int) -> LoadedModel:
+    try:
+        import onnx
+    except ImportError:
+        raise ModelConfigError(
+            "reading .onnx files needs the onnx package: pip install 'tvm-place[onnx]'"
+        ) from None
+    from tvm.relax.frontend.onnx import from_onnx
+
+    if not file.is_file():
+        raise ModelConfigError(f"{file} does not exist")
+    try:
+        graph = onnx.load(str(file))
+        onnx.checker.check_model(graph)
+    except Exception as err:  # onnx raises several types for a bad file
+        raise ModelConfigError(f"{file} is not a valid ONNX model ({str(err).splitlines()[0]})") from None
+    try:
+        mod = from_onnx(graph, keep_params_in_input=False)
+    except Exception as err:  # the frontend's errors for unsupported operators vary
+        raise UnsupportedModelError(
+            f"TVM's ONNX frontend cannot import {file}: {str(err).strip().splitlines()[-1]}"
+        ) from None
+    return _checked(str(file), mod, seed)
+
+
+def _python_model(file: Path, member: str | None, seed: int) -> LoadedModel:
+    import tvm
+
+    if not file.is_file():
+        raise ModelConfigError(f"{file} does not exist")
+    try:
+        namespace = runpy.run_path(str(file))
+    except Exception as err:  # the user's file may raise anything while it runs
+        raise ModelConfigError(
+            f"running {file} failed: {type(err).__name__}: {err} (use --debug for the traceback)"
+        ) from err
+    if member is None:
+        modules = [name for name, value in namespace.items() if isinstance(value, tvm.IRModule)]
+        if len(modules) == 1:
+            member = modules[0]
+        elif DEFAULT_FUNCTION in namespace:
+            member = DEFAULT_FUNCTION
+        else:
+            raise ModelConfigError(
+                f"{file} defines {len(modules)} IRModules ({modules}) and no {DEFAULT_FUNCTION}(); "
+                f"name one as {file}:NAME"
+            )
+    if member not in namespace:
+        raise ModelConfigError(f"{file} defines no {member!r}")
+    value = namespace[member]
+    if callable(value) and not isinstance(value, tvm.IRModule):
+        value = value()
+    return _checked(f"{file}:{member}", value, seed)

@@ -136,3 +136,18 @@ def test_bounds_never_exceed_the_evaluated_objective():
             continue
         assert bounds.lower_bound(problem, "throughput") <= evaluation.max_load + 1e-12
         assert bounds.lower_bound(problem, "latency") <= evaluation.latency + 1e-12
+
+
+def test_a_plan_for_other_operators_is_refused():
+    from tvm_place.solvers import solve
+
+    problem = fan_out_problem()
+    placement = Placement.from_dict(json.loads(solve(problem, "throughput", "dp", 5).to_json()))
+    assert placement.operators == problem.graph.names
+    validate(problem, placement)
+    renamed = Placement.from_dict({**placement.to_dict(), "operators": ["a", "b", "x", "d"]})
+    with pytest.raises(InvalidPlacementError, match="operator 2 is 'x', the model's is"):
+        validate(problem, renamed)
+    shorter = Placement.from_dict({**placement.to_dict(), "operators": ["a", "b"]})
+    with pytest.raises(InvalidPlacementError, match="names 2 operators, the model has 4"):
+        evaluate(problem, shorter)

@@ -193,6 +193,7 @@ def place(
             lower_bound=min(value, solvers.bounds.lower_bound(problem, objective)),
             method="given",
             device_names=problem.device_names,
+            operators=list(problem.graph.names),
         )
     if placement.replicas:
         raise InvalidPlacementError(

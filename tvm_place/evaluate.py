@@ -101,7 +101,8 @@ def validate(
 ) -> None:
     """Raise :class:`InvalidPlacementError` if the placement breaks any constraint of ``problem``.
 
-    Checks: one valid device per operator; the operator is supported there and within its pin;
+    Checks: the placement's operator names (where it records them) are the graph's; one valid
+    device per operator; the operator is supported there and within its pin;
     colour classes share a device; memory fits each device; ``order`` (if any) is a topological
     permutation; with ``contiguous=True``, the devices' quotient graph over
     :func:`contiguity_edges` is acyclic (a pipeline; for a training graph, of its forward part).
@@ -111,6 +112,17 @@ def validate(
     device_of, order, replicas = placement_arrays(placement, order)
     n, num_devices = problem.num_ops, problem.num_devices
     names = problem.graph.names
+    operators = getattr(placement, "operators", None)
+    if operators is not None and list(operators) != list(names):
+        if len(operators) != n:
+            what = f"it names {len(operators)} operators, the model has {n}"
+        else:
+            u = next(u for u in range(n) if operators[u] != names[u])
+            what = f"its operator {u} is {operators[u]!r}, the model's is {names[u]!r}"
+        raise InvalidPlacementError(
+            f"the placement no longer matches the graph: {what} (was it made for another model, "
+            "or before the model changed?); solve again, or save a new plan"
+        )
     if device_of.shape != (n,):
         raise InvalidPlacementError(
             f"the placement gives {device_of.size} devices for {n} operators; it no longer matches "

@@ -301,6 +301,10 @@ class Placement:
     and of at least two, that run the same operators on alternate inputs: ``device_of`` names a
     group's first device, the others hold no operator of their own, and inputs are dealt
     round-robin over the group, so each member spends ``1 / len(group)`` of its load per input.
+
+    ``operators`` (set by :func:`tvm_place.solvers.solve` and ``tvm_place.compile``) names the
+    operators in index order, so that a saved plan applied to another model, or to a changed
+    one, is refused by the validator instead of placing the wrong operators.
     """
 
     device_of: np.ndarray
@@ -312,6 +316,7 @@ class Placement:
     stats: dict = field(default_factory=dict)
     device_names: list[str] | None = None
     replicas: list[tuple[int, ...]] = field(default_factory=list)
+    operators: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.device_of = np.asarray(self.device_of, dtype=np.int64)
@@ -344,6 +349,7 @@ class Placement:
             "device_of": self.device_of.tolist(),
             "order": None if self.order is None else self.order.tolist(),
             "replicas": [list(group) for group in self.replicas],
+            "operators": self.operators,
             "device_names": self.device_names,
             "stats": self.stats if timings else _without_timings(self.stats),
         }
@@ -375,4 +381,5 @@ class Placement:
             stats=dict(data.get("stats") or {}),
             device_names=data.get("device_names"),
             replicas=[tuple(group) for group in data.get("replicas") or []],
+            operators=data.get("operators"),
         )

@@ -144,6 +144,7 @@ def solve(
     placement.value = value
     placement.lower_bound = min(value, max(placement.lower_bound, general_bound))
     placement.device_names = problem.device_names
+    placement.operators = list(problem.graph.names)
     placement.stats.setdefault("seconds", seconds)
     placement.stats.setdefault("search_space", entry.search_space)
     return placement

@@ -5,11 +5,14 @@ compares with a reference program that also starts, reads and solves. With
 ``--reference-command "TEMPLATE {file}"`` that command (run by the shell, ``{file}`` replaced by
 the workload path) is timed on the same workloads, alternating with ours; a JSON ``maxLoad`` on its
 standard output is reported as its optimum. Every time is the median of ``--repeat`` runs. The
-report (machine, versions, date, per-workload times, ratios, optima) goes to ``--out``.
+report (machine, versions, date, per-workload times, ratios, optima) goes to ``--out``, and its
+tables to the ``tarnawski`` block of docs/benchmarks.md (table 1 of issue 4); ``--block-only``
+rewrites that block from an existing report without running anything.
 
 Usage:
     python scripts/bench_dp.py [--repeat 3] [--reference-command "TEMPLATE {file}"]
                                [--reference-label TEXT] [--out docs/dp-benchmark.md]
+    python scripts/bench_dp.py --block-only                     (report -> docs/benchmarks.md)
     python scripts/bench_dp.py --solve-one WORKLOAD.json       (one run; prints JSON)
 """
 
@@ -148,9 +151,14 @@ def main() -> int:
     parser.add_argument("--reference-label", default="", help="what the reference command is")
     parser.add_argument("--reference-timeout", type=float, default=600.0)
     parser.add_argument("--out", default=str(ROOT / "docs" / "dp-benchmark.md"))
+    parser.add_argument("--block-only", action="store_true",
+                        help="only copy the tables of --out into docs/benchmarks.md")
     args = parser.parse_args()
     if args.solve_one:
         print(json.dumps(solve_one(args.solve_one)))
+        return 0
+    if args.block_only:
+        write_benchmarks_block(Path(args.out))
         return 0
 
     load_before = os.getloadavg()
@@ -251,8 +259,29 @@ def main() -> int:
             f"{result['seconds']:.2f} |"
         )
     Path(args.out).write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
+    write_benchmarks_block(Path(args.out))
+    print(f"wrote {args.out} and its block of docs/benchmarks.md")
     return 0
+
+
+def write_benchmarks_block(report: Path) -> None:
+    """Table 1 of docs/benchmarks.md: the report's run facts and tables, as measured."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _tables
+
+    text = report.read_text()
+    facts = [line for line in text.splitlines() if line.startswith("- ")]
+    tables = text[text.index("## The 14 workloads"):].replace("## ", "#### ")
+    body = "\n".join([
+        f"`python scripts/bench_dp.py --reference-command \"<their dp binary> < {{file}}\"` -> "
+        f"[{report.name}]({report.name}) (full report). Ours against the authors' C++ DP, run "
+        "alternately on the same files in one run; each time the median of 3 fresh processes.",
+        "",
+        *facts,
+        "",
+        tables.strip(),
+    ])
+    _tables.write_block("tarnawski", "## Tarnawski et al. reproduction (issue 4, table 1)", body)
 
 
 if __name__ == "__main__":

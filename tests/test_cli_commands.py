@@ -78,7 +78,10 @@ def test_place_saves_a_plan_that_applies_again_with_pictures(tmp_path, capsys):
     assert again["method"] == "given"
     assert again["placement"]["device_of"] == first["placement"]["device_of"]
     text = in_process(capsys, "place", *SMALL, *TWO_CPUS, "--plan", plan, "--quiet")
-    assert "memory used / capacity" in text and "cpu:1" in text
+    assert "memory used / capacity" in text and "bytes in" in text and "copies in/out" in text
+    crossing = sum(d["copies_in"] for d in first["devices"])
+    assert crossing == sum(d["copies_out"] for d in first["devices"]) >= 1  # two stages
+    assert sum(d["bytes_in"] for d in first["devices"]) > 0
 
 
 def test_place_with_a_pin_and_a_toml_device_file(tmp_path, capsys):
@@ -104,6 +107,10 @@ def test_compile_then_run_latency_and_stream(tmp_path, capsys):
     stream = json.loads(in_process(capsys, "run", build, "--mode", "stream", "--inputs", "4",
                                    "--json"))
     assert stream["inputs_per_second"] > 0
+    # cpu:1 on a worker nobody serves: a clear error at once, exit 2
+    assert cli.main(["run", str(build), "--workers", "thread,127.0.0.1:9",
+                     "--connect-timeout", "2"]) == 2
+    assert "127.0.0.1:9" in capsys.readouterr().err
 
 
 def test_bench_compares_methods():

@@ -35,7 +35,10 @@ EXAMPLES = {
         "  tvm-place compile resnet18 --target llvm --target llvm --size image_size=64 "
         "--output build/\n  tvm-place compile my_model.py:get_module --target llvm --output build/"
     ),
-    "run": "  tvm-place run build/ --repeat 10\n  tvm-place run build/ --mode stream --inputs 32",
+    "run": (
+        "  tvm-place run build/ --repeat 10\n  tvm-place run build/ --mode stream --inputs 32 "
+        "--workers processes\n  tvm-place run build/ --workers thread,10.0.0.2:9090"
+    ),
     "solve": (
         "  tvm-place solve data/dnn-partitioning/throughput-inputs/LayerGraphs/bert24_inference.json"
         " \\\n      --format dnn-partitioning --objective throughput --method dp --output split.json\n"
@@ -146,7 +149,10 @@ def _report(problem, placement, sources, log: list, args, extra: dict | None = N
 
         pictures = [str(p) for p in write_plots(problem, placement, Path(args.plot))]
     if args.json:
+        from .report import device_traffic
+
         evaluation = evaluate(problem, placement)
+        traffic = device_traffic(problem, placement, evaluation)
         devices = [
             {
                 "name": name, "ops": int((placement.device_of == d).sum()),
@@ -154,6 +160,7 @@ def _report(problem, placement, sources, log: list, args, extra: dict | None = N
                 "transfer_out": float(evaluation.transfer_out[d]), "load": float(evaluation.load[d]),
                 "memory": float(evaluation.memory[d]),
                 "capacity": float(problem.capacity[d]) if problem.capacity[d] < float("inf") else None,
+                **{key: values[d] for key, values in traffic.items()},
             }
             for d, name in enumerate(problem.device_names)
         ]
@@ -251,6 +258,9 @@ def _run(args: argparse.Namespace) -> int:
 
     directory = Path(args.directory)
     placed = PlacedModule.load(directory)
+    if args.workers != "threads":
+        workers = args.workers.split(",") if "," in args.workers else args.workers
+        placed.attach_workers(workers, timeout=args.connect_timeout)
     source_file = directory / SOURCE_FILE
     if not source_file.is_file():
         raise TvmPlaceError(
@@ -440,6 +450,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=["latency", "stream"], default="latency")
     run.add_argument("--repeat", type=int, default=5, help="timed runs in latency mode")
     run.add_argument("--inputs", type=int, default=16, help="inputs in stream mode")
+    run.add_argument("--workers", default="threads",
+                     help="threads (default), processes (one pinned worker process per device), or "
+                          "one entry per device, comma-separated: thread, process, HOST:PORT of a "
+                          "`python -m tvm_place.runtime.server`, tracker://HOST:PORT/KEY")
+    run.add_argument("--connect-timeout", type=float, default=20.0,
+                     help="seconds to wait for each remote worker")
     run.add_argument("--json", action="store_true", help="print one JSON object")
 
     solve = command("solve", "place a problem file and print the result as JSON", _solve)

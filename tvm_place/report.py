@@ -24,6 +24,23 @@ def _bytes(value: float) -> str:
     return f"{value:.0f} B"
 
 
+def device_traffic(problem: PlacementProblem, placement: Placement, evaluation=None) -> dict:
+    """Per device: bytes and copies received and sent per input (each value crossing to a device
+    once, as the evaluator counts it; a value sent once however many devices receive it)."""
+    evaluation = evaluation or evaluate(problem, placement)
+    size = [node.output_bytes for node in problem.graph.nodes]
+    traffic = {key: [0] * problem.num_devices for key in ("copies_in", "copies_out")}
+    traffic.update({key: [0.0] * problem.num_devices for key in ("bytes_in", "bytes_out")})
+    for u, e in evaluation.copies:
+        traffic["copies_in"][e] += 1
+        traffic["bytes_in"][e] += size[u]
+    for u in sorted({u for u, _ in evaluation.copies}):
+        d = int(placement.device_of[u])
+        traffic["copies_out"][d] += 1
+        traffic["bytes_out"][d] += size[u]
+    return traffic
+
+
 def format_report(
     problem: PlacementProblem,
     placement: Placement,
@@ -53,16 +70,20 @@ def format_report(
         + (f", {num_stages} stages" if num_stages is not None else ""),
         "",
         f"  {'device':<8} {'profile':<11} {'ops':>4} {'compute':>11} {'in':>10} {'out':>10} "
-        f"{'load':>11} {'memory used / capacity':>26}",
+        f"{'load':>11} {'memory used / capacity':>26} {'bytes in':>10} {'bytes out':>10} "
+        f"{'copies in/out':>13}",
     ]
     counts = [int((placement.device_of == d).sum()) for d in range(problem.num_devices)]
+    traffic = device_traffic(problem, placement, evaluation)
     for d, device in enumerate(problem.devices):
         capacity = "unlimited" if not math.isfinite(device.memory_capacity) else _bytes(device.memory_capacity)
         lines.append(
             f"  {device.name:<8} {device.profile or '-':<11} {counts[d]:>4} "
             f"{_seconds(evaluation.compute[d]):>11} {_seconds(evaluation.transfer_in[d]):>10} "
             f"{_seconds(evaluation.transfer_out[d]):>10} {_seconds(evaluation.load[d]):>11} "
-            f"{_bytes(evaluation.memory[d]) + ' / ' + capacity:>26}"
+            f"{_bytes(evaluation.memory[d]) + ' / ' + capacity:>26} "
+            f"{_bytes(traffic['bytes_in'][d]):>10} {_bytes(traffic['bytes_out'][d]):>10} "
+            f"{traffic['copies_in'][d]:>6}/{traffic['copies_out'][d]:<6}"
         )
     lines += ["", f"  {'#':>4} {'operator':<44} {'device':<8} {'time':>11}  cost source"]
     for u, node in enumerate(problem.graph.nodes):

@@ -1,6 +1,8 @@
 """Every registered method honours its time limit (within 10% + 2 s) on a workload it cannot
 finish in time, and still returns a valid placement with a valid bound."""
 
+import functools
+import sys
 import time
 from pathlib import Path
 
@@ -30,3 +32,24 @@ def test_time_limit_is_honoured(method, objective):
     assert elapsed <= 1.1 * TIME_LIMIT + 2.0, f"{method} took {elapsed:.2f} s"
     validate(problem, placement)
     assert placement.lower_bound <= placement.value
+
+
+@pytest.mark.parametrize("method", ["slicegraph", "ip", "auto"])
+def test_time_limit_holds_at_3200_operators(method):
+    """Where one step costs more than the limit (a SliceGraph evaluation, handing a large program
+    to HiGHS), the method answers without it instead of overrunning."""
+    problem = large_problem()
+    started = time.perf_counter()
+    placement = solve(problem, "throughput", method, TIME_LIMIT)
+    elapsed = time.perf_counter() - started
+    assert elapsed <= 1.1 * TIME_LIMIT + 2.0, f"{method} took {elapsed:.2f} s"
+    validate(problem, placement)
+    assert placement.lower_bound <= placement.value
+
+
+@functools.lru_cache(maxsize=1)
+def large_problem():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from table_scaling import random_layered_problem
+
+    return random_layered_problem(3200, 0)

@@ -144,16 +144,7 @@ def get(name: str, batch: int = 1, seed: int = 0, **overrides) -> Model:
         )
     weights_seed, inputs_seed = np.random.SeedSequence(seed).spawn(2)
     network = entry.build(batch=batch, rng=np.random.default_rng(weights_seed), **overrides)
-    inputs_rng = np.random.default_rng(inputs_seed)
-    inputs = []
-    for param in network.mod["main"].params:
-        shape = [int(dim) for dim in param.ty.shape]
-        dtype = np.dtype(str(param.ty.dtype))
-        if np.issubdtype(dtype, np.integer):
-            high = (network.input_bounds or {})[param.name]
-            inputs.append(inputs_rng.integers(0, high, size=shape).astype(dtype))
-        else:
-            inputs.append(inputs_rng.standard_normal(shape).astype(dtype))
+    inputs = random_inputs(network.mod, np.random.default_rng(inputs_seed), network.input_bounds)
     return Model(
         name=name,
         family=entry.family,
@@ -163,6 +154,35 @@ def get(name: str, batch: int = 1, seed: int = 0, **overrides) -> Model:
         params=network.params,
         reference=network.reference,
     )
+
+
+def random_inputs(mod: tvm.IRModule, rng: np.random.Generator,
+                  input_bounds: dict | None = None) -> builtins.list[np.ndarray]:
+    """One random array per parameter of `mod["main"]`, from its static shapes: standard normal
+    floats, integers below the parameter's bound in `input_bounds` (zeros where it has none).
+
+    Raises
+    ------
+    ModelConfigError
+        When a parameter has no static tensor shape.
+    """
+    inputs = []
+    for param in mod["main"].params:
+        try:
+            shape = [int(dim) for dim in param.ty.shape]
+        except (TypeError, AttributeError):
+            raise ModelConfigError(
+                f"input {param.name!r} of main has no static tensor shape ({param.ty}); give "
+                "static shapes"
+            ) from None
+        dtype = np.dtype(str(param.ty.dtype))
+        if np.issubdtype(dtype, np.integer):
+            high = (input_bounds or {}).get(param.name)
+            inputs.append(np.zeros(shape, dtype) if high is None
+                          else rng.integers(0, high, size=shape).astype(dtype))
+        else:
+            inputs.append(rng.standard_normal(shape).astype(dtype))
+    return inputs
 
 
 def describe(name: str) -> dict[str, str]:

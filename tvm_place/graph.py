@@ -216,6 +216,17 @@ class PlacementProblem:
             groups.setdefault(root(u), []).append(u)
         return sorted(groups.values())
 
+    def identical_devices(self) -> list[list[int]]:
+        """Devices no placement can tell apart (equal compute, transfer, capacity and allowed
+        columns), in classes ordered by first device."""
+        allowed = self.allowed()
+        classes: dict[tuple, list[int]] = {}
+        for d in range(self.num_devices):
+            key = (self.compute_time[:, d].tobytes(), self.transfer_time[:, d].tobytes(),
+                   float(self.capacity[d]), allowed[:, d].tobytes())
+            classes.setdefault(key, []).append(d)
+        return list(classes.values())
+
     def allowed(self) -> np.ndarray:
         """``(n, D)`` bool: where each operator may run (supported there, and within its pin)."""
         allowed = np.isfinite(self.compute_time)

@@ -55,24 +55,6 @@ def load_model(spec: str, batch: int = 1, sizes: dict | None = None, seed: int =
     return LoadedModel(spec, model.mod, model.inputs)
 
 
-def random_inputs(mod, seed: int = 0) -> list[np.ndarray]:
-    """One random array per parameter of ``mod["main"]``, from its static shapes."""
-    rng = np.random.default_rng(seed)
-    inputs = []
-    for param in mod["main"].params:
-        try:
-            shape = [int(dim) for dim in param.ty.shape]
-        except (TypeError, AttributeError):
-            raise UnsupportedModelError(
-                f"input {param.name!r} of main has no static tensor shape "
-                f"({param.ty}); give static shapes"
-            ) from None
-        dtype = np.dtype(str(param.ty.dtype))
-        inputs.append(np.zeros(shape, dtype) if np.issubdtype(dtype, np.integer)
-                      else rng.standard_normal(shape).astype(dtype))
-    return inputs
-
-
 def _checked(name: str, mod, seed: int) -> LoadedModel:
     import tvm
 
@@ -80,7 +62,9 @@ def _checked(name: str, mod, seed: int) -> LoadedModel:
         raise UnsupportedModelError(
             f"{name} gives a {type(mod).__name__}, not an IRModule with a Relax function 'main'"
         )
-    return LoadedModel(name, mod, random_inputs(mod, seed))
+    from .models.registry import random_inputs
+
+    return LoadedModel(name, mod, random_inputs(mod, np.random.default_rng(seed)))
 
 
 def _onnx_model(file: Path, seed: int) -> LoadedModel:

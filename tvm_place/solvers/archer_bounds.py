@@ -355,22 +355,6 @@ class BoundResult:
     details: dict = field(default_factory=dict)
 
 
-def device_classes(problem: PlacementProblem) -> list[list[int]]:
-    """Devices with identical compute, transfer, capacity and support columns."""
-    allowed = problem.allowed()
-    capacity = problem.capacity
-    classes: dict[tuple, list[int]] = {}
-    for d in range(problem.num_devices):
-        key = (
-            problem.compute_time[:, d].tobytes(),
-            problem.transfer_time[:, d].tobytes(),
-            float(capacity[d]),
-            allowed[:, d].tobytes(),
-        )
-        classes.setdefault(key, []).append(d)
-    return list(classes.values())
-
-
 def _largest_sum(values: np.ndarray, count: int) -> float:
     if count <= 0:
         return 0.0
@@ -516,7 +500,7 @@ def _block_mip(
     # The other devices, by class: (count, compute per group, transfer per node, capacity).
     rest_classes = [
         [e for e in devices if e != device]
-        for devices in device_classes(problem)
+        for devices in problem.identical_devices()
     ]
     rest_classes = [c for c in rest_classes if c]
     q = len(rest_classes)
@@ -713,7 +697,7 @@ def _class_bound(
     held): the other classes are skipped, and that class's bound is returned as the minimum's
     stand-in (``"pruned"``; still a valid bound, just not the minimum itself)."""
     results = []
-    classes = device_classes(problem)
+    classes = problem.identical_devices()
     budget_end = min(deadline, time.perf_counter() + max(share, _least_seconds(groups, classes)))
     for c, devices in enumerate(classes):
         left = budget_end - time.perf_counter()
@@ -776,7 +760,7 @@ def guess_bottleneck_bound(
     best = floor
     # Middle positions first: they split the rest on both sides, usually the strongest.
     positions = sorted(range(1, K + 1), key=lambda b: (abs(2 * b - K - 1), b))
-    least = _least_seconds(groups, device_classes(problem))
+    least = _least_seconds(groups, problem.identical_devices())
     for i, b in enumerate(positions):
         left = deadline - time.perf_counter()
         if left < least:

@@ -423,13 +423,12 @@ def etf(problem: PlacementProblem, objective: str, time_limit: float,
 
 
 def device_types(problem: PlacementProblem, devices: list[int]) -> list[list[int]]:
-    """``devices`` grouped by identical compute, transfer, capacity and allowed columns."""
-    allowed = problem.allowed()
-    groups: dict[bytes, list[int]] = {}
+    """``devices`` grouped by :meth:`~tvm_place.graph.PlacementProblem.identical_devices`, each
+    group and the groups in the order of ``devices``."""
+    class_of = {d: i for i, members in enumerate(problem.identical_devices()) for d in members}
+    groups: dict[int, list[int]] = {}
     for d in devices:
-        key = b"".join((problem.compute_time[:, d].tobytes(), problem.transfer_time[:, d].tobytes(),
-                        problem.capacity[d:d + 1].tobytes(), allowed[:, d].tobytes()))
-        groups.setdefault(key, []).append(d)
+        groups.setdefault(class_of[d], []).append(d)
     return list(groups.values())
 
 
@@ -446,18 +445,10 @@ def pipeline_order(problem: PlacementProblem) -> tuple[np.ndarray, np.ndarray]:
     which no pipeline can split).
     """
     n = problem.num_ops
-    parent = list(range(n))
-
-    def root(u: int) -> int:
-        while parent[u] != u:
-            parent[u] = parent[parent[u]]
-            u = parent[u]
-        return u
-
-    for colour in problem.colour_classes:
-        for u in colour[1:]:
-            parent[root(u)] = root(colour[0])
-    unit_of = [root(u) for u in range(n)]
+    unit_of = [0] * n
+    for group in problem.colocation_groups():
+        for u in group:
+            unit_of[u] = group[0]
     graph = nx.DiGraph()
     graph.add_nodes_from(sorted(set(unit_of)))
     graph.add_edges_from((unit_of[u], unit_of[v]) for u, v in contiguity_edges(problem).tolist()

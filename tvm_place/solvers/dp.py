@@ -203,20 +203,7 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 def _device_types(problem: PlacementProblem) -> _DeviceTypes:
     allowed = problem.allowed()
-    capacity = problem.capacity
-    key_to_type: dict[tuple, int] = {}
-    devices: list[list[int]] = []
-    for d in range(problem.num_devices):
-        key = (
-            problem.compute_time[:, d].tobytes(),
-            problem.transfer_time[:, d].tobytes(),
-            float(capacity[d]),
-            allowed[:, d].tobytes(),
-        )
-        if key not in key_to_type:
-            key_to_type[key] = len(devices)
-            devices.append([])
-        devices[key_to_type[key]].append(d)
+    devices = problem.identical_devices()
     representative = [ds[0] for ds in devices]
     compute = problem.compute_time[:, representative]
     type_allowed = allowed[:, representative]
@@ -229,7 +216,7 @@ def _device_types(problem: PlacementProblem) -> _DeviceTypes:
         compute=np.where(np.isfinite(compute), compute, 0.0),
         transfer=problem.transfer_time[:, representative],
         allowed=type_allowed,
-        capacity=capacity[representative],
+        capacity=problem.capacity[representative],
         cheapest=cheapest,
         share=ratio.max(axis=0, initial=0.0),
     )

@@ -68,18 +68,6 @@ from .native_output import solver_stdout_to_stderr
 MAX_GROUPS = 128
 
 
-def identical_device_classes(problem: PlacementProblem) -> list[list[int]]:
-    """Devices that no placement can tell apart (equal compute and transfer columns, pins and
-    capacity), in classes sorted by first device."""
-    allowed = problem.allowed()
-    classes: dict[tuple, list[int]] = {}
-    for d in range(problem.num_devices):
-        key = (problem.compute_time[:, d].tobytes(), problem.transfer_time[:, d].tobytes(),
-               allowed[:, d].tobytes(), float(problem.capacity[d]))
-        classes.setdefault(key, []).append(d)
-    return sorted(classes.values())
-
-
 def device_groups(problem: PlacementProblem) -> list[tuple[int, ...]]:
     """The candidate replica groups, singletons first.
 
@@ -91,7 +79,7 @@ def device_groups(problem: PlacementProblem) -> list[tuple[int, ...]]:
     """
     per_class = [[()] + [tuple(members[i:j]) for i in range(len(members))
                          for j in range(i + 1, len(members) + 1)]
-                 for members in identical_device_classes(problem)]
+                 for members in problem.identical_devices()]
     count = math.prod(len(runs) for runs in per_class) - 1
     if count > MAX_GROUPS:
         raise UnknownMethodError(
@@ -120,12 +108,16 @@ def group_loads(problem: PlacementProblem, groups, group_of: np.ndarray) -> floa
     return evaluate(problem, as_placement(groups, group_of)).max_load
 
 
-def as_placement(groups, group_of: np.ndarray, **fields) -> Placement:
-    first = np.array([groups[g][0] for g in group_of], dtype=np.int64)
-    used = sorted({groups[g] for g in group_of if len(groups[g]) > 1})
-    return Placement(device_of=first, replicas=used, **{
-        "objective": "throughput", "value": math.inf, "lower_bound": 0.0,
-        "method": "diviml-replicas", **fields})
+def as_placement(groups, group_of: np.ndarray, value: float = math.inf,
+                 lower_bound: float = 0.0, stats: dict | None = None) -> Placement:
+    """A group index per operator as a placement: each on its group's first device, the groups
+    of several devices as replicas."""
+    return Placement(
+        device_of=np.array([groups[g][0] for g in group_of], dtype=np.int64),
+        replicas=sorted({groups[g] for g in group_of if len(groups[g]) > 1}),
+        objective="throughput", value=value, lower_bound=lower_bound, method="diviml-replicas",
+        stats=stats or {},
+    )
 
 
 def data_parallel_start(problem: PlacementProblem, groups, choices) -> np.ndarray | None:
@@ -289,6 +281,7 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         progress(f"diviml-replicas: throughput {value:.6g}, bound {max(bound, known):.6g}", 1.0)
     return as_placement(
         groups, best, value=value, lower_bound=min(value, max(bound, known)),
-        stats={"status": status, "optimal": status == "optimal", "solution_from": "program" if best is group_of else "warm_start",
+        stats={"status": status, "optimal": status == "optimal",
+               "solution_from": "program" if best is group_of else "warm_start",
                "seconds": time.perf_counter() - started, **stats},
     )

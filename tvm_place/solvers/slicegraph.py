@@ -123,7 +123,7 @@ class _Types:
 
 
 def _device_types(problem: PlacementProblem) -> _Types:
-    devices = archer_bounds.device_classes(problem)
+    devices = problem.identical_devices()
     first = [ds[0] for ds in devices]
     allowed = problem.allowed()[:, first]
     compute = problem.compute_time[:, first]

@@ -1,0 +1,125 @@
+"""The chain-model bound of archer_bounds (identical devices), against brute force and the dp."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from brute_force import best_throughput, random_problem
+
+from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem
+from tvm_place.solvers import archer_bounds, dp, slicegraph
+
+TOLERANCE = 1e-9
+#: The chain bound is the model's optimum lowered by MIP_SAFETY, and costs are rounded down to
+#: 1e-9 of the combinatorial bound: a solved model is this close to the optimum.
+SOLVED = 1e-5
+
+
+def _identical(problem: PlacementProblem, rng: np.random.Generator) -> PlacementProblem:
+    """``problem`` with every device a copy of the first (compute, transfer, capacity)."""
+    n, K = problem.num_ops, problem.num_devices
+    compute = np.repeat(problem.compute_time[:, :1], K, axis=1)
+    transfer = np.repeat(problem.transfer_time[:, :1], K, axis=1)
+    if rng.random() < 0.3:
+        transfer = transfer * 0.0  # no communication: the bound is a pure balancing one
+    capacity = problem.devices[0].memory_capacity
+    devices = [Device(name=f"gpu{d}", kind="gpu", memory_capacity=capacity) for d in range(K)]
+    return PlacementProblem(
+        graph=problem.graph, devices=devices, compute_time=compute, transfer_time=transfer,
+        memory=problem.memory, colour_classes=problem.colour_classes, name="identical",
+    )
+
+
+def _case(seed: int) -> PlacementProblem:
+    rng = np.random.default_rng([seed, 77])
+    K = int(rng.integers(2, 5))
+    num_ops = int(rng.integers(2, {2: 10, 3: 7, 4: 6}[K] + 1))
+    problem = random_problem(
+        rng, num_ops, K, edge_probability=float(rng.uniform(0.2, 0.6)),
+        memory_caps=bool(seed & 1), colour_classes=bool(seed & 2),
+    )
+    return _identical(problem, rng)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_chain_bound_never_exceeds_the_contiguous_optimum_and_is_exact_when_solved(seed):
+    problem = _case(seed)
+    optimum = best_throughput(problem, contiguous=True)
+    if not math.isfinite(optimum):
+        return
+    groups = archer_bounds.contract(problem)
+    assert archer_bounds.chain_applies(problem, groups)
+    # No cap, the optimum as cap, and a cap below the optimum (a wrong target only loses bound).
+    for target in (math.inf, optimum, 0.7 * optimum):
+        result = archer_bounds.chain_bound(problem, 5.0, groups, target=target)
+        assert result.value <= optimum * (1 + TOLERANCE), (target, result, optimum)
+        if target >= optimum:
+            assert result.status == "optimal", result
+            assert result.value >= optimum * (1 - SOLVED), (result, optimum)
+    # With a floor (a bound already held) the result is still valid.
+    floor = archer_bounds.combinatorial_bound(problem, groups)
+    result = archer_bounds.chain_bound(problem, 5.0, groups, floor=floor, target=optimum)
+    assert floor * (1 - 2e-6) <= result.value <= optimum * (1 + TOLERANCE)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_chain_bound_probes_stay_valid_under_tight_time(seed):
+    # Tiny budgets stop CP-SAT early: whatever was proven by then must hold.
+    problem = _case(seed)
+    optimum = best_throughput(problem, contiguous=True)
+    if not math.isfinite(optimum):
+        return
+    for limit in (0.02, 0.1):
+        result = archer_bounds.chain_bound(problem, limit, target=optimum * 1.5)
+        assert result.value <= optimum * (1 + TOLERANCE)
+
+
+def _pipeline_problem(seed: int, num_ops: int, K: int) -> PlacementProblem:
+    """A layered random DAG with skip edges on ``K`` equal devices (a small testbed pipeline)."""
+    rng = np.random.default_rng([seed, 5])
+    edges = set()
+    for v in range(1, num_ops):
+        edges.add((v - 1, v))
+        for u in range(max(0, v - 4), v - 1):
+            if rng.random() < 0.25:
+                edges.add((u, v))
+    nodes = [OpNode(name=f"op{u}") for u in range(num_ops)]
+    compute = np.repeat(rng.uniform(0.5, 5.0, (num_ops, 1)), K, axis=1)
+    transfer = np.repeat(rng.uniform(0.5, 6.0, (num_ops, 1)), K, axis=1)
+    devices = [Device(name=f"gpu{d}", kind="gpu") for d in range(K)]
+    return PlacementProblem(
+        graph=OpGraph(nodes, sorted(edges)), devices=devices, compute_time=compute,
+        transfer_time=transfer, memory=np.ones(num_ops), name="pipeline",
+    )
+
+
+@pytest.mark.parametrize("seed,num_ops,K", [(0, 24, 4), (1, 30, 8), (2, 36, 6), (3, 20, 16)])
+def test_chain_bound_matches_the_exact_dp(seed, num_ops, K):
+    problem = _pipeline_problem(seed, num_ops, K)
+    exact = dp.solve(problem, "throughput", 30.0)
+    assert exact.stats.get("optimal")
+    result = archer_bounds.chain_bound(problem, 10.0, target=exact.value)
+    assert result.value <= exact.value * (1 + TOLERANCE)
+    assert result.value >= exact.value * (1 - SOLVED), (result, exact.value)
+    # Communication matters here: the combinatorial bound is far lower.
+    assert archer_bounds.combinatorial_bound(problem) < 0.9 * exact.value
+
+
+def test_chain_bound_skips_unequal_devices():
+    rng = np.random.default_rng(3)
+    problem = random_problem(rng, 6, 3)
+    result = archer_bounds.chain_bound(problem, 1.0)
+    assert result.status == "skipped" and result.value == 0.0
+    assert archer_bounds.lower_bounds(problem, 0.5)["chain"].status == "skipped"
+
+
+def test_slicegraph_proves_optimality_through_the_chain_model():
+    problem = _pipeline_problem(7, 30, 6)
+    placement = slicegraph.solve(problem, "throughput", 6.0)
+    exact = dp.solve(problem, "throughput", 30.0)
+    assert placement.stats["bounds"]["chain"]["value"] <= exact.value * (1 + TOLERANCE)
+    assert placement.lower_bound <= exact.value * (1 + TOLERANCE)
+    if placement.value <= exact.value * (1 + 1e-9):
+        assert placement.stats["optimal"], placement.stats["bounds"]

@@ -31,6 +31,7 @@ t5             t5-base (encoder-decoder)
 moe            moe-block (top-2 of 8 experts, computed densely)
 dlrm           dlrm (Criteo Kaggle embedding tables)
 imported       torch-cnn (torch.export), onnx-cnn (ONNX)
+imported_zoo   torch-resnet18, torch-bert-layer, torch-gpt2-block, onnx-bert-layer
 =============  ===================================================================
 
 Each builder's docstring has its weights, inputs and output at full size.
@@ -52,6 +53,7 @@ from . import (  # noqa: E402,F401  isort: skip
     densenet,
     dlrm,
     imported,
+    imported_zoo,
     inception,
     llama,
     mobilenet,

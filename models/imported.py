@@ -96,10 +96,8 @@ def onnx_cnn(
     num_classes: int = 10,
 ) -> Network:
     """An ONNX graph with random initializers, imported with `from_onnx`."""
-    onnx = _import_optional("onnx", "onnx==1.23.2", "onnx-cnn")
+    _import_optional("onnx", "onnx==1.23.2", "onnx-cnn")
     from onnx import helper
-    from onnx.reference import ReferenceEvaluator
-    from tvm.relax.frontend.onnx import from_onnx  # needs onnx itself
 
     shapes = {
         "conv1.weight": (channels, 3, 3, 3),
@@ -121,21 +119,37 @@ def onnx_cnn(
         helper.make_node("Gemm", ["features", "fc.weight", "fc.bias"], ["logits"], transB=1),
     ]
     input_shape = (batch, 3, image_size, image_size)
+    return onnx_network(nodes, "onnx_cnn", ("images", input_shape), ("logits", (batch, num_classes)),
+                        params)
+
+
+def onnx_network(nodes, name: str, data_input, output, params, constants=None) -> Network:
+    """An ONNX graph (opset 17) of ``nodes`` with ``params`` and ``constants`` as initializers,
+    checked and imported with `from_onnx`; its reference is ONNX's own evaluator.
+
+    ``data_input`` and ``output`` are ``(name, shape)`` of the graph's one float input and output.
+    """
+    onnx = _import_optional("onnx", "onnx==1.23.2", name)
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    from tvm.relax.frontend.onnx import from_onnx  # needs onnx itself
+
+    (input_name, input_shape), (output_name, output_shape) = data_input, output
     graph = helper.make_graph(
         nodes,
-        "onnx_cnn",
-        inputs=[helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, input_shape)],
-        outputs=[
-            helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, (batch, num_classes))
+        name,
+        inputs=[helper.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT, input_shape)],
+        outputs=[helper.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT, output_shape)],
+        initializer=[
+            numpy_helper.from_array(value, key) for key, value in {**params, **(constants or {})}.items()
         ],
-        initializer=[onnx.numpy_helper.from_array(value, name) for name, value in params.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
-    mod = from_onnx(model, shape_dict={"images": input_shape})
+    mod = from_onnx(model, shape_dict={input_name: input_shape})
     evaluator = ReferenceEvaluator(model)
 
-    def reference(images: np.ndarray) -> np.ndarray:
-        return evaluator.run(None, {"images": images})[0]
+    def reference(data: np.ndarray) -> np.ndarray:
+        return evaluator.run(None, {input_name: data})[0]
 
     return Network(mod=mod, params=params, reference=reference)

@@ -110,7 +110,8 @@ def list() -> builtins.list[str]:  # pylint: disable=redefined-builtin
     return sorted(_REGISTRY)
 
 
-def get(name: str, batch: int = 1, seed: int = 0, **overrides) -> Model:
+def get(name: str, batch: int = 1, seed: int = 0, training: bool = False, loss: str = "auto",
+        **overrides) -> Model:
     """Build the model registered as `name`.
 
     Parameters
@@ -122,6 +123,14 @@ def get(name: str, batch: int = 1, seed: int = 0, **overrides) -> Model:
     seed : int
         Seeds the random weights and the random inputs (two independent streams, so the
         inputs of two models with the same input shape are the same).
+    training : bool
+        Return a training step instead (:func:`tvm_place.models.training.training_module`):
+        `main(*data, label, *weights) -> (loss, grad_1, ..., grad_k)`, backward operators marked
+        and tied to their forward operators; `inputs` then holds the data, a random label and
+        the weights, and `params` the weight parameters by name.
+    loss : str
+        The training loss: ``"auto"`` (cross-entropy for a classifier, else mean squared
+        error), ``"cross-entropy"`` or ``"mse"``.
     **overrides
         Sizes to change from the real model's, e.g. ``image_size=32`` or ``seq_len=16``.
 
@@ -145,6 +154,14 @@ def get(name: str, batch: int = 1, seed: int = 0, **overrides) -> Model:
     weights_seed, inputs_seed = np.random.SeedSequence(seed).spawn(2)
     network = entry.build(batch=batch, rng=np.random.default_rng(weights_seed), **overrides)
     inputs = random_inputs(network.mod, np.random.default_rng(inputs_seed), network.input_bounds)
+    if training:
+        from .training import training_inputs, training_module
+
+        mod, weights, kind = training_module(network.mod, network.params, loss)
+        inputs = training_inputs(mod, inputs, weights, kind, np.random.default_rng([seed, 1]))
+        return Model(name=name, family=entry.family, mod=mod, inputs=inputs,
+                     description=f"{entry.description} (training step, {kind} loss)",
+                     params=weights)
     return Model(
         name=name,
         family=entry.family,

@@ -16,6 +16,7 @@ from tvm_place.errors import UnsupportedModelError
 
 from ._ir import CALL_TIR, TO_VDEVICE, bindings, is_call_to, main_function, rebuild_function, vdevice_index
 from .split import DEVICE_ATTR, module_vdevices
+from .tuning_database import ApplyTunedSchedules, warn_untuned
 
 #: TVM backend package whose lowering passes a target kind uses.
 BACKEND_OF_KIND = {"llvm": "cpu_generic", "cuda": "cuda"}
@@ -169,18 +170,27 @@ def compile_stage(module: tvm.IRModule, target: tvm.target.Target) -> relax.VMEx
         return tvm.compile(module, target=target, relax_pipeline=tvm.transform.Sequential(passes))
 
 
-def build_stages(split_mod: tvm.IRModule, progress=None) -> tuple[StagePlan, dict]:
+def build_stages(split_mod: tvm.IRModule, progress=None, database=None) -> tuple[StagePlan, dict]:
     """Compile every stage of ``split_mod`` for its own target.
 
-    Returns the plan and ``{stage name: executable}``.
+    ``database`` (a :class:`~.tuning_database.TuningDatabase`) gives kernels their tuned schedules;
+    one :class:`~tvm_place.errors.UntunedKernelWarning` names the devices whose kernels it lacks
+    (all of them without a database). Returns the plan and ``{stage name: executable}``.
     """
     plan = stage_plan(split_mod)
     vdevices = module_vdevices(split_mod)
     executables = {}
+    untuned: dict[str, tuple[str, list[str], int]] = {}
     calls = [s for s in plan.steps if s["kind"] == "call"]
     for number, step in enumerate(calls):
         if progress is not None:
             progress(f"compiling {step['stage']}", number / len(calls))
         target = vdevices[step["device"]].target
-        executables[step["stage"]] = compile_stage(stage_module(split_mod, step["stage"], target), target)
+        schedules = ApplyTunedSchedules(database, target)
+        module = schedules(stage_module(split_mod, step["stage"], target))
+        executables[step["stage"]] = compile_stage(module, target)
+        device = f"{'gpu' if is_gpu_target(target) else 'cpu'}:{int(vdevices[step['device']].vdevice_id)}"
+        kind, names, total = untuned.get(device, (str(target.kind.name), [], 0))
+        untuned[device] = (kind, names + schedules.untuned, total + len(schedules.tuned) + len(schedules.untuned))
+    warn_untuned(untuned, database)
     return plan, executables

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import tvm
+import tvm_ffi
 from tvm import relax
 
 from tvm_place.errors import UnsupportedModelError
@@ -24,6 +26,14 @@ from ._ir import (
 #: DLPack device type codes of ``R.device(device_type, index)`` in ``R.hint_on_device``.
 DEVICE_KIND_OF_DL_TYPE = {1: "cpu", 2: "gpu"}
 
+#: Function attribute of a training ``main`` (tvm_place.models.training): its binding names say
+#: which bindings are backward and which forward binding each one differentiates.
+TRAINING_ATTR = "tvm_place.training"
+#: A backward binding of forward binding ``y`` is named ``y__grad<j>``.
+GRAD_SEPARATOR = "__grad"
+#: After fusion, a fused operator's binding is named after its members, the anchor first.
+MEMBER_SEPARATOR = "+"
+
 
 @dataclass
 class CollectedGraph:
@@ -38,6 +48,9 @@ class CollectedGraph:
     callees: list[str]
     pins: dict[int, tuple[str, int]] = field(default_factory=dict)
     input_names: list[str] = field(default_factory=list)
+    #: For a training graph: each forward operator with the backward operators that differentiate
+    #: it (Tarnawski et al.'s colour classes); empty for an inference graph.
+    colour_classes: list[list[int]] = field(default_factory=list)
 
 
 def collect_op_graph(mod: tvm.IRModule) -> CollectedGraph:
@@ -57,10 +70,16 @@ def collect_op_graph(mod: tvm.IRModule) -> CollectedGraph:
     edges: set[tuple[int, int]] = set()
     pins: dict[int, tuple[str, int]] = {}
     flops_of: dict[str, float] = {}
+    gathered_of: dict[str, dict[int, int]] = {}
     occurrences: dict[str, int] = {}
 
     for param in main.params:
         producers[param] = set()
+    # Parameters after `num_input` (TVM's convention) are weights: their bytes count as the
+    # weights of the first operator that reads each one, as a constant's do.
+    num_input = (main.attrs or {}).get("num_input")
+    weights = set(main.params[int(num_input):]) if num_input is not None else set()
+    op_vars: list[relax.Var] = []
     for binding in bindings(main):
         var, value = binding.var, binding.value
         if is_call_to(value, CALL_TIR):
@@ -73,11 +92,23 @@ def collect_op_graph(mod: tvm.IRModule) -> CollectedGraph:
                 )
             arguments = list(value.args[1].fields)
             output_bytes = type_bytes(var.ty, f"the output of {callee!r}")
+            if callee not in gathered_of:
+                gathered_of[callee] = gathered_elements(mod[value.args[0]], len(arguments))
             input_bytes = 0
             constant_bytes = 0
-            for arg in arguments:
-                if isinstance(arg, tvm.ir.Constant):
-                    constant_bytes += type_bytes(arg.ty, f"a constant of {callee!r}")
+            constant_accessed = 0
+            for position, arg in enumerate(arguments):
+                if isinstance(arg, tvm.ir.Constant) or arg in weights:
+                    weights.discard(arg)
+                    label = f"a constant of {callee!r}"
+                    size = type_bytes(arg.ty, label)
+                    constant_bytes += size
+                    elements = int(np.prod(static_shape(arg.ty, label), dtype=np.int64))
+                    gathered = gathered_of[callee].get(position)
+                    # A gather reads the rows its indices pick, not the whole table.
+                    constant_accessed += size if gathered is None or elements == 0 else min(
+                        size, gathered * (size // elements)
+                    )
                 else:
                     input_bytes += type_bytes(arg.ty, f"an input of {callee!r}")
                 if isinstance(arg, relax.Var):
@@ -95,12 +126,13 @@ def collect_op_graph(mod: tvm.IRModule) -> CollectedGraph:
                     name=callee if count == 0 else f"{callee}#{count}",
                     kind=callee,
                     flops=flops_of[callee],
-                    bytes_accessed=float(input_bytes + constant_bytes + output_bytes),
+                    bytes_accessed=float(input_bytes + constant_accessed + output_bytes),
                     output_bytes=float(output_bytes),
                     param_bytes=float(constant_bytes),
                 )
             )
             callees.append(callee)
+            op_vars.append(var)
             producers[var] = {op_index}
         elif is_call_to(value, HINT_ON_DEVICE):
             source = value.args[0]
@@ -132,12 +164,111 @@ def collect_op_graph(mod: tvm.IRModule) -> CollectedGraph:
     for param in main.params:
         for tensor_type in [param.ty] if isinstance(param.ty, relax.TensorType) else []:
             static_shape(tensor_type, f"input {param.name!r}")
+    colour_classes: list[list[int]] = []
+    if (main.attrs or {}).get(TRAINING_ATTR):
+        nodes, colour_classes = _training_roles(nodes, [v.name for v in op_vars])
     return CollectedGraph(
         graph=OpGraph(nodes, sorted(edges)),
         callees=callees,
         pins=pins,
         input_names=[p.name for p in main.params],
+        colour_classes=colour_classes,
     )
+
+
+def _training_roles(nodes: list[OpNode], names: list[str]) -> tuple[list[OpNode], list[list[int]]]:
+    """Backward flags and colour classes of a training graph, from its operators' binding names.
+
+    A name lists the operator's members (``a+b+c``, the fusion anchor first); a member named
+    ``y__grad<j>`` is backward, of forward binding ``y``. An operator is backward when all its
+    members are; a forward operator's colour class holds it and every backward operator whose
+    anchor differentiates one of its forward members. A backward operator whose forward binding
+    is in no operator (folded away) is left without a class.
+    """
+    from dataclasses import replace
+
+    owner: dict[str, int] = {}  # forward member name -> operator
+    mates: list[str | None] = []
+    backward: list[bool] = []
+    for u, name in enumerate(names):
+        members = name.split(MEMBER_SEPARATOR)
+        forward = [m for m in members if GRAD_SEPARATOR not in m]
+        for member in forward:
+            owner.setdefault(member, u)
+        backward.append(not forward)
+        mates.append(None if forward else members[0].rsplit(GRAD_SEPARATOR, 1)[0])
+    classes: dict[int, list[int]] = {}
+    for u, mate in enumerate(mates):
+        if mate is not None and mate in owner:
+            classes.setdefault(owner[mate], [owner[mate]]).append(u)
+    nodes = [replace(node, is_backward=flag) for node, flag in zip(nodes, backward)]
+    return nodes, [members for _, members in sorted(classes.items())]
+
+
+def gathered_elements(prim_func: tvm.tirx.PrimFunc, num_inputs: int) -> dict[int, int]:
+    """The inputs of ``prim_func`` it only gathers from, with how many elements it gathers.
+
+    An input is gathered from when every load of it has an index that itself loads from a buffer
+    (``table[ids[i], j]``: ``take``, an embedding lookup, alone or fused with other operators).
+    Each such load counts once per execution: the product of the trip counts of the loops around
+    it (an upper bound; the caller caps it at the input's size). Returns ``{input position:
+    elements}`` for those inputs only; an input read directly anywhere, or a load under a loop of
+    unknown trip count, leaves the input out (it then counts whole, as before).
+    """
+    from tvm.s_tir import SBlock
+
+    params = list(prim_func.params)[:num_inputs]
+    # input position -> elements gathered so far; None: read directly (not a gather)
+    executions: dict[int, int | None] = {}
+    trip_counts: list[int | None] = []
+
+    def position_of(source) -> int | None:
+        for position, param in enumerate(params):
+            if source.same_as(param):
+                return position
+        return None
+
+    def loads_from_a_buffer(index) -> bool:
+        found = []
+        tvm_ffi.structural_walk(index, [(tvm.ir.TensorLoad, found.append)])
+        return bool(found)
+
+    def on_for(loop, visitor):
+        extent, step = loop.extent, getattr(loop, "step", None)
+        count = None
+        static_step = step is None or isinstance(step, tvm.tirx.IntImm)
+        if isinstance(extent, tvm.tirx.IntImm) and static_step:
+            stride = 1 if step is None else max(int(step.value), 1)
+            count = -(-int(extent.value) // stride)
+        trip_counts.append(count)
+        visitor.visit(loop.body)
+        trip_counts.pop()
+
+    def on_block(block, visitor):
+        # The body and init only: the declared read regions repeat the loads symbolically.
+        visitor.visit(block.body)
+        if block.init is not None:
+            visitor.visit(block.init)
+
+    def on_load(load, visitor):
+        position = position_of(load.source)
+        if position is not None and executions.get(position, 0) is not None:
+            indirect = any(loads_from_a_buffer(index) for index in load.indices)
+            count = None if None in trip_counts else int(np.prod(trip_counts, dtype=np.int64))
+            gathered = indirect and count is not None
+            executions[position] = executions.get(position, 0) + count if gathered else None
+        for index in load.indices:
+            visitor.visit(index)
+
+    tvm_ffi.structural_visit(
+        prim_func.body,
+        [
+            (tvm.tirx.For, on_for),
+            (SBlock, on_block),
+            (tvm.ir.TensorLoad, on_load),
+        ],
+    )
+    return {position: count for position, count in executions.items() if count is not None}
 
 
 @tvm.ir.transform.module_pass(opt_level=0, name="tvm_place.CollectOpGraph")
@@ -157,17 +288,114 @@ class CollectOpGraph:
         return mod
 
 
+def _is_training(mod: tvm.IRModule) -> bool:
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    return "main" in names and isinstance(mod["main"], relax.Function) and bool(
+        (mod["main"].attrs or {}).get(TRAINING_ATTR))
+
+
+def _rebuild_main(mod: tvm.IRModule, rewrite) -> tvm.IRModule:
+    """``mod`` with each binding of ``main`` replaced by ``rewrite(binding) -> (name, value)``."""
+    from ._ir import replace_main, substitute
+
+    main = mod["main"]
+    var_map: dict = {}
+    blocks = []
+    for block in main.body.blocks:
+        new_bindings = []
+        for binding in block.bindings:
+            name, value = rewrite(binding)
+            value = substitute(value, var_map) if not isinstance(value, relax.Call) else relax.Call(
+                value.op, [substitute(a, var_map) for a in value.args], value.attrs, value.ty_args,
+                value.span)
+            var = binding.var
+            if name != var.name:
+                var = type(var)(name, var.ty)
+                var_map[binding.var] = var
+            new_bindings.append(relax.VarBinding(var, value))
+        blocks.append(type(block)(new_bindings))
+    body = relax.BlockBuilder().normalize(relax.SeqExpr(blocks, substitute(main.body.body, var_map)))
+    return replace_main(mod, relax.Function(main.params, body, body.ty, main.is_pure, main.attrs))
+
+
+#: Call attribute naming the binding an operator came from (training graphs, around FuseOps).
+MEMBER_ATTR = "tvm_place.member"
+
+
+@tvm.ir.transform.module_pass(opt_level=0, name="tvm_place.TagTrainingCalls")
+def _tag_training_calls(mod: tvm.IRModule, ctx) -> tvm.IRModule:
+    """Training graphs, before FuseOps: each ``call_tir`` carries its binding's name as a call
+    attribute. FuseOps renames a fused group's output variable, and merges structurally equal
+    groups into one function; the attribute survives the first and prevents the second."""
+    if not _is_training(mod):
+        return mod
+
+    def tag(binding):
+        value = binding.value
+        if is_call_to(value, CALL_TIR):
+            attrs = tvm.ir.make_node("ir.DictAttrs", **{MEMBER_ATTR: binding.var.name})
+            value = relax.Call(value.op, value.args, attrs, value.ty_args, value.span)
+        return binding.var.name, value
+
+    return _rebuild_main(mod, tag)
+
+
+def _member(call: relax.Call) -> str | None:
+    attrs = call.attrs
+    if isinstance(attrs, tvm.ir.attrs.DictAttrs) and MEMBER_ATTR in attrs:
+        return str(attrs[MEMBER_ATTR])
+    return None
+
+
+@tvm.ir.transform.module_pass(opt_level=0, name="tvm_place.NameFusedCalls")
+def _name_fused_calls(mod: tvm.IRModule, ctx) -> tvm.IRModule:
+    """Training graphs, after FuseOps: name each fused call after its members, the anchor (highest
+    operator pattern) first, for :func:`collect_op_graph`; drop the member attributes of the calls
+    left unfused."""
+    if not _is_training(mod):
+        return mod
+    functions = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function) and gv.name_hint != "main" and func.body.blocks:
+            members = []
+            bindings_ = list(func.body.blocks[0].bindings)
+            for inner in bindings_:
+                call = inner.value
+                if is_call_to(call, CALL_TIR) and _member(call) is not None:
+                    prim = mod[call.args[0]]
+                    members.append((int((prim.attrs or {}).get("op_pattern", -1)), _member(call)))
+            if members:
+                anchor = max(range(len(members)), key=lambda i: (members[i][0], -i))
+                functions[gv] = [members[anchor][1]] + [
+                    m for i, (_, m) in enumerate(members) if i != anchor]
+
+    def name(binding):
+        value = binding.value
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.GlobalVar) \
+                and value.op in functions:
+            return MEMBER_SEPARATOR.join(functions[value.op]), value
+        if is_call_to(value, CALL_TIR) and _member(value) is not None:
+            return binding.var.name, relax.Call(value.op, value.args, None, value.ty_args, value.span)
+        return binding.var.name, value
+
+    return _rebuild_main(mod, name)
+
+
 def prepare_pipeline() -> tvm.transform.Pass:
     """TVM's own lowering up to fused TIR operators: what :class:`CollectOpGraph` expects.
 
-    ``R.hint_on_device`` survives it as a boundary that fusion does not cross.
+    ``R.hint_on_device`` survives it as a boundary that fusion does not cross. For a training
+    graph (``main`` has the ``tvm_place.training`` attribute) two name-keeping passes around
+    FuseOps carry each operator's forward/backward role into the fused operators' names.
     """
     return tvm.transform.Sequential(
         [
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
+            _tag_training_calls,
             relax.transform.FuseOps(),
+            _name_fused_calls,
             relax.transform.FuseTIR(),
             relax.transform.DeadCodeElimination(),
         ],

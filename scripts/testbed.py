@@ -22,6 +22,10 @@ Usage::
 
 A model that fails to build, or whose operator graph exceeds ``--max-ops``, is recorded in the
 manifest's ``skipped`` list with the reason; the rest go on.
+
+``--training`` adds each model's training step as model ``<name>_training`` (forward, loss and
+weight gradients, ``tvm_place.models.get(name, training=True)``): its backward operators are marked
+``is_backward`` and tied to their forward operators by colour classes.
 """
 
 from __future__ import annotations
@@ -94,7 +98,8 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def build_model_problems(name: str, hardware: list[str], quick: bool, max_ops: int | None):
+def build_model_problems(name: str, hardware: list[str], quick: bool, max_ops: int | None,
+                         training: bool = False):
     """Lower ``name`` once and cost it for every hardware set: ``(problems, info)``.
 
     ``problems`` maps hardware name -> PlacementProblem; ``info`` has build/collect seconds and
@@ -108,7 +113,7 @@ def build_model_problems(name: str, hardware: list[str], quick: bool, max_ops: i
     sizes = _quick_sizes(name) if quick else {}
     info: dict = {"sizes": sizes}
     started = time.perf_counter()
-    model = models.get(name, batch=1, **sizes)
+    model = models.get(name, batch=1, training=training, **sizes)
     info["build_seconds"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     prepared = prepare(model.mod)
@@ -127,7 +132,8 @@ def build_model_problems(name: str, hardware: list[str], quick: bool, max_ops: i
     for hw in hardware:
         targets, profiles, _ = HARDWARE[hw]
         devices = resolve_targets(targets, profiles)
-        problem, _ = build_problem(prepared, collected, devices, cost_model, name=f"{name}@{hw}")
+        label = f"{name}_training" if training else name
+        problem, _ = build_problem(prepared, collected, devices, cost_model, name=f"{label}@{hw}")
         problems[hw] = problem
     info["cost_seconds"] = round(time.perf_counter() - started, 2)
     return problems, info
@@ -142,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-ops", type=int, default=None,
                         help="skip models with more operators than this (recorded in the manifest)")
     parser.add_argument("--out", default=str(ROOT / "testbed"), help="output folder (default testbed/)")
+    parser.add_argument("--training", action="store_true",
+                        help="also write each model's training step as <model>_training")
     args = parser.parse_args(argv)
 
     from tvm_place import models
@@ -157,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
 
     entries, skipped, model_info = [], [], {}
     started_all = time.perf_counter()
-    for i, name in enumerate(names, 1):
-        _say(f"[{i}/{len(names)}] {name}: building{' (quick sizes)' if args.quick else ''} ...")
+    jobs = [(n, False) for n in names] + ([(n, True) for n in names] if args.training else [])
+    for i, (model_name, training) in enumerate(jobs, 1):
+        name = f"{model_name}_training" if training else model_name
+        _say(f"[{i}/{len(jobs)}] {name}: building{' (quick sizes)' if args.quick else ''} ...")
         try:
-            problems, info = build_model_problems(name, hardware, args.quick, args.max_ops)
+            problems, info = build_model_problems(model_name, hardware, args.quick, args.max_ops,
+                                                  training)
         except Exception as err:  # a model that does not build: record and go on
             reason = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
             _say(f"    skipped: {reason}")
@@ -178,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             (out / file).write_text(problem.to_json())
             entries.append({
                 "model": name,
+                "training": training,
                 "family": info["family"],
                 "hardware": hw,
                 "tags": tags,

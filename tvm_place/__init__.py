@@ -14,6 +14,7 @@ from .errors import (
     TvmPlaceError,
     UnknownMethodError,
     UnsupportedModelError,
+    UntunedKernelWarning,
 )
 from .graph import Device, OpGraph, OpNode, Placement, PlacementProblem
 
@@ -27,6 +28,7 @@ _LAZY = {
     "load": ("tvm_place.runtime.placed", "PlacedModule.load"),
     "pipeline": ("tvm_place.relax_pipeline", "pipeline"),
     "devices_of": ("tvm_place.relax_pipeline", "devices_of"),
+    "tune": ("tvm_place.tuning", "tune"),
 }
 
 
@@ -55,8 +57,10 @@ __all__ = [
     "TvmPlaceError",
     "UnknownMethodError",
     "UnsupportedModelError",
+    "UntunedKernelWarning",
     "compile",
     "devices_of",
     "load",
     "pipeline",
+    "tune",
 ]

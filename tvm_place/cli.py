@@ -44,6 +44,10 @@ EXAMPLES = {
         " \\\n      --format dnn-partitioning --objective throughput --method dp --output split.json\n"
         "  tvm-place solve problem.json --objective latency --method heft --time-limit 10"
     ),
+    "tune": (
+        "  tvm-place tune resnet50 --target llvm --database tuning/ --trials 32 --tuning-time 1800\n"
+        "  tvm-place compile resnet50 --target llvm --database tuning/ --output build/"
+    ),
     "bench": "  tvm-place bench resnet50 --target llvm --target cuda --methods dp,ip,greedy",
     "check": "  tvm-place check resnet18 --plan tests/golden/resnet18.json",
 }
@@ -99,7 +103,8 @@ def _pins(pairs: list[str]) -> dict:
 def _model(args: argparse.Namespace):
     from .sources import load_model
 
-    return load_model(args.model, batch=args.batch, sizes=_sizes(args.size), seed=args.seed)
+    return load_model(args.model, batch=args.batch, sizes=_sizes(args.size), seed=args.seed,
+                      training=args.training)
 
 
 def _targets(args: argparse.Namespace) -> tuple[list, list | None]:
@@ -126,6 +131,7 @@ def _placement_options(args: argparse.Namespace, log: list) -> dict:
     options = dict(
         targets=targets, profiles=profiles, objective=args.objective, method=args.method,
         time_limit=args.time_limit, cost_model=_cost_model(args), pins=_pins(args.pin) or None,
+        database=getattr(args, "database", None),
     )
     if args.plan:
         from .formats import load_placement
@@ -245,8 +251,26 @@ def _compile(args: argparse.Namespace) -> int:
     placed = compiler.compile(model.mod, name=model.name, **options)
     directory = placed.export(args.output)
     (directory / SOURCE_FILE).write_text(json.dumps(
-        {"model": args.model, "batch": args.batch, "size": args.size, "seed": args.seed}))
+        {"model": args.model, "batch": args.batch, "size": args.size, "seed": args.seed,
+         "training": args.training}))
     _report(placed.problem, placed.placement, None, log, args, {"output": str(directory)})
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .tuning import tune
+
+    if not args.database:
+        raise TvmPlaceError("tune writes its records to a database: give --database DIR")
+    model, log = _model(args), []
+    options = _placement_options(args, log)
+    options["solve_time_limit"] = options.pop("time_limit")
+    result = tune(model.mod, trials=args.trials, time_limit=args.tuning_time, strategy=args.strategy,
+                  **options)
+    if args.json:
+        print(json.dumps({"model": model.name, **result.to_dict()}))
+    else:
+        print(result.summary())
     return 0
 
 
@@ -268,7 +292,8 @@ def _run(args: argparse.Namespace) -> int:
             "`tvm-place compile`"
         )
     source = json.loads(source_file.read_text())
-    model = load_model(source["model"], source["batch"], _sizes(source["size"]), source["seed"])
+    model = load_model(source["model"], source["batch"], _sizes(source["size"]), source["seed"],
+                       training=source.get("training", False))
     if args.mode == "latency":
         outputs = placed(*model.inputs)  # warm-up and the outputs shown
         seconds = placed.measure_latency(model.inputs, repeat=args.repeat)
@@ -382,6 +407,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", action="append", metavar="NAME=VALUE",
                         help="override a registry model's size, e.g. image_size=64 (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+    parser.add_argument("--training", action="store_true",
+                        help="a registry model's training step (forward, loss, weight gradients)")
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True) -> None:
@@ -400,6 +427,9 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
                         help="where measured costs are cached (default $TVM_PLACE_CACHE_DIR or "
                              "~/.cache/tvm-place); entries are keyed by TVM version, target and "
                              "kernel, so a change in any of them measures again")
+    parser.add_argument("--database", metavar="DIR",
+                        help="tuning database (from `tvm-place tune`): tuned kernels are built "
+                             "with their schedules and costed by their tuned times")
     parser.add_argument("--pin", action="append", metavar="PATTERN=DEVICE",
                         help="pin operators matching a glob, e.g. 'conv*=gpu:0' (repeatable)")
     if plan:
@@ -444,6 +474,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_placement_arguments(compile_)
     compile_.add_argument("--output", required=True, metavar="DIR", help="artifact directory")
     compile_.add_argument("--json", action="store_true", help="print one JSON object")
+
+    tune_ = command("tune", "tune the kernels each device will run (MetaSchedule) into a database",
+                    _tune)
+    _add_model_arguments(tune_)
+    _add_placement_arguments(tune_, plan=False)
+    tune_.set_defaults(plan=None)
+    tune_.add_argument("--trials", type=int, default=32, help="trials per kernel (default 32)")
+    tune_.add_argument("--tuning-time", type=float, default=1800.0,
+                       help="seconds for the whole search (default 1800); --time-limit is the solver's")
+    tune_.add_argument("--strategy", choices=["replay-trace", "evolutionary"], default="replay-trace",
+                       help="MetaSchedule search: sample the design space, or evolve with an "
+                            "XGBoost cost model (slower per trial)")
+    tune_.add_argument("--json", action="store_true", help="print one JSON object")
 
     run = command("run", "load artifacts written by `compile` and run them", _run)
     run.add_argument("directory", help="artifact directory written by `tvm-place compile`")

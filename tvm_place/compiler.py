@@ -16,7 +16,7 @@ import numpy as np
 import tvm
 
 from . import solvers
-from .cost import AnalyticalCostModel, MeasuredCostModel, compute_costs, transfer_costs
+from .cost import AnalyticalCostModel, MeasuredCostModel, TunedCostModel, compute_costs, transfer_costs
 from .errors import InfeasibleError, InvalidPlacementError, InvalidTargetError, UnsupportedModelError
 from .evaluate import evaluate, validate
 from .graph import Device, Placement, PlacementProblem
@@ -67,6 +67,13 @@ def _device_index(devices: Sequence[TargetDevice], name: str, what: str) -> int:
         f"{what} names device {name!r}, but the targets give {[d.name for d in devices]}; "
         "add that target or change the pin"
     )
+
+
+def tuning_database(database: Any):
+    """A :class:`~tvm_place.passes.tuning_database.TuningDatabase` from one or a directory."""
+    from .passes.tuning_database import TuningDatabase
+
+    return database if isinstance(database, TuningDatabase) else TuningDatabase(database)
 
 
 def prepare(mod: tvm.IRModule) -> tvm.IRModule:
@@ -128,6 +135,7 @@ def build_problem(
         transfer_time=transfer_costs(graph, devices),
         memory=np.array([node.param_bytes + node.output_bytes for node in graph.nodes]),
         pins=problem_pins,
+        colour_classes=collected.colour_classes,  # training graphs: forward op + its backward ops
         name=name,
     )
     if hasattr(cost_model, "restore_costs"):  # a cost snapshot: transfers and memory as saved too
@@ -164,6 +172,7 @@ def place(
     placement: Placement | Sequence[int] | None = None,
     progress=None,
     name: str = "module",
+    database: Any = None,
 ) -> Placed:
     """Lower, cost and place ``mod`` without building it (the options of :func:`compile`).
 
@@ -174,9 +183,10 @@ def place(
     devices = resolve_targets(targets, profiles)
     prepared = prepare(mod)
     collected = collect_op_graph(prepared)
-    problem, sources = build_problem(
-        prepared, collected, devices, _cost_model(cost_model), pins, name, progress
-    )
+    model = _cost_model(cost_model)
+    if database is not None and not hasattr(model, "restore_costs"):  # a snapshot keeps its costs
+        model = TunedCostModel(tuning_database(database), model)
+    problem, sources = build_problem(prepared, collected, devices, model, pins, name, progress)
     if placement is None:
         placement = solvers.solve(problem, objective, method, time_limit, progress)
     else:
@@ -216,6 +226,7 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     placement: Placement | Sequence[int] | None = None,
     progress: Any = False,
     name: str = "module",
+    database: Any = None,
 ) -> PlacedModule:
     """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
 
@@ -226,13 +237,17 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     the costs an earlier placement used, so it is reproduced without measuring), or a CostModel.
     ``pins``: op-name glob -> device name (``{"fused_conv2d*": "gpu:0"}``); ``R.hint_on_device``
     in the module pins too. ``placement``: apply this placement instead of solving (it is
-    validated).
+    validated). ``database``: a tuning database directory (from :func:`tvm_place.tune`): kernels
+    it holds are built with their tuned schedules and costed by their tuned times; kernels it
+    lacks (all, without one) are built untuned, with an ``UntunedKernelWarning``.
     """
     from .passes import AnnotatePlacement, SplitByDevice, build_stages
 
     show = progress if callable(progress) else _progress_printer(progress)
+    database = None if database is None else tuning_database(database)
     placed = place(
-        mod, targets, objective, method, time_limit, cost_model, profiles, pins, placement, show, name
+        mod, targets, objective, method, time_limit, cost_model, profiles, pins, placement, show, name,
+        database,
     )
     prepared, devices, problem, sources, placement = (
         placed.prepared, placed.devices, placed.problem, placed.sources, placed.placement
@@ -240,7 +255,7 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     split = tvm.transform.Sequential(
         [AnnotatePlacement(placement.device_of, [d.target for d in devices]), SplitByDevice()]
     )(prepared)
-    plan, executables = build_stages(split, show)
+    plan, executables = build_stages(split, show, database)
     num_stages = sum(1 for step in plan.steps if step["kind"] == "call")
     return PlacedModule(
         plan=plan,

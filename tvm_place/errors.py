@@ -1,4 +1,4 @@
-"""Errors tvm-place raises for bad input.
+"""Errors tvm-place raises for bad input, and the warnings it gives.
 
 Every message says what is wrong and how to fix it; callers (the CLI, a user's script) can catch
 :class:`TvmPlaceError` to handle all of them at once.
@@ -39,3 +39,7 @@ class ModelConfigError(TvmPlaceError, ValueError):
 
 class MissingDependencyError(TvmPlaceError, ImportError):
     """A feature needs an optional package (torch, onnx) that is not installed."""
+
+
+class UntunedKernelWarning(UserWarning):
+    """Kernels are built without a tuned schedule, so they run slower than TVM can make them."""

@@ -36,10 +36,14 @@ class LoadedModel:
     inputs: list[np.ndarray]
 
 
-def load_model(spec: str, batch: int = 1, sizes: dict | None = None, seed: int = 0) -> LoadedModel:
-    """The model ``spec`` names (see the module docstring)."""
+def load_model(spec: str, batch: int = 1, sizes: dict | None = None, seed: int = 0,
+               training: bool = False) -> LoadedModel:
+    """The model ``spec`` names (see the module docstring); ``training``: a registry model's
+    training step (:mod:`tvm_place.models.training`)."""
     path, member = spec.rsplit(":", 1) if ".py:" in spec else (spec, "")
     file = Path(path)
+    if training and file.suffix in (".onnx", ".py"):
+        raise ModelConfigError("--training applies to registry models only, not to files")
     if file.suffix == ".onnx":
         return _onnx_model(file, seed)
     if file.suffix == ".py":
@@ -51,7 +55,7 @@ def load_model(spec: str, batch: int = 1, sizes: dict | None = None, seed: int =
             f"{spec!r} is neither a registry model ({', '.join(models.list())}) nor an .onnx or "
             ".py file; see `tvm-place models`"
         )
-    model = models.get(spec, batch=batch, seed=seed, **(sizes or {}))
+    model = models.get(spec, batch=batch, seed=seed, training=training, **(sizes or {}))
     return LoadedModel(spec, model.mod, model.inputs)
 
 

@@ -6,6 +6,7 @@ from .base import CostModel, compute_costs, transfer_costs
 from .measured import CostCache, MeasuredCostModel
 from .profiles import DeviceProfile, LinkProfile, device_profile, link_profile, profile_names
 from .snapshot import Snapshot
+from .tuned import TunedCostModel
 
 __all__ = [
     "AnalyticalCostModel",
@@ -15,6 +16,7 @@ __all__ = [
     "LinkProfile",
     "MeasuredCostModel",
     "Snapshot",
+    "TunedCostModel",
     "compute_costs",
     "device_profile",
     "link_profile",

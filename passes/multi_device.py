@@ -39,6 +39,7 @@ from ._ir import (
     vdevice_index,
 )
 from .build import BACKEND_OF_KIND, gpu_schedule_pass, is_gpu_target
+from .tuning_database import ApplyTunedSchedules, warn_untuned
 from .split import DEVICE_ATTR, module_vdevices
 
 #: Name of the Relax function that records the device order in the executable (see
@@ -198,11 +199,12 @@ def read_device_record(executable: relax.VMExecutable) -> dict | None:
     return None if found is None else json.loads(base64.b64decode(found.group(1)))
 
 
-def multi_device_lowering(targets) -> list[tvm.transform.Pass]:
+def multi_device_lowering(targets, database=None) -> list[tvm.transform.Pass]:
     """The passes after placement that ``tvm.compile``'s default pipeline would run, for a module
     whose PrimFuncs carry their own targets.
 
-    GPU kernels get dlight's default schedules (an unscheduled GPU PrimFunc would silently become
+    Kernels ``database`` (a :class:`~.tuning_database.TuningDatabase`) has tuned get their tuned
+    schedules, and one ``UntunedKernelWarning`` names the rest. Other GPU kernels get dlight's default schedules (an unscheduled GPU PrimFunc would silently become
     host code). Then TVM's dataflow lowering and finalisation passes of the backend of the first
     GPU target (else of the CPU), leaving out ``StaticPlanBlockMemory`` (and ``RewriteCUDAGraph``,
     which needs it): in TVM 0.27 it pools storage by memory scope and dtype only, not by vdevice,
@@ -210,7 +212,7 @@ def multi_device_lowering(targets) -> list[tvm.transform.Pass]:
     or CPU memory given to a GPU kernel). Without it every tensor is allocated on its own device;
     the VM's pooled allocator still reuses freed memory per device at run time.
     """
-    passes: list[tvm.transform.Pass] = []
+    passes: list[tvm.transform.Pass] = [_tuned_schedules_and_warning(database)]
     gpu = next((t for t in targets if is_gpu_target(t)), None)
     if gpu is not None:
         passes.append(gpu_schedule_pass())
@@ -222,3 +224,24 @@ def multi_device_lowering(targets) -> list[tvm.transform.Pass]:
     skipped = ("StaticPlanBlockMemory", "RewriteCUDAGraph")
     passes += [p for p in backend.finalize_passes(backend_target) if p.info.name not in skipped]
     return passes
+
+
+def _tuned_schedules_and_warning(database) -> tvm.transform.Pass:
+    """ApplyTunedSchedules on kernels that carry their targets, then the untuned warning per device kind."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tvm_place.ApplyTunedSchedulesAndWarn")
+    def apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        schedules = ApplyTunedSchedules(database)
+        mod = schedules(mod)
+        untuned: dict[str, tuple[str, list[str], int]] = {}
+        for global_var, func in mod.functions_items():
+            if isinstance(func, tvm.tirx.PrimFunc) and func.attrs is not None and "target" in func.attrs:
+                target = func.attrs["target"]
+                label = "gpu" if is_gpu_target(target) else "cpu"
+                kind, names, total = untuned.get(label, (str(target.kind.name), [], 0))
+                missing = [global_var.name_hint] if global_var.name_hint in schedules.untuned else []
+                untuned[label] = (kind, names + missing, total + 1)
+        warn_untuned(untuned, database)
+        return mod
+
+    return apply

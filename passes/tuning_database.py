@@ -120,8 +120,9 @@ class ApplyTunedSchedules:
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         self.tuned, self.untuned = [], []
-        updates = {}
+        functions = {}
         for global_var, func in mod.functions_items():
+            functions[global_var] = func
             if not isinstance(func, tvm.tirx.PrimFunc):
                 continue
             if func.attrs is not None and "tirx.is_scheduled" in func.attrs:
@@ -132,11 +133,10 @@ class ApplyTunedSchedules:
             if scheduled is None:
                 self.untuned.append(global_var.name_hint)
             else:
-                updates[global_var] = scheduled
+                functions[global_var] = scheduled
                 self.tuned.append(global_var.name_hint)
-        for global_var, func in updates.items():
-            mod[global_var] = func
-        return mod
+        # A new module: IRModule.__setitem__ would change the caller's module in place.
+        return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)
 
 
 #: Untuned over tuned time of ResNet-50's heaviest conv (fused_conv2d16, batch 1) on llvm, 16

@@ -13,13 +13,17 @@ import tvm
 from tvm import relax
 
 from tvm_place import models
+from tvm_place.models.imported_zoo import TORCH_COUNTERPARTS, torch_eager_module
 from tvm_place.passes import CollectOpGraph, prepare_pipeline
 
 TINY_TRANSFORMER = {"seq_len": 8, "hidden": 32, "heads": 4, "ffn": 64}
+TINY_RESNET = {"image_size": 32, "width": 8, "num_classes": 10}
 # name: (the framework it needs, its small size)
 IMPORTED = {
-    "torch-resnet18": ("torch", {"image_size": 32, "width": 8, "num_classes": 10}),
+    "torch-resnet18": ("torch", TINY_RESNET),
+    "torch-resnet50": ("torch", TINY_RESNET),
     "torch-bert-layer": ("torch", TINY_TRANSFORMER),
+    "torch-bert-base": ("torch", {**TINY_TRANSFORMER, "num_layers": 2}),
     "torch-gpt2-block": ("torch", TINY_TRANSFORMER),
     "onnx-bert-layer": ("onnx", TINY_TRANSFORMER),
 }
@@ -109,16 +113,19 @@ def trainable_weights(params: dict) -> int:
     )
 
 
-# Published weight counts: torchvision's resnet18, one Hugging Face BertLayer / GPT2Block.
+# Published weight counts: torchvision's resnet18 / resnet50, one Hugging Face BertLayer /
+# GPT2Block, BERT-base's encoder (12 BertLayers, without embeddings and pooler).
 FULL_WEIGHTS = {
     "torch-resnet18": 11_689_512,
+    "torch-resnet50": 25_557_032,
     "torch-bert-layer": 7_087_872,
+    "torch-bert-base": 12 * 7_087_872,
     "torch-gpt2-block": 7_087_872,
     "onnx-bert-layer": 7_087_872,
 }
 
 
-@pytest.mark.slow  # about 9 s for the four (torch.export and the import at full size)
+@pytest.mark.slow  # about 40 s for the six (torch.export and the import at full size)
 @pytest.mark.parametrize("name", sorted(FULL_WEIGHTS))
 def test_full_size_weights_match_the_published_counts(name):
     need(IMPORTED[name][0])
@@ -126,12 +133,73 @@ def test_full_size_weights_match_the_published_counts(name):
     assert trainable_weights(model.params) == FULL_WEIGHTS[name]
     expected_input = (1, 3, 224, 224) if "resnet" in name else (1, 128, 768)
     assert model.inputs[0].shape == expected_input
+    if name in TORCH_COUNTERPARTS:  # the registry's own model has as many weights
+        counterpart = models.get(TORCH_COUNTERPARTS[name])
+        assert sum(w.size for w in counterpart.params.values()) == FULL_WEIGHTS[name]
+        module, inputs = torch_eager_module(name, params=counterpart.params)
+        assert [tuple(x.shape) for x in inputs] == [expected_input]
+        state = module.state_dict()
+        assert sum(state[k].numel() for k in model.params) == sum(
+            w.size for w in model.params.values()
+        )
+
+
+@pytest.mark.parametrize("name", sorted(TORCH_COUNTERPARTS))
+def test_torch_eager_module_computes_what_the_registry_model_computes(name):
+    """The registry's nn model (compiled for llvm) and the torch module, given that model's
+    weights (renamed to torchvision's / Hugging Face's names), agree on the same inputs."""
+    need("torch")
+    import torch
+
+    sizes = IMPORTED[name][1]
+    counterpart = models.get(TORCH_COUNTERPARTS[name], batch=BATCH, **sizes)
+    module, inputs = torch_eager_module(name, batch=BATCH, params=counterpart.params, **sizes)
+    assert not module.training
+    for tensor, array in zip(inputs, counterpart.inputs, strict=True):
+        np.testing.assert_array_equal(tensor.numpy(), array)
+    with torch.inference_mode():
+        expected = module(*inputs).numpy()
+    vm = relax.VirtualMachine(tvm.compile(counterpart.mod, target=FAST_LLVM), tvm.cpu())
+    actual = vm["main"](*[tvm.runtime.tensor(x) for x in counterpart.inputs]).numpy()
+    assert actual.shape == expected.shape and actual.std() > 1e-3
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=ATOL)
+
+
+def test_torch_eager_module_is_the_registered_forward_pass(imported):
+    """Without `params`: the weights and inputs of `models.get` with the same seed."""
+    if imported.name not in TORCH_COUNTERPARTS:
+        pytest.skip("no torch module")
+    import torch
+
+    module, inputs = torch_eager_module(imported.name, batch=BATCH, **IMPORTED[imported.name][1])
+    assert len(inputs) == len(imported.inputs)
+    for tensor, array in zip(inputs, imported.inputs, strict=True):
+        np.testing.assert_array_equal(tensor.numpy(), array)
+    with torch.inference_mode():
+        actual = module(*inputs).numpy()
+    np.testing.assert_array_equal(actual, imported.reference(*imported.inputs))
+
+
+def test_torch_eager_module_refuses_what_does_not_fit():
+    need("torch")
+    with pytest.raises(models.ModelConfigError, match="torch-resnet50"):
+        torch_eager_module("resnet50")
+    with pytest.raises(models.ModelConfigError, match="no size depth"):
+        torch_eager_module("torch-resnet50", depth=3)
+    with pytest.raises(models.ModelConfigError, match="not divisible"):
+        torch_eager_module("torch-bert-base", hidden=30, heads=4)
+    params = models.get("bert-base", num_layers=1, **TINY_TRANSFORMER).params
+    with pytest.raises(models.ModelConfigError, match="missing"):  # one layer for two
+        torch_eager_module("torch-bert-base", params=params, num_layers=2, **TINY_TRANSFORMER)
+    with pytest.raises(models.ModelConfigError, match="no weight of the registry's ResNets"):
+        torch_eager_module("torch-resnet18", params=params, **TINY_RESNET)
 
 
 @pytest.mark.parametrize(
     "name, module, requirement",
     [
         ("torch-resnet18", "torch", "pip install torch==2.13.0"),
+        ("torch-bert-base", "torch", "pip install torch==2.13.0"),
         ("torch-gpt2-block", "torch", "pip install torch==2.13.0"),
         ("onnx-bert-layer", "onnx", "pip install onnx==1.23.2"),
     ],

@@ -43,6 +43,8 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "profiles": (None, "a device profile name per target, e.g. [None, 'h100'] (None: from the "
                        "target)"),
     "pins": (None, "operator-name glob -> device name, e.g. {'fused_conv2d*': 'gpu:0'}"),
+    "database": (None, "tuning database directory (tvm_place.tune): its kernels are built with "
+                       "their tuned schedules and costed by their tuned times"),
 }
 
 #: Prefix of the IRModule attributes and PassContext config keys the pass reads.
@@ -156,7 +158,7 @@ class PlacementPipeline:
         return resolved
 
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        from .compiler import _progress_printer, place
+        from .compiler import _progress_printer, place, tuning_database
         from .passes import AnnotatePlacement, SplitByDevice
         from .passes.multi_device import (
             add_device_record,
@@ -170,6 +172,7 @@ class PlacementPipeline:
         from .report import format_report
 
         options = self.resolved_options(mod)
+        database = None if options["database"] is None else tuning_database(options["database"])
         placed = place(
             mod,
             options["targets"],
@@ -181,6 +184,7 @@ class PlacementPipeline:
             pins=options["pins"],
             placement=self.given_placement,
             progress=_progress_printer(self.progress),
+            database=database,
         )
         targets = [d.target for d in placed.devices]
         split = tvm.transform.Sequential(
@@ -202,7 +206,7 @@ class PlacementPipeline:
             "value": placed.placement.value,
             "method": placed.placement.method,
         }
-        lowered = tvm.transform.Sequential(multi_device_lowering(targets))(flat)
+        lowered = tvm.transform.Sequential(multi_device_lowering(targets, database))(flat)
         self.placed = placed
         self.placement = placed.placement
         self.problem = placed.problem
@@ -229,6 +233,7 @@ def pipeline(
     pins: Mapping[str, str] | None = None,
     placement: Placement | Sequence[int] | None = None,
     progress: bool = False,
+    database: Any = None,
 ) -> tvm.transform.Pass:
     """A Relax pipeline for ``tvm.compile(mod, relax_pipeline=...)`` that places ``main``'s
     operators on ``targets`` and lowers the module into one multi-device executable.
@@ -249,6 +254,9 @@ def pipeline(
     - ``placement``: apply this placement (a Placement or a device index per operator) instead of
       solving; it is validated.
     - ``progress``: print progress on stderr.
+    - ``database``: a tuning database directory (:func:`tvm_place.tune`): kernels it holds get
+      their tuned schedules and are costed by their tuned times; the others warn
+      (``UntunedKernelWarning``).
 
     The target given to ``tvm.compile`` itself may be omitted (each kernel carries its own); if
     given, it only sets the host target. Weights read on a device other than the first are copied
@@ -268,6 +276,7 @@ def pipeline(
         cost_model=cost_model,
         profiles=profiles,
         pins=pins,
+        database=database,
     )
 
 

@@ -274,14 +274,13 @@ class _InProcessBuilder(ms.builder.PyBuilder):
 
 def _build_candidate(build_input):
     """One candidate built and exported as MetaSchedule's default builder does, or its error."""
-    from tvm.driver import build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
     from tvm.support.tar import tar
 
     try:
         module = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(build_input.mod)
         artifact = os.path.join(tempfile.mkdtemp(prefix="tvm-place-tune-"), "candidate." + tar.output_format)
-        build(module, target=build_input.target).export_library(artifact, fcompile=tar)
+        tvm.tirx.build(module, target=build_input.target).export_library(artifact, fcompile=tar)
         return ms.builder.BuilderResult(artifact, None)
     except Exception as err:  # a candidate that does not build is a failed trial, not a failure
         return ms.builder.BuilderResult(None, f"{type(err).__name__}: {err}")

@@ -11,6 +11,7 @@ hosts: ``placed.attach_workers(...)``. Measured stage times go back into the pla
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -22,6 +23,9 @@ from tvm import relax
 from ..errors import TvmPlaceError
 from ..graph import FORMAT_VERSION, Placement
 from .errors import DeviceUnavailableError, WorkerError
+
+#: LLVM names type-based alias metadata after object addresses (``!{!"0x5635...", ...}``).
+_POINTER_NAME = re.compile(r'"0x[0-9a-f]+(?=[."])')
 
 MANIFEST = "manifest.json"
 
@@ -151,6 +155,15 @@ class PlacedModule:
                     values[name] = result
         outputs = tuple(values[name] for name in self.plan.outputs)
         return outputs if self.plan.output_is_tuple else outputs[0]
+
+    def kernel_sources(self) -> dict[str, list[str]]:
+        """The generated code of every stage's kernels (LLVM IR, CUDA C), by stage, with the
+        pointer values LLVM writes into its metadata replaced, so that two builds of the same
+        kernels compare equal."""
+        return {
+            stage: [_POINTER_NAME.sub('"0xADDRESS', module.inspect_source()) for module in executable.mod.imports]
+            for stage, executable in self.executables.items()
+        }
 
     def report(self) -> str:
         """Which operator runs where, predicted time per device, copies, bound and gap."""

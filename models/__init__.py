@@ -31,7 +31,8 @@ t5             t5-base (encoder-decoder)
 moe            moe-block (top-2 of 8 experts, computed densely)
 dlrm           dlrm (Criteo Kaggle embedding tables)
 imported       torch-cnn (torch.export), onnx-cnn (ONNX)
-imported_zoo   torch-resnet18, torch-bert-layer, torch-gpt2-block, onnx-bert-layer
+imported_zoo   torch-resnet18, torch-resnet50, torch-bert-layer, torch-bert-base, torch-gpt2-block, onnx-bert-layer
+               (torch_eager_module: the PyTorch eager module of a torch-* model, for timing)
 =============  ===================================================================
 
 Each builder's docstring has its weights, inputs and output at full size.

@@ -1,20 +1,29 @@
 """Real architectures through the torch and ONNX import routes (issue 4).
 
-The same architectures as the `tvm.relax.frontend.nn` models (ResNet-18, a BERT encoder layer, a
-GPT-2 block), written once more in plain torch and imported with `torch.export` +
-`from_exported_program`, or built as an ONNX graph with `onnx.helper` from NumPy weights and
-imported with `from_onnx`. The importers produce other graphs than `nn` does (their own operator
-names, BatchNorm and LayerNorm lowering, constant layout), which is what these exercise.
+The same architectures as the `tvm.relax.frontend.nn` models (ResNet-18 and -50, a BERT encoder
+layer, the BERT-base encoder, a GPT-2 block), written once more in plain torch and imported with
+`torch.export` + `from_exported_program`, or built as an ONNX graph with `onnx.helper` from NumPy
+weights and imported with `from_onnx`. The importers produce other graphs than `nn` does (their
+own operator names, BatchNorm and LayerNorm lowering, constant layout), which is what these
+exercise.
 
 No torchvision or Hugging Face code: the architectures are written out here, with the parameter
-names of torchvision's `resnet18` and of Hugging Face's `BertLayer` / `GPT2Block`, so the weight
-counts can be checked against the published ones. torch and onnx stay optional (imported only
-when their model is built); ONNX graphs are built with `onnx.helper` rather than exported from
-torch, because torch 2.13's default exporter (dynamo) needs onnxscript, which is not installed.
+names of torchvision's `resnet18` / `resnet50` and of Hugging Face's `BertLayer` / `BertEncoder`
+/ `GPT2Block`, so the weight counts can be checked against the published ones. torch and onnx
+stay optional (imported only when their model is built); ONNX graphs are built with
+`onnx.helper` rather than exported from torch, because torch 2.13's default exporter (dynamo)
+needs onnxscript, which is not installed.
 Every model carries the source framework's own forward pass as `reference`.
+
+For eager-torch baselines, :func:`torch_eager_module` returns a torch model's module and inputs;
+given the `params` of its registry counterpart (`TORCH_COUNTERPARTS`, e.g. `resnet50` for
+`torch-resnet50`), renamed to torchvision's / Hugging Face's names, it computes what that model
+computes.
 """
 
+import inspect
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,27 +31,46 @@ from .imported import _import_optional, onnx_network
 from .registry import ModelConfigError, Network, register
 from .weights import random_weight
 
+if TYPE_CHECKING:
+    import torch
+
 
 def _check_heads(hidden: int, heads: int) -> None:
     if hidden % heads:
         raise ModelConfigError(f"hidden size {hidden} is not divisible by {heads} attention heads")
 
 
+def _weight_names(net) -> list[str]:
+    """The floating-point entries of `net`'s state dict that are weights, in order: BatchNorm's
+    integer batch counter and the buffers a module lists in `not_weights` (masks) are not."""
+    skip = getattr(net, "not_weights", ())
+    return [
+        name
+        for name, tensor in net.state_dict().items()
+        if tensor.is_floating_point() and name not in skip
+    ]
+
+
+def _draw_weights(torch, net, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Random weights into `net`, by name and shape, as every model here draws them."""
+    state = net.state_dict()
+    params = {}
+    with torch.no_grad():
+        for name in _weight_names(net):
+            params[name] = random_weight(name, tuple(state[name].shape), rng)
+            state[name].copy_(torch.from_numpy(params[name]))
+    return params
+
+
 def _torch_network(
     torch, net, inputs: dict[str, tuple[int, ...]], rng: np.random.Generator
 ) -> Network:
-    """Random weights into `net` (by name and shape, as every model here draws them), then
-    `torch.export` and `from_exported_program`; `main` takes `inputs` (float32) in order."""
+    """Random weights into `net` (:func:`_draw_weights`), then `torch.export` and
+    `from_exported_program`; `main` takes `inputs` (float32) in order."""
     from tvm.relax.frontend.torch import from_exported_program  # needs torch itself
 
     net = net.eval()
-    params = {}
-    with torch.no_grad():
-        for name, tensor in net.state_dict().items():
-            # BatchNorm's integer batch counter is no weight; registered masks are no weights.
-            if tensor.is_floating_point() and name not in getattr(net, "not_weights", ()):
-                params[name] = random_weight(name, tuple(tensor.shape), rng)
-                tensor.copy_(torch.from_numpy(params[name]))
+    params = _draw_weights(torch, net, rng)
     examples = tuple(torch.zeros(shape) for shape in inputs.values())
     exported = torch.export.export(net, examples)
     mod = from_exported_program(exported, unwrap_unit_return_tuple=True)
@@ -54,14 +82,27 @@ def _torch_network(
     return Network(mod=mod, params=params, reference=reference)
 
 
-# --- ResNet-18 in torch ---
+# --- ResNets in torch ---
 
 
-def _torch_resnet18(torch, width: int, num_classes: int):
+def _torch_resnet(torch, bottleneck: bool, blocks_per_stage: list[int], width: int,
+                  num_classes: int):
+    """torchvision's `ResNet` with `BasicBlock` (ResNet-18) or `Bottleneck` (ResNet-50, v1.5:
+    the stride on the 3x3 convolution), same parameter names."""
     nn = torch.nn
+
+    def projection(in_channels: int, out_channels: int, stride: int):
+        if stride == 1 and in_channels == out_channels:
+            return None
+        return nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
 
     class BasicBlock(nn.Module):
         """Two 3x3 conv-BN pairs, ReLU between and after the residual addition (torchvision)."""
+
+        expansion = 1
 
         def __init__(self, in_channels: int, channels: int, stride: int):
             super().__init__()
@@ -70,12 +111,7 @@ def _torch_resnet18(torch, width: int, num_classes: int):
             self.relu = nn.ReLU()
             self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
             self.bn2 = nn.BatchNorm2d(channels)
-            self.downsample = None
-            if stride != 1 or in_channels != channels:
-                self.downsample = nn.Sequential(
-                    nn.Conv2d(in_channels, channels, 1, stride, bias=False),
-                    nn.BatchNorm2d(channels),
-                )
+            self.downsample = projection(in_channels, channels, stride)
 
         def forward(self, x):
             identity = x if self.downsample is None else self.downsample(x)
@@ -83,9 +119,36 @@ def _torch_resnet18(torch, width: int, num_classes: int):
             out = self.bn2(self.conv2(out))
             return self.relu(out + identity)
 
-    class ResNet18(nn.Module):
-        """Stem (7x7/2 conv, BN, ReLU, 3x3/2 max pool), stages [2, 2, 2, 2] of widths
-        w, 2w, 4w, 8w, global average pool, classifier."""
+    class Bottleneck(nn.Module):
+        """1x1 reduce, 3x3 (carrying the stride), 1x1 expand (x4), each with BN, ReLU after
+        the first two and after the residual addition (torchvision)."""
+
+        expansion = 4
+
+        def __init__(self, in_channels: int, channels: int, stride: int):
+            super().__init__()
+            out_channels = channels * self.expansion
+            self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.conv2 = nn.Conv2d(channels, channels, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(channels)
+            self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
+            self.bn3 = nn.BatchNorm2d(out_channels)
+            self.relu = nn.ReLU()
+            self.downsample = projection(in_channels, out_channels, stride)
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.relu(self.bn2(self.conv2(out)))
+            out = self.bn3(self.conv3(out))
+            return self.relu(out + identity)
+
+    block = Bottleneck if bottleneck else BasicBlock
+
+    class ResNet(nn.Module):
+        """Stem (7x7/2 conv, BN, ReLU, 3x3/2 max pool), four stages of widths w, 2w, 4w, 8w
+        (times the block's expansion), global average pool, classifier."""
 
         def __init__(self):
             super().__init__()
@@ -94,15 +157,14 @@ def _torch_resnet18(torch, width: int, num_classes: int):
             self.relu = nn.ReLU()
             self.maxpool = nn.MaxPool2d(3, 2, 1)
             channels = width
-            for stage in range(4):
-                out_channels = width * 2**stage
-                stride = 1 if stage == 0 else 2
-                blocks = nn.Sequential(
-                    BasicBlock(channels, out_channels, stride),
-                    BasicBlock(out_channels, out_channels, 1),
-                )
-                setattr(self, f"layer{stage + 1}", blocks)
-                channels = out_channels
+            for stage, num_blocks in enumerate(blocks_per_stage):
+                stage_width = width * 2**stage
+                strides = [1 if stage == 0 else 2] + [1] * (num_blocks - 1)
+                blocks = []
+                for stride in strides:
+                    blocks.append(block(channels, stage_width, stride))
+                    channels = stage_width * block.expansion
+                setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.fc = nn.Linear(channels, num_classes)
 
@@ -111,7 +173,58 @@ def _torch_resnet18(torch, width: int, num_classes: int):
             x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
             return self.fc(torch.flatten(self.avgpool(x), 1))
 
-    return ResNet18()
+    return ResNet()
+
+
+def _make_torch_resnet18(torch, batch: int, image_size: int, width: int, num_classes: int):
+    net = _torch_resnet(torch, False, [2, 2, 2, 2], width, num_classes)
+    return net, {"images": (batch, 3, image_size, image_size)}
+
+
+def _make_torch_resnet50(torch, batch: int, image_size: int, width: int, num_classes: int):
+    net = _torch_resnet(torch, True, [3, 4, 6, 3], width, num_classes)
+    return net, {"images": (batch, 3, image_size, image_size)}
+
+
+def _resnet_params_to_torch(params: dict[str, np.ndarray], eps: float = 1e-5) -> dict:
+    """The weights of the registry's ResNets (models/resnet.py: `ConvBN` = ``*.conv`` and an
+    inference BatchNorm ``*.bn.scale`` / ``*.bn.shift``) under torchvision's names.
+
+    A BatchNorm gets ``weight = scale``, ``bias = shift``, ``running_mean = 0`` and
+    ``running_var = 1 - eps``, so that torch's ``(x - mean) / sqrt(var + eps) * weight + bias``
+    is ``x * scale + shift``.
+    """
+    out = {}
+    for name, value in params.items():
+        if name.startswith("fc."):
+            out[name] = value
+            continue
+        owner, kind, leaf = _split_conv_bn(name)
+        if owner.endswith("downsample"):  # torchvision: Sequential(conv, BatchNorm)
+            conv, norm = f"{owner}.0", f"{owner}.1"
+        else:  # conv1 (the stem) or layerS.i.convK -> conv1 / bn1, layerS.i.convK / bnK
+            base, _, conv_name = owner.rpartition(".")
+            conv = owner
+            norm = f"{base}.bn{conv_name[4:]}" if base else f"bn{conv_name[4:]}"
+        if (kind, leaf) == ("conv", "weight"):
+            out[f"{conv}.weight"] = value
+        elif (kind, leaf) == ("bn", "scale"):
+            out[f"{norm}.weight"] = value
+            out[f"{norm}.running_mean"] = np.zeros_like(value)
+            out[f"{norm}.running_var"] = np.full_like(value, 1.0 - eps)
+        elif (kind, leaf) == ("bn", "shift"):
+            out[f"{norm}.bias"] = value
+        else:
+            raise ModelConfigError(f"{name!r} is no weight of the registry's ResNets")
+    return out
+
+
+def _split_conv_bn(name: str) -> tuple[str, str, str]:
+    """``"layer1.0.conv2.bn.scale"`` -> ``("layer1.0.conv2", "bn", "scale")``."""
+    parts = name.split(".")
+    if len(parts) < 3 or not (parts[-3].startswith("conv") or parts[-3] == "downsample"):
+        raise ModelConfigError(f"{name!r} is no weight of the registry's ResNets")
+    return ".".join(parts[:-2]), parts[-2], parts[-1]
 
 
 @register(
@@ -137,12 +250,51 @@ def torch_resnet18(
     Weights as torchvision counts them (BatchNorm running statistics excluded); BatchNorm runs
     in inference mode with random statistics.
     """
-    torch = _import_optional("torch", "torch==2.13.0", "torch-resnet18")
-    net = _torch_resnet18(torch, width, num_classes)
-    return _torch_network(torch, net, {"images": (batch, 3, image_size, image_size)}, rng)
+    return _build_torch("torch-resnet18", batch, rng, image_size=image_size, width=width,
+                        num_classes=num_classes)
 
 
-# --- BERT encoder layer and GPT-2 block in torch ---
+@register(
+    "torch-resnet50",
+    "cnn",
+    "ResNet-50 v1.5 written in torch (torchvision's layout), via torch.export, 25.6 M weights",
+)
+def torch_resnet50(
+    batch: int,
+    rng: np.random.Generator,
+    image_size: int = 224,
+    width: int = 64,
+    num_classes: int = 1000,
+) -> Network:
+    """ResNet-50 v1.5 (bottlenecks [3, 4, 6, 3], stride on the 3x3 convolution) on
+    `image_size` x `image_size` RGB images, through the torch importer; the architecture of the
+    registry's `resnet50`, with the same sizes.
+
+    ==========  ========================  ===========
+    weights     input                     output
+    ==========  ========================  ===========
+    25,557,032  images (B, 3, 224, 224)   (B, 1000)
+    ==========  ========================  ===========
+
+    Weights as torchvision counts them (BatchNorm running statistics excluded); BatchNorm runs
+    in inference mode with random statistics.
+    """
+    return _build_torch("torch-resnet50", batch, rng, image_size=image_size, width=width,
+                        num_classes=num_classes)
+
+
+# --- BERT encoder layers and GPT-2 block in torch ---
+
+# Per layer: four hidden x hidden projections, the two FFN matrices, biases, two LayerNorms
+# (4 h^2 + 2 h f + f + 9 h weights).
+_LAYER_TABLE = """
+
+    ==========  ===============================================
+    weights     input = output
+    ==========  ===============================================
+    7,087,872   hidden_states (B, 128, 768) float32
+    ==========  ===============================================
+"""
 
 
 def _torch_transformer_block(torch, hidden: int, heads: int, ffn: int, seq_len: int, gpt2: bool):
@@ -243,16 +395,120 @@ def _torch_transformer_block(torch, hidden: int, heads: int, ffn: int, seq_len: 
     return GPT2Block() if gpt2 else BertLayer()
 
 
-# Per layer: four hidden x hidden projections, the two FFN matrices, biases, two LayerNorms
-# (4 h^2 + 2 h f + f + 9 h weights).
-_LAYER_TABLE = """
+def _torch_bert_encoder(torch, hidden: int, heads: int, ffn: int, seq_len: int, num_layers: int):
+    """Hugging Face's BertEncoder (``layer.{i}.attention.self.query.weight``, ...): hidden
+    states in, hidden states out, like the registry's `bert-base` (no embeddings, no pooler)."""
+    nn = torch.nn
 
-    ==========  ===============================================
-    weights     input = output
-    ==========  ===============================================
-    7,087,872   hidden_states (B, 128, 768) float32
-    ==========  ===============================================
-"""
+    class BertEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.ModuleList(
+                _torch_transformer_block(torch, hidden, heads, ffn, seq_len, gpt2=False)
+                for _ in range(num_layers)
+            )
+
+        def forward(self, hidden_states):
+            for layer in self.layer:
+                hidden_states = layer(hidden_states)
+            return hidden_states
+
+    return BertEncoder()
+
+
+def _make_torch_bert_layer(torch, batch: int, seq_len: int, hidden: int, heads: int, ffn: int):
+    _check_heads(hidden, heads)
+    net = _torch_transformer_block(torch, hidden, heads, ffn, seq_len, gpt2=False)
+    return net, {"hidden_states": (batch, seq_len, hidden)}
+
+
+def _make_torch_gpt2_block(torch, batch: int, seq_len: int, hidden: int, heads: int, ffn: int):
+    _check_heads(hidden, heads)
+    net = _torch_transformer_block(torch, hidden, heads, ffn, seq_len, gpt2=True)
+    return net, {"hidden_states": (batch, seq_len, hidden)}
+
+
+def _make_torch_bert_base(torch, batch: int, seq_len: int, hidden: int, heads: int, ffn: int,
+                          num_layers: int):
+    _check_heads(hidden, heads)
+    net = _torch_bert_encoder(torch, hidden, heads, ffn, seq_len, num_layers)
+    return net, {"hidden_states": (batch, seq_len, hidden)}
+
+
+# The registry's transformer blocks (models/transformer.py) under Hugging Face's BertLayer names.
+_BERT_NAMES = {
+    "attention.query": "attention.self.query",
+    "attention.key": "attention.self.key",
+    "attention.value": "attention.self.value",
+    "attention.output": "attention.output.dense",
+    "attention_norm": "attention.output.LayerNorm",
+    "feed_forward.fc1": "intermediate.dense",
+    "feed_forward.fc2": "output.dense",
+    "feed_forward_norm": "output.LayerNorm",
+}
+# ... and under GPT2Block's (query, key and value go into c_attn, stacked in that order).
+_GPT2_NAMES = {
+    "attention_norm": "ln_1",
+    "attention.output": "attn.c_proj",
+    "feed_forward_norm": "ln_2",
+    "feed_forward.fc1": "mlp.c_fc",
+    "feed_forward.fc2": "mlp.c_proj",
+}
+
+
+def _transformer_layers(params: dict[str, np.ndarray]) -> dict[int, dict[str, np.ndarray]]:
+    """``layers.{i}.{rest}`` weights of the registry's transformers, by layer and rest."""
+    layers: dict[int, dict[str, np.ndarray]] = {}
+    for name, value in params.items():
+        head, index, rest = (name.split(".", 2) + ["", ""])[:3]
+        if head != "layers" or not index.isdigit() or not rest:
+            raise ModelConfigError(f"{name!r} is no weight of the registry's transformers")
+        layers.setdefault(int(index), {})[rest] = value
+    return layers
+
+
+def _rename_layer(rest: str, names: dict[str, str]) -> str:
+    module, _, leaf = rest.rpartition(".")
+    if module not in names:
+        raise ModelConfigError(f"{rest!r} is no weight of the registry's transformer blocks")
+    return f"{names[module]}.{leaf}"
+
+
+def _bert_params_to_torch(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`bert-base` (``layers.{i}.attention.query.weight``, ...) under BertEncoder's names."""
+    return {
+        f"layer.{index}.{_rename_layer(rest, _BERT_NAMES)}": value
+        for index, layer in _transformer_layers(params).items()
+        for rest, value in layer.items()
+    }
+
+
+def _single_layer(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    layers = _transformer_layers(params)
+    if set(layers) != {0}:
+        raise ModelConfigError(f"one layer's weights expected, got layers {sorted(layers)}")
+    return layers[0]
+
+
+def _bert_layer_params_to_torch(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`bert-layer` (``layers.0.*``) under BertLayer's names."""
+    return {_rename_layer(rest, _BERT_NAMES): value
+            for rest, value in _single_layer(params).items()}
+
+
+def _gpt2_params_to_torch(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`gpt2-block` (``layers.0.*``) under GPT2Block's names."""
+    layer = _single_layer(params)
+    out = {}
+    for rest, value in layer.items():
+        if rest.split(".")[-2] not in ("query", "key", "value"):
+            out[_rename_layer(rest, _GPT2_NAMES)] = value
+    for leaf in ("weight", "bias"):
+        stacked = [layer.get(f"attention.{part}.{leaf}") for part in ("query", "key", "value")]
+        if any(part is None for part in stacked):
+            raise ModelConfigError(f"attention.query/key/value.{leaf} expected in layers.0")
+        out[f"attn.c_attn.{leaf}"] = np.concatenate(stacked, axis=0)
+    return out
 
 
 @register(
@@ -270,9 +526,8 @@ def torch_bert_layer(
 ) -> Network:
     """One BERT-base encoder layer (post-LayerNorm, erf GELU), through the torch importer."""
     _check_heads(hidden, heads)
-    torch = _import_optional("torch", "torch==2.13.0", "torch-bert-layer")
-    net = _torch_transformer_block(torch, hidden, heads, ffn, seq_len, gpt2=False)
-    return _torch_network(torch, net, {"hidden_states": (batch, seq_len, hidden)}, rng)
+    return _build_torch("torch-bert-layer", batch, rng, seq_len=seq_len, hidden=hidden,
+                        heads=heads, ffn=ffn)
 
 
 @register(
@@ -290,13 +545,166 @@ def torch_gpt2_block(
 ) -> Network:
     """One GPT-2 small block (pre-LayerNorm, causal, tanh GELU), through the torch importer."""
     _check_heads(hidden, heads)
-    torch = _import_optional("torch", "torch==2.13.0", "torch-gpt2-block")
-    net = _torch_transformer_block(torch, hidden, heads, ffn, seq_len, gpt2=True)
-    return _torch_network(torch, net, {"hidden_states": (batch, seq_len, hidden)}, rng)
+    return _build_torch("torch-gpt2-block", batch, rng, seq_len=seq_len, hidden=hidden,
+                        heads=heads, ffn=ffn)
 
 
 torch_bert_layer.__doc__ += _LAYER_TABLE
 torch_gpt2_block.__doc__ += _LAYER_TABLE
+
+
+@register(
+    "torch-bert-base",
+    "transformer",
+    "BERT-base encoder written in torch (Hugging Face's BertEncoder, 12 layers), via torch.export",
+)
+def torch_bert_base(
+    batch: int,
+    rng: np.random.Generator,
+    seq_len: int = 128,
+    hidden: int = 768,
+    heads: int = 12,
+    ffn: int = 3072,
+    num_layers: int = 12,
+) -> Network:
+    """The BERT-base encoder (12 post-LayerNorm layers, erf GELU, no mask), through the torch
+    importer; the architecture of the registry's `bert-base`, with the same sizes: hidden
+    states in, hidden states out (no embeddings, no pooler).
+
+    ==========  ===============================================
+    weights     input = output
+    ==========  ===============================================
+    85,054,464  hidden_states (B, 128, 768) float32
+    ==========  ===============================================
+    """
+    _check_heads(hidden, heads)
+    return _build_torch("torch-bert-base", batch, rng, seq_len=seq_len, hidden=hidden,
+                        heads=heads, ffn=ffn, num_layers=num_layers)
+
+
+# name: (its registered builder, the maker of its torch module, the translator of the weights
+# of its counterpart in the registry into the module's names)
+_TORCH_MODELS = {
+    "torch-resnet18": (torch_resnet18, _make_torch_resnet18, _resnet_params_to_torch),
+    "torch-resnet50": (torch_resnet50, _make_torch_resnet50, _resnet_params_to_torch),
+    "torch-bert-layer": (torch_bert_layer, _make_torch_bert_layer, _bert_layer_params_to_torch),
+    "torch-bert-base": (torch_bert_base, _make_torch_bert_base, _bert_params_to_torch),
+    "torch-gpt2-block": (torch_gpt2_block, _make_torch_gpt2_block, _gpt2_params_to_torch),
+}
+
+TORCH_COUNTERPARTS = {
+    "torch-resnet18": "resnet18",
+    "torch-resnet50": "resnet50",
+    "torch-bert-layer": "bert-layer",
+    "torch-bert-base": "bert-base",
+    "torch-gpt2-block": "gpt2-block",
+}
+"""The registry model (built with `tvm.relax.frontend.nn`) each torch model writes out again:
+the same architecture and sizes, so that ``torch_eager_module(name, params=models.get(
+TORCH_COUNTERPARTS[name], **sizes).params, **sizes)`` computes what that model computes."""
+
+
+def _build_torch(name: str, batch: int, rng: np.random.Generator, **sizes) -> Network:
+    torch = _import_optional("torch", "torch==2.13.0", name)
+    net, inputs = _TORCH_MODELS[name][1](torch, batch, **sizes)
+    return _torch_network(torch, net, inputs, rng)
+
+
+def torch_eager_module(
+    name: str,
+    batch: int = 1,
+    seed: int = 0,
+    params: dict[str, np.ndarray] | None = None,
+    **sizes,
+) -> "tuple[torch.nn.Module, list[torch.Tensor]]":
+    """The eval-mode torch module of a torch model here and example inputs, for torch eager.
+
+    ``module(*inputs)`` is the forward pass that ``models.get(name, batch, seed, **sizes)``
+    imports, with the same weights and the same inputs (drawn from `seed` as `models.get`
+    draws them): time it under ``torch.inference_mode()``.
+
+    Parameters
+    ----------
+    name : str
+        ``"torch-resnet18"``, ``"torch-resnet50"``, ``"torch-bert-layer"``,
+        ``"torch-bert-base"`` or ``"torch-gpt2-block"``.
+    batch, seed : int
+        As for `models.get`.
+    params : dict[str, numpy.ndarray] | None
+        Weights to load instead of the random ones: either under the module's own (torchvision
+        / Hugging Face) names, or the `params` of the registry model in `TORCH_COUNTERPARTS`
+        (e.g. ``models.get("resnet50", **sizes).params`` for ``"torch-resnet50"``), whose
+        output the module then reproduces. Copied, never shared.
+    **sizes
+        The size overrides the registered model accepts (e.g. ``image_size=32``).
+
+    Returns
+    -------
+    tuple[torch.nn.Module, list[torch.Tensor]]
+        The module (eval mode, gradients off) and its float32 inputs.
+
+    Raises
+    ------
+    ModelConfigError
+        When `name` is no torch model here, a size is unknown or does not fit, or `params`
+        do not name and shape exactly the module's weights.
+    MissingDependencyError
+        When torch is not installed.
+    """
+    if name not in _TORCH_MODELS:
+        raise ModelConfigError(
+            f"no torch module for {name!r}; torch models: {', '.join(sorted(_TORCH_MODELS))}"
+        )
+    build, make, translate = _TORCH_MODELS[name]
+    accepted = [p for p in inspect.signature(build).parameters if p not in ("batch", "rng")]
+    unknown = sorted(set(sizes) - set(accepted))
+    if unknown:
+        raise ModelConfigError(
+            f"model {name!r} has no size {', '.join(unknown)}; it accepts: {', '.join(accepted)}"
+        )
+    bound = inspect.signature(build).bind(batch=batch, rng=None, **sizes)
+    bound.apply_defaults()
+    sizes = {key: value for key, value in bound.arguments.items() if key not in ("batch", "rng")}
+    torch = _import_optional("torch", "torch==2.13.0", name)
+    net, input_shapes = make(torch, batch, **sizes)
+    net = net.eval()
+    # Two independent streams from `seed`, weights then inputs, as models.get draws them.
+    weights_seed, inputs_seed = np.random.SeedSequence(seed).spawn(2)
+    if params is None:
+        _draw_weights(torch, net, np.random.default_rng(weights_seed))
+    else:
+        _load_weights(torch, net, params, translate)
+    net.requires_grad_(False)
+    rng = np.random.default_rng(inputs_seed)
+    inputs = [
+        torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+        for shape in input_shapes.values()
+    ]
+    return net, inputs
+
+
+def _load_weights(torch, net, params: dict[str, np.ndarray], translate) -> None:
+    """Copy `params` into `net`: under its own names, or translated from the registry's."""
+    names = _weight_names(net)
+    if not set(names) <= set(params):
+        params = translate(params)
+    state = net.state_dict()
+    missing = sorted(set(names) - set(params))
+    unexpected = sorted(set(params) - set(names))
+    if missing or unexpected:
+        raise ModelConfigError(
+            f"the weights do not fit the module: missing {missing[:5]}, unexpected "
+            f"{unexpected[:5]}"
+        )
+    with torch.no_grad():
+        for name in names:
+            value = np.asarray(params[name], dtype=np.float32)
+            if tuple(value.shape) != tuple(state[name].shape):
+                raise ModelConfigError(
+                    f"weight {name!r} has shape {value.shape}, the module wants "
+                    f"{tuple(state[name].shape)}"
+                )
+            state[name].copy_(torch.from_numpy(np.ascontiguousarray(value)))
 
 
 # --- BERT encoder layer in ONNX ---

@@ -32,6 +32,31 @@ def gpu_schedule_pass() -> tvm.transform.Pass:
     )
 
 
+def require_gpu_schedules() -> tvm.transform.Pass:
+    """Refuse a GPU kernel that no schedule reached (it would silently become host code)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="tvm_place.RequireGPUSchedules")
+    def check(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        unscheduled = [
+            global_var.name_hint
+            for global_var, func in mod.functions_items()
+            if isinstance(func, tvm.tirx.PrimFunc)
+            and func.attrs is not None
+            and "target" in func.attrs
+            and is_gpu_target(func.attrs["target"])
+            and "tirx.is_scheduled" not in func.attrs
+        ]
+        if unscheduled:
+            raise UnsupportedModelError(
+                f"no GPU schedule applies to kernel(s) {unscheduled[:5]}: neither the tuning "
+                "database nor dlight's rules scheduled them, and an unscheduled GPU kernel would "
+                "run as host code; tune them (tvm_place.tune) or place them on the CPU (pins)"
+            )
+        return mod
+
+    return check
+
+
 def is_gpu_target(target: tvm.target.Target) -> bool:
     return "gpu" in [str(key) for key in target.keys]
 
@@ -159,7 +184,7 @@ def compile_stage(module: tvm.IRModule, target: tvm.target.Target) -> relax.VMEx
     """Compile one stage module for its target, GPU functions with a real GPU schedule."""
     passes = []
     if is_gpu_target(target):
-        passes.append(gpu_schedule_pass())
+        passes += [gpu_schedule_pass(), require_gpu_schedules()]
     # TVM 0.27's backend packages do not re-export dataflow_lower_passes, so
     # relax.pipeline.dataflow_lower_passes raises; take the passes from the backend modules.
     backend = importlib.import_module(

@@ -38,7 +38,7 @@ from ._ir import (
     tensor_types,
     vdevice_index,
 )
-from .build import BACKEND_OF_KIND, gpu_schedule_pass, is_gpu_target
+from .build import BACKEND_OF_KIND, gpu_schedule_pass, is_gpu_target, require_gpu_schedules
 from .tuning_database import ApplyTunedSchedules, warn_untuned
 from .split import DEVICE_ATTR, module_vdevices
 
@@ -215,7 +215,7 @@ def multi_device_lowering(targets, database=None) -> list[tvm.transform.Pass]:
     passes: list[tvm.transform.Pass] = [_tuned_schedules_and_warning(database)]
     gpu = next((t for t in targets if is_gpu_target(t)), None)
     if gpu is not None:
-        passes.append(gpu_schedule_pass())
+        passes += [gpu_schedule_pass(), require_gpu_schedules()]
     backend_target = gpu if gpu is not None else targets[0]
     backend = importlib.import_module(
         f"tvm.relax.backend.{BACKEND_OF_KIND.get(backend_target.kind.name, 'gpu_generic')}.pipeline"

@@ -147,6 +147,15 @@ UNTUNED_CPU_SLOWDOWN = 0.217 / 0.034
 DLIGHT_VS_EAGER_GPU = 5.0 / 3.6
 
 
+def expected_slowdown(kind: str) -> str:
+    """What an untuned kernel of target ``kind`` costs, as measured here."""
+    if kind == "cuda":
+        return (f"they get dlight's default GPU schedules (ResNet-50 with them ran "
+                f"{DLIGHT_VS_EAGER_GPU:.1f}x slower than PyTorch eager on an H100)")
+    return (f"they run TVM's default loop nests (ResNet-50's heaviest conv ran "
+            f"{UNTUNED_CPU_SLOWDOWN:.1f}x slower untuned than after 16 tuning trials on a 2-core CPU)")
+
+
 def warn_untuned(untuned: dict[str, tuple[str, list[str], int]], database: TuningDatabase | None) -> None:
     """One :class:`UntunedKernelWarning` for the kernels built without a tuned schedule.
 
@@ -154,18 +163,11 @@ def warn_untuned(untuned: dict[str, tuple[str, list[str], int]], database: Tunin
     """
     from tvm_place.errors import UntunedKernelWarning
 
-    lines = []
-    for device, (kind, names, total) in untuned.items():
-        if not names:
-            continue
-        if kind == "cuda":
-            expected = (f"they get dlight's default GPU schedules (ResNet-50 with them ran "
-                        f"{DLIGHT_VS_EAGER_GPU:.1f}x slower than PyTorch eager on an H100)")
-        else:
-            expected = (f"they run TVM's default loop nests (ResNet-50's heaviest conv ran "
-                        f"{UNTUNED_CPU_SLOWDOWN:.1f}x slower untuned than after 16 tuning trials on a "
-                        "2-core CPU)")
-        lines.append(f"{len(names)} of {total} kernels on {device} ({kind}) have no tuned schedule: {expected}")
+    lines = [
+        f"{len(names)} of {total} kernels on {device} ({kind}) have no tuned schedule: {expected_slowdown(kind)}"
+        for device, (kind, names, total) in untuned.items()
+        if names
+    ]
     if not lines:
         return
     where = "no tuning database was given" if database is None else f"the database {database.directory} lacks them"

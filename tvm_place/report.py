@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from .evaluate import evaluate
 from .graph import Placement, PlacementProblem
@@ -85,6 +86,11 @@ def format_report(
             f"{_bytes(traffic['bytes_in'][d]):>10} {_bytes(traffic['bytes_out'][d]):>10} "
             f"{traffic['copies_in'][d]:>6}/{traffic['copies_out'][d]:<6}"
         )
+    if cost_sources:
+        placed_sources = Counter(cost_sources[u][int(d)] for u, d in enumerate(placement.device_of))
+        lines.append("  cost sources   " + ", ".join(
+            f"{count} {source}" for source, count in sorted(placed_sources.items(), key=lambda x: -x[1])
+        ) + " (of the operators as placed)")
     lines += ["", f"  {'#':>4} {'operator':<44} {'device':<8} {'time':>11}  cost source"]
     for u, node in enumerate(problem.graph.nodes):
         d = int(placement.device_of[u])

@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import types
+import warnings
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import Counter
@@ -31,9 +32,9 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from .compiler import _progress_printer, place, tuning_database
-from .errors import InvalidTargetError, MissingDependencyError
+from .errors import InvalidTargetError, MissingDependencyError, UntunedKernelWarning
 from .graph import Placement
-from .passes.tuning_database import target_key, workload
+from .passes.tuning_database import expected_slowdown, target_key, workload
 
 #: Search strategies offered (MetaSchedule's names). ``replay-trace`` samples the design space;
 #: ``evolutionary`` also mutates the best candidates, guided by an XGBoost cost model.
@@ -169,6 +170,16 @@ def tune(
         result.seconds = time.monotonic() - began
         for name, func in todo.items():
             (result.newly_tuned if db.record(func, target) is not None else result.untuned).append(name)
+    for result in results:
+        if result.untuned:
+            kind = result.target.split("-", 1)[0]
+            warnings.warn(
+                f"{len(result.untuned)} of {result.kernels} kernels for {', '.join(result.devices)} stay "
+                f"untuned ({result.skipped or 'no valid schedule found, or the time limit'}): "
+                f"{expected_slowdown(kind)}",
+                UntunedKernelWarning,
+                stacklevel=2,
+            )
     return TuningResult(db.directory, placed.placement, results, time.monotonic() - start, timed_out)
 
 

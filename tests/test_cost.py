@@ -91,3 +91,17 @@ def test_measured_model_falls_back_for_missing_devices(tmp_path):
 
     expected = "measured" if tvm.cuda(0).exist else "analytical"
     assert sources[0][0] == expected
+
+
+def test_plain_llvm_is_compiled_for_this_host_cpu():
+    """A bare 'llvm' gets the host's mcpu (TVM's default is generic x86-64, SSE only); an explicit
+    mcpu or mtriple is left as given."""
+    from tvm_place.targets import host_cpu, resolve_targets
+
+    host = host_cpu()
+    plain = resolve_targets(["llvm"])[0].target
+    assert (str(plain.attrs["mcpu"]) if "mcpu" in plain.attrs else None) == host
+    portable = resolve_targets([{"kind": "llvm", "mcpu": "x86-64"}])[0].target
+    assert str(portable.attrs["mcpu"]) == "x86-64"
+    cross = resolve_targets([{"kind": "llvm", "mtriple": "aarch64-linux-gnu"}])[0].target
+    assert "mcpu" not in cross.attrs

@@ -72,7 +72,8 @@ def test_compile_with_the_database_builds_tuned_kernels_and_costs_them(tuned_dat
     untuned = tvm_place.compile(TwoKernels, ["llvm"])
     np.testing.assert_allclose(tuned(*inputs()).numpy(), untuned(*inputs()).numpy(), rtol=1e-5, atol=1e-5)
     report = tuned.report()
-    assert report.count("tuned (database)") == 2, report
+    assert "cost sources   2 tuned (database)" in report, report
+    assert sum(line.endswith("tuned (database)") for line in report.splitlines()) == 2, report
     database = TuningDatabase(directory)
     llvm = resolve_targets(["llvm"])[0].target
     prepared = prepare(TwoKernels)
@@ -208,3 +209,25 @@ def test_relax_pipeline_route_applies_the_database(tuned_database):
     args = [tvm.runtime.tensor(x) for x in inputs()]
     outputs = [relax.VirtualMachine(ex, tvm_place.devices_of(ex))["main"](*args).numpy() for ex in (tuned, untuned)]
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_bench_tuning_reduced_run(tmp_path):
+    """scripts/bench_tuning.py on one tiny model, one trial per kernel: the record it writes."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import bench_tuning
+
+    results = tmp_path / "tuning.json"
+    assert bench_tuning.main(["--reduced", "--trials", "1", "--time-limit", "120", "--database", str(tmp_path / "db"),
+                              "--results", str(results), "--repeat", "2", "--untuned-repeat", "1",
+                              "--no-doc", "--quiet"]) == 0
+    record = json.loads(results.read_text())["models"]["bert-layer"]
+    assert record["tune"]["trials"] >= 1 and record["second_tune_trials"] == 0
+    assert record["same_kernels_second_compile"] is True
+    assert record["max_abs_error_tuned_vs_untuned"] < 1e-4
+    assert record["untuned_seconds"] > 0 and record["tuned_seconds"] > 0
+    if "eager_missing" not in record:
+        assert record["eager_seconds"] > 0
+    assert "no tuning database" in record["untuned_warning"]

@@ -190,6 +190,13 @@ def replace_main(mod: tvm.IRModule, main: relax.Function) -> tvm.IRModule:
     return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)
 
 
+def device_label(vdevices: list, index: int) -> str:
+    """``cpu0``, ``cuda1``: vdevice ``index``'s kind and id, for names of stages and copies."""
+    vdevice = vdevices[index]
+    kind = "cpu" if vdevice.target.kind.name == "llvm" else vdevice.target.kind.name
+    return f"{kind}{int(vdevice.vdevice_id)}"
+
+
 def vdevice_index(vdevices: list, vdevice) -> int | None:
     """Position of ``vdevice`` in the module's list (VDevice.same_as recurses, so compare by value)."""
     import tvm_ffi

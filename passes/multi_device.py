@@ -32,6 +32,7 @@ from ._ir import (
     CALL_TIR,
     TO_VDEVICE,
     bindings,
+    device_label,
     is_call_to,
     main_function,
     replace_main,
@@ -116,12 +117,6 @@ def copy_constants(mod: tvm.IRModule) -> tvm.IRModule:
     return replace_main(mod, new_main)
 
 
-def _label(vdevices: list, index: int) -> str:
-    vdevice = vdevices[index]
-    kind = "cpu" if vdevice.target.kind.name == "llvm" else vdevice.target.kind.name
-    return f"{kind}{int(vdevice.vdevice_id)}"
-
-
 def bind_prim_func_targets(mod: tvm.IRModule) -> tvm.IRModule:
     """Every PrimFunc ``main`` calls carries the target of its call's device.
 
@@ -154,7 +149,7 @@ def bind_prim_func_targets(mod: tvm.IRModule) -> tvm.IRModule:
             else:
                 # Same target as a copy made already (cpu:0 and cpu:1): the builder returns it.
                 gvar_of[(gv.name_hint, device)] = builder.add_func(
-                    bound, f"{gv.name_hint}_{_label(vdevices, device)}"
+                    bound, f"{gv.name_hint}_{device_label(vdevices, device)}"
                 )
     blocks = []
     for block in main.body.blocks:

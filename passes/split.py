@@ -13,6 +13,7 @@ from ._ir import (
     CALL_TIR,
     TO_VDEVICE,
     bindings,
+    device_label,
     is_call_to,
     main_function,
     substitute,
@@ -148,7 +149,7 @@ def split_by_device(mod: tvm.IRModule) -> tvm.IRModule:
                 copy_value = normalizer.normalize(
                     relax.Call(TO_VDEVICE, [main_var[v]], _to_vdevice_attrs(vdevices[segment.device]))
                 )
-                copy_var = relax.Var(f"{v.name}_to_{_device_label(vdevices, segment.device)}", copy_value.ty)
+                copy_var = relax.Var(f"{v.name}_to_{device_label(vdevices, segment.device)}", copy_value.ty)
                 main_bindings.append(relax.VarBinding(copy_var, copy_value))
                 copies[key] = copy_var
             arguments.append(copies[key])
@@ -165,7 +166,7 @@ def split_by_device(mod: tvm.IRModule) -> tvm.IRModule:
         stage_bindings.append(
             relax.VarBinding(result_var, normalizer.normalize(relax.Tuple([var_map[v] for v in outputs])))
         )
-        stage_name = f"stage{k}_{_device_label(vdevices, segment.device)}"
+        stage_name = f"stage{k}_{device_label(vdevices, segment.device)}"
         body = normalizer.normalize(relax.SeqExpr([relax.DataflowBlock(stage_bindings)], result_var))
         stage = relax.Function(
             stage_params,
@@ -194,12 +195,6 @@ def split_by_device(mod: tvm.IRModule) -> tvm.IRModule:
 
 def _to_vdevice_attrs(vdevice) -> tvm.ir.Attrs:
     return tvm.ir.make_node("relax.attrs.ToVDeviceAttrs", dst_vdevice=vdevice)
-
-
-def _device_label(vdevices: list, index: int) -> str:
-    vdevice = vdevices[index]
-    kind = "cpu" if vdevice.target.kind.name == "llvm" else vdevice.target.kind.name
-    return f"{kind}{int(vdevice.vdevice_id)}"
 
 
 @tvm.ir.transform.module_pass(opt_level=0, name="tvm_place.SplitByDevice")

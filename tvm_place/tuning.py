@@ -34,6 +34,7 @@ from tvm.s_tir import meta_schedule as ms
 from .compiler import _progress_printer, place, tuning_database
 from .errors import InvalidTargetError, MissingDependencyError, UntunedKernelWarning
 from .graph import Placement
+from .passes import collect_op_graph
 from .passes.tuning_database import expected_slowdown, target_key, workload
 
 #: Search strategies offered (MetaSchedule's names). ``replay-trace`` samples the design space;
@@ -132,15 +133,14 @@ def tune(
     db = tuning_database(database)
     placed = place(mod, targets, objective, method, solve_time_limit, cost_model, profiles, pins,
                    placement, show, database=db)
-    callees = [placed.prepared.get_global_var(name) for name in _callees(placed)]
+    callees = collect_op_graph(placed.prepared).callees
     by_target: dict[str, tuple[tvm.target.Target, list[str], Counter]] = {}
-    for u, device_index in enumerate(placed.placement.device_of):
+    for callee, device_index in zip(callees, placed.placement.device_of):
         device = placed.devices[int(device_index)]
-        key = str(device.target)
-        target, names, calls = by_target.setdefault(key, (device.target, [], Counter()))
+        target, names, calls = by_target.setdefault(str(device.target), (device.target, [], Counter()))
         if device.name not in names:
             names.append(device.name)
-        calls[callees[u].name_hint] += 1
+        calls[callee] += 1
 
     results = []
     timed_out = False
@@ -170,23 +170,16 @@ def tune(
         result.seconds = time.monotonic() - began
         for name, func in todo.items():
             (result.newly_tuned if db.record(func, target) is not None else result.untuned).append(name)
-    for result in results:
+    for (target, _, _), result in zip(by_target.values(), results):
         if result.untuned:
-            kind = result.target.split("-", 1)[0]
             warnings.warn(
                 f"{len(result.untuned)} of {result.kernels} kernels for {', '.join(result.devices)} stay "
                 f"untuned ({result.skipped or 'no valid schedule found, or the time limit'}): "
-                f"{expected_slowdown(kind)}",
+                f"{expected_slowdown(str(target.kind.name))}",
                 UntunedKernelWarning,
                 stacklevel=2,
             )
     return TuningResult(db.directory, placed.placement, results, time.monotonic() - start, timed_out)
-
-
-def _callees(placed) -> list[str]:
-    from .passes import collect_op_graph
-
-    return collect_op_graph(placed.prepared).callees
 
 
 def _search(kernels, weights, target, db, trials, deadline, strategy, show, seed) -> tuple[int, bool]:

@@ -332,6 +332,9 @@ def test_measured_feedback_repairs_a_wrong_cost_model(servers):
     x = np.random.default_rng(3).standard_normal((64, 256)).astype(np.float32)
     stream = [x * (i + 1) for i in range(8)]
     reference, before = measure(wrong, servers[:2], stream)
+    # Rebalance from the least disturbed of two runs: on two cores the other test worker's load
+    # can slow either pinned worker during one run and skew the measured device factors.
+    before = min([before, measure(wrong, servers[:2], stream)[1]], key=lambda s: s.max_stage_seconds)
     table = wrong.compare(before)
     assert "cpu:0" in table and "cpu:1" in table and "measured" in table
     new = wrong.rebalance(before)

@@ -144,7 +144,7 @@ class ApplyTunedSchedules:
 #: (scripts/bench_tuning.py, docs/benchmarks.md).
 UNTUNED_CPU_SLOWDOWN = 4.5086 / 0.2161
 #: dlight's default GPU schedules against PyTorch eager: ResNet-50 on an H100, 5.0 ms vs 3.6 ms
-#: (docs/gpu-results.md).
+#: (measured in the previous session on an H100; docs/gpu-results.md).
 DLIGHT_VS_EAGER_GPU = 5.0 / 3.6
 
 

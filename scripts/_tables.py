@@ -87,6 +87,14 @@ class LoadSampler:
         return f"min {min(s):.1f}, mean {sum(s) / len(s):.1f}, max {max(s):.1f} ({len(s)} samples)"
 
 
+def shown(path: str | Path) -> str:
+    """``path`` relative to the repository where it lies inside it (for notes in the docs)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def write_block(name: str, heading: str, body: str, path: Path = BENCHMARKS) -> None:
     """Replace the block between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->`` in ``path``
     with ``body``; if the markers are missing, append ``heading`` and the block at the end. The file

@@ -226,13 +226,6 @@ def render(table: list[dict], rows: list[dict], skipped: list[dict], meta: dict)
     return "\n".join(lines)
 
 
-def _shown(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--testbed", default=str(ROOT / "testbed"))
@@ -258,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         earlier = json.loads(Path(args.from_results).read_text())
         rows, skipped, meta = earlier["rows"], earlier["skipped"], earlier["meta"]
         meta["notes"] = [n for n in meta.get("notes", []) if not n.startswith("Skipped: ")] + args.note
-        meta["notes"].append(f"(Rendered from the run's results, `{_shown(args.from_results)}`.)")
+        meta["notes"].append(f"(Rendered from the run's results, `{tables.shown(args.from_results)}`.)")
         table = summarise(rows, sorted({r["k"] for r in rows}))
         body = render(table, rows, skipped, meta)
         print(body)

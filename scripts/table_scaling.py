@@ -307,13 +307,6 @@ def make_plot(rows: list[dict], path: Path, time_limit: float) -> None:
     plt.close(fig)
 
 
-def _shown(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="*", type=int, default=list(SIZES))
@@ -341,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         args.time_limit = meta.get("time_limit", args.time_limit)
         compare(rows)
         meta["notes"] = list(meta.get("notes", [])) + args.note + [
-            f"(Rendered from the run's results, `{_shown(args.from_results)}`.)"]
+            f"(Rendered from the run's results, `{tables.shown(args.from_results)}`.)"]
     else:
         load_start = tables.load_average()
         started = time.perf_counter()

@@ -247,13 +247,12 @@ def _register_tensor_intrinsics(kind: str) -> None:
 
 def _cost_model_for(strategy: str, cores: int):
     if strategy == "evolutionary":
-        try:
-            import xgboost  # noqa: F401 - MetaSchedule imports it lazily, deep inside a search
-        except ImportError:
+        # MetaSchedule imports XGBoost lazily, deep inside a search: check before starting one.
+        if importlib.util.find_spec("xgboost") is None:
             raise MissingDependencyError(
                 "the evolutionary tuning strategy needs XGBoost: pip install 'tvm-place[xgboost]', "
                 "or use strategy='replay-trace'"
-            ) from None
+            )
         return ms.CostModel.create("xgb", num_tuning_cores=cores)
     return ms.CostModel.create("random")
 

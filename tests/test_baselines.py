@@ -373,7 +373,7 @@ def test_500_operators_within_the_time_limit(large_problem, name, objective):
         assert name in ("fastest-device", "pipedream")  # memory caps below the whole model
         placement = None
     seconds = time.perf_counter() - started
-    assert seconds <= TIME_LIMIT * 1.1 + 0.5, f"{name}/{objective} took {seconds:.2f} s"
+    assert seconds <= TIME_LIMIT * 1.1 + 2.0, f"{name}/{objective} took {seconds:.2f} s"
     if placement is not None:
         measured = evaluate(large_problem, placement.device_of, placement.order)
         assert math.isclose(placement.value, measured.objective(objective), rel_tol=1e-9)

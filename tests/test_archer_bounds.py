@@ -1,4 +1,4 @@
-"""The chain-model bound of archer_bounds (identical devices), against brute force and the dp."""
+"""The chain-model, cut and heaviest-block bounds of archer_bounds: brute force and the dp."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from brute_force import best_throughput, random_problem
 
 from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem
-from tvm_place.solvers import archer_bounds, dp, slicegraph
+from tvm_place.solvers import archer_bounds, bounds, dp, slicegraph, solve
 
 TOLERANCE = 1e-9
 #: The chain bound is the model's optimum lowered by MIP_SAFETY, and costs are rounded down to
@@ -123,3 +123,128 @@ def test_slicegraph_proves_optimality_through_the_chain_model():
     assert placement.lower_bound <= exact.value * (1 + TOLERANCE)
     if placement.value <= exact.value * (1 + 1e-9):
         assert placement.stats["optimal"], placement.stats["bounds"]
+
+
+# -- the cut bound and the heaviest-block bound (module docstring, 5 and 6) ----------------------
+
+
+def _least_cost_load(problem: PlacementProblem, groups, chosen: set[int]) -> float:
+    """``f(S)`` of the module docstring for the groups ``chosen``, from the operator-level edges:
+    least compute over the devices that fit each group, least transfer over all devices."""
+    best_compute = np.where(groups.fits(problem), groups.compute, np.inf).min(axis=1)
+    transfer = problem.transfer_time.min(axis=1)
+    inside = np.isin(groups.group_of, sorted(chosen))
+    load = sum(best_compute[g] for g in chosen)
+    for u in range(problem.num_ops):
+        consumers = problem.graph.edges[problem.graph.edges[:, 0] == u, 1]
+        if inside[u] and (~inside[consumers]).any():
+            load += transfer[u]  # the send
+        if not inside[u] and inside[consumers].any():
+            load += transfer[u]  # the receive, once
+    return float(load)
+
+
+def _ideals(groups) -> list[frozenset[int]]:
+    """Every set of groups closed under predecessors (group-level contiguity edges)."""
+    G = groups.num_groups
+    result = []
+    for mask in range(1 << G):
+        chosen = {g for g in range(G) if mask >> g & 1}
+        if all(g in chosen for g, h in groups.edges.tolist() if h in chosen):
+            result.append(frozenset(chosen))
+    return result
+
+
+def _small_case(seed: int) -> PlacementProblem:
+    """Unequal devices (each its own costs), few enough groups to enumerate their subsets."""
+    rng = np.random.default_rng([seed, 91])
+    return random_problem(rng, int(rng.integers(2, 9)), int(rng.integers(2, 4)),
+                          edge_probability=float(rng.uniform(0.2, 0.6)),
+                          memory_caps=bool(seed & 1), colour_classes=bool(seed & 2))
+
+
+def _small_case_solved(seed: int):
+    """A :func:`_small_case`, its contiguous optimum by brute force, and its groups."""
+    problem = _small_case(seed)
+    return problem, best_throughput(problem, contiguous=True), archer_bounds.contract(problem)
+
+
+# Costs are rounded down to 1e-6 (cut) / 1e-9 (heaviest) of the combinatorial bound, and the
+# CP-SAT answer is lowered by MIP_SAFETY: a computed bound is this close to the enumerated one.
+ROUNDED = 1e-4
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_cut_bound_is_the_enumerated_max_min_cut_and_valid(seed):
+    problem, optimum, groups = _small_case_solved(seed)
+    if not math.isfinite(optimum):
+        return
+    G = groups.num_groups
+    subsets = [{g for g in range(G) if mask >> g & 1} for mask in range(1, 1 << G)]
+    enumerated = max(min(_least_cost_load(problem, groups, S) for S in subsets if g in S)
+                     for g in range(G))
+    result = archer_bounds.cut_bound(problem, 5.0, groups)
+    assert result.status == "optimal"
+    assert enumerated * (1 - ROUNDED) - 1e-12 <= result.value <= enumerated * (1 + 1e-12) + 1e-12
+    assert result.value <= optimum * (1 + TOLERANCE) + 1e-12
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_heaviest_block_bound_is_the_enumerated_block_minimum_and_valid(seed):
+    problem, optimum, groups = _small_case_solved(seed)
+    if not math.isfinite(optimum):
+        return
+    least = np.where(groups.fits(problem), groups.compute, np.inf).min(axis=1)
+    share = least.sum() / problem.num_devices
+    ideals = _ideals(groups)
+    blocks = {I - J for I in ideals for J in ideals if J <= I}
+    enumerated = min(_least_cost_load(problem, groups, set(B)) for B in blocks
+                     if least[sorted(B)].sum() >= share * (1 - 1e-12))
+    for target in (math.inf, optimum):
+        result = archer_bounds.heaviest_block_bound(problem, 5.0, groups, target=target)
+        assert result.value <= optimum * (1 + TOLERANCE) + 1e-12, (target, result, optimum)
+        assert result.status == "optimal", result
+        assert enumerated * (1 - ROUNDED) - 1e-12 <= result.value <= enumerated * (1 + 1e-9) + 1e-12
+
+
+def test_the_new_bounds_charge_communication_where_the_combinatorial_one_cannot():
+    # Layered graphs with transfers as large as the compute: the best split pays them.
+    problem = _pipeline_problem(4, 40, 8)
+    exact = dp.solve(problem, "throughput", 30.0)
+    assert exact.stats.get("optimal")
+    combinatorial = archer_bounds.combinatorial_bound(problem)
+    cut = archer_bounds.cut_bound(problem, 5.0)
+    heaviest = archer_bounds.heaviest_block_bound(problem, 5.0, target=exact.value)
+    for result in (cut, heaviest):
+        assert combinatorial * 1.2 < result.value, (result, combinatorial)
+        assert result.value <= exact.value * (1 + TOLERANCE)
+
+
+def test_cut_and_heaviest_bounds_stop_at_their_time_limit_with_a_valid_bound():
+    problem = _pipeline_problem(5, 300, 16)
+    groups = archer_bounds.contract(problem)
+    exact = dp.solve(problem, "throughput", 60.0)
+    for bound in (archer_bounds.cut_bound, archer_bounds.heaviest_block_bound):
+        result = bound(problem, 0.05, groups)
+        assert result.seconds < 2.0, (bound.__name__, result)
+        assert result.value <= exact.value * (1 + TOLERANCE)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_general_cut_bound_holds_for_every_placement(seed):
+    # bounds.cut_bound groups colour classes only, so it bounds non-contiguous placements too.
+    problem = _small_case(seed)
+    optimum = best_throughput(problem, contiguous=False)
+    if not math.isfinite(optimum):
+        return
+    value = bounds.cut_bound(problem, 5.0)
+    assert bounds.work_bound(problem) <= value <= optimum * (1 + TOLERANCE) + 1e-12
+
+
+def test_solve_reports_the_cut_bound_for_every_throughput_method():
+    problem = _pipeline_problem(4, 40, 8)
+    work = bounds.work_bound(problem)
+    cut = bounds.cut_bound(problem, 5.0)
+    assert cut > 1.2 * work
+    placement = solve(problem, "throughput", "greedy", 10.0)
+    assert placement.lower_bound == pytest.approx(min(placement.value, cut))

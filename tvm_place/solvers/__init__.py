@@ -96,6 +96,10 @@ METHODS: dict[str, Method] = {
     ),
 }
 
+#: The share of a solve's time limit the transfer-charging throughput bound may take
+#: (:func:`bounds.cut_bound`; it stops early, with a valid bound).
+CUT_BOUND_SHARE = 0.02
+
 #: A progress callback receives a short message and, where known, the fraction done.
 Progress = Callable[[str, float | None], None]
 
@@ -127,6 +131,8 @@ def solve(
             "use method='auto'"
         )
     general_bound = bounds.lower_bound(problem, objective, entry.search_space == "replicated")
+    if objective == "throughput" and entry.search_space != "replicated":
+        general_bound = max(general_bound, bounds.cut_bound(problem, CUT_BOUND_SHARE * time_limit))
     started = time.perf_counter()
     placement = method_function(method)(problem, objective, time_limit, progress)
     seconds = time.perf_counter() - started

@@ -14,9 +14,20 @@ costs each member ``p[u, e] / |S|`` per input, so the single-operator term becom
 best ``k``); the sum term still holds, since every input runs each operator once somewhere.
 
 Time O(n * D + m).
+
+Throughput also has a bound that charges transfers (:func:`cut_bound`): a device holding an
+operator ``u`` carries at least ``min { f(S) : u in S }``, ``f`` the load rule with each cost at
+its least over the devices, and that minimum is a minimum s-t cut; the bound is its largest
+value over the operators (one max-flow each, within a time budget). The construction and its
+proof are in :mod:`tvm_place.solvers.archer_bounds` (section 5), which runs the same
+computation on its contracted groups. Not valid with replicas (a replicated operator's work is
+split). Time O(n) max-flows on O(n) nodes and O(m) arcs, pruned (below).
 """
 
 from __future__ import annotations
+
+import math
+import time
 
 import numpy as np
 
@@ -66,3 +77,92 @@ def lower_bound(problem: PlacementProblem, objective: str, replicas: bool = Fals
     if objective == "throughput":
         return work_bound(problem, replicas)
     return max(work_bound(problem), critical_path_bound(problem))
+
+
+#: Costs are rounded down to multiples of ``unit = scale / CUT_RESOLUTION`` for the integer
+#: max-flow, which only lowers the bound.
+CUT_RESOLUTION = 1_000_000
+
+
+def max_min_cut(group_of: np.ndarray, compute: np.ndarray, transfer: np.ndarray, comm: np.ndarray,
+                unit: float, deadline: float, floor: float = 0.0) -> tuple[float, str, int]:
+    """``max_g min_{S ∋ g} f(S)`` over groups of operators kept together (archer_bounds, 5).
+
+    ``group_of[u]``: ``u``'s group; ``compute[g]``: the group's least compute; ``transfer[u]``:
+    the least transfer time of ``u``'s output; ``comm``: unique pairs ``(u, h)`` where ``u`` has a
+    consumer in group ``h != group_of[u]``. Groups are tried in decreasing order of ``f({g})``
+    (an upper bound on their cut) until that falls to the best cut found or ``deadline``
+    (``time.perf_counter()``) passes; ``floor``: a bound already held. Returns ``(bound,
+    status, max-flows run)``, status ``"optimal"`` or ``"time_limit"`` (a valid bound either way).
+    """
+    from ortools.graph.python import max_flow
+
+    G = len(compute)
+    work = np.floor(compute / unit).astype(np.int64)
+    cost = np.floor(transfer / unit).astype(np.int64)
+    infinite = int(work.sum() + 2 * cost.sum() + 1)
+    flow = max_flow.SimpleMaxFlow()
+    source, sink = G, G + 1
+    single = work.copy()
+    consumers: dict[int, set[int]] = {}
+    for u, h in np.asarray(comm, dtype=np.int64).reshape(-1, 2).tolist():
+        consumers.setdefault(u, set()).add(h)
+    node = G + 2
+    for u, hs in consumers.items():
+        if cost[u] <= 0:
+            continue
+        g = int(group_of[u])
+        receive, send = node, node + 1
+        node += 2
+        flow.add_arc_with_capacity(receive, g, int(cost[u]))  # cut: a consumer in S, u not
+        flow.add_arc_with_capacity(g, send, int(cost[u]))  # cut: u in S, a consumer not
+        single[g] += cost[u]
+        for h in hs:
+            flow.add_arc_with_capacity(h, receive, infinite)
+            flow.add_arc_with_capacity(send, h, infinite)
+            single[h] += cost[u]
+    for g in np.flatnonzero(work > 0).tolist():
+        flow.add_arc_with_capacity(g, sink, int(work[g]))
+    entry = [flow.add_arc_with_capacity(source, g, 0) for g in range(G)]
+    best = int(math.floor(floor / unit)) if floor > 0 else 0
+    status, flows = "optimal", 0
+    for g in np.argsort(-single, kind="stable").tolist():
+        if single[g] <= best:
+            break
+        if time.perf_counter() > deadline:
+            status = "time_limit"
+            break
+        flow.set_arc_capacity(entry[g], infinite)
+        if flow.solve(source, sink) != flow.OPTIMAL:
+            status = "time_limit"
+            break
+        best = max(best, int(flow.optimal_flow()))
+        flows += 1
+        flow.set_arc_capacity(entry[g], 0)
+    return best * unit, status, flows
+
+
+def cut_bound(problem: PlacementProblem, time_limit: float) -> float:
+    """The max-min-cut bound on the max-load of every placement without replicas (module
+    docstring), for the colour classes (operators that share a device), within ``time_limit``
+    seconds; at least :func:`work_bound`."""
+    known = work_bound(problem)
+    if problem.num_ops == 0 or not (problem.transfer_time > 0).any():
+        return known
+    deadline = time.perf_counter() + time_limit
+    group_of = np.empty(problem.num_ops, dtype=np.int64)
+    for g, members in enumerate(problem.colocation_groups()):
+        group_of[members] = g
+    num_groups = int(group_of.max()) + 1
+    compute = np.zeros((num_groups, problem.num_devices))
+    np.add.at(compute, group_of, np.where(problem.allowed(), problem.compute_time, np.inf))
+    least = compute.min(axis=1)
+    if not np.isfinite(least).all():
+        return known  # a class no device can hold: solve() reports that as infeasible
+    edges = problem.graph.edges
+    comm = np.stack([edges[:, 0], group_of[edges[:, 1]]], axis=1) if len(edges) else np.zeros((0, 2))
+    comm = np.unique(comm[group_of[comm[:, 0]] != comm[:, 1]], axis=0) if len(comm) else comm
+    unit = (known if known > 0 else float(problem.transfer_time.max())) / CUT_RESOLUTION
+    value, _, _ = max_min_cut(group_of, least, problem.transfer_time.min(axis=1), comm, unit,
+                              deadline, floor=known)
+    return max(known, value)

@@ -600,7 +600,7 @@ def solve(
                          min(1.0, (time.perf_counter() - started) / time_limit))
 
     run_ga()
-    mip_bounds = tuple(b for b in bounds if b in ("chain", "bottleneck", "guess"))
+    mip_bounds = tuple(b for b in bounds if b != "combinatorial")
     if mip_bounds and not reached_bound():
         budget = started + _BOUNDS_END * time_limit - time.perf_counter()
         if budget > 0.05:

@@ -7,6 +7,7 @@ Each works alone inside a user's own ``tvm.ir.transform.Sequential``:
 - :class:`AnnotatePlacement`: a placement written as vdevices;
 - :class:`SplitByDevice`: per-device stage functions joined by explicit ``R.to_vdevice`` copies;
 - :func:`build_stages`: one compiled executable per stage, for its own target, and the plan;
+- :func:`convert_conv_layout`: convolutions in channels-last layout, which tunes faster on CPUs;
 - :mod:`.multi_device`: the split module as one multi-device VM module instead (stages inlined,
   constants copied to their device, each kernel bound to its device's target), for
   ``tvm_place.pipeline``.
@@ -30,6 +31,7 @@ for _error in (
 from .annotate import AnnotatePlacement, annotate_placement
 from .build import StagePlan, build_stages, compile_stage, stage_module, stage_plan
 from .collect import CollectedGraph, CollectOpGraph, collect_op_graph, prepare_pipeline
+from .layout import convert_conv_layout
 from .split import SplitByDevice, split_by_device
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "build_stages",
     "collect_op_graph",
     "compile_stage",
+    "convert_conv_layout",
     "prepare_pipeline",
     "split_by_device",
     "stage_module",

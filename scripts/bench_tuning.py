@@ -9,6 +9,9 @@ For each model (default ResNet-50 at batch 1 and BERT-base at sequence 128):
    (``tvm_place.models.imported_zoo.torch_eager_module``), and check that a second ``tune`` runs
    no trial and a second compile with the database builds the same kernels.
 
+``--layout NHWC`` builds the convolutions channels-last (:func:`tvm_place.convert_conv_layout`),
+both for tuning and measuring; its rows are named ``MODEL (NHWC)``.
+
 The phases can run apart (``--phase tune`` for the long search, then ``--phase measure`` on a quiet
 machine); results accumulate in ``--results`` and the table is written to docs/benchmarks.md.
 
@@ -41,11 +44,21 @@ def log(message: str) -> None:
     print(f"[bench_tuning] {message}", file=sys.stderr, flush=True)
 
 
-def tune_phase(name: str, sizes: dict, args) -> dict:
-    import tvm_place
+def _model(name: str, sizes: dict, layout: str):
+    """The registry model with its convolutions in ``layout`` (inputs unchanged)."""
+    import dataclasses
+
     from tvm_place import models
+    from tvm_place.passes import convert_conv_layout
 
     model = models.get(name, **sizes)
+    return dataclasses.replace(model, mod=convert_conv_layout(model.mod, layout))
+
+
+def tune_phase(name: str, sizes: dict, args) -> dict:
+    import tvm_place
+
+    model = _model(name, sizes, args.layout)
     started = time.perf_counter()
     with LoadSampler() as load:
         result = tvm_place.tune(model.mod, ["llvm"], database=args.database, trials=args.trials,
@@ -72,9 +85,8 @@ def measure_phase(name: str, sizes: dict, torch_name: str | None, args) -> dict:
     import numpy as np
 
     import tvm_place
-    from tvm_place import models
 
-    model = models.get(name, **sizes)
+    model = _model(name, sizes, args.layout)
     record: dict = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -149,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "data" / "tables" / "tuning.json")
     parser.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md alone")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW",
+                        help="convolution layout of the TVM builds (tvm_place.convert_conv_layout); "
+                        "PyTorch eager runs its default NCHW")
     args = parser.parse_args(argv)
 
     catalogue = REDUCED if args.reduced else MODELS
@@ -157,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     results = saved.get("models", {})
     for name in names:
         sizes, torch_name = catalogue[name]
-        record = results.setdefault(name, {})
+        record = results.setdefault(name if args.layout == "NCHW" else f"{name} ({args.layout})", {})
         if args.phase in ("tune", "both"):
             record.update(tune_phase(name, sizes, args))
         if args.phase in ("measure", "both"):

@@ -113,6 +113,17 @@ def test_compile_then_run_latency_and_stream(tmp_path, capsys):
     assert "127.0.0.1:9" in capsys.readouterr().err
 
 
+def test_compile_channels_last_and_run_from_the_recorded_source(tmp_path, capsys):
+    build = tmp_path / "nhwc"
+    in_process(capsys, "compile", *SMALL, "--target", "llvm", "--layout", "NHWC", "--output", build,
+               "--quiet")
+    assert json.loads((build / cli.SOURCE_FILE).read_text())["layout"] == "NHWC"
+    report = in_process(capsys, "inspect", *SMALL, "--layout", "NHWC")
+    assert "transpose 1" in report  # the input enters channels-last through one transpose
+    latency = json.loads(in_process(capsys, "run", build, "--repeat", "1", "--json"))
+    assert latency["seconds"] > 0 and latency["output_shape"] == [1, 1000]
+
+
 def test_bench_compares_methods():
     result = json.loads(ok(tvm_place("bench", *SMALL, *TWO_CPUS, "--objective", "throughput",
                                      "--methods", "greedy,dp", "--time-limit", "5", "--json",

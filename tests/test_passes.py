@@ -277,3 +277,47 @@ def test_dynamic_shapes_get_a_clear_error():
 def test_unlowered_operator_gets_a_clear_error():
     with pytest.raises(UnsupportedModelError, match="not a TIR operator"):
         collect_op_graph(FanOut)  # not legalized: R.matmul is still a Relax operator
+
+
+# -- convert_conv_layout ----------------------------------------------------------------------
+
+
+@I.ir_module
+class ConvRelu:
+    """Two NCHW convolutions with a relu between: the relu follows the new layout."""
+
+    @R.function
+    def main(x: R.Tensor((1, 8, 10, 10), "float32"), w1: R.Tensor((16, 8, 3, 3), "float32"),
+             w2: R.Tensor((4, 16, 1, 1), "float32")):
+        with R.dataflow():
+            a = R.nn.conv2d(x, w1, padding=1)
+            b = R.nn.relu(a)
+            c = R.nn.conv2d(b, w2)
+            R.output(c)
+        return c
+
+
+def _conv_layouts(mod) -> list[tuple[str, str]]:
+    conv2d = tvm.ir.Op.get("relax.nn.conv2d")
+    return [(str(b.value.attrs.data_layout), str(b.value.attrs.kernel_layout))
+            for b in bindings(mod["main"]) if is_call_to(b.value, conv2d)]
+
+
+def test_convert_conv_layout_computes_channels_last_with_the_same_outputs():
+    import tvm_place
+    from tvm_place.passes import convert_conv_layout
+
+    assert convert_conv_layout(ConvRelu, "NCHW") is ConvRelu
+    nhwc = convert_conv_layout(ConvRelu, "NHWC")
+    assert _conv_layouts(ConvRelu) == [("NCHW", "OIHW")] * 2
+    assert _conv_layouts(nhwc) == [("NHWC", "HWIO")] * 2
+    # main's signature is kept: the same inputs, the same output shape
+    shapes = [[int(d) for d in p.ty.shape] for p in ConvRelu["main"].params]
+    assert [[int(d) for d in p.ty.shape] for p in nhwc["main"].params] == shapes
+    rng = np.random.default_rng(0)
+    inputs = [rng.standard_normal(shape).astype("float32") for shape in shapes]
+    want = tvm_place.compile(ConvRelu, ["llvm"])(*inputs).numpy()
+    got = tvm_place.compile(nhwc, ["llvm", "llvm"], objective="throughput")(*inputs).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown convolution layout 'NCWH'"):
+        convert_conv_layout(ConvRelu, "NCWH")

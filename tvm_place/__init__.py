@@ -29,6 +29,7 @@ _LAZY = {
     "pipeline": ("tvm_place.relax_pipeline", "pipeline"),
     "devices_of": ("tvm_place.relax_pipeline", "devices_of"),
     "tune": ("tvm_place.tuning", "tune"),
+    "convert_conv_layout": ("tvm_place.passes", "convert_conv_layout"),
 }
 
 
@@ -59,6 +60,7 @@ __all__ = [
     "UnsupportedModelError",
     "UntunedKernelWarning",
     "compile",
+    "convert_conv_layout",
     "devices_of",
     "load",
     "pipeline",

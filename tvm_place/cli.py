@@ -104,7 +104,7 @@ def _model(args: argparse.Namespace):
     from .sources import load_model
 
     return load_model(args.model, batch=args.batch, sizes=_sizes(args.size), seed=args.seed,
-                      training=args.training)
+                      training=args.training, layout=args.layout)
 
 
 def _targets(args: argparse.Namespace) -> tuple[list, list | None]:
@@ -252,7 +252,7 @@ def _compile(args: argparse.Namespace) -> int:
     directory = placed.export(args.output)
     (directory / SOURCE_FILE).write_text(json.dumps(
         {"model": args.model, "batch": args.batch, "size": args.size, "seed": args.seed,
-         "training": args.training}))
+         "training": args.training, "layout": args.layout}))
     _report(placed.problem, placed.placement, None, log, args, {"output": str(directory)})
     return 0
 
@@ -293,7 +293,8 @@ def _run(args: argparse.Namespace) -> int:
         )
     source = json.loads(source_file.read_text())
     model = load_model(source["model"], source["batch"], _sizes(source["size"]), source["seed"],
-                       training=source.get("training", False))
+                       training=source.get("training", False),
+                       layout=source.get("layout", "NCHW"))
     if args.mode == "latency":
         outputs = placed(*model.inputs)  # warm-up and the outputs shown
         seconds = placed.measure_latency(model.inputs, repeat=args.repeat)
@@ -409,6 +410,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
     parser.add_argument("--training", action="store_true",
                         help="a registry model's training step (forward, loss, weight gradients)")
+    parser.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW",
+                        help="convolution layout: NHWC (channels last) tunes faster on CPUs")
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True) -> None:

@@ -37,9 +37,17 @@ class LoadedModel:
 
 
 def load_model(spec: str, batch: int = 1, sizes: dict | None = None, seed: int = 0,
-               training: bool = False) -> LoadedModel:
+               training: bool = False, layout: str = "NCHW") -> LoadedModel:
     """The model ``spec`` names (see the module docstring); ``training``: a registry model's
-    training step (:mod:`tvm_place.models.training`)."""
+    training step (:mod:`tvm_place.models.training`); ``layout``: its convolutions' layout
+    (:func:`tvm_place.passes.convert_conv_layout`; inputs keep their shapes)."""
+    from tvm_place.passes import convert_conv_layout
+
+    loaded = _load_model(spec, batch, sizes, seed, training)
+    return LoadedModel(loaded.name, convert_conv_layout(loaded.mod, layout), loaded.inputs)
+
+
+def _load_model(spec: str, batch: int, sizes: dict | None, seed: int, training: bool) -> LoadedModel:
     path, member = spec.rsplit(":", 1) if ".py:" in spec else (spec, "")
     file = Path(path)
     if training and file.suffix in (".onnx", ".py"):

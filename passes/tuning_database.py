@@ -80,6 +80,16 @@ class TuningDatabase:
             return None
         return database.query_tuning_record(module, target, "main")
 
+    def record_count(self, prim_func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> int:
+        """How many measured schedules of ``prim_func`` on ``target`` the database holds."""
+        if not self.has_records(target):
+            return 0
+        database = self.for_target(target)
+        module = workload(prim_func)
+        if not database.has_workload(module):
+            return 0
+        return len(database.get_top_k(database.commit_workload(module), 1 << 30))
+
     def seconds(self, prim_func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> float | None:
         """The measured run time of ``prim_func``'s best tuned schedule, or None."""
         record = self.record(prim_func, target)

@@ -260,14 +260,18 @@ def fmt_ms(seconds: float) -> str:
 
 
 def markdown(records, per_model, overall, calib_rows, fitted, args, load, wall, sizes_of) -> str:
+    from tvm_place.targets import host_cpu
+
     command = ("python scripts/table_cost_model.py " + " ".join(args.argv)).strip()
+    target_cpu = f"`-mcpu={host_cpu()}`" if host_cpu() else "generic x86-64"
     kernels = len({(r["model"], r["kernel"]) for r in records})
     lines = [
         f"`{command}` (date {today()}; {wall / 60:.1f} min wall). Machine: {machine()}; load "
         f"average during the run: {load} (other jobs shared the 2 cores, so measured times are "
         f"noisy, mostly on the slow side). Versions: {versions()}.",
         "",
-        f"Target `llvm` (no `-mcpu`, TVM's untuned default schedules), profile `local-cpu` "
+        f"Target `llvm` (compiled for this CPU: {target_cpu}; TVM's untuned default schedules), "
+        "profile `local-cpu` "
         f"(39.6 GFLOP/s x 0.1, 13.5 GB/s x 0.5, 2 us launch). {len(records)} operators, "
         f"{kernels} distinct kernels, each compiled alone and timed by `MeasuredCostModel` "
         "(`time_evaluator`, 3 x 3 runs, >= 20 ms per repeat, median). MAPE counts every "
@@ -303,10 +307,12 @@ def markdown(records, per_model, overall, calib_rows, fitted, args, load, wall, 
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     kept = [r for r in records if r["role"] != "excluded"]
+    kind_ratio = {}
     for kind in sorted({r["kind"] for r in kept},
                        key=lambda k: -sum(1 for r in kept if r["kind"] == k)):
         rs = [r for r in kept if r["kind"] == kind]
         km = metrics(np.array([r["predicted"] for r in rs]), np.array([r["measured"] for r in rs]))
+        kind_ratio[kind] = km["geo_ratio"]
         lines.append(f"| {kind} | {km['n']} | {km['mape']:.0f}% | {km['geo_ratio']:.2f} | "
                      f"{km['spearman']:.2f} |")
     train_names = sorted({r["model"] for r in records if r["role"] == "train"})
@@ -342,13 +348,16 @@ def markdown(records, per_model, overall, calib_rows, fitted, args, load, wall, 
         f"{fitted['roofline refit (GFLOP/s, GB/s)']['gflops']:.2f} GFLOP/s and "
         f"{fitted['roofline refit (GFLOP/s, GB/s)']['gbs']:.2f} GB/s effective, against the "
         f"profile's 3.96 GFLOP/s and 6.75 GB/s.",
-        "- Where the error is: matmuls run about 4x slower than the profile assumes "
-        "(geometric mean; TVM's untuned default schedule), so the transformers' sums are 6-10x over the prediction, "
+        f"- Where the error is: matmuls run {kind_ratio.get('matmul', float('nan')):.1f}x and "
+        f"convolutions {kind_ratio.get('conv2d', float('nan')):.1f}x the profile's time "
+        "(geometric means of measured / predicted; TVM's untuned default schedules), "
         "while small elementwise, reshape, pooling and concatenation kernels run faster than "
-        "predicted: timed alone they take well under the profile's 2 us launch overhead, and "
-        "their data sits in cache (the refit's effective bandwidth is above the 13.5 GB/s "
-        "measured for a large copy). Inside a full VM run each call also pays dispatch "
-        "overhead, which this per-kernel measurement leaves out.",
+        "predicted: timed alone they take well under the profile's 2 us launch overhead"
+        + (", and their data sits in cache (the refit's effective bandwidth is above the 13.5 "
+           "GB/s measured for a large copy)"
+           if fitted['roofline refit (GFLOP/s, GB/s)']['gbs'] > 13.5 else "")
+        + ". Inside a full VM run each call also pays dispatch overhead, which this per-kernel "
+        "measurement leaves out.",
         "- `dlrm` is shown but kept out of the fits and of the 'all' row: its embedding "
         "lookups (`take`) are measured in nanoseconds, while the roofline charges each at least "
         "the profile's launch overhead (`CollectOpGraph` counts the gathered rows, not the whole "

@@ -104,6 +104,29 @@ def test_second_tune_runs_no_trial_and_second_compile_builds_the_same_kernels(tu
     assert untuned.kernel_sources() != builds[0].kernel_sources()
 
 
+def test_retune_searches_kernels_in_the_database_again_and_keeps_the_best(tmp_path):
+    directory = tmp_path / "db"
+    tvm_place.tune(TwoKernels, ["llvm"], database=directory, trials=1, time_limit=300)
+    database = TuningDatabase(directory)
+    llvm = resolve_targets(["llvm"])[0].target
+    prepared = prepare(TwoKernels)
+    names = kernels_of(TwoKernels)
+    before = {name: (database.record_count(prepared[name], llvm), database.seconds(prepared[name], llvm))
+              for name in names}
+    assert all(count >= 1 for count, _ in before.values())
+    again = tvm_place.tune(TwoKernels, ["llvm"], database=directory, trials=2, time_limit=300,
+                           retune=True)
+    (target,) = again.targets
+    assert again.trials >= 2 and target.already_tuned == 2 and not target.newly_tuned
+    database = TuningDatabase(directory)  # re-read what the search wrote
+    for name in names:
+        count, seconds = database.record_count(prepared[name], llvm), database.seconds(prepared[name], llvm)
+        assert count > before[name][0], f"{name}: no new record"
+        assert seconds <= before[name][1]  # the best record is kept
+        assert (name in target.improved) == (seconds < before[name][1])
+    assert "retuned faster" in again.summary() or not target.improved
+
+
 def test_compile_without_tuning_warns_with_the_expected_slowdown(tmp_path):
     with pytest.warns(UntunedKernelWarning, match=r"2 of 2 kernels on cpu:0 .*slower.*no tuning database"):
         tvm_place.compile(TwoKernels, ["llvm"])

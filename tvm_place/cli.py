@@ -266,7 +266,7 @@ def _tune(args: argparse.Namespace) -> int:
     options = _placement_options(args, log)
     options["solve_time_limit"] = options.pop("time_limit")
     result = tune(model.mod, trials=args.trials, time_limit=args.tuning_time, strategy=args.strategy,
-                  **options)
+                  retune=args.retune, **options)
     if args.json:
         print(json.dumps({"model": model.name, **result.to_dict()}))
     else:
@@ -489,6 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune_.add_argument("--strategy", choices=["replay-trace", "evolutionary"], default="replay-trace",
                        help="MetaSchedule search: sample the design space, or evolve with an "
                             "XGBoost cost model (slower per trial)")
+    tune_.add_argument("--retune", action="store_true",
+                       help="search kernels already in the database again (--trials more each)")
     tune_.add_argument("--json", action="store_true", help="print one JSON object")
 
     run = command("run", "load artifacts written by `compile` and run them", _run)

@@ -56,6 +56,7 @@ class TargetTuning:
     kernels: int
     already_tuned: int
     newly_tuned: list[str] = field(default_factory=list)
+    improved: list[str] = field(default_factory=list)  # retuned kernels whose best time dropped
     untuned: list[str] = field(default_factory=list)
     trials: int = 0
     seconds: float = 0.0
@@ -81,8 +82,9 @@ class TuningResult:
                  + (", time limit reached)" if self.timed_out else ")")]
         for t in self.targets:
             state = t.skipped or (
-                f"{len(t.newly_tuned)} newly tuned in {t.trials} trials, {t.seconds:.0f} s; "
-                f"{len(t.untuned)} still untuned"
+                f"{len(t.newly_tuned)} newly tuned"
+                + (f", {len(t.improved)} retuned faster" if t.improved else "")
+                + f" in {t.trials} trials, {t.seconds:.0f} s; {len(t.untuned)} still untuned"
             )
             lines.append(f"  {t.target} ({', '.join(t.devices)}): {t.kernels} kernels, "
                          f"{t.already_tuned} already in the database; {state}")
@@ -114,6 +116,7 @@ def tune(
     solve_time_limit: float = 60.0,
     progress: Any = False,
     seed: int = 0,
+    retune: bool = False,
 ) -> TuningResult:
     """Tune, for each target, the kernels the placement puts on it; records go to ``database``.
 
@@ -121,7 +124,10 @@ def tune(
     stops after the batch of trials running when the limit passes, and what was found is kept).
     ``strategy``: one of :data:`STRATEGIES`. The placement comes from the other arguments, as in
     :func:`tvm_place.compile` (``solve_time_limit`` is the solver's limit); costs come from the
-    database where it already has kernels. Returns a :class:`TuningResult`.
+    database where it already has kernels. ``retune``: search the kernels the database already
+    has again, ``trials`` more each (each search's random seed is moved on by the records the
+    kernel has, so it samples new schedules; compile keeps using the best record). Returns a
+    :class:`TuningResult`.
     """
     if strategy not in STRATEGIES:
         raise InvalidTargetError(f"unknown tuning strategy {strategy!r}; use one of {list(STRATEGIES)}")
@@ -146,8 +152,10 @@ def tune(
     timed_out = False
     for target, device_names, calls in by_target.values():
         kernels = {name: placed.prepared[name] for name in sorted(calls)}
-        todo = {name: func for name, func in kernels.items() if db.record(func, target) is None}
-        result = TargetTuning(target_key(target), device_names, len(kernels), len(kernels) - len(todo))
+        had = {name: db.seconds(func, target) for name, func in kernels.items()
+               if db.record(func, target) is not None}
+        todo = {name: func for name, func in kernels.items() if retune or name not in had}
+        result = TargetTuning(target_key(target), device_names, len(kernels), len(had))
         results.append(result)
         if not todo:
             continue
@@ -169,7 +177,12 @@ def tune(
         timed_out |= reached
         result.seconds = time.monotonic() - began
         for name, func in todo.items():
-            (result.newly_tuned if db.record(func, target) is not None else result.untuned).append(name)
+            if name in had:
+                best = db.seconds(func, target)
+                if best is not None and had[name] is not None and best < had[name]:
+                    result.improved.append(name)
+            else:
+                (result.newly_tuned if db.record(func, target) is not None else result.untuned).append(name)
     for (target, _, _), result in zip(by_target.values(), results):
         if result.untuned:
             warnings.warn(
@@ -201,7 +214,8 @@ def _search(kernels, weights, target, db, trials, deadline, strategy, show, seed
             space_generator="post-order-apply",
             search_strategy=strategy,
             task_name=name,
-            rand_state=seed + number,
+            # A kernel searched before gets a new seed, so a retune samples new schedules.
+            rand_state=seed + number + 1_000_003 * db.record_count(kernels[name], target),
             num_threads=cores,
             logger=quiet,
         ).clone()

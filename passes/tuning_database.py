@@ -81,14 +81,17 @@ class TuningDatabase:
         return database.query_tuning_record(module, target, "main")
 
     def record_count(self, prim_func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> int:
-        """How many measured schedules of ``prim_func`` on ``target`` the database holds."""
+        """How many schedules of ``prim_func`` on ``target`` the database holds records of,
+        failed measurements included (each search that ran adds some)."""
         if not self.has_records(target):
             return 0
         database = self.for_target(target)
         module = workload(prim_func)
         if not database.has_workload(module):
             return 0
-        return len(database.get_top_k(database.commit_workload(module), 1 << 30))
+        # Not get_top_k(w, huge): TVM reserves top_k slots up front (2^30 is 16 GiB).
+        key = database.commit_workload(module)
+        return sum(1 for record in database.get_all_tuning_records() if record.workload.same_as(key))
 
     def seconds(self, prim_func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> float | None:
         """The measured run time of ``prim_func``'s best tuned schedule, or None."""

@@ -130,11 +130,13 @@ def solve(
             f"method {method!r} solves {list(entry.objectives)}, not {objective!r}; "
             "use method='auto'"
         )
+    started = time.perf_counter()
     general_bound = bounds.lower_bound(problem, objective, entry.search_space == "replicated")
     if objective == "throughput" and entry.search_space != "replicated":
         general_bound = max(general_bound, bounds.cut_bound(problem, CUT_BOUND_SHARE * time_limit))
-    started = time.perf_counter()
-    placement = method_function(method)(problem, objective, time_limit, progress)
+    # The bound's time (its network is built before its deadline is watched) counts in the limit.
+    left = max(time_limit - (time.perf_counter() - started), (1 - CUT_BOUND_SHARE) * time_limit)
+    placement = method_function(method)(problem, objective, left, progress)
     seconds = time.perf_counter() - started
     if not math.isfinite(placement.value):
         raise InfeasibleError(

@@ -267,8 +267,8 @@ def markdown(records, per_model, overall, calib_rows, fitted, args, load, wall, 
     kernels = len({(r["model"], r["kernel"]) for r in records})
     lines = [
         f"`{command}` (date {today()}; {wall / 60:.1f} min wall). Machine: {machine()}; load "
-        f"average during the run: {load} (other jobs shared the 2 cores, so measured times are "
-        f"noisy, mostly on the slow side). Versions: {versions()}.",
+        f"average during the run: {load} (on 2 cores: above 2, other jobs competed and measured "
+        f"times are noisy, mostly on the slow side). Versions: {versions()}.",
         "",
         f"Target `llvm` (compiled for this CPU: {target_cpu}; TVM's untuned default schedules), "
         "profile `local-cpu` "

@@ -251,8 +251,8 @@ def markdown(rows: list[dict], args, load: str, wall: float, merged=(), date=Non
         f"`{command_line(args.argv)}` (date {date or today()}; {wall / 60:.1f} min wall)"
         + (f", rows of {', '.join(first)}" if merged else "")
         + f". Machine: {machine_line or machine()}; "
-        f"load average during the run: {load} (other jobs shared the 2 cores, so solver seconds "
-        f"are noisy). Versions: {versions_line or versions()}.",
+        f"load average during the run: {load} (on 2 cores: above 2, other jobs competed and "
+        f"solver seconds are noisy). Versions: {versions_line or versions()}.",
     ]
     for m in merged:
         same = (m.get("machine") == (machine_line or machine())

@@ -6,6 +6,8 @@ scripts/bench_tuning.py measures.
 """
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -125,6 +127,28 @@ def test_retune_searches_kernels_in_the_database_again_and_keeps_the_best(tmp_pa
         assert seconds <= before[name][1]  # the best record is kept
         assert (name in target.improved) == (seconds < before[name][1])
     assert "retuned faster" in again.summary() or not target.improved
+
+
+def test_a_candidate_that_builds_too_long_is_a_failed_trial(monkeypatch):
+    from tvm_place import tuning
+
+    release = threading.Event()
+    inputs = [tuning.ms.builder.BuilderInput(tvm.IRModule({}), tvm.target.Target("llvm"))
+              for _ in range(3)]
+
+    def build(build_input):
+        position = next(i for i, other in enumerate(inputs) if other.mod.same_as(build_input.mod))
+        if position == 1:
+            release.wait(30)  # a build that hangs (until the test lets it go)
+        return tuning.ms.builder.BuilderResult(f"/tmp/candidate{position}.tar", None)
+
+    monkeypatch.setattr(tuning, "_build_candidate", build)
+    started = time.monotonic()
+    results = tuning._InProcessBuilder(2, timeout=0.5).build(inputs)
+    release.set()
+    assert time.monotonic() - started < 5
+    assert [r.artifact_path for r in results] == ["/tmp/candidate0.tar", None, "/tmp/candidate2.tar"]
+    assert "longer than" in str(results[1].error_msg)
 
 
 def test_compile_without_tuning_warns_with_the_expected_slowdown(tmp_path):

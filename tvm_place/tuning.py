@@ -22,6 +22,7 @@ import types
 import warnings
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -271,22 +272,41 @@ def _cost_model_for(strategy: str, cores: int):
     return ms.CostModel.create("random")
 
 
+#: Seconds a candidate may take to build (per candidate, in batches of ``workers``) before it
+#: counts as a failed trial.
+BUILD_TIMEOUT = 60.0
+
+
 @derived_object
 class _InProcessBuilder(ms.builder.PyBuilder):
     """Builds candidates in this process, on ``workers`` threads.
 
     MetaSchedule's LocalBuilder starts fresh worker processes for every batch of candidates, and
     each imports TVM's tensor intrinsics first: 12 to 60 s of CPU per worker on the 2-core
-    development machine, more than the builds themselves. Builds here have no timeout.
+    development machine, more than the builds themselves. A candidate not built within
+    ``timeout`` seconds (counted per round of ``workers`` builds) is reported as a failed build
+    and the search goes on; its thread cannot be stopped and finishes in the background.
     """
 
-    def __init__(self, workers: int):
+    def __init__(self, workers: int, timeout: float = BUILD_TIMEOUT):
         super().__init__()
         self.workers = workers
+        self.timeout = timeout
 
     def build(self, build_inputs):
-        with ThreadPoolExecutor(self.workers) as pool:
-            return list(pool.map(_build_candidate, build_inputs))
+        pool = ThreadPoolExecutor(self.workers)
+        futures = [pool.submit(_build_candidate, build_input) for build_input in build_inputs]
+        rounds = -(-len(futures) // self.workers)
+        deadline = time.monotonic() + self.timeout * max(1, rounds)
+        results = []
+        for future in futures:
+            try:
+                results.append(future.result(timeout=max(0.0, deadline - time.monotonic())))
+            except FutureTimeout:
+                results.append(ms.builder.BuilderResult(
+                    None, f"TimeoutError: the build took longer than {self.timeout:.0f} s"))
+        pool.shutdown(wait=False, cancel_futures=True)
+        return results
 
 
 def _build_candidate(build_input):

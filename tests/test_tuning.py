@@ -234,6 +234,11 @@ def test_cli_tune_then_compile_with_the_database(tmp_path, capsys):
     assert summary["trials"] == 1 and summary["targets"][0]["newly_tuned"]
     assert cli_main(["compile", str(model), "--database", str(database), "--output", str(tmp_path / "out"),
                      "--quiet", "--json"]) == 0
+    capsys.readouterr()
+    assert cli_main(["tune", str(model), "--database", str(database), "--trials", "1", "--retune",
+                     "--quiet", "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["trials"] == 1 and again["targets"][0]["already_tuned"] == 1
     assert cli_main(["tune", str(model), "--quiet"]) == 2
     assert "--database DIR" in capsys.readouterr().err
 

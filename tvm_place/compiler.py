@@ -200,7 +200,8 @@ def place(
             replicas=given.replicas,
             objective=objective,
             value=value,
-            lower_bound=min(value, solvers.bounds.lower_bound(problem, objective)),
+            lower_bound=min(value, solvers.bounds.best_bound(
+                problem, objective, bool(given.replicas), solvers.CUT_BOUND_SHARE * time_limit)),
             method="given",
             device_names=problem.device_names,
             operators=list(problem.graph.names),

@@ -131,9 +131,8 @@ def solve(
             "use method='auto'"
         )
     started = time.perf_counter()
-    general_bound = bounds.lower_bound(problem, objective, entry.search_space == "replicated")
-    if objective == "throughput" and entry.search_space != "replicated":
-        general_bound = max(general_bound, bounds.cut_bound(problem, CUT_BOUND_SHARE * time_limit))
+    general_bound = bounds.best_bound(problem, objective, entry.search_space == "replicated",
+                                      CUT_BOUND_SHARE * time_limit)
     # The bound's time (its network is built before its deadline is watched) counts in the limit.
     left = max(time_limit - (time.perf_counter() - started), (1 - CUT_BOUND_SHARE) * time_limit)
     placement = method_function(method)(problem, objective, left, progress)

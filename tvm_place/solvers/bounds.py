@@ -72,11 +72,20 @@ def critical_path_bound(problem: PlacementProblem) -> float:
 
 
 def lower_bound(problem: PlacementProblem, objective: str, replicas: bool = False) -> float:
-    """The best of the bounds above for ``objective`` (``"throughput"`` or ``"latency"``);
+    """The best of the cheap bounds above for ``objective`` (``"throughput"`` or ``"latency"``);
     ``replicas``: valid for placements with replica groups too."""
     if objective == "throughput":
         return work_bound(problem, replicas)
     return max(work_bound(problem), critical_path_bound(problem))
+
+
+def best_bound(problem: PlacementProblem, objective: str, replicas: bool, time_limit: float) -> float:
+    """:func:`lower_bound`, and for throughput without replicas also :func:`cut_bound` within
+    ``time_limit`` seconds: the bound every placement the product returns is graded by."""
+    bound = lower_bound(problem, objective, replicas)
+    if objective == "throughput" and not replicas:
+        bound = max(bound, cut_bound(problem, time_limit))
+    return bound
 
 
 #: Costs are rounded down to multiples of ``unit = scale / CUT_RESOLUTION`` for the integer

@@ -41,7 +41,7 @@ import tvm
 from tvm import relax
 
 from tvm_place.errors import UnsupportedModelError
-from tvm_place.passes._ir import var_operands
+from tvm_place.passes._ir import substitute, var_operands
 from tvm_place.passes.collect import GRAD_SEPARATOR, TRAINING_ATTR
 
 LOSSES = ("auto", "cross-entropy", "mse")
@@ -172,19 +172,6 @@ def _bindings(func: relax.Function) -> list[relax.VarBinding]:
     return list(body.blocks[0].bindings)
 
 
-def _substitute(expr, mapping: dict):
-    """``expr`` with variables and constants replaced through ``mapping`` (flat ANF values)."""
-    if isinstance(expr, (relax.Var, tvm.ir.Constant)):
-        return mapping.get(expr, expr)
-    if isinstance(expr, relax.Tuple):
-        return relax.Tuple([_substitute(f, mapping) for f in expr.fields])
-    if isinstance(expr, relax.TupleGetItem):
-        return relax.TupleGetItem(_substitute(expr.tuple_value, mapping), expr.index)
-    if isinstance(expr, relax.Call):
-        return relax.Call(expr.op, [_substitute(a, mapping) for a in expr.args], expr.attrs, expr.ty_args)
-    return expr
-
-
 def _rebuild(func: relax.Function, params: list[relax.Var], mapping: dict,
              name_of: Callable[[int, relax.VarBinding], str], output=None,
              extra: Callable | None = None, attrs: dict | None = None) -> relax.Function:
@@ -195,11 +182,11 @@ def _rebuild(func: relax.Function, params: list[relax.Var], mapping: dict,
     with bb.function("main", params, attrs=attrs):
         with bb.dataflow():
             for index, binding in enumerate(_bindings(func)):
-                value = bb.normalize(_substitute(binding.value, mapping))
+                value = bb.normalize(substitute(binding.value, mapping))
                 var = relax.DataflowVar(name_of(index, binding), value.ty)
                 bb.emit_normalized(relax.VarBinding(var, value))
                 mapping[binding.var] = var
-            result = _substitute(func.body.body if output is None else output, mapping)
+            result = substitute(func.body.body if output is None else output, mapping)
             if extra is not None:
                 result = extra(bb, result)
             result = bb.emit_output(result)

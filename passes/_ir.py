@@ -89,8 +89,9 @@ def with_vdevice(ty: tvm.ir.Type, vdevice) -> tvm.ir.Type:
 
 
 def substitute(expr: relax.Expr, var_map: dict) -> relax.Expr:
-    """``expr`` with its variables replaced through ``var_map`` (flat ANF expressions only)."""
-    if isinstance(expr, relax.Var):
+    """``expr`` with its variables (and any constants keyed in ``var_map``) replaced through
+    ``var_map`` (flat ANF expressions only)."""
+    if isinstance(expr, (relax.Var, tvm.ir.Constant)):
         return var_map.get(expr, expr)
     if isinstance(expr, relax.Tuple):
         return relax.Tuple([substitute(field, var_map) for field in expr.fields])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import tvm
 from tvm import relax
 
+from tvm_place import schedule
 from tvm_place.errors import InvalidPlacementError
 
 from ._ir import (
@@ -54,56 +56,62 @@ class _Segment:
     bindings: list
 
 
-def _segments(main: relax.Function, vdevices: list) -> list[_Segment]:
-    """Bindings grouped into runs on one device, in a topological order that keeps runs long.
+def _segments(main: relax.Function, vdevices: list, order=None) -> list[_Segment]:
+    """Bindings grouped into the stages of :func:`tvm_place.schedule.stage_of`.
 
-    Each ``call_tir`` is on its output's vdevice; glue (tuples, tuple items, aliases) follows the
-    device of its first operand produced in `main`, or else of its first consumer.
+    Each ``call_tir`` is on its output's vdevice and in the schedule's stage (``order``: the
+    execution order of the operators, numbered as CollectOpGraph numbers them; default: binding
+    order). Glue (tuples, tuple items, aliases) joins the latest stage among the operators it reads,
+    or, reading none, the first stage that reads it.
     """
     items = list(bindings(main))
     index_of = {binding.var: i for i, binding in enumerate(items)}
     deps = [
         sorted({index_of[v] for v in var_operands(b.value) if v in index_of}) for b in items
     ]
-    device: list[int | None] = [None] * len(items)
+    op_of = {}  # binding position -> operator number
     for i, binding in enumerate(items):
         if is_call_to(binding.value, CALL_TIR):
-            device[i] = _device_index(binding.var.ty, vdevices, f"operator {binding.var.name!r}")
+            op_of[i] = len(op_of)
+    device_of = np.zeros(len(op_of), dtype=np.int64)
+    # Operators each binding reads, directly or through glue.
+    reads: list[set[int]] = []
+    for i, binding in enumerate(items):
+        if i in op_of:
+            device_of[op_of[i]] = _device_index(binding.var.ty, vdevices, f"operator {binding.var.name!r}")
+        reads.append(set().union(*[{op_of[j]} if j in op_of else reads[j] for j in deps[i]]))
+    edges = np.array(sorted({(u, op_of[i]) for i in op_of for u in reads[i]}), dtype=np.int64).reshape(-1, 2)
+    if order is not None and len(order) != len(op_of):
+        raise InvalidPlacementError(
+            f"the execution order names {len(order)} operators but `main` has {len(op_of)}"
+        )
+    order = schedule.execution_order(len(op_of), edges, order)
+    op_stage = schedule.stage_of(device_of, edges, order)
+    stage: list[int | None] = [None] * len(items)
+    for i in range(len(items)):
+        if i in op_of:
+            stage[i] = int(op_stage[op_of[i]])
         elif deps[i]:
-            device[i] = device[deps[i][0]]
+            stage[i] = max((stage[j] for j in deps[i] if stage[j] is not None), default=None)
     for i in reversed(range(len(items))):
-        if device[i] is None:
-            consumers = [j for j in range(i + 1, len(items)) if i in deps[j]]
-            device[i] = device[consumers[0]] if consumers else 0
-
-    remaining_deps = [set(d) for d in deps]
-    consumers_of: list[list[int]] = [[] for _ in items]
-    for j, ds in enumerate(deps):
-        for i in ds:
-            consumers_of[i].append(j)
-    ready = sorted(i for i in range(len(items)) if not remaining_deps[i])
-    segments: list[_Segment] = []
-    while ready:
-        current = segments[-1].device if segments else device[ready[0]]
-        on_current = [i for i in ready if device[i] == current]
-        chosen = on_current[0] if on_current else ready[0]
-        ready.remove(chosen)
-        if not segments or segments[-1].device != device[chosen]:
-            segments.append(_Segment(device[chosen], []))
-        segments[-1].bindings.append(items[chosen])
-        for j in consumers_of[chosen]:
-            remaining_deps[j].discard(chosen)
-            if not remaining_deps[j]:
-                ready.append(j)
-        ready.sort()
-    return segments
+        if stage[i] is None:
+            consumers = [stage[j] for j in range(i + 1, len(items)) if i in deps[j] and stage[j] is not None]
+            stage[i] = min(consumers) if consumers else 0
+    stage_device = {int(op_stage[u]): int(device_of[u]) for u in range(len(op_of))}
+    segments: dict[int, _Segment] = {}
+    for i, binding in enumerate(items):
+        k = stage[i]
+        if k not in segments:
+            segments[k] = _Segment(stage_device.get(k, 0), [])
+        segments[k].bindings.append(binding)
+    return [segments[k] for k in sorted(segments)]
 
 
-def split_by_device(mod: tvm.IRModule) -> tvm.IRModule:
+def split_by_device(mod: tvm.IRModule, order=None) -> tvm.IRModule:
     """See :class:`SplitByDevice`."""
     vdevices = module_vdevices(mod)
     main = main_function(mod)
-    segments = _segments(main, vdevices)
+    segments = _segments(main, vdevices, order)
     returned = set(var_operands(main.body.body))
 
     # Where each value of `main` lives: parameters on vdevice 0 (where the VM puts arguments).
@@ -202,13 +210,19 @@ class SplitByDevice:
     """Cut ``main`` into per-device stage functions joined by explicit copies.
 
     Reads: a module annotated by AnnotatePlacement (every ``call_tir`` output on a vdevice of the
-    module's ``"vdevice"`` list).
-    Writes: one Relax function ``stage{k}_{device}`` per maximal run of operators on one device
-    (attributes ``tvm_place.stage`` and ``tvm_place.device``), and a new ``main`` that calls the
-    stages in order with an ``R.to_vdevice`` copy at every cross-device edge: exactly one copy per
-    value and destination device, however many consumers it has there, and none elsewhere.
-    ``main``'s parameters live on vdevice 0. :func:`build_stages` compiles each stage for its target.
+    module's ``"vdevice"`` list), and optionally ``order``, the placement's execution order of the
+    operators (CollectOpGraph's numbering; default: binding order).
+    Writes: one Relax function ``stage{k}_{device}`` per stage of the schedule
+    (:func:`tvm_place.schedule.stage_of`: a run of one device's operators in execution order,
+    cut where a value comes from or goes to another device; attributes ``tvm_place.stage`` and
+    ``tvm_place.device``), and a new ``main`` that calls the stages in order with an
+    ``R.to_vdevice`` copy at every cross-device edge: exactly one copy per value and destination
+    device, however many consumers it has there, and none elsewhere. ``main``'s parameters live on
+    vdevice 0. :func:`build_stages` compiles each stage for its target.
     """
 
+    def __init__(self, order=None):
+        self.order = None if order is None else [int(u) for u in order]
+
     def transform_module(self, mod: tvm.IRModule, ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        return split_by_device(mod)
+        return split_by_device(mod, self.order)

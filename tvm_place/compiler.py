@@ -254,7 +254,8 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
         placed.prepared, placed.devices, placed.problem, placed.sources, placed.placement
     )
     split = tvm.transform.Sequential(
-        [AnnotatePlacement(placement.device_of, [d.target for d in devices]), SplitByDevice()]
+        [AnnotatePlacement(placement.device_of, [d.target for d in devices]),
+         SplitByDevice(placement.order)]
     )(prepared)
     plan, executables = build_stages(split, show, database)
     num_stages = sum(1 for step in plan.steps if step["kind"] == "call")

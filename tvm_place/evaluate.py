@@ -246,8 +246,8 @@ def evaluate(
 ) -> Evaluation:
     """Recompute the loads and the latency of a placement (it is validated first).
 
-    Latency model: each device runs its operators one at a time in ``order`` (default: the graph's
-    topological order); an operator starts when its device is free and every input has arrived; a
+    Latency model (:mod:`tvm_place.schedule`, the rule the runtime follows): each device runs its
+    operators one at a time in ``order`` (default: the graph's topological order); an operator starts when its device is free and every input has arrived; a
     value crossing from ``d`` to ``e`` arrives ``transfer_time[u, d] + transfer_time[u, e]`` after
     it was produced. Transfers delay but do not occupy the devices.
 
@@ -279,8 +279,8 @@ def evaluate(
             transfer_in[e] = problem.transfer_time[received, e].sum() * share
             transfer_out[e] = problem.transfer_time[sent, e].sum() * share
 
-    if order is None:
-        order = problem.graph.topological_order
+    # The schedule's rule (tvm_place.schedule), which the runtime's executor follows too.
+    order = problem.graph.topological_order if order is None else np.asarray(order)
     start = np.zeros(n)
     finish = np.zeros(n)
     device_free = np.zeros(num_devices)

@@ -95,29 +95,17 @@ class OpGraph:
         return [node.name for node in self.nodes]
 
     def _topological_order(self) -> np.ndarray:
-        n = len(self.nodes)
-        indegree = np.array([len(p) for p in self.predecessors])
-        # Kahn's algorithm taking the smallest ready index first, so the order is deterministic and
-        # equal to 0..n-1 whenever the numbering already is topological.
-        import heapq
+        from .schedule import execution_order
 
-        ready = [u for u in range(n) if indegree[u] == 0]
-        heapq.heapify(ready)
-        order = []
-        while ready:
-            u = heapq.heappop(ready)
-            order.append(u)
-            for v in self.successors[u]:
-                indegree[v] -= 1
-                if indegree[v] == 0:
-                    heapq.heappush(ready, v)
-        if len(order) != n:
-            stuck = [self.nodes[u].name for u in range(n) if indegree[u] > 0][:5]
+        order = execution_order(len(self.nodes), self.edges)
+        if len(order) != len(self.nodes):
+            placed = set(order.tolist())
+            stuck = [node.name for u, node in enumerate(self.nodes) if u not in placed][:5]
             raise InvalidGraphError(
                 f"the operator graph has a cycle through {len(stuck)}+ nodes, e.g. {stuck}; "
                 "placement needs a DAG: remove the back edge or contract the cycle into one node"
             )
-        return np.array(order, dtype=np.int64)
+        return order
 
 
 @dataclass(frozen=True)

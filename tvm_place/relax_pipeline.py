@@ -188,7 +188,7 @@ class PlacementPipeline:
         )
         targets = [d.target for d in placed.devices]
         split = tvm.transform.Sequential(
-            [AnnotatePlacement(placed.placement.device_of, targets), SplitByDevice()]
+            [AnnotatePlacement(placed.placement.device_of, targets), SplitByDevice(placed.placement.order)]
         )(placed.prepared)
         num_stages = sum(
             1 for _, f in split.functions_items() if DEVICE_ATTR in (getattr(f, "attrs", None) or {})

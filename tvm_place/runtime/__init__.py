@@ -1,12 +1,14 @@
-"""Running placed modules: latency mode, pipelined throughput mode, stage workers (threads,
-worker processes pinned to cores, RPC servers of other hosts), measured feedback.
+"""Running placed modules: one dataflow executor for latency and pipelined throughput, stage
+workers (threads of this process, or Ray actors on this host or a Ray cluster), links measured
+between them, measured feedback.
 
 The entry point is :class:`tvm_place.runtime.placed.PlacedModule` (what ``tvm_place.compile``
-returns); this package also offers the worker processes on their own.
+returns).
 """
 
 from .errors import (
     DeviceUnavailableError,
+    RunInterrupted,
     StageError,
     StageTimeoutError,
     WorkerDiedError,
@@ -14,16 +16,14 @@ from .errors import (
     WorkerUnreachableError,
 )
 
-# Loaded on first use: `python -m tvm_place.runtime.server` must not find its own module already
-# imported by this package (and must set its affinity before anything loads TVM).
+# Loaded on first use: a Ray actor imports this package and must set its affinity and thread
+# count before anything loads TVM.
 _LAZY = {
-    "StreamStats": "stream",
-    "LocalServer": "workers",
+    "StreamStats": "stats",
     "LocalWorker": "workers",
-    "RPCWorker": "workers",
+    "RayWorker": "ray_engine",
     "Worker": "workers",
     "core_groups": "workers",
-    "start_local_servers": "workers",
 }
 
 
@@ -37,9 +37,9 @@ def __getattr__(name: str):
 
 __all__ = [
     "DeviceUnavailableError",
-    "LocalServer",
     "LocalWorker",
-    "RPCWorker",
+    "RayWorker",
+    "RunInterrupted",
     "StageError",
     "StageTimeoutError",
     "StreamStats",
@@ -48,5 +48,4 @@ __all__ = [
     "WorkerError",
     "WorkerUnreachableError",
     "core_groups",
-    "start_local_servers",
 ]

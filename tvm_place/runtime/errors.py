@@ -47,3 +47,14 @@ class WorkerDiedError(StageError):
 
 class StageTimeoutError(StageError):
     """A stage (or a copy) took longer than the run's timeout on one input."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) ended a run. ``completed``: the outputs of the inputs that finished before
+    it, in input order; ``num_inputs``: inputs submitted. A ``KeyboardInterrupt``, so it ends the
+    program as Ctrl-C does unless caught."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.completed: list = []
+        self.num_inputs: int | None = None

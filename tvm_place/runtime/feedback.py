@@ -2,7 +2,7 @@
 placement from the measured costs.
 
 A run measures each stage's time on its worker and each copy's two halves
-(:class:`~tvm_place.runtime.stream.StreamStats`). Corrections:
+(:class:`~tvm_place.runtime.stats.StreamStats`). Corrections:
 
 - compute: per device, the measured compute time divided by the predicted one is that device's
   factor; every operator's cost on the device is scaled by it (an operator that ran there gets
@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import TvmPlaceError
 from ..evaluate import evaluate
 from ..graph import Placement, PlacementProblem
-from .stream import StreamStats
+from .stats import StreamStats
 
 
 def _ms(seconds: float) -> str:

@@ -1,10 +1,11 @@
 """PlacedModule: run the per-target artifacts of a split module.
 
-Latency mode (``placed(*inputs)``): one input through the stages in plan order. Throughput mode
-(``placed.run_stream(items)``): a stream of inputs, every stage busy at once on its own worker
-(:mod:`tvm_place.runtime.stream`). Workers (:mod:`tvm_place.runtime.workers`) are threads of this
-process, worker processes this machine starts (pinned to their own cores), or RPC servers of other
-hosts: ``placed.attach_workers(...)``. Measured stage times go back into the placement through
+One executor (:mod:`tvm_place.runtime.executor`) runs both modes: latency (``placed(*inputs)``:
+one input, each device running its stages in the schedule's order as soon as their inputs
+arrive, all devices at once) and throughput (``placed.run_stream(items)``: the same with inputs
+in flight). Workers (:mod:`tvm_place.runtime.workers`): threads of this process, or Ray actors
+on this host or a Ray cluster (:mod:`tvm_place.runtime.ray_engine`): ``placed.attach_workers``,
+which also measures the links between them. Measured times go back into the placement through
 ``placed.compare()`` and ``placed.rebalance()`` (:mod:`tvm_place.runtime.feedback`).
 """
 
@@ -14,7 +15,7 @@ import json
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import tvm
@@ -32,11 +33,7 @@ MANIFEST = "manifest.json"
 #: Seconds a stage call (or a copy) may take on one input before a run is abandoned.
 DEFAULT_TIMEOUT = 120.0
 
-__all__ = ["DeviceUnavailableError", "MANIFEST", "PlacedModule", "runtime_device"]
-
-
-def runtime_device(kind: str, index: int):
-    return tvm.cpu(index) if kind == "cpu" else tvm.cuda(index)
+__all__ = ["DeviceUnavailableError", "MANIFEST", "PlacedModule"]
 
 
 class _quiet_stderr:
@@ -66,18 +63,12 @@ class _quiet_stderr:
 class PlacedModule:
     """A placed, compiled model: stage executables, the plan that joins them, and the placement.
 
-    ``placed(*inputs)`` runs one input through the stages in plan order, copying values between
-    devices exactly where the plan says; inputs may be NumPy arrays or TVM tensors, outputs are TVM
-    tensors (a tuple when the model returns several). ``devices`` is a list of dicts with ``name``,
-    ``kind`` and ``index`` per placement device.
-
-    ``placed.run_stream(items)`` is throughput mode: every stage busy at once on its device's
-    worker, bounded queues between stages, results in input order. ``attach_workers`` chooses the
-    workers: threads of this process (the default), worker processes started here and pinned to
-    their own cores (``"processes"``: a CPU-only machine offers its cores as CPU devices), or TVM
-    RPC servers by address or through a tracker; with workers in other processes ``placed(x)``
-    runs through them too. ``compare()`` prints predicted against measured times, ``rebalance()``
-    re-solves the placement with them. ``close()`` (or ``with placed:``) ends the workers.
+    ``placed(*inputs)`` runs one input (latency mode); ``placed.run_stream(items)`` a stream
+    (throughput mode), both on the attached workers (``attach_workers("threads" | "ray")``;
+    threads when none were attached). Inputs may be NumPy arrays or TVM tensors. ``devices`` is
+    a list of dicts with ``name``, ``kind`` and ``index`` per placement device. ``compare()``
+    prints predicted against measured times, ``rebalance()`` re-solves the placement with them.
+    ``close()`` (or ``with placed:``) ends the workers.
     """
 
     def __init__(
@@ -103,58 +94,32 @@ class PlacedModule:
         self._libraries: dict[str, str] = {}
         self._library_dir: tempfile.TemporaryDirectory | None = None
         self._workers: dict[int, Any] | None = None
-        self._owned_servers: list = []
-        #: Measurements of the last :meth:`run_stream` (a StreamStats), or None.
+        #: Measurements of the last :meth:`run_stream` (a StreamStats), or None; of the last
+        #: latency-mode call: ``latency_stats``.
         self.last_stats = None
-
-    def _device(self, index: int):
-        spec = self.devices[index]
-        device = runtime_device(spec["kind"], spec["index"])
-        if not device.exist:
-            raise DeviceUnavailableError(
-                f"the placement runs a stage on {spec['name']}, which this machine does not have; "
-                "the artifacts can be built and exported here, but run them where that device "
-                "exists (or place on the devices you have, e.g. ['llvm', 'llvm'])"
-            )
-        return device
-
-    def _vm(self, stage: str, device_index: int) -> relax.VirtualMachine:
-        if stage not in self._vms:
-            self._vms[stage] = relax.VirtualMachine(self.executables[stage], self._device(device_index))
-        return self._vms[stage]
+        self.latency_stats = None
+        #: Links measured between the attached workers (:meth:`calibrate_links`), by device.
+        self.links: dict = {}
+        self.link_samples: list = []
+        self._uncalibrated_problem = None
 
     def __call__(self, *inputs):
+        """Latency mode: one input through the stages, each device running its stages in the
+        schedule's order as soon as their inputs arrive, all devices at once. Inputs: NumPy
+        arrays or TVM tensors; outputs: TVM tensors (a tuple when the model returns several)."""
         if len(inputs) != len(self.plan.inputs):
             raise TypeError(
                 f"the model takes {len(self.plan.inputs)} inputs ({self.plan.inputs}), "
                 f"got {len(inputs)}"
             )
-        if self._workers is not None and any(w.remote for w in self._workers.values()):
-            # Stages in other processes: one input through the same engine as a stream.
-            kept = self.last_stats
-            try:
-                result = self._stream([tuple(inputs)], depth=1, timeout=DEFAULT_TIMEOUT)[0]
-            finally:
-                self.last_stats = kept
-            host_device = tvm.cpu(0)
-            if self.plan.output_is_tuple:
-                return tuple(tvm.runtime.tensor(v, host_device) for v in result)
-            return tvm.runtime.tensor(result, host_device)
-        host = self._device(0)
-        values: dict[str, Any] = {}
-        for name, value in zip(self.plan.inputs, inputs):
-            values[name] = tvm.runtime.tensor(np.asarray(value), host) if isinstance(value, np.ndarray) else value
-        for step in self.plan.steps:
-            if step["kind"] == "copy":
-                values[step["result"]] = values[step["source"]].copyto(self._device(step["device"]))
-            else:
-                results = self._vm(step["stage"], step["device"])["main"](
-                    *[values[name] for name in step["args"]]
-                )
-                for name, result in zip(step["outputs"], results):
-                    values[name] = result
-        outputs = tuple(values[name] for name in self.plan.outputs)
-        return outputs if self.plan.output_is_tuple else outputs[0]
+        kept = self.last_stats
+        try:
+            values = self._run([tuple(inputs)], depth=1, timeout=DEFAULT_TIMEOUT, as_numpy=False)[0]
+        finally:
+            self.latency_stats, self.last_stats = self.last_stats, kept
+        values = values if self.plan.output_is_tuple else (values,)
+        tensors = tuple(v if hasattr(v, "copyto") else tvm.runtime.tensor(v, tvm.cpu(0)) for v in values)
+        return tensors if self.plan.output_is_tuple else tensors[0]
 
     def kernel_sources(self) -> dict[str, list[str]]:
         """The generated code of every stage's kernels (LLVM IR, CUDA C), by stage, with the
@@ -166,8 +131,17 @@ class PlacedModule:
         }
 
     def report(self) -> str:
-        """Which operator runs where, predicted time per device, copies, bound and gap."""
-        return self._report_text
+        """Which operator runs where, predicted time per device, copies, bound and gap (and,
+        once workers measured their links, the links and the prediction priced with them)."""
+        if not self.links or self.problem is None or self.placement is None:
+            return self._report_text
+        from ..cost.links import format_links
+        from ..evaluate import evaluate
+
+        evaluation = evaluate(self.problem, self.placement)
+        return (f"{self._report_text}\n{format_links(self.links, [d['name'] for d in self.devices])}\n"
+                f"  with these links: latency {evaluation.latency * 1e3:.3f} ms, max-stage time "
+                f"{evaluation.max_load * 1e3:.3f} ms")
 
     # -- workers and throughput mode ----------------------------------------------------------
     @property
@@ -175,127 +149,105 @@ class PlacedModule:
         """The attached workers by placement device index (empty when none are attached)."""
         return dict(self._workers or {})
 
-    @property
-    def worker_processes(self) -> list:
-        """The worker processes this module started (``LocalServer``), for ``"process"`` workers."""
-        return list(self._owned_servers)
+    def _program(self):
+        from .executor import Program
+
+        replicas = self.placement.replicas if self.placement is not None else []
+        return Program(self.plan, [d["name"] for d in self.devices], replicas)
 
     def attach_workers(
         self,
-        workers: str | Sequence[Any] | Mapping[Any, Any] = "threads",
+        workers: str = "threads",
+        address: str | None = None,
         cores: Sequence[Sequence[int]] | None = None,
         threads: int | None = None,
-        timeout: float = 20.0,
-        start_timeout: float = 120.0,
+        timeout: float = 120.0,
+        calibrate: bool = True,
+        probe_sizes: Sequence[int] | None = None,
     ) -> "PlacedModule":
-        """Choose where each device's stages run; load the stages there. Returns ``self``.
+        """Choose where each device's stages run, load them there, and measure the links between
+        the workers. Returns ``self``.
 
-        ``workers``: ``"threads"`` (all in this process), ``"processes"`` (one worker process
-        per device, started here, each pinned to its share of this process's cores), or one
-        entry per placement device (a list, or a dict by device name or index; devices left out
-        run in threads): ``"thread"``, ``"process"``, ``"host:port"`` (a running
-        ``python -m tvm_place.runtime.server``, or any TVM RPC server), ``"tracker://host:port/key"``,
-        a :class:`~tvm_place.runtime.workers.LocalServer`, a ``tvm.rpc.RPCSession`` or a
-        :class:`~tvm_place.runtime.workers.Worker`. ``cores``: the core group of each started
-        process, in device order (default: the cores split evenly); ``threads``: their
-        ``TVM_NUM_THREADS`` (default: one per core). ``timeout`` bounds each connection,
-        ``start_timeout`` the start of the processes. Workers attached before are closed.
+        ``workers``: ``"threads"`` (every device in this process: a thread per device drives it)
+        or ``"ray"`` (one Ray actor per device: on this host pinned to its own cores, so a
+        CPU-only machine offers its cores as CPU devices; ``"processes"`` is the same on a local
+        Ray); ``address``: an existing Ray cluster (``"HOST:6379"``, ``"auto"``) instead of a
+        local one. ``cores``: each CPU device's cores, in device order (default: this process's
+        cores split evenly; on a cluster Ray places the actors); ``threads``: TVM threads per
+        actor (default: one per core). ``timeout`` bounds the start of the workers.
+
+        ``calibrate``: copy probe tensors (``probe_sizes``, default 1 KB to 64 MB) between every
+        pair of workers and write the fitted links into :attr:`problem` (see
+        :mod:`tvm_place.cost.links`), so :meth:`report`, :meth:`compare`, :meth:`rebalance` and
+        a re-solve price copies at what this runtime pays (:attr:`links`). Workers attached
+        before are closed.
         """
         from . import workers as w
 
-        entries = self._worker_entries(workers)
+        mode = {"threads": "threads", "thread": "threads", "ray": "ray", "processes": "ray",
+                "process": "ray"}.get(workers) if isinstance(workers, str) else None
+        if mode is None:
+            raise WorkerError(f"workers={workers!r}: use 'threads' or 'ray' ('processes': Ray on this host)")
+        if address is not None and mode != "ray":
+            raise WorkerError("address= names a Ray cluster: use it with workers='ray'")
+        program = self._program()
+        used = program.devices_used()
         self.close()
         created: dict[int, Any] = {}
         try:
-            process_devices = [d for d, entry in entries.items() if entry == "process"]
-            groups = list(cores) if cores is not None else w.core_groups(len(process_devices))
-            if len(groups) < len(process_devices):
-                raise WorkerError(
-                    f"{len(process_devices)} devices run in worker processes but `cores` gives "
-                    f"{len(groups)} core groups"
-                )
-            started = []
-            for device, group in zip(process_devices, groups):
-                spec = self.devices[device]
-                env = None
-                if spec["kind"] != "cpu":
-                    import os
+            if mode == "threads":
+                for device in used:
+                    spec = self.devices[device]
+                    created[device] = w.LocalWorker(spec["kind"], int(spec["index"]), spec["name"])
+            else:
+                from .ray_engine import start_workers
 
-                    env = dict(os.environ, CUDA_VISIBLE_DEVICES=str(spec["index"]))
-                server = w.LocalServer(cores=group, threads=threads, env=env)
-                self._owned_servers.append(server)
-                started.append((device, server))
-            for device, server in started:
-                server.wait_ready(start_timeout)
-                entries[device] = server
-            for device, entry in entries.items():
-                created[device] = self._open_worker(device, entry, timeout)
+                specs = [dict(self.devices[d], position=d, index=int(self.devices[d]["index"])) for d in used]
+                created = start_workers(specs, address, cores, threads, timeout)
+            libraries = self._stage_libraries() if mode == "ray" else {}
             for device, worker in created.items():
-                for step in self.plan.steps:
-                    if step["kind"] == "call" and step["device"] == device:
-                        library = self._stage_libraries()[step["stage"]] if worker.remote else None
-                        worker.load(step["stage"], self.executables[step["stage"]], library)
+                logical = program.members[device][0]
+                for position in program.sequence[logical]:
+                    stage = program.steps[position].stage
+                    worker.load(stage, self.executables[stage], libraries.get(stage))
         except BaseException:
             for worker in created.values():
                 worker.close()
-            self.close()
             raise
         self._workers = created
+        if calibrate and len(created) > 1:
+            self.calibrate_links(probe_sizes)
         return self
 
-    def _worker_entries(self, workers) -> dict[int, Any]:
-        used = sorted({int(s["device"]) for s in self.plan.steps if s["kind"] == "call"})
-        names = {spec["name"]: d for d, spec in enumerate(self.devices)}
-        if isinstance(workers, str):
-            mode = {"threads": "thread", "thread": "thread", "processes": "process",
-                    "process": "process"}.get(workers)
-            if mode is None:
-                raise WorkerError(
-                    f"workers={workers!r}: use 'threads', 'processes', or one entry per device "
-                    f"({[d['name'] for d in self.devices]})"
-                )
-            return {d: mode for d in used}
-        if isinstance(workers, Mapping):
-            given = {}
-            for key, entry in workers.items():
-                device = names.get(key, key)
-                if not isinstance(device, int) or not 0 <= device < len(self.devices):
-                    raise WorkerError(f"workers names device {key!r}; the devices are {list(names)}")
-                given[device] = entry
-            return {d: given.get(d, "thread") for d in used}
-        workers = list(workers)
-        if len(workers) != len(self.devices):
-            raise WorkerError(
-                f"{len(workers)} workers for {len(self.devices)} placement devices "
-                f"({[d['name'] for d in self.devices]}); give one per device"
-            )
-        return {d: workers[d] for d in used}
+    def calibrate_links(self, sizes: Sequence[int] | None = None, repeat: int = 3) -> dict:
+        """Measure copies between every pair of attached workers (``sizes`` bytes each, median of
+        ``repeat``), fit each device's link (latency + bytes / bandwidth) and price this module's
+        problem with them. Returns the links by device index (also in :attr:`links`)."""
+        from ..cost.links import PROBE_SIZES, LinkSample, fit_device_links, with_links
 
-    def _open_worker(self, device: int, entry, timeout: float):
-        from . import workers as w
-
-        spec = self.devices[device]
-        kind, index, name = spec["kind"], int(spec["index"]), spec["name"]
-        if isinstance(entry, w.Worker):
-            return entry
-        if entry == "thread":
-            return w.LocalWorker(kind, index, name)
-        remote_index = 0 if kind == "cpu" else index
-        if isinstance(entry, w.LocalServer):
-            if entry.port is None:
-                entry.wait_ready()
-            # A process started here for a GPU sees only that GPU (CUDA_VISIBLE_DEVICES): index 0.
-            started_here = any(entry is server for server in self._owned_servers)
-            return w.connect(entry.address, kind, 0 if started_here else remote_index, timeout,
-                             server=entry, what=f"the worker of {name}")
-        if isinstance(entry, str):
-            return w.connect(entry, kind, remote_index, timeout, what=f"the worker of {name}")
-        if hasattr(entry, "get_function") and hasattr(entry, "upload"):
-            return w.session_worker(entry, kind, remote_index)
-        raise WorkerError(
-            f"worker {entry!r} for {name}: give 'thread', 'process', 'host:port', "
-            "'tracker://host:port/key', a LocalServer, an RPCSession or a Worker"
-        )
+        if not self._workers:
+            raise TvmPlaceError("no workers attached: call attach_workers first")
+        samples = []
+        devices = sorted(self._workers)
+        for source in devices:
+            for destination in devices:
+                if source == destination:
+                    continue
+                for size in sizes or PROBE_SIZES:
+                    sends, receives = [], []
+                    for _ in range(repeat):
+                        send, payload = self._workers[source].probe_export(int(size))
+                        receives.append(self._workers[destination].probe_import(payload))
+                        sends.append(send)
+                    samples.append(LinkSample(source, destination, int(size),
+                                              float(np.median(sends)), float(np.median(receives))))
+        self.links = fit_device_links(samples, len(self.devices))
+        self.link_samples = samples
+        if self.problem is not None:
+            if self._uncalibrated_problem is None:
+                self._uncalibrated_problem = self.problem
+            self.problem = with_links(self._uncalibrated_problem, self.links)
+        return self.links
 
     def _stage_libraries(self) -> dict[str, str]:
         """A shared library per stage (exported once to a temporary directory if needed)."""
@@ -311,21 +263,10 @@ class PlacedModule:
         return self._libraries
 
     def close(self) -> None:
-        """Close the attached workers and end the worker processes this module started."""
-        remote = False
+        """End the attached workers (Ray actors are killed; a Ray this module joined stays up)."""
         for worker in (self._workers or {}).values():
-            remote = remote or worker.remote
             worker.close()
         self._workers = None
-        if remote:
-            # Remote objects sit in reference cycles; a TVM RPC server serves one session at a
-            # time, so the session must really end here for the server to take the next one.
-            import gc
-
-            gc.collect()
-        for server in self._owned_servers:
-            server.close()
-        self._owned_servers = []
 
     def __enter__(self) -> "PlacedModule":
         return self
@@ -333,31 +274,35 @@ class PlacedModule:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _stream(self, items: Iterable, depth: int, timeout: float, on_result=None) -> list:
-        from .stream import Program, StreamStats, run_stream
+    def _run(self, items: Iterable, depth: int, timeout: float, on_result=None,
+             as_numpy: bool = True) -> list:
+        from .executor import run
+        from .stats import StreamStats
 
         if self._workers is None:
-            self.attach_workers("threads")
-        names = [d["name"] for d in self.devices]
-        stats = StreamStats(device_names=names)
+            self.attach_workers("threads", calibrate=False)
+        stats = StreamStats(device_names=[d["name"] for d in self.devices])
         self.last_stats = stats
-        return run_stream(Program(self.plan, names), self._workers, items, depth, timeout, stats,
-                          on_result)
+        return run(self._program(), self._workers, items, depth, timeout, stats, on_result, as_numpy)
 
-    def run_stream(self, inputs: Iterable, depth: int = 2, timeout: float = DEFAULT_TIMEOUT,
+    def run_stream(self, inputs: Iterable, depth: int | None = None, timeout: float = DEFAULT_TIMEOUT,
                    on_result=None) -> list:
-        """Throughput mode: run a stream of inputs with every stage busy at once.
+        """Throughput mode: the same executor as latency mode, with inputs in flight.
 
         ``inputs``: an iterable (read lazily) of items, each a tuple of arrays (one per model
-        input) or one array for a one-input model. Between two stages a queue holds at most
-        ``depth`` inputs. Returns the outputs in input order, as NumPy arrays (a tuple when the
-        model returns several); ``on_result(index, output)`` sees each as it arrives. Stages run
-        on the attached workers (:meth:`attach_workers`; in-process threads if none). A stage
-        that raises, a worker that dies or a call longer than ``timeout`` seconds raises a
-        :class:`~tvm_place.runtime.errors.StageError` naming the stage and the input index; the
-        outputs finished before are in its ``completed``. Measurements: :attr:`last_stats`.
+        input) or one array for a one-input model. At most ``depth`` inputs are in flight
+        (default: two per device). Returns the outputs in input order, as NumPy arrays (a tuple
+        when the model returns several); ``on_result(index, output)`` sees each as it arrives.
+        Stages run on the attached workers (:meth:`attach_workers`; in-process threads if none).
+        A stage that raises, a worker that dies or a call longer than ``timeout`` seconds raises
+        a :class:`~tvm_place.runtime.errors.StageError` naming the stage, device and input index;
+        the outputs finished before are in its ``completed`` (Ctrl-C: a
+        :class:`~tvm_place.runtime.errors.RunInterrupted` with them). Measurements:
+        :attr:`last_stats`.
         """
-        return self._stream(inputs, depth, timeout, on_result)
+        if depth is None:
+            depth = 2 * max(1, len(self._program().members))
+        return self._run(inputs, depth, timeout, on_result)
 
     def measure_latency(self, inputs: Sequence, repeat: int = 5, timeout: float = DEFAULT_TIMEOUT) -> float:
         """Median seconds of one input through the stages, alone (latency mode, on the attached
@@ -366,7 +311,7 @@ class PlacedModule:
         kept, times = self.last_stats, []
         try:
             for run in range(repeat + 1):
-                self._stream([item], depth=1, timeout=timeout)
+                self._run([item], depth=1, timeout=timeout)
                 if run:
                     times.append(float(self.last_stats.latencies[0]))
         finally:

@@ -1,0 +1,451 @@
+"""The one executor: a dataflow run of the stage plan, for one input (latency) or a stream.
+
+Every device has a thread here that drives its worker (:mod:`tvm_place.runtime.workers`): it runs
+the device's stages in plan order, which is the schedule's order (:mod:`tvm_place.schedule`: the
+order the evaluator prices), each as soon as the values it reads have arrived; all devices at
+once. A value that crosses devices is exported by the stage that made it, right after it
+computes, and imported by the stage that reads it (Ray: actor to actor through the object store;
+threads: ``copyto``), both halves timed on the workers.
+
+With several inputs in flight (throughput mode, at most ``depth`` at once), a device runs the
+earliest input whose next stage there is ready, and never runs an input's stage before the
+previous input's same stage on that device, so results leave in input order and every stage
+works on the next input while the later stages work on the earlier ones. One input alone is
+exactly the latency schedule.
+
+Replica groups (DiviML's data parallelism; ``Placement.replicas``): a group's stages run on its
+members in turn, input ``k`` on member ``k mod len(group)``.
+
+Faults: a stage that raises stops new inputs; the inputs before it finish and are returned in the
+error's ``completed``. A call that outlasts ``timeout`` (a frozen worker), a worker that dies, or
+Ctrl-C stop at once, keeping what had finished; the main thread checks every ``POLL`` seconds, so
+nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import RunInterrupted, StageError, StageTimeoutError, WorkerDiedError
+from .stats import StreamStats
+from .workers import StageCall, Worker
+
+#: Seconds between the checks of every blocking wait (abort, watchdog, worker liveness).
+POLL = 0.05
+
+
+@dataclass
+class _Arg:
+    name: str  # the name the stage reads
+    kind: str  # "local" (made on this device), "input" (a model input), "copy" (from another device)
+    source: str  # the value copied (for "input"/"copy"), else ``name``
+
+
+@dataclass
+class _Step:
+    position: int
+    stage: str
+    device: int
+    args: list[_Arg]
+    outputs: list[str]
+    exports: list[str]  # outputs other devices read: exported right after the stage
+    fetches: list[str]  # outputs of the model: handed to the driver
+    frees: list[str] = field(default_factory=list)  # local values no later stage here reads
+
+
+class Program:
+    """A :class:`~tvm_place.passes.build.StagePlan` as steps per device, in the schedule's order.
+
+    ``replicas``: replica groups of placement device indices (each group's first device holds the
+    stages).
+    """
+
+    def __init__(self, plan, device_names: Sequence[str], replicas: Sequence[Sequence[int]] = ()):
+        self.plan = plan
+        self.device_names = list(device_names)
+        copies = {s["result"]: s for s in plan.steps if s["kind"] == "copy"}
+        inputs = set(plan.inputs)
+        copied_sources = {s["source"] for s in copies.values()}
+        self.copies = copies
+        self.steps: list[_Step] = []
+        for step in plan.steps:
+            if step["kind"] != "call":
+                continue
+            args = []
+            for name in step["args"]:
+                if name in copies:
+                    source = copies[name]["source"]
+                    args.append(_Arg(name, "input" if source in inputs else "copy", source))
+                elif name in inputs:
+                    args.append(_Arg(name, "input", name))
+                else:
+                    args.append(_Arg(name, "local", name))
+            outputs = list(step["outputs"])
+            self.steps.append(_Step(
+                position=len(self.steps), stage=step["stage"], device=int(step["device"]),
+                args=args, outputs=outputs,
+                exports=[n for n in outputs if n in copied_sources],
+                fetches=[n for n in outputs if n in plan.outputs],
+            ))
+        made_on = {name: step.device for step in self.steps for name in step.outputs}
+        #: Per plan copy (by result name): the device of the value it copies (None: the host).
+        self.copy_source_device = {name: made_on.get(c["source"]) for name, c in copies.items()}
+        #: Per device: its steps' positions in the order it runs them.
+        self.sequence: dict[int, list[int]] = {}
+        for step in self.steps:
+            self.sequence.setdefault(step.device, []).append(step.position)
+        for positions in self.sequence.values():
+            last_use: dict[str, int] = {}
+            for position in positions:
+                step = self.steps[position]
+                for name in [a.name for a in step.args] + step.outputs:
+                    last_use[name] = position
+            for name, position in last_use.items():
+                self.steps[position].frees.append(name)
+        #: Per physical device: ``(logical device, member position, group size)``.
+        self.members: dict[int, tuple[int, int, int]] = {d: (d, 0, 1) for d in self.sequence}
+        for group in replicas:
+            first = int(group[0])
+            if first in self.sequence:
+                for position, member in enumerate(group):
+                    self.members[int(member)] = (first, position, len(group))
+
+    def devices_used(self) -> list[int]:
+        """The physical devices that run stages (replica members included)."""
+        return sorted(self.members)
+
+
+class _Context:
+    """One input's state in the run."""
+
+    __slots__ = ("index", "host", "host_payloads", "payloads", "outputs", "steps_done", "received")
+
+    def __init__(self, index: int, host: dict):
+        self.index = index
+        self.host = host  # model inputs (NumPy)
+        self.host_payloads: dict[tuple[str, bool], Any] = {}
+        self.payloads: dict[str, Any] = {}  # exported values, by the name of the value
+        self.outputs: dict[str, Any] = {}
+        self.steps_done = 0
+        #: ``(device, name)`` of every value that crossed to a device: later stages there read
+        #: the received copy.
+        self.received: set[tuple[int, str]] = set()
+
+
+class _Run:
+    def __init__(self, program: Program, workers: dict[int, Worker], items: Iterable,
+                 depth: int, timeout: float, stats: StreamStats):
+        self.program = program
+        self.workers = workers
+        self.items = iter(items)
+        self.depth = max(1, int(depth))
+        self.timeout = float(timeout)
+        self.stats = stats
+        self.cond = threading.Condition()
+        self.hard = threading.Event()
+        self.finished_run = threading.Event()
+        self.failure: StageError | None = None
+        #: Inputs from this index on are not run (a stage failed on it).
+        self.stop_index: float = float("inf")
+        self.contexts: dict[int, _Context] = {}
+        self.progress: dict[int, dict[int, int]] = {d: {} for d in program.members}
+        self.busy: dict[int, tuple[int, float, str] | None] = {d: None for d in program.members}
+        self.submitted = 0
+        self.exhausted = False
+
+    # -- failures --
+    def fail(self, error: StageError, hard: bool) -> None:
+        with self.cond:
+            if self.failure is None:
+                self.failure = error
+            if hard:
+                self.hard.set()
+            elif error.input_index is not None:
+                self.stop_index = min(self.stop_index, error.input_index)
+            self.cond.notify_all()
+
+    def _stage_error(self, step: _Step, device: int, index: int, error: BaseException) -> StageError:
+        worker = self.workers[device]
+        name = self.program.device_names[device]
+        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        detail = " / ".join(lines[-3:]) if lines else type(error).__name__
+        where = f"stage {step.stage!r} on {name} ({worker.label})"
+        if worker.died(error):
+            worker.broken = f"it died while running {step.stage!r} on input {index}"
+            return WorkerDiedError(
+                f"the worker of {where} died while processing input {index}: {detail}; attach "
+                "workers again to go on",
+                stage=step.stage, device=name, worker=worker.label, input_index=index,
+            )
+        return StageError(f"{where} failed on input {index}: {detail}",
+                          stage=step.stage, device=name, worker=worker.label, input_index=index)
+
+    # -- one device --
+    def _next_task(self, device: int):
+        """The earliest input whose next stage on ``device`` can run now (under ``cond``)."""
+        logical, member, size = self.program.members[device]
+        sequence = self.program.sequence[logical]
+        progress = self.progress[device]
+        for k in sorted(self.contexts):
+            if k % size != member or k >= self.stop_index:
+                continue
+            i = progress.get(k, 0)
+            if i >= len(sequence):
+                continue
+            previous = k - size
+            if previous in self.contexts and progress.get(previous, 0) <= i:
+                continue  # the same stage of the previous input here goes first
+            context = self.contexts[k]
+            step = self.program.steps[sequence[i]]
+            if all(a.kind != "copy" or a.source in context.payloads for a in step.args):
+                return context, step
+        return None
+
+    def _call(self, context: _Context, step: _Step, device: int, worker: Worker) -> StageCall:
+        args = []
+        for arg in step.args:
+            if arg.kind == "local" or (device, arg.name) in context.received:
+                args.append((arg.name, None))
+            elif arg.kind == "copy":
+                args.append((arg.name, context.payloads[arg.source]))
+            else:
+                key = (arg.source, worker.remote)
+                if key not in context.host_payloads:
+                    context.host_payloads[key] = worker.host_payload(context.host[arg.source])
+                args.append((arg.name, context.host_payloads[key]))
+        return StageCall(context.index, step.stage, args, step.outputs, step.exports,
+                         step.fetches, step.frees)
+
+    def _device_loop(self, device: int) -> None:
+        worker = self.workers[device]
+        while True:
+            with self.cond:
+                task = None
+                while task is None:
+                    if self.hard.is_set() or self.finished_run.is_set():
+                        return
+                    task = self._next_task(device)
+                    if task is None:
+                        self.cond.wait(POLL)
+                context, step = task
+                self.progress[device][context.index] = self.progress[device].get(context.index, 0)
+                self.busy[device] = (context.index, time.monotonic(), step.stage)
+                self.stats.runs.append((device, context.index, step.stage))
+                call = self._call(context, step, device, worker)
+            try:
+                handle = worker.submit(call)
+                result = worker.result(handle, POLL)
+                while result is None:
+                    if self.hard.is_set():
+                        return
+                    result = worker.result(handle, POLL)
+            except BaseException as err:  # noqa: BLE001 - reported to the caller, with context
+                error = self._stage_error(step, device, context.index, err)
+                with self.cond:
+                    self.busy[device] = None
+                self.fail(error, hard=isinstance(error, WorkerDiedError))
+                continue
+            with self.cond:
+                self.busy[device] = None
+                self._record(step, device, context, result)
+                context.payloads.update(result.payloads)
+                context.received.update((device, name) for name in result.imports)
+                context.outputs.update(result.outputs)
+                context.steps_done += 1
+                self.progress[device][context.index] += 1
+                self.cond.notify_all()
+
+    def _record(self, step: _Step, device: int, context: _Context, result) -> None:
+        stats, program = self.stats, self.program
+        stats.compute.setdefault(step.stage, []).append(result.compute)
+        logical = program.members[device][0]
+        for arg in step.args:
+            if arg.name not in result.imports:
+                continue
+            size = result.sizes.get(arg.name, 0)
+            if arg.kind == "input":
+                stats._record(stats.inputs, arg.name, None, logical, size, import_=result.imports[arg.name])
+            else:
+                stats._record(stats.copies, arg.name, program.copy_source_device[arg.name], logical,
+                              size, import_=result.imports[arg.name])
+        for name, seconds in result.exports.items():
+            # The sender pays once per value, however many devices receive it.
+            for copy_name, copy in program.copies.items():
+                if copy["source"] == name:
+                    stats._record(stats.copies, copy_name, logical, int(copy["device"]),
+                                  result.sizes.get(name, 0), export=seconds)
+                    seconds = 0.0
+        for name, seconds in result.fetches.items():
+            value = result.outputs[name]
+            size = int(np.prod(value.shape)) * np.dtype(str(value.dtype)).itemsize
+            stats._record(stats.outputs, name, logical, None, size, export=seconds)
+
+    # -- the driver --
+    def _admit(self) -> None:
+        """Read inputs while fewer than ``depth`` are in flight (under ``cond``)."""
+        names = self.program.plan.inputs
+        while (not self.exhausted and len(self.contexts) < self.depth
+               and self.submitted < self.stop_index and not self.hard.is_set()):
+            index = self.submitted
+            try:
+                item = next(self.items)
+            except StopIteration:
+                self.exhausted = True
+                return
+            except Exception as err:  # noqa: BLE001 - the caller's iterable failed
+                self.exhausted = True
+                self.fail(StageError(f"reading input {index} of the stream failed: {err!r}",
+                                     input_index=index), hard=False)
+                return
+            try:
+                host = dict(zip(names, _as_arrays(item, len(names), index)))
+            except StageError as err:
+                self.exhausted = True
+                self.fail(err, hard=False)
+                return
+            self.stats.submitted.append(time.perf_counter())
+            self.contexts[index] = _Context(index, host)
+            self.submitted = index + 1
+            self.cond.notify_all()
+
+    def _watch(self) -> None:
+        """Fail the run on a call that outlasts the timeout or a worker known dead."""
+        now = time.monotonic()
+        for device, busy in self.busy.items():
+            if busy is None:
+                continue
+            index, since, stage = busy
+            worker = self.workers[device]
+            name = self.program.device_names[device]
+            timed_out = now - since > self.timeout
+            if not timed_out and worker.alive() is not False:
+                continue
+            where = f"stage {stage!r} on {name} ({worker.label})"
+            if timed_out:
+                worker.abandon(f"a call on it did not return within {self.timeout:g} s")
+                error = StageTimeoutError(
+                    f"{where} did not finish input {index} within the timeout of "
+                    f"{self.timeout:g} s (is the worker stopped or frozen?); the worker was "
+                    "abandoned: attach workers again to go on",
+                    stage=stage, device=name, worker=worker.label, input_index=index)
+            else:
+                error = WorkerDiedError(
+                    f"the worker of {where} died while processing input {index} "
+                    f"({worker.broken}); attach workers again to go on",
+                    stage=stage, device=name, worker=worker.label, input_index=index)
+            self.fail(error, hard=True)
+            return
+
+    def results(self):
+        """Yield ``(index, context)`` in input order; raise the run's failure at the end."""
+        threads = [threading.Thread(target=self._device_loop, args=(device,), daemon=True,
+                                    name=f"tvm-place device {self.program.device_names[device]}")
+                   for device in self.program.members]
+        self.stats.start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        next_index = 0
+        total_steps = len(self.program.steps)
+        try:
+            while True:
+                with self.cond:
+                    self._admit()
+                    context = self.contexts.get(next_index)
+                    ready = context is not None and context.steps_done == total_steps
+                    if not ready:
+                        if self.hard.is_set() or (self.failure is not None and next_index >= self.stop_index):
+                            raise self.failure
+                        if self.exhausted and next_index >= self.submitted:
+                            if self.failure is not None:
+                                raise self.failure
+                            return
+                        self.cond.wait(POLL)
+                        self._watch()
+                        continue
+                    del self.contexts[next_index]
+                self.stats.finished.append(time.perf_counter())
+                self._drop(next_index)
+                yield next_index, context
+                next_index += 1
+        except KeyboardInterrupt:
+            self.hard.set()
+            raise RunInterrupted(
+                f"interrupted: {next_index} of {self.submitted} submitted inputs completed; their "
+                "outputs are in this exception's .completed"
+            ) from None
+        finally:
+            self.stats.end = time.perf_counter()
+            self.finished_run.set()
+            self.hard.set()
+            with self.cond:
+                self.cond.notify_all()
+                left = list(self.contexts)
+            for key in left:
+                self._drop(key)
+            deadline = time.monotonic() + 1.0
+            for thread in threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _drop(self, index: int) -> None:
+        for worker in self.workers.values():
+            if worker.broken is None:
+                worker.drop([index])
+
+
+def _as_arrays(item, count: int, index: int) -> list[np.ndarray]:
+    if count == 1 and not isinstance(item, (tuple, list)):
+        item = (item,)
+    if not isinstance(item, (tuple, list)) or len(item) != count:
+        got = len(item) if isinstance(item, (tuple, list)) else 1
+        raise StageError(
+            f"input {index} of the stream has {got} arrays; the model takes {count} "
+            "(give each item as a tuple of arrays, or one array when the model has one input)",
+            input_index=index,
+        )
+    arrays = []
+    for value in item:
+        if isinstance(value, np.ndarray):
+            arrays.append(value)
+        elif hasattr(value, "numpy"):
+            arrays.append(value.numpy())
+        else:
+            arrays.append(np.asarray(value))
+    return arrays
+
+
+def run(program: Program, workers: dict[int, Worker], items: Iterable, depth: int,
+        timeout: float, stats: StreamStats, on_result=None, as_numpy: bool = True) -> list:
+    """Run ``items`` through the program; outputs (a tuple when the model returns several) in
+    input order, as NumPy (``as_numpy``) or as the workers gave them. On a failure the error's
+    ``completed`` holds what finished."""
+    plan = program.plan
+    stats.depth = depth
+    stats.stage_device = {step.stage: step.device for step in program.steps}
+    stats.worker_labels = {d: w.label for d, w in workers.items()}
+    results: list = []
+    active = _Run(program, workers, items, depth, timeout, stats)
+    try:
+        for _, context in active.results():
+            values = []
+            for name in plan.outputs:
+                value = context.outputs[name] if name in context.outputs else context.host[name]
+                if as_numpy and not isinstance(value, np.ndarray):
+                    value = value.numpy()
+                values.append(value)
+            output = tuple(values) if plan.output_is_tuple else values[0]
+            results.append(output)
+            if on_result is not None:
+                on_result(len(results) - 1, output)
+    except (StageError, RunInterrupted) as err:
+        err.completed = results
+        err.num_inputs = active.submitted
+        if isinstance(err, StageError) and err.input_index is not None:
+            err.args = (f"{err.args[0]} ({len(results)} of {active.submitted} submitted inputs "
+                        "completed before it; their outputs are in this error's .completed)",)
+        raise
+    return results

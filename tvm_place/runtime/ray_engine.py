@@ -1,0 +1,277 @@
+"""The Ray engine: one Ray actor per placement device, values actor to actor.
+
+Each device's stages load into a :class:`StageActor`, a Ray actor in its own process, pinned to
+its cores on this host (``TVM_NUM_THREADS`` set to match before TVM loads) or placed on any node of
+a Ray cluster; a GPU device's actor holds one GPU (Ray's ``num_gpus``). A stage's output that
+another device reads is put into Ray's object store by the actor that made it, and the reading
+actor gets it from there (shared memory on one node, node to node across nodes): the driver only
+passes object references, and only the model's inputs and outputs pass through it. Each half of
+a copy is timed inside the actors (:class:`~tvm_place.runtime.workers.StageResult`).
+
+Ray starts on first use (``ray.init`` on this host, about 3 s here) or joins a cluster
+(``address=``); a Ray already initialised in this process is shared, never shut down by
+tvm-place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import WorkerError
+from .workers import StageCall, StageResult, Worker, run_stage
+
+RAY_MISSING = (
+    "workers='ray' needs Ray, which is not installed: pip install 'tvm-place[ray]' "
+    "(or pip install 'ray==2.60.0')"
+)
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise WorkerError(RAY_MISSING) from None
+    return ray
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None):
+    """The ``ray`` module, connected: an existing connection of this process, the cluster at
+    ``address``, or a new local instance (``num_cpus`` default: this process's cores)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    import logging
+
+    options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
+                                   logging_level=logging.WARNING, configure_logging=True)
+    try:
+        if address is None:
+            ray.init(num_cpus=num_cpus or len(os.sched_getaffinity(0)), **options)
+        else:
+            ray.init(address=address, **options)
+    except Exception as err:  # noqa: BLE001 - Ray's own error, reported in one line
+        lines = [line for line in str(err).strip().splitlines() if line.strip()]
+        where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
+        raise WorkerError(
+            f"could not start or join {where}: {lines[-1] if lines else type(err).__name__}"
+            + ("" if address is None else "; check the address (ray status on the head node shows it)")
+        ) from None
+    return ray
+
+
+class StageActor:
+    """The process that runs one device's stages (a Ray actor; see the module docstring)."""
+
+    def __init__(self, kind: str, index: int, cores: Sequence[int] | None, threads: int | None):
+        if cores:
+            os.sched_setaffinity(0, list(cores))
+        if threads:
+            os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM loads in this process
+        import tvm
+
+        self._tvm = tvm
+        self.device = tvm.cpu(0) if kind == "cpu" else tvm.cuda(index)
+        self._vms: dict[str, Any] = {}
+        self._values: dict[int, dict] = {}
+        self._directory = tempfile.TemporaryDirectory(prefix="tvm-place-actor-")
+
+    def info(self) -> dict:
+        import socket
+
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "cores": sorted(os.sched_getaffinity(0)), "device": str(self.device),
+                "exists": bool(self.device.exist)}
+
+    def load(self, stage: str, library: bytes) -> None:
+        from tvm import relax
+
+        path = os.path.join(self._directory.name, f"{stage}.so")
+        with open(path, "wb") as file:
+            file.write(library)
+        self._vms[stage] = relax.VirtualMachine(self._tvm.runtime.load_module(path), self.device)
+
+    def _import(self, payload):
+        import ray
+
+        array = ray.get(payload[0]) if isinstance(payload, list) else payload
+        return self._tvm.runtime.tensor(np.ascontiguousarray(array), self.device)
+
+    @staticmethod
+    def _export(tensor):
+        import ray
+
+        # Boxed in a list so that the receiving actor's call gets the reference, not the value:
+        # it fetches the value itself, inside its timed import.
+        return [ray.put(tensor.numpy())]
+
+    def call(self, call: StageCall) -> StageResult:
+        values = self._values.setdefault(call.key, {})
+        return run_stage(self._vms[call.stage], values, call, self._import, self._export,
+                         lambda tensor: tensor.numpy())
+
+    def drop(self, keys: Sequence[int]) -> None:
+        for key in keys:
+            self._values.pop(key, None)
+
+    def probe_export(self, size: int):
+        tensor = self._tvm.runtime.tensor(np.ones(max(1, size // 4), "float32"), self.device)
+        start = time.perf_counter()
+        payload = self._export(tensor)
+        return time.perf_counter() - start, payload
+
+    def probe_import(self, payload) -> float:
+        start = time.perf_counter()
+        self._import(payload)
+        return time.perf_counter() - start
+
+
+class RayWorker(Worker):
+    """A placement device's :class:`StageActor`, driven from the executor."""
+
+    remote = True
+
+    def __init__(self, actor, label: str, info: dict):
+        super().__init__(label)
+        self.actor = actor
+        self.info = info
+
+    @classmethod
+    def start(cls, kind: str, index: int, name: str, cores: Sequence[int] | None,
+              threads: int | None, num_cpus: float, timeout: float) -> "RayWorker":
+        ray = import_ray()
+        options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": 0}
+        if kind != "cpu":
+            options["num_gpus"] = 1
+        actor = ray.remote(StageActor).options(**options).remote(kind, index, cores, threads)
+        reference = actor.info.remote()
+        ready, _ = ray.wait([reference], timeout=timeout)
+        if not ready:
+            ray.kill(actor)
+            free = ray.available_resources()
+            raise WorkerError(
+                f"Ray did not start the worker of {name} within {timeout:g} s (it asks for "
+                f"{num_cpus:g} CPU{'' if kind == 'cpu' else ' and 1 GPU'}; free now: "
+                f"{free.get('CPU', 0):g} CPUs, {free.get('GPU', 0):g} GPUs); add nodes or "
+                "attach fewer devices"
+            )
+        try:
+            info = ray.get(reference)
+        except Exception as err:  # noqa: BLE001 - the actor failed to start
+            raise WorkerError(f"the Ray worker of {name} failed to start: {_last_line(err)}") from None
+        if not info["exists"]:
+            ray.kill(actor)
+            raise WorkerError(f"the Ray worker of {name} (on {info['host']}) has no {kind} device")
+        cores_text = f", cores {info['cores']}" if cores else ""
+        return cls(actor, f"ray actor pid {info['pid']} on {info['host']}{cores_text}", info)
+
+    def load(self, stage, executable, library):
+        ray = import_ray()
+        with open(library, "rb") as file:
+            data = file.read()
+        try:
+            ray.get(self.actor.load.remote(stage, data), timeout=120)
+        except Exception as err:  # noqa: BLE001 - reported with the stage's name
+            raise WorkerError(f"loading stage {stage!r} on {self.label} failed: {_last_line(err)}") from None
+
+    def submit(self, call):
+        return self.actor.call.remote(call)
+
+    def result(self, handle, timeout):
+        ray = import_ray()
+        ready, _ = ray.wait([handle], timeout=timeout)
+        if not ready:
+            return None
+        try:
+            return ray.get(handle)
+        except ray.exceptions.RayTaskError as err:  # the stage raised: report its own error
+            cause = err.cause if getattr(err, "cause", None) is not None else err
+            raise RuntimeError(_last_line(cause)) from None
+
+    def host_payload(self, array):
+        return [import_ray().put(np.ascontiguousarray(array))]
+
+    def drop(self, keys):
+        if self.broken is None and keys:
+            self.actor.drop.remote(list(keys))
+
+    def probe_export(self, size):
+        return import_ray().get(self.actor.probe_export.remote(size), timeout=60)
+
+    def probe_import(self, payload):
+        return import_ray().get(self.actor.probe_import.remote(payload), timeout=60)
+
+    def alive(self):
+        if self.broken is not None:
+            return False
+        return None
+
+    def died(self, error):
+        ray = import_ray()
+        return isinstance(error, (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError,
+                                  ray.exceptions.ActorUnavailableError))
+
+    def abandon(self, reason):
+        super().abandon(reason)
+        self._kill()
+
+    def _kill(self):
+        if self.actor is not None:
+            try:
+                import_ray().kill(self.actor, no_restart=True)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    def close(self):
+        self._kill()
+        self.actor = None
+
+
+def start_workers(devices: Sequence[dict], address: str | None, cores: Sequence[Sequence[int]] | None,
+                  threads: int | None, timeout: float) -> dict[int, RayWorker]:
+    """One :class:`RayWorker` per entry of ``devices`` (``{"position", "kind", "index", "name"}``).
+
+    On a local Ray (no ``address``), CPU actors are pinned to ``cores`` (default: this process's
+    cores split evenly) with one TVM thread per core; on a cluster, Ray places them and they run
+    with as many threads as they ask CPUs.
+    """
+    from .workers import core_groups
+
+    ray = ensure_ray(address)
+    local = address is None
+    cpu_devices = [d for d in devices if d["kind"] == "cpu"]
+    groups = list(cores) if cores is not None else (core_groups(len(cpu_devices)) if local else None)
+    if groups is not None and len(groups) < len(cpu_devices):
+        raise WorkerError(
+            f"{len(cpu_devices)} CPU devices run on Ray but `cores` gives {len(groups)} core groups"
+        )
+    total = float(ray.cluster_resources().get("CPU", 0))
+    wanted = sum(len(groups[i]) if groups else 1 for i in range(len(cpu_devices)))
+    scale = min(1.0, total / wanted) if wanted and total else 1.0
+    workers: dict[int, RayWorker] = {}
+    try:
+        cpu_number = 0
+        for device in devices:
+            group = None
+            if device["kind"] == "cpu" and groups is not None:
+                group = groups[cpu_number]
+                cpu_number += 1
+            count = len(group) if group else 1
+            workers[device["position"]] = RayWorker.start(
+                device["kind"], device["index"], device["name"], group,
+                threads or (count if group else None), count * scale, timeout,
+            )
+    except BaseException:
+        for worker in workers.values():
+            worker.close()
+        raise
+    return workers
+
+
+def _last_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__

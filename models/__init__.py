@@ -30,6 +30,7 @@ llama          llama2-7b-4layers, llama2-7b (Llama-2-7B layer shapes)
 t5             t5-base (encoder-decoder)
 moe            moe-block (top-2 of 8 experts, computed densely)
 dlrm           dlrm (Criteo Kaggle embedding tables)
+two_tower      two-tower (query and item towers, dot-product score)
 imported       torch-cnn (torch.export), onnx-cnn (ONNX)
 imported_zoo   torch-resnet18, torch-resnet50, torch-bert-layer, torch-bert-base, torch-gpt2-block, onnx-bert-layer
                (torch_eager_module: the PyTorch eager module of a torch-* model, for timing)
@@ -63,6 +64,7 @@ from . import (  # noqa: E402,F401  isort: skip
     resnet,
     t5,
     transformer,
+    two_tower,
     unet,
     vgg,
     vit,

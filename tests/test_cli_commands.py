@@ -107,10 +107,9 @@ def test_compile_then_run_latency_and_stream(tmp_path, capsys):
     stream = json.loads(in_process(capsys, "run", build, "--mode", "stream", "--inputs", "4",
                                    "--json"))
     assert stream["inputs_per_second"] > 0
-    # cpu:1 on a worker nobody serves: a clear error at once, exit 2
-    assert cli.main(["run", str(build), "--workers", "thread,127.0.0.1:9",
-                     "--connect-timeout", "2"]) == 2
-    assert "127.0.0.1:9" in capsys.readouterr().err
+    # a Ray cluster nobody serves: a clear error at once, exit 2
+    assert cli.main(["run", str(build), "--ray-address", "127.0.0.1:9"]) == 2
+    assert "no Ray cluster answers at 127.0.0.1:9" in capsys.readouterr().err
 
 
 def test_compile_channels_last_and_run_from_the_recorded_source(tmp_path, capsys):

@@ -70,6 +70,8 @@ ZOO_SIZES = {
         "bottom_mlp": (16,),
         "top_mlp": (8,),
     },
+    "two-tower": {"query_rows": 11, "item_rows": 7, "id_dim": 4, "query_dense": 5,
+                  "item_dense": 3, "widths": (16, 8)},
     "randwire-ws": TINY_RANDWIRE,
     "randwire-er": TINY_RANDWIRE,
     "randwire-ba": TINY_RANDWIRE,
@@ -175,6 +177,9 @@ FULL_SIZES = {
     "t5-base": ([(1, 128, 768), (1, 128, 768)], (1, 128, 768), 198_229_248),
     "moe-block": ([(1, 128, 768)], (1, 128, 768), 40_151_040),
     "dlrm": ([(1, 13), (1, 26)], (1, 1), 540_677_217),
+    # Two 1M x 64 tables and two 320-1024-512-256 MLPs.
+    "two-tower": ([(1, 1), (1, 256), (1, 1), (1, 256)], (1, 1), 2 * (64_000_000 + 320 * 1024 + 1024
+                                                               + 1024 * 512 + 512 + 512 * 256 + 256)),
     "randwire-ws": ([(1, 3, 224, 224)], (1, 1000), None),
     "randwire-er": ([(1, 3, 224, 224)], (1, 1000), None),
     "randwire-ba": ([(1, 3, 224, 224)], (1, 1000), None),
@@ -454,6 +459,23 @@ def dlrm_reference(params, dense, sparse):
     return mlp("top", np.concatenate([bottom, interactions], axis=1), "sigmoid")
 
 
+def two_tower_reference(params, query_ids, query_dense, item_ids, item_dense):
+    p = as_float64(params)
+
+    def tower(name, ids, dense):
+        x = np.concatenate([p[f"{name}.table.weight"][ids[:, 0]], dense.astype(np.float64)], axis=1)
+        layer = 0
+        while f"{name}.layers.{layer}.weight" in p:
+            x = linear(p, f"{name}.layers.{layer}", x)
+            layer += 1
+            if f"{name}.layers.{layer}.weight" in p:
+                x = relu(x)
+        return x / np.sqrt((x * x).sum(axis=1, keepdims=True) + 1e-12)
+
+    q, v = tower("query", query_ids, query_dense), tower("item", item_ids, item_dense)
+    return (q * v).sum(axis=1, keepdims=True)
+
+
 def vit_reference(params, images):
     p = as_float64(params)
     patch, heads = ZOO_SIZES["vit-b16"]["patch"], TINY_TRANSFORMER["heads"]
@@ -521,6 +543,7 @@ NUMPY_REFERENCES = {
     "t5-base": t5_reference,
     "moe-block": moe_reference,
     "dlrm": dlrm_reference,
+    "two-tower": two_tower_reference,
 }
 
 

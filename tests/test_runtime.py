@@ -1,14 +1,19 @@
-"""The runtime: pipelined throughput mode, stage workers in threads and in worker processes over
-tvm.rpc (pinned to cores), measured feedback, and faults (a worker killed mid-stream, a closed
-port, a stage that raises, a stage that hangs). Loopback addresses only; every wait is bounded and
-every worker process is ended (checked at the end of the module)."""
+"""The runtime: one dataflow executor for latency and throughput, on threads and on Ray actors;
+the schedule it follows; links measured between workers; replica groups; faults (a stage that
+raises, a worker killed or frozen mid-stream, Ctrl-C, Ray missing or unreachable); a two-node Ray
+cluster. Every wait is bounded; every actor is ended.
+
+The Ray tests share one Ray instance (the ``ray_session`` fixture, xdist group "ray")."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import signal
-import socket
+import subprocess
+import sys
+import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -18,67 +23,26 @@ import pytest
 from tvm import relax
 
 import tvm_place
-from tvm_place import models
+from tvm_place import models, schedule
 from tvm_place.compiler import prepare
 from tvm_place.cost import AnalyticalCostModel
+from tvm_place.errors import TvmPlaceError
 from tvm_place.evaluate import evaluate
+from tvm_place.graph import Placement
 from tvm_place.passes import collect_op_graph
-from tvm_place.runtime import StageError, StageTimeoutError, WorkerDiedError, WorkerUnreachableError
-from tvm_place.runtime.workers import LocalServer, core_groups
+from tvm_place.runtime import RunInterrupted, StageError, StageTimeoutError, WorkerDiedError
+from tvm_place.runtime.errors import WorkerError
+from tvm_place.runtime.workers import core_groups
 
 BERT = dict(seq_len=8, hidden=64, heads=4, ffn=128)
-
-
-def worker_processes_of_this_test_run() -> list[int]:
-    """Live processes started by tvm_place.runtime.workers on behalf of this process."""
-    marker = f"--parent-pid\x00{os.getpid()}\x00"
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().split()[2]
-        except OSError:
-            continue
-        if "tvm_place.runtime.server" in command and marker in command and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+ray_group = [pytest.mark.xdist_group("ray")]
 
 
 def three_segments(mod) -> np.ndarray:
-    """cpu:0 for the first third of the operators, cpu:1 for the second, cpu:0 again: three
-    stages, two of them sharing a device (and so a worker)."""
+    """cpu:0 for the first third of the operators, cpu:1 for the second, cpu:0 again."""
     num_ops = len(collect_op_graph(prepare(mod)).graph)
     third = np.arange(num_ops) * 3 // num_ops
     return (third == 1).astype(np.int64)
-
-
-def have_tornado() -> bool:
-    """TVM's RPC tracker server needs tornado (its clients do not)."""
-    import importlib.util
-
-    return importlib.util.find_spec("tornado") is not None
-
-
-@pytest.fixture(scope="module")
-def servers():
-    """Two worker processes, each pinned to its own core group, and an RPC tracker (if it can)."""
-    groups = core_groups(2)
-    started = [LocalServer(cores=g, threads=1) for g in groups]
-    if have_tornado():
-        started.append(LocalServer(role="tracker"))
-    try:
-        for server in started:
-            server.wait_ready(120)
-        yield started
-    finally:
-        for server in started:
-            server.close()
-        deadline = time.monotonic() + 10
-        while worker_processes_of_this_test_run() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert worker_processes_of_this_test_run() == [], "worker processes left behind"
 
 
 @pytest.fixture(scope="module")
@@ -99,187 +63,335 @@ def assert_same(outputs, expected):
         assert np.array_equal(got, want)
 
 
-# -- throughput mode ----------------------------------------------------------------------------
+def two_branches(size=512, depth=3):
+    """x -> {``depth`` softmaxes} and x -> {``depth`` exps then softmax}, added: two independent
+    branches of equal work."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((size, size), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a, b = x, x
+            for _ in range(depth):
+                a = bb.emit(relax.op.nn.softmax(a))
+                b = bb.emit(relax.op.nn.softmax(relax.op.multiply(b, relax.const(0.5, "float32"))))
+            out = bb.emit_output(relax.op.add(a, b))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def branch_placement(mod) -> np.ndarray:
+    """The second branch's operators on cpu:1, the rest on cpu:0."""
+    graph = collect_op_graph(prepare(mod)).graph
+    return np.array([1 if "multiply" in name else 0 for name in graph.names])
+
+
+def schedule_stage_order(placed) -> dict[int, list[int]]:
+    """Per device, the stage numbers in the order the schedule (the evaluator's order) runs them."""
+    problem, placement = placed.problem, placed.placement
+    order = schedule.execution_order(problem.num_ops, problem.graph.edges, placement.order)
+    stage = schedule.stage_of(placement.device_of, problem.graph.edges, order)
+    result: dict[int, list[int]] = {}
+    for d, ops in enumerate(schedule.device_sequences(placement.device_of, order, problem.num_devices)):
+        for u in ops:
+            if not result.get(d) or result[d][-1] != stage[u]:
+                result.setdefault(d, []).append(int(stage[u]))
+    return result
+
+
+def stage_number(name: str) -> int:
+    return int(name.split("_")[0].removeprefix("stage"))
+
+
+# -- the schedule and latency mode --------------------------------------------------------------
+
+
+def test_latency_mode_runs_the_schedules_order_on_all_devices_at_once():
+    mod = two_branches(size=2048)  # each branch tens of ms: room for a loaded machine's scheduler
+    placed = tvm_place.compile(mod, ["llvm", "llvm"], placement=branch_placement(mod))
+    x = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    unsplit = tvm_place.compile(mod, ["llvm"])(x).numpy()
+    np.testing.assert_allclose(placed(x).numpy(), unsplit, rtol=1e-6, atol=1e-7)
+    stats = placed.latency_stats
+    measured = {d: [stage_number(s) for s in stages] for d, stages in stats.device_order().items()}
+    assert measured == schedule_stage_order(placed)
+    assert set(measured) == {0, 1}
+    # The branches overlapped: cpu:1's branch started before cpu:0's first stage had finished.
+    runs = sorted(stats.runs, key=lambda run: run[3])
+    first_on = {d: next(run for run in runs if run[0] == d) for d in (0, 1)}
+    assert first_on[1][3] < first_on[0][4], runs
+    placed.close()
+
+
+def test_schedule_cuts_stages_where_values_cross():
+    # 0 -> 1 -> 2 on device 0, 1 -> 3 on device 1, 3 -> 4 on device 0; 5 independent on device 1.
+    device_of = np.array([0, 0, 0, 1, 0, 1])
+    edges = np.array([(0, 1), (1, 2), (1, 3), (3, 4), (2, 4)])
+    order = schedule.execution_order(6, edges)
+    stages = schedule.stage_of(device_of, edges, order)
+    # op 1 sends (cut after it), op 3 receives, op 4 receives; op 5 joins op 3's stage? no: op 3
+    # sends, so op 5 opens a new stage on device 1.
+    assert stages.tolist() == [0, 0, 1, 2, 3, 4]
+    assert schedule.device_sequences(device_of, order, 2) == [[0, 1, 2, 4], [3, 5]]
+
+
+# -- throughput mode on threads -----------------------------------------------------------------
 
 
 def test_stream_in_threads_equals_latency_mode_in_order(bert):
     model, placed, stream, expected = bert
-    calls = [s for s in placed.plan.steps if s["kind"] == "call"]
-    assert [s["device"] for s in calls] == [0, 1, 0]
     placed.attach_workers("threads")
-    outputs = placed.run_stream(iter(stream), depth=1)
+    outputs = placed.run_stream(iter(stream), depth=2)
     assert_same(outputs, expected)
     stats = placed.last_stats
+    calls = [s for s in placed.plan.steps if s["kind"] == "call"]
     assert all(len(stats.compute[s["stage"]]) == len(stream) for s in calls)
     assert stats.copies and all(r.count == len(stream) and r.bytes > 0 for r in stats.copies.values())
-    assert len(stats.copies) == placed.plan.num_copies - sum(
-        1 for s in placed.plan.steps if s["kind"] == "copy" and s["source"] in placed.plan.inputs
-    )
     assert stats.throughput > 0 and stats.num_inputs == len(stream)
-    text = stats.format()
-    assert "lv" in text and "cpu:1" in text
-    # Latency mode is unchanged, and a one-input model takes bare arrays or 1-tuples alike.
-    assert np.array_equal(placed(stream[0]).numpy(), expected[0])
+    # Every input ran each device's stages in the schedule's order.
+    want = {d: [f"stage{k}_cpu{d}" for k in ks] for d, ks in schedule_stage_order(placed).items()}
+    for k in range(len(stream)):
+        got = {d: [s for s in stages] for d, stages in stats.device_order(k).items()}
+        assert {d: [stage_number(s) for s in v] for d, v in got.items()} == \
+            {d: [stage_number(s) for s in v] for d, v in want.items()}
+    assert "cpu:1" in stats.format()
+    # A one-input model takes bare arrays or 1-tuples alike.
     assert_same(placed.run_stream([(x,) for x in stream[:2]]), expected[:2])
 
 
-def test_stream_on_pinned_worker_processes(bert, servers):
-    model, placed, stream, expected = bert
-    placed.attach_workers(servers[:2])
-    outputs = placed.run_stream(stream, depth=2)
+def test_replica_groups_take_alternate_inputs_in_order(bert):
+    model, _, stream, expected = bert
+    num_ops = len(collect_op_graph(prepare(model.mod)).graph)
+    replicated = Placement(device_of=np.zeros(num_ops, dtype=np.int64), objective="throughput",
+                           value=0.0, lower_bound=0.0, method="given", replicas=[(0, 1)])
+    placed = tvm_place.compile(model.mod, ["llvm", "llvm"], objective="throughput", placement=replicated)
+    assert "replicas" in placed.report()
+    outputs = placed.run_stream(stream)
     assert_same(outputs, expected)
-    # The stages ran in the servers' session processes, pinned and single-threaded.
-    for server in servers[:2]:
-        sessions = server.session_pids()
-        assert sessions, "no session process serves this module"
-        for pid in sessions:
-            allowed = os.sched_getaffinity(pid)
-            assert sorted(allowed) == server.cores
-            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            assert b"TVM_NUM_THREADS=1" in environment
-    # Copies between processes are counted and timed, both halves.
-    for record in placed.last_stats.copies.values():
-        assert record.count == len(stream)
-        assert len(record.export_seconds) == len(stream) and len(record.import_seconds) == len(stream)
-    # Latency mode through the same workers.
-    assert np.array_equal(placed(stream[1]).numpy(), expected[1])
+    ran_on = {k: device for device, k, _, _, _ in placed.last_stats.runs}
+    assert ran_on == {k: k % 2 for k in range(len(stream))}
     placed.close()
 
 
-def test_processes_mode_pins_times_out_and_cleans_up(bert):
-    model, placed, stream, expected = bert
-    before = set(worker_processes_of_this_test_run())
-    placed.attach_workers("processes")
-    try:
-        servers = placed.worker_processes
-        assert len(servers) == 2
-        assert [s.cores for s in servers] == core_groups(2)
-        assert_same(placed.run_stream(stream), expected)
-        # A worker that stops answering: the run ends at the timeout, naming stage and input.
-        hung = servers[1].session_pids()[0]
-        os.kill(hung, signal.SIGSTOP)
-        started = time.monotonic()
-        with pytest.raises(StageTimeoutError) as caught:
-            placed.run_stream(stream, timeout=1.0)
-        assert time.monotonic() - started < 10
-        error = caught.value
-        assert error.device == "cpu:1" and error.input_index == 0 and "stage" in str(error)
-        assert error.stage in str(error)
-    finally:
-        placed.close()
-    deadline = time.monotonic() + 10
-    while set(worker_processes_of_this_test_run()) - before and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert set(worker_processes_of_this_test_run()) - before == set()
+def test_replicas_over_different_targets_are_refused(bert):
+    model, *_ = bert
+    num_ops = len(collect_op_graph(prepare(model.mod)).graph)
+    replicated = Placement(device_of=np.zeros(num_ops, dtype=np.int64), objective="throughput",
+                           value=0.0, lower_bound=0.0, method="given", replicas=[(0, 1)])
+    with pytest.raises(TvmPlaceError, match="targets differ"):
+        tvm_place.compile(model.mod, ["llvm", {"kind": "llvm", "mcpu": "x86-64"}],
+                          objective="throughput", placement=replicated)
 
 
-# -- faults -------------------------------------------------------------------------------------
-
-
-def test_killed_worker_mid_stream_is_reported_not_hung(bert, servers):
-    model, placed, stream, expected = bert
-    placed.attach_workers(servers[:2])
-    victim = servers[1].session_pids()
-    assert victim
-
-    def kill_after_two(index, output):
-        if index == 1:
-            for pid in victim:
-                os.kill(pid, signal.SIGKILL)
-
-    long_stream = (stream[i % len(stream)] for i in range(10_000))
-    started = time.monotonic()
-    with pytest.raises(WorkerDiedError) as caught:
-        placed.run_stream(long_stream, on_result=kill_after_two, timeout=30)
-    assert time.monotonic() - started < 20
-    error = caught.value
-    assert error.stage == "stage1_cpu1" and error.device == "cpu:1"
-    assert error.input_index is not None and error.input_index >= 2
-    assert "died" in str(error) and f"input {error.input_index}" in str(error)
-    # Nothing silently dropped: every input before the failing one came back, in order.
-    assert len(error.completed) == error.input_index
-    assert_same(error.completed, [expected[i % len(stream)] for i in range(error.input_index)])
-    placed.close()
-    # The server outlives its dead session and serves again.
-    assert servers[1].alive()
-    placed.attach_workers(servers[:2])
-    assert_same(placed.run_stream(stream[:3]), expected[:3])
-    placed.close()
-
-
-def test_stage_given_a_wrong_shaped_input(bert, servers):
+def test_stage_given_a_wrong_shaped_input(bert):
     model, placed, stream, expected = bert
     bad = np.zeros((1, 4, BERT["hidden"]), dtype=np.float32)
-    for workers in ("threads", servers[:2]):
-        placed.attach_workers(workers)
-        with pytest.raises(StageError) as caught:
-            placed.run_stream([stream[0], stream[1], bad, stream[2]], timeout=30)
-        error = caught.value
-        assert not isinstance(error, WorkerDiedError)
-        assert error.stage == "stage0_cpu0" and error.input_index == 2
-        assert "input 2" in str(error) and "stage0_cpu0" in str(error)
-        assert "4 vs. 8" in str(error)  # TVM's own shape message is kept
-        assert_same(error.completed, expected[:2])
-        # The worker is intact: the next stream runs.
-        assert_same(placed.run_stream(stream[:2]), expected[:2])
-    placed.close()
+    placed.attach_workers("threads")
+    with pytest.raises(StageError) as caught:
+        placed.run_stream([stream[0], stream[1], bad, stream[2]], timeout=30)
+    error = caught.value
+    assert not isinstance(error, WorkerDiedError)
+    assert error.stage == "stage0_cpu0" and error.input_index == 2 and error.device == "cpu:0"
+    assert "input 2" in str(error) and "stage0_cpu0" in str(error)
+    assert_same(error.completed, expected[:2])
+    assert_same(placed.run_stream(stream[:2]), expected[:2])  # the workers are intact
 
 
-def test_unreachable_server_fails_fast(bert):
+def test_ctrl_c_ends_a_run_and_keeps_what_finished(bert):
     model, placed, stream, expected = bert
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # closed again below: nothing listens there
+    placed.attach_workers("threads")
+    endless = (stream[i % len(stream)] for i in range(10**9))
+
+    def interrupt(index, output):
+        if index == 3:
+            threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+
     started = time.monotonic()
-    with pytest.raises(WorkerUnreachableError, match=f"cpu:1.*127.0.0.1:{port}"):
-        placed.attach_workers(["thread", f"127.0.0.1:{port}"], timeout=5)
-    with pytest.raises(WorkerUnreachableError, match="tracker"):
-        placed.attach_workers(["thread", f"tracker://127.0.0.1:{port}/nokey"], timeout=5)
+    with pytest.raises(RunInterrupted) as caught:
+        placed.run_stream(endless, on_result=interrupt)
+    assert time.monotonic() - started < 30
+    assert len(caught.value.completed) >= 4
+    assert_same(caught.value.completed, [expected[i % len(stream)] for i in range(len(caught.value.completed))])
+    assert isinstance(caught.value, KeyboardInterrupt)
+
+
+def test_without_ray_one_line_says_how_to_install_it(bert, monkeypatch):
+    model, placed, *_ = bert
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(WorkerError, match=r"pip install 'tvm-place\[ray\]'"):
+        placed.attach_workers("ray")
+
+
+def test_unknown_workers_and_unreachable_cluster(bert):
+    model, placed, *_ = bert
+    with pytest.raises(WorkerError, match="use 'threads' or 'ray'"):
+        placed.attach_workers("gpus")
+    started = time.monotonic()
+    with pytest.raises(WorkerError, match="no Ray cluster answers at 127.0.0.1:9"):
+        placed.attach_workers("ray", address="127.0.0.1:9")
     assert time.monotonic() - started < 10
-    assert placed.workers == {}
 
 
-def test_worker_from_a_tracker(bert, servers):
-    if len(servers) < 3:
-        pytest.skip("TVM's RPC tracker needs tornado (pip install tornado)")
+# -- Ray ------------------------------------------------------------------------------------------
+
+
+def actor_pids(placed) -> dict[int, int]:
+    return {device: worker.info["pid"] for device, worker in placed.workers.items()}
+
+
+def gone(pid: int, within: float = 15.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.xdist_group("ray")
+def test_ray_actors_run_pinned_measure_links_and_equal_threads(bert, ray_session):
     model, placed, stream, expected = bert
-    tracker = servers[2]
-    registered = LocalServer(cores=servers[1].cores, threads=1, tracker=tracker.address, key="tp-test")
+    placed.attach_workers("ray", probe_sizes=[1 << 10, 1 << 20, 1 << 22])
     try:
-        registered.wait_ready(120)
-        address = f"tracker://{tracker.address}/tp-test"
-        deadline = time.monotonic() + 30
-        while True:  # the server announces itself to the tracker shortly after it listens
-            try:
-                placed.attach_workers({"cpu:1": address}, timeout=3)
-                break
-            except WorkerUnreachableError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        assert placed.workers[1].remote and placed.workers[0].remote is False
+        pids = actor_pids(placed)
+        assert len(set(pids.values())) == 2 and os.getpid() not in pids.values()
+        for device, group in zip(sorted(pids), core_groups(2)):
+            assert sorted(os.sched_getaffinity(pids[device])) == group
+            assert placed.workers[device].info["threads"] == str(len(group))
         assert_same(placed.run_stream(stream), expected)
-        # A key nobody serves: the tracker never answers; the wait is bounded.
-        started = time.monotonic()
-        with pytest.raises(WorkerUnreachableError, match="no answer"):
-            placed.attach_workers({"cpu:1": f"tracker://{tracker.address}/nobody"}, timeout=1)
-        assert time.monotonic() - started < 5
+        assert np.array_equal(placed(stream[1]).numpy(), expected[1])
+        # Both halves of every copy were timed on the actors.
+        for record in placed.last_stats.copies.values():
+            assert len(record.export_seconds) == len(stream) == len(record.import_seconds)
+        # The links measured between the actors now price the problem's copies.
+        assert set(placed.links) == {0, 1}
+        assert not np.array_equal(placed.problem.transfer_time, placed._uncalibrated_problem.transfer_time)
+        assert "links measured between the attached workers" in placed.report()
+        assert "predicted" in placed.compare()
     finally:
         placed.close()
-        registered.close()
+    assert all(gone(pid) for pid in pids.values()), "actors left behind"
 
 
-# -- artifacts and measured feedback ---------------------------------------------------------
+@pytest.mark.xdist_group("ray")
+def test_ray_values_go_actor_to_actor(bert, ray_session):
+    """The driver holds object references for the values that cross devices, never the values."""
+    from tvm_place.runtime import ray_engine
+
+    model, placed, stream, expected = bert
+    seen = []
+    original = ray_engine.RayWorker.submit
+
+    def spy(self, call):
+        seen.extend(payload for _, payload in call.args if payload is not None)
+        return original(self, call)
+
+    placed.attach_workers("ray", calibrate=False)
+    try:
+        ray_engine.RayWorker.submit = spy
+        assert_same(placed.run_stream(stream[:2]), expected[:2])
+    finally:
+        ray_engine.RayWorker.submit = original
+        placed.close()
+    assert seen and all(isinstance(p, list) and isinstance(p[0], ray_session.ObjectRef) for p in seen)
 
 
-def test_exported_artifacts_run_on_worker_processes(bert, servers, tmp_path):
+@pytest.mark.xdist_group("ray")
+def test_ray_killed_and_frozen_workers_are_reported_not_hung(bert, ray_session):
+    model, placed, stream, expected = bert
+    endless = lambda: (stream[i % len(stream)] for i in range(10**9))  # noqa: E731
+    placed.attach_workers("ray", calibrate=False)
+    try:
+        victim = actor_pids(placed)[1]
+
+        def kill_after_two(index, output):
+            if index == 1:
+                os.kill(victim, signal.SIGKILL)
+
+        started = time.monotonic()
+        with pytest.raises(WorkerDiedError) as caught:
+            placed.run_stream(endless(), on_result=kill_after_two, timeout=30)
+        assert time.monotonic() - started < 30
+        error = caught.value
+        assert error.device == "cpu:1" and error.stage.endswith("_cpu1")
+        assert error.input_index is not None and f"input {error.input_index}" in str(error)
+        assert len(error.completed) >= 2
+        assert_same(error.completed, [expected[i % len(stream)] for i in range(len(error.completed))])
+
+        # Attach again; freeze cpu:1's actor: the run ends at the timeout, naming stage and input.
+        placed.attach_workers("ray", calibrate=False)
+        frozen = actor_pids(placed)[1]
+        os.kill(frozen, signal.SIGSTOP)
+        started = time.monotonic()
+        with pytest.raises(StageTimeoutError) as caught:
+            placed.run_stream(stream, timeout=2.0)
+        assert time.monotonic() - started < 15
+        error = caught.value
+        assert error.device == "cpu:1" and error.input_index == 0 and error.stage in str(error)
+        assert gone(frozen), "the frozen actor was not ended"
+    finally:
+        placed.close()
+
+
+@pytest.mark.xdist_group("ray")
+def test_exported_artifacts_run_on_ray(bert, ray_session, tmp_path):
     model, placed, stream, expected = bert
     placed.close()
     placed.export(tmp_path / "art")
     loaded = tvm_place.load(tmp_path / "art")
-    with loaded.attach_workers(servers[:2]):
+    with loaded.attach_workers("ray", probe_sizes=[1 << 10, 1 << 20]):
         assert_same(loaded.run_stream(stream[:3]), expected[:3])
         assert "predicted" in loaded.compare()  # the manifest keeps the placement problem
+
+
+CLUSTER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import ray
+    from ray.cluster_utils import Cluster
+    import tvm_place
+    from tvm_place import models
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    model = models.get("bert-layer", seq_len=8, hidden=64, heads=4, ffn=128)
+    placement = json.loads(sys.argv[1])
+    placed = tvm_place.compile(model.mod, ["llvm", "llvm"], objective="throughput", placement=placement)
+    x = np.random.default_rng(1).standard_normal(model.inputs[0].shape).astype(np.float32)
+    expected = placed(x).numpy()
+    placed.attach_workers("ray", address=cluster.address, probe_sizes=[1 << 10, 1 << 20])
+    nodes = [ray.get(w.actor.__ray_call__.remote(
+        lambda self: ray.get_runtime_context().get_node_id())) for w in placed.workers.values()]
+    outputs = placed.run_stream([x] * 3)
+    print(json.dumps({"nodes": nodes, "equal": all(np.array_equal(o, expected) for o in outputs)}))
+    placed.close()
+    ray.shutdown()
+    cluster.shutdown()
+""")
+
+
+@pytest.mark.xdist_group("ray")
+def test_two_node_ray_cluster(bert, tmp_path):
+    """Ray's own two-node test cluster on loopback, in a process of its own (a process joins
+    one Ray only)."""
+    pytest.importorskip("ray")
+    model, placed, *_ = bert
+    script = tmp_path / "cluster.py"
+    script.write_text(CLUSTER_SCRIPT)
+    placement = three_segments(model.mod).tolist()
+    done = subprocess.run([sys.executable, str(script), str(placement)], capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = __import__("json").loads(done.stdout.strip().splitlines()[-1])
+    assert result["equal"] is True
+    assert len(set(result["nodes"])) == 2, "the two devices' actors share a node"
+
+
+# -- measured feedback ----------------------------------------------------------------------------
 
 
 class TenTimesSlowerCpu1:
@@ -311,8 +423,8 @@ def layer_chain(layers=12, rows=64, width=256, seed=0):
     return bb.get()
 
 
-def measure(placed, servers, stream):
-    with placed.attach_workers(servers):
+def measure(placed, stream):
+    with placed.attach_workers("threads"):
         placed.run_stream(stream[:2])  # warm-up
         outputs = placed.run_stream(stream)
         return outputs, placed.last_stats
@@ -338,7 +450,7 @@ def as_if_measured(stats, problem, device_of, true_factor):
     return dataclasses.replace(stats, compute=compute, copies=still)
 
 
-def test_measured_feedback_repairs_a_wrong_cost_model(servers):
+def test_measured_feedback_repairs_a_wrong_cost_model():
     mod = layer_chain()
     # A distinct target string for cpu:1 keeps its costs apart in compute_costs' per-target cache.
     targets = ["llvm", {"kind": "llvm", "num-cores": 1}]
@@ -347,7 +459,7 @@ def test_measured_feedback_repairs_a_wrong_cost_model(servers):
     assert 1 <= (wrong.placement.device_of == 1).sum() <= 2, "the wrong model pushes work off cpu:1"
     x = np.random.default_rng(3).standard_normal((64, 256)).astype(np.float32)
     stream = [x * (i + 1) for i in range(8)]
-    reference, measured = measure(wrong, servers[:2], stream)
+    reference, measured = measure(wrong, stream)
     table = wrong.compare(measured)
     assert "cpu:0" in table and "cpu:1" in table and "measured" in table
     # The real run sees cpu:1 faster than its 10x cost says (a wide margin: both are cores of the
@@ -362,6 +474,6 @@ def test_measured_feedback_repairs_a_wrong_cost_model(servers):
     assert abs(on_cpu1 - (new.device_of == 0).sum()) <= 2, new.device_of
     assert new.stats["value_before"] > 1.5 * new.value, "the old split must look much worse on the true costs"
     fixed = tvm_place.compile(mod, targets, placement=new, cost_model=TenTimesSlowerCpu1())
-    outputs, _ = measure(fixed, servers[:2], stream)
+    outputs, _ = measure(fixed, stream)
     for got, want in zip(outputs, reference):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -37,7 +37,7 @@ EXAMPLES = {
     ),
     "run": (
         "  tvm-place run build/ --repeat 10\n  tvm-place run build/ --mode stream --inputs 32 "
-        "--workers processes\n  tvm-place run build/ --workers thread,10.0.0.2:9090"
+        "--workers ray\n  tvm-place run build/ --ray-address 10.0.0.2:6379"
     ),
     "solve": (
         "  tvm-place solve data/dnn-partitioning/throughput-inputs/LayerGraphs/bert24_inference.json"
@@ -282,9 +282,9 @@ def _run(args: argparse.Namespace) -> int:
 
     directory = Path(args.directory)
     placed = PlacedModule.load(directory)
-    if args.workers != "threads":
-        workers = args.workers.split(",") if "," in args.workers else args.workers
-        placed.attach_workers(workers, timeout=args.connect_timeout)
+    if args.workers != "threads" or args.ray_address:
+        placed.attach_workers("ray" if args.ray_address else args.workers, address=args.ray_address,
+                              timeout=args.connect_timeout)
     source_file = directory / SOURCE_FILE
     if not source_file.is_file():
         raise TvmPlaceError(
@@ -498,12 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", choices=["latency", "stream"], default="latency")
     run.add_argument("--repeat", type=int, default=5, help="timed runs in latency mode")
     run.add_argument("--inputs", type=int, default=16, help="inputs in stream mode")
-    run.add_argument("--workers", default="threads",
-                     help="threads (default), processes (one pinned worker process per device), or "
-                          "one entry per device, comma-separated: thread, process, HOST:PORT of a "
-                          "`python -m tvm_place.runtime.server`, tracker://HOST:PORT/KEY")
-    run.add_argument("--connect-timeout", type=float, default=20.0,
-                     help="seconds to wait for each remote worker")
+    run.add_argument("--workers", default="threads", choices=["threads", "ray", "processes"],
+                     help="threads (default: every device in this process) or ray (one Ray actor "
+                          "per device, pinned to its own cores on this host; processes: the same)")
+    run.add_argument("--ray-address", default=None,
+                     help="run the actors on the Ray cluster at this address (implies --workers ray)")
+    run.add_argument("--connect-timeout", type=float, default=120.0,
+                     help="seconds to wait for the workers to start")
     run.add_argument("--json", action="store_true", help="print one JSON object")
 
     solve = command("solve", "place a problem file and print the result as JSON", _solve)

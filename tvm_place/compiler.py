@@ -206,12 +206,15 @@ def place(
             device_names=problem.device_names,
             operators=list(problem.graph.names),
         )
-    if placement.replicas:
-        raise InvalidPlacementError(
-            f"the placement replicates operators over device groups {placement.replicas} (method "
-            f"{placement.method!r}); the runtime does not run replica groups yet, so it cannot be "
-            "compiled: solve for the model with another method, e.g. method='diviml-milp'"
-        )
+    for group in placement.replicas:
+        targets_of_group = {str(devices[d].target) for d in group}
+        if len(targets_of_group) > 1:
+            raise InvalidPlacementError(
+                f"the placement replicates operators over {[devices[d].name for d in group]}, "
+                f"whose targets differ ({sorted(targets_of_group)}); a replica runs its group's "
+                "stages as compiled for the group's first device, so the runtime needs devices "
+                "of one target: solve with replicas among identical devices only, or another method"
+            )
     return Placed(prepared, devices, problem, sources, placement)
 
 

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import tvm
 from tvm import relax
 
-from .errors import InvalidTargetError, TvmPlaceError
+from .errors import InvalidPlacementError, InvalidTargetError, TvmPlaceError
 from .graph import Placement
 
 #: Options of :func:`pipeline`, their defaults, and what they mean. Each can also be given as an
@@ -186,6 +186,12 @@ class PlacementPipeline:
             progress=_progress_printer(self.progress),
             database=database,
         )
+        if placed.placement.replicas:
+            raise InvalidPlacementError(
+                f"the placement replicates operators over device groups {placed.placement.replicas} "
+                f"(method {placed.placement.method!r}); one VM module runs one input at a time, so "
+                "replicas need tvm_place.compile's runtime: use it, or another method here"
+            )
         targets = [d.target for d in placed.devices]
         split = tvm.transform.Sequential(
             [AnnotatePlacement(placed.placement.device_of, targets), SplitByDevice(placed.placement.order)]

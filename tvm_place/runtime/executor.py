@@ -235,8 +235,8 @@ class _Run:
                 context, step = task
                 self.progress[device][context.index] = self.progress[device].get(context.index, 0)
                 self.busy[device] = (context.index, time.monotonic(), step.stage)
-                self.stats.runs.append((device, context.index, step.stage))
                 call = self._call(context, step, device, worker)
+            started = time.perf_counter()
             try:
                 handle = worker.submit(call)
                 result = worker.result(handle, POLL)
@@ -252,6 +252,7 @@ class _Run:
                 continue
             with self.cond:
                 self.busy[device] = None
+                self.stats.runs.append((device, context.index, step.stage, started, time.perf_counter()))
                 self._record(step, device, context, result)
                 context.payloads.update(result.payloads)
                 context.received.update((device, name) for name in result.imports)

@@ -43,7 +43,15 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None):
     """The ``ray`` module, connected: an existing connection of this process, the cluster at
     ``address``, or a new local instance (``num_cpus`` default: this process's cores)."""
     ray = import_ray()
+    if address is not None and address != "auto":
+        _check_reachable(address)
     if ray.is_initialized():
+        current = ray.get_runtime_context().gcs_address
+        if address not in (None, "auto", current):
+            raise WorkerError(
+                f"this process is already connected to the Ray cluster at {current}; it cannot "
+                f"join {address} too (one Ray per process): leave address= out to use {current}"
+            )
         return ray
     import logging
 
@@ -62,6 +70,27 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None):
             + ("" if address is None else "; check the address (ray status on the head node shows it)")
         ) from None
     return ray
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once, in one line, on a Ray address nobody listens at (Ray itself retries for
+    a long time)."""
+    import socket
+
+    from .errors import WorkerUnreachableError
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise WorkerError(f"Ray address {address!r}: expected 'HOST:PORT' (the head node's GCS port, "
+                          "6379 by default) or 'auto'")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as err:
+        raise WorkerUnreachableError(
+            f"no Ray cluster answers at {address} ({err.strerror or err}); start one with "
+            f"`ray start --head --port {port}` there, or check the address"
+        ) from None
 
 
 class StageActor:
@@ -85,6 +114,7 @@ class StageActor:
 
         return {"pid": os.getpid(), "host": socket.gethostname(),
                 "cores": sorted(os.sched_getaffinity(0)), "device": str(self.device),
+                "threads": os.environ.get("TVM_NUM_THREADS"),
                 "exists": bool(self.device.exist)}
 
     def load(self, stage: str, library: bytes) -> None:

@@ -56,15 +56,16 @@ class StreamStats:
     start: float = 0.0
     end: float = 0.0
     depth: int = 0
-    #: ``(device, input index, stage)`` in the order the stages started, each device's in its own
-    #: order (``device`` is the physical device: a replica group's member that ran it).
-    runs: list[tuple[int, int, str]] = field(default_factory=list)
+    #: ``(device, input index, stage, start, end)`` of every stage call, as the driver saw it
+    #: (``perf_counter`` seconds; ``device`` is the physical device: a replica group's member
+    #: that ran it).
+    runs: list[tuple[int, int, str, float, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def device_order(self, index: int = 0) -> dict[int, list[str]]:
         """Per device, the stages it ran for input ``index``, in the order it ran them."""
         order: dict[int, list[str]] = {}
-        for device, k, stage in self.runs:
+        for device, k, stage, _, _ in sorted(self.runs, key=lambda run: run[3]):
             if k == index:
                 order.setdefault(device, []).append(stage)
         return order

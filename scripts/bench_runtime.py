@@ -1,0 +1,328 @@
+"""Predicted against measured: the runtime on Ray workers beside the evaluator's prediction.
+
+Every run here uses Ray actors pinned to one core each with one TVM thread (this process too),
+costs measured on this machine (``cost_model="measured"``), and the links that
+``attach_workers`` measured between the actors (``placed.problem`` is priced with them; the
+placement is re-solved on them before it is run). Rows:
+
+- transfer: a chain of four softmaxes on a 2048 x 2048 float32 tensor (16 MB per value), two per
+  device: time per input against the prediction, and against the TVM-RPC worker processes of an
+  older tvm-place (``--baseline-python``: the interpreter of an environment where that version is
+  installed; run in the same invocation, one after the other).
+- pipeline: a model split in two stages (exact contiguous DP, throughput) on two single-core
+  workers against the unsplit model on one: throughput ratio, and per device the measured load
+  (compute and both halves of its copies) against the evaluator's.
+- latency: two equal independent towers on two workers against one worker; then models with
+  parallel branches placed for latency: measured latency (median) against the evaluator's.
+
+Outputs are checked against a single-device run of the same module every time. Writes the full
+report to ``--out`` and the summary table into docs/benchmarks.md.
+
+Usage:
+    python scripts/bench_runtime.py [--rows transfer,pipeline,latency] [--inputs 8] [--repeat 5]
+        [--baseline-python /path/to/old/venv/bin/python] [--out docs/runtime-benchmark.md]
+
+Run it on an otherwise idle machine: the two workers need both cores.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TVM_NUM_THREADS"] = "1"  # before TVM loads: the driver's kernels as the workers'
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _runtime_models import dense_branches, softmax_chain  # noqa: E402
+from _tables import LoadSampler, machine, shown, today, versions, write_block  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CORES = [[0], [1]]
+
+
+@dataclass
+class Row:
+    section: str
+    name: str
+    measured: str
+    predicted: str
+    ratio: str
+    note: str = ""
+    details: list[str] = field(default_factory=list)
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def compile_on(mod, num_devices: int, objective: str, placement=None, method: str = "auto",
+               time_limit: float = 30.0):
+    import tvm_place
+
+    return tvm_place.compile(mod, ["llvm"] * num_devices, objective=objective, method=method,
+                             time_limit=time_limit, cost_model="measured", placement=placement)
+
+
+def on_workers(placed, mod, num_devices: int, resolve: str | None = None, method: str = "auto",
+               time_limit: float = 30.0):
+    """Attach ``num_devices`` single-core Ray workers; with ``resolve`` (an objective), solve again
+    on the links they measured and recompile if that moves anything. Returns the module run."""
+    import tvm_place
+    from tvm_place import solvers
+
+    placed.attach_workers("ray", cores=CORES[:num_devices], threads=1)
+    if resolve is None or num_devices == 1:
+        return placed
+    better = solvers.solve(placed.problem, resolve, method, time_limit)
+    if np.array_equal(better.device_of, placed.placement.device_of):
+        return placed
+    log(f"re-solved on the measured links: {int((better.device_of != placed.placement.device_of).sum())} operators moved")
+    links, problem = placed.links, placed.problem
+    placed.close()
+    moved = tvm_place.compile(mod, ["llvm"] * num_devices, objective=resolve, cost_model="measured",
+                              placement=better)
+    moved.attach_workers("ray", cores=CORES[:num_devices], threads=1, calibrate=False)
+    moved.links, moved.problem = links, problem
+    return moved
+
+
+def stream_per_input(placed, inputs, count: int) -> tuple[float, float, list]:
+    """Steady-state seconds per input and wall seconds per input of a stream of ``count``."""
+    items = [tuple(inputs)] * count
+    placed.run_stream(items[:2])  # warm-up
+    started = time.perf_counter()
+    outputs = placed.run_stream(items)
+    wall = (time.perf_counter() - started) / count
+    return placed.last_stats.interval, wall, outputs
+
+
+def first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def check_equal(got, reference, what: str, tolerance: float = 1e-4) -> float:
+    got = np.asarray(first(got).numpy() if hasattr(first(got), "numpy") else first(got))
+    error = float(np.max(np.abs(got - reference)))
+    scale = float(np.max(np.abs(reference))) or 1.0
+    if error > tolerance * scale:
+        raise SystemExit(f"{what}: outputs differ from the single-device run (max abs {error:.3g})")
+    return error
+
+
+def evaluation(placed):
+    from tvm_place.evaluate import evaluate
+
+    return evaluate(placed.problem, placed.placement)
+
+
+# -- rows -----------------------------------------------------------------------------------------
+
+
+def transfer_row(args) -> list[Row]:
+    mod = softmax_chain()
+    x = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    log("softmax chain: compiling")
+    single = compile_on(mod, 1, "throughput")
+    reference = single(x).numpy()
+    num_ops = single.problem.num_ops
+    placement = (np.arange(num_ops) >= num_ops // 2).astype(np.int64)
+    placed = compile_on(mod, 2, "throughput", placement=placement)
+    placed.attach_workers("ray", cores=CORES, threads=1)
+    interval, wall, outputs = stream_per_input(placed, [x], args.inputs)
+    check_equal(outputs[-1], reference, "softmax chain")
+    predicted = evaluation(placed)
+    stats_text, compare_text = placed.last_stats.format(), placed.compare()
+    links_text = placed.report().split("links measured", 1)[-1]
+    placed.close()
+    rows = [Row("transfer", "16 MB softmax chain, 2 Ray workers (steady state per input)",
+                f"{interval * 1e3:.1f} ms", f"{predicted.max_load * 1e3:.1f} ms (max-stage)",
+                f"{interval / predicted.max_load:.2f}x",
+                f"wall per input {wall * 1e3:.1f} ms; one copy of 16 MB each way per input",
+                [stats_text, compare_text, "links measured" + links_text])]
+    if args.baseline_python:
+        log("softmax chain: baseline (TVM RPC worker processes of the older tvm-place)")
+        baseline = run_baseline(args.baseline_python, args.inputs)
+        rows.append(Row("transfer", "same, TVM-RPC worker processes (tvm-place 06353ef)",
+                        f"{baseline['wall'] * 1e3:.1f} ms", "-",
+                        f"{baseline['wall'] / wall:.1f}x slower per input",
+                        f"steady state {baseline['interval'] * 1e3:.1f} ms; the Ray run's wall per "
+                        f"input is {wall * 1e3:.1f} ms"))
+    return rows
+
+
+BASELINE = """
+import os, sys, json, time
+os.environ["TVM_NUM_THREADS"] = "1"
+sys.path.insert(0, {scripts!r})
+import numpy as np, tvm_place
+from _runtime_models import softmax_chain
+mod = softmax_chain()
+x = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+single = tvm_place.compile(mod, ["llvm"])
+n = single.problem.num_ops
+placed = tvm_place.compile(mod, ["llvm", "llvm"], objective="throughput",
+                           placement=(np.arange(n) >= n // 2).astype(np.int64))
+placed.attach_workers("processes", cores=[[0], [1]], threads=1)
+items = [x] * {count}
+placed.run_stream(items[:2])
+start = time.perf_counter()
+out = placed.run_stream(items)
+wall = (time.perf_counter() - start) / {count}
+assert np.allclose(out[-1], single(x).numpy(), atol=1e-6)
+print(json.dumps({{"wall": wall, "interval": placed.last_stats.interval}}))
+placed.close()
+"""
+
+
+def run_baseline(python: str, count: int) -> dict:
+    code = BASELINE.format(scripts=str(ROOT / "scripts"), count=count)
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=1800,
+                          cwd="/tmp")
+    if done.returncode != 0:
+        raise SystemExit(f"the baseline run failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def pipeline_rows(args) -> list[Row]:
+    from tvm_place import models
+
+    rows = []
+    for name, sizes in (("resnet18", {}), ("bert-layer", {"seq_len": 512})):
+        model = models.get(name, **sizes)
+        label = f"{name} ({', '.join(f'{k}={v}' for k, v in sizes.items()) or 'full size'})"
+        log(f"pipeline {label}: compiling")
+        single = compile_on(model.mod, 1, "throughput")
+        reference = single(*model.inputs).numpy()
+        single.attach_workers("ray", cores=CORES[:1], threads=1)
+        one, _, _ = stream_per_input(single, model.inputs, args.inputs)
+        predicted_one = evaluation(single).max_load
+        single.close()
+        split = on_workers(compile_on(model.mod, 2, "throughput", method="dp"), model.mod, 2,
+                           resolve="throughput", method="dp")
+        two, _, outputs = stream_per_input(split, model.inputs, args.inputs)
+        check_equal(outputs[-1], reference, label)
+        predicted = evaluation(split)
+        loads = split.last_stats.device_times()["load"]
+        per_stage = [loads[d] / predicted.load[d] for d in range(2) if predicted.load[d] > 0]
+        worst = max(abs(r - 1) for r in per_stage)
+        rows.append(Row(
+            "pipeline", f"{label}: 2 stages on 2 workers vs 1 worker (throughput)",
+            f"{one / two:.2f}x ({1 / two:.3f} vs {1 / one:.3f} inputs/s)",
+            f"{predicted_one / predicted.max_load:.2f}x",
+            "per device load measured/predicted: " + ", ".join(f"{r:.2f}" for r in per_stage),
+            f"worst per-device deviation {worst:.0%}; unsplit predicted {predicted_one * 1e3:.0f} ms, "
+            f"measured {one * 1e3:.0f} ms per input",
+            [split.last_stats.format(), split.compare()],
+        ))
+        split.close()
+    return rows
+
+
+LATENCY_MODELS = (
+    ("inception-v3", {}),
+    ("randwire-ws", {}),
+    ("two-tower", {"batch": 256}),
+    ("moe-block", {"seq_len": 128}),
+    ("dlrm", {"batch": 64}),
+)
+
+
+def latency_rows(args) -> list[Row]:
+    from tvm_place import models
+
+    rows = []
+    mod = dense_branches()
+    x = np.random.default_rng(0).standard_normal((256, 1024)).astype(np.float32)
+    log("two towers: compiling")
+    single = compile_on(mod, 1, "latency")
+    reference = single(x).numpy()
+    single.attach_workers("ray", cores=CORES[:1], threads=1)
+    one = single.measure_latency([x], repeat=args.repeat)
+    single.close()
+    split = on_workers(compile_on(mod, 2, "latency"), mod, 2, resolve="latency")
+    two = split.measure_latency([x], repeat=args.repeat)
+    check_equal(split(x), reference, "two towers")
+    predicted = evaluation(split)
+    rows.append(Row("latency", "two equal towers: 2 workers vs 1 worker (latency)",
+                    f"{two / one:.2f}x ({two * 1e3:.0f} vs {one * 1e3:.0f} ms)",
+                    f"{predicted.latency * 1e3:.0f} ms on 2 workers",
+                    f"{two / predicted.latency:.2f}x of predicted",
+                    f"{split.problem.num_ops} operators; "
+                    f"{int((split.placement.device_of == 1).sum())} on cpu:1"))
+    split.close()
+    for name, sizes in LATENCY_MODELS:
+        if args.models and name not in args.models:
+            continue
+        model = models.get(name, **sizes)
+        label = f"{name} ({', '.join(f'{k}={v}' for k, v in sizes.items()) or 'full size'})"
+        log(f"latency {label}: compiling")
+        reference = compile_on(model.mod, 1, "latency")(*model.inputs)
+        reference = (first(reference).numpy())
+        placed = on_workers(compile_on(model.mod, 2, "latency"), model.mod, 2, resolve="latency")
+        measured = placed.measure_latency(model.inputs, repeat=args.repeat)
+        check_equal(placed(*model.inputs), reference, label)
+        predicted = evaluation(placed)
+        on = np.bincount(placed.placement.device_of, minlength=2)
+        rows.append(Row("latency", f"{label}: latency placement on 2 workers",
+                        f"{measured * 1e3:.0f} ms", f"{predicted.latency * 1e3:.0f} ms",
+                        f"{measured / predicted.latency:.2f}x",
+                        f"{placed.problem.num_ops} operators ({on[0]} / {on[1]}), "
+                        f"{sum(1 for s in placed.plan.steps if s['kind'] == 'call')} stages, "
+                        f"{placed.plan.num_copies} copies; method {placed.placement.method}",
+                        [placed.latency_stats.format()]))
+        placed.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", default="transfer,pipeline,latency")
+    parser.add_argument("--models", default="", help="latency models to run (default: all)")
+    parser.add_argument("--inputs", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--baseline-python", default=None)
+    parser.add_argument("--out", default=str(ROOT / "docs" / "runtime-benchmark.md"))
+    args = parser.parse_args()
+    args.models = [m for m in args.models.split(",") if m]
+    from tvm_place.runtime.ray_engine import ensure_ray
+
+    started = time.monotonic()
+    ray_start = time.perf_counter()
+    ensure_ray()
+    ray_seconds = time.perf_counter() - ray_start
+    rows: list[Row] = []
+    with LoadSampler() as load:
+        for section in args.rows.split(","):
+            rows += {"transfer": transfer_row, "pipeline": pipeline_rows,
+                     "latency": latency_rows}[section](args)
+    command = "python " + " ".join(shlex.quote(a) for a in [shown(__file__), *sys.argv[1:]])
+    table = ["| row | measured | predicted | ratio | notes |", "| --- | ---: | ---: | --- | --- |"]
+    table += [f"| {r.name} | {r.measured} | {r.predicted} | {r.ratio} | {r.note} |" for r in rows]
+    header = (f"`{command}` on {today()}: {machine()}; {versions()}; Ray started in "
+              f"{ray_seconds:.1f} s; load average {load.summary()}; {time.monotonic() - started:.0f} s "
+              "in all. Ray actors pinned to one core each, one TVM thread; measured kernel costs; "
+              "links measured on attach.")
+    report = [f"# Runtime: predicted vs measured\n\n{header}\n", *table, ""]
+    for row in rows:
+        if row.details:
+            report += [f"## {row.name}\n", "```", *[d.strip() for d in row.details], "```", ""]
+    Path(args.out).write_text("\n".join(report))
+    write_block("runtime", "## Runtime: predicted vs measured (issue 13)",
+                f"{header} Full report: [{Path(args.out).name}]({Path(args.out).name}).\n\n"
+                + "\n".join(table))
+    print("\n".join(table))
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,8 @@ placement is re-solved on them before it is run). Rows:
   installed; run in the same invocation, one after the other).
 - pipeline: a model split in two stages (exact contiguous DP, throughput) on two single-core
   workers against the unsplit model on one: throughput ratio, and per device the measured load
-  (compute and both halves of its copies) against the evaluator's.
+  (compute and both halves of its copies) against the evaluator's; then re-solved with the
+  times that run measured (``placed.rebalance()``) and run again if that moved anything.
 - latency: two equal independent towers on two workers against one worker; then models with
   parallel branches placed for latency: measured latency (median) against the evaluator's.
 
@@ -225,6 +226,22 @@ def pipeline_rows(args) -> list[Row]:
             f"measured {one * 1e3:.0f} ms per input",
             [split.last_stats.format(), split.compare()],
         ))
+        # Measured feedback: re-solve with the stage and copy times this run measured.
+        new = split.rebalance(method="dp")
+        moved = int((new.device_of != split.placement.device_of).sum())
+        if moved:
+            links, problem = split.links, split.problem
+            split.close()
+            split = compile_on(model.mod, 2, "throughput", placement=new)
+            split.attach_workers("ray", cores=CORES, threads=1, calibrate=False)
+            split.links, split.problem = links, problem
+            three, _, outputs = stream_per_input(split, model.inputs, args.inputs)
+            check_equal(outputs[-1], reference, label)
+            rows.append(Row("pipeline", f"{label}: after measured feedback ({moved} operators moved)",
+                            f"{one / three:.2f}x ({1 / three:.3f} inputs/s)",
+                            f"{predicted_one / evaluation(split).max_load:.2f}x", "-",
+                            f"rebalance() predicted {new.value * 1e3:.0f} ms per input",
+                            [split.last_stats.format()]))
         split.close()
     return rows
 

@@ -169,6 +169,10 @@ def test_replica_groups_take_alternate_inputs_in_order(bert):
     assert_same(outputs, expected)
     ran_on = {k: device for device, k, _, _, _ in placed.last_stats.runs}
     assert ran_on == {k: k % 2 for k in range(len(stream))}
+    # Each member carries half the group's time per input, as the evaluator prices it.
+    compute = placed.last_stats.device_times()["compute"]
+    assert compute[0] == compute[1] > 0
+    assert "cpu:1" in placed.compare()
     placed.close()
 
 
@@ -205,9 +209,14 @@ def test_ctrl_c_ends_a_run_and_keeps_what_finished(bert):
         if index == 3:
             threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
 
+    # Python's own Ctrl-C handler (a library loaded earlier in this process may have replaced it).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
-    with pytest.raises(RunInterrupted) as caught:
-        placed.run_stream(endless, on_result=interrupt)
+    try:
+        with pytest.raises(RunInterrupted) as caught:
+            placed.run_stream(endless, on_result=interrupt)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - started < 30
     assert len(caught.value.completed) >= 4
     assert_same(caught.value.completed, [expected[i % len(stream)] for i in range(len(caught.value.completed))])
@@ -433,7 +442,7 @@ def measure(placed, stream):
 def as_if_measured(stats, problem, device_of, true_factor):
     """``stats`` with each device's stage times replaced by its predicted compute time times
     ``true_factor[device]`` and every copy taking no time: a run whose outcome is known, so the
-    feedback logic is tested without timing noise (the bench in scripts/bench_pipeline.py
+    feedback logic is tested without timing noise (the bench in scripts/bench_runtime.py
     measures real feedback runs)."""
     predicted = evaluate(problem, device_of).compute
     stages_on = {}

@@ -551,6 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader (e.g. `| head`) stopped reading: not an error
         sys.stderr.close()
         return 0
+    except KeyboardInterrupt as interrupted:  # Ctrl-C: one line, the shell's code for SIGINT
+        if args.debug:
+            raise
+        print(f"tvm-place: {interrupted or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ class WorkerError(TvmPlaceError, RuntimeError):
 
 
 class WorkerUnreachableError(WorkerError):
-    """No RPC server (or tracker) answers at the address given, within the timeout."""
+    """No Ray cluster answers at the address given."""
 
 
 class StageError(TvmPlaceError, RuntimeError):

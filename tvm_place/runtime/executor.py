@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import RunInterrupted, StageError, StageTimeoutError, WorkerDiedError
 from .stats import StreamStats
-from .workers import StageCall, Worker
+from .workers import StageCall, Worker, nbytes, to_numpy
 
 #: Seconds between the checks of every blocking wait (abort, watchdog, worker liveness).
 POLL = 0.05
@@ -96,6 +96,7 @@ class Program:
         #: Per plan copy (by result name): the device of the value it copies (None: the host).
         self.copy_source_device = {name: made_on.get(c["source"]) for name, c in copies.items()}
         #: Per device: its steps' positions in the order it runs them.
+        self.replicas = [tuple(int(d) for d in group) for group in replicas]
         self.sequence: dict[int, list[int]] = {}
         for step in self.steps:
             self.sequence.setdefault(step.device, []).append(step.position)
@@ -222,6 +223,14 @@ class _Run:
                          step.fetches, step.frees)
 
     def _device_loop(self, device: int) -> None:
+        try:
+            self._drive(device)
+        except BaseException as err:  # noqa: BLE001 - a bug here must end the run, not hang it
+            name = self.program.device_names[device]
+            self.fail(StageError(f"the executor's thread for {name} failed: {err!r}", device=name),
+                      hard=True)
+
+    def _drive(self, device: int) -> None:
         worker = self.workers[device]
         while True:
             with self.cond:
@@ -282,9 +291,8 @@ class _Run:
                                   result.sizes.get(name, 0), export=seconds)
                     seconds = 0.0
         for name, seconds in result.fetches.items():
-            value = result.outputs[name]
-            size = int(np.prod(value.shape)) * np.dtype(str(value.dtype)).itemsize
-            stats._record(stats.outputs, name, logical, None, size, export=seconds)
+            stats._record(stats.outputs, name, logical, None, nbytes(result.outputs[name]),
+                          export=seconds)
 
     # -- the driver --
     def _admit(self) -> None:
@@ -370,8 +378,7 @@ class _Run:
                         continue
                     del self.contexts[next_index]
                 self.stats.finished.append(time.perf_counter())
-                self._drop(next_index)
-                yield next_index, context
+                yield next_index, context  # its values on the workers were freed stage by stage
                 next_index += 1
         except KeyboardInterrupt:
             self.hard.set()
@@ -386,16 +393,13 @@ class _Run:
             with self.cond:
                 self.cond.notify_all()
                 left = list(self.contexts)
-            for key in left:
-                self._drop(key)
+            if left:  # inputs a failure left half done
+                for worker in self.workers.values():
+                    if worker.broken is None:
+                        worker.drop(left)
             deadline = time.monotonic() + 1.0
             for thread in threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-
-    def _drop(self, index: int) -> None:
-        for worker in self.workers.values():
-            if worker.broken is None:
-                worker.drop([index])
 
 
 def _as_arrays(item, count: int, index: int) -> list[np.ndarray]:
@@ -428,25 +432,36 @@ def run(program: Program, workers: dict[int, Worker], items: Iterable, depth: in
     stats.depth = depth
     stats.stage_device = {step.stage: step.device for step in program.steps}
     stats.worker_labels = {d: w.label for d, w in workers.items()}
+    stats.replicas = program.replicas
     results: list = []
     active = _Run(program, workers, items, depth, timeout, stats)
+    finished = active.results()
     try:
-        for _, context in active.results():
+        for _, context in finished:
             values = []
             for name in plan.outputs:
                 value = context.outputs[name] if name in context.outputs else context.host[name]
-                if as_numpy and not isinstance(value, np.ndarray):
-                    value = value.numpy()
+                if as_numpy:
+                    value = to_numpy(value)
                 values.append(value)
             output = tuple(values) if plan.output_is_tuple else values[0]
             results.append(output)
             if on_result is not None:
                 on_result(len(results) - 1, output)
-    except (StageError, RunInterrupted) as err:
+    except StageError as err:
         err.completed = results
         err.num_inputs = active.submitted
-        if isinstance(err, StageError) and err.input_index is not None:
+        if err.input_index is not None:
             err.args = (f"{err.args[0]} ({len(results)} of {active.submitted} submitted inputs "
                         "completed before it; their outputs are in this error's .completed)",)
         raise
+    except KeyboardInterrupt as err:  # wherever Ctrl-C lands: in the run or in on_result
+        interrupted = err if isinstance(err, RunInterrupted) else RunInterrupted(
+            f"interrupted: {len(results)} of {active.submitted} submitted inputs completed; their "
+            "outputs are in this exception's .completed")
+        interrupted.completed = results
+        interrupted.num_inputs = active.submitted
+        raise interrupted from None
+    finally:
+        finished.close()  # stops the device threads if the loop above left early
     return results

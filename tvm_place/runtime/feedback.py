@@ -41,7 +41,7 @@ def _per_second(seconds: float) -> str:
 
 def device_factors(problem: PlacementProblem, placement: Placement, stats: StreamStats) -> np.ndarray:
     """Measured / predicted compute time per device (1 where a device ran nothing)."""
-    predicted = evaluate(problem, placement.device_of).compute
+    predicted = evaluate(problem, placement).compute
     measured = stats.device_times()["compute"]
     factor = np.ones(problem.num_devices)
     for d in range(problem.num_devices):
@@ -53,7 +53,7 @@ def device_factors(problem: PlacementProblem, placement: Placement, stats: Strea
 def transfer_overheads(problem: PlacementProblem, placement: Placement, stats: StreamStats) -> np.ndarray:
     """Per device: mean seconds a measured copy half (send or receive) took beyond the predicted
     transfer times; devices that copied nothing get the mean over those that did."""
-    evaluation = evaluate(problem, placement.device_of)
+    evaluation = evaluate(problem, placement)
     measured = stats.device_times()
     halves = np.zeros(problem.num_devices)
     for record in stats.copies.values():
@@ -83,9 +83,12 @@ def measured_op_times(problem: PlacementProblem, placement: Placement, stats: St
 def compare(problem: PlacementProblem, placement: Placement, stats: StreamStats,
             latency: float | None = None) -> str:
     """A table of predicted (evaluator) against measured times, per device and overall."""
-    evaluation = evaluate(problem, placement.device_of)
+    evaluation = evaluate(problem, placement)
     measured = stats.device_times()
     stages = {d: [s for s, dev in stats.stage_device.items() if dev == d] for d in range(problem.num_devices)}
+    for group in placement.replicas:  # members run their group's stages
+        for member in group[1:]:
+            stages[member] = stages[group[0]]
     lines = [
         "predicted (evaluator, per input) vs measured (median per input of a stream of "
         f"{stats.num_inputs}), milliseconds",

@@ -36,6 +36,16 @@ DEFAULT_TIMEOUT = 120.0
 __all__ = ["DeviceUnavailableError", "MANIFEST", "PlacedModule"]
 
 
+def _as_tensors(value):
+    """Model outputs as TVM tensors: NumPy arrays from another process become host tensors,
+    nested tuples keep their shape."""
+    if isinstance(value, np.ndarray):
+        return tvm.runtime.tensor(value, tvm.cpu(0))
+    if isinstance(value, tuple):
+        return tuple(_as_tensors(item) for item in value)
+    return value
+
+
 class _quiet_stderr:
     """Send file descriptor 2 to a temporary file for a while; replay it if an error escapes."""
 
@@ -117,9 +127,7 @@ class PlacedModule:
             values = self._run([tuple(inputs)], depth=1, timeout=DEFAULT_TIMEOUT, as_numpy=False)[0]
         finally:
             self.latency_stats, self.last_stats = self.last_stats, kept
-        values = values if self.plan.output_is_tuple else (values,)
-        tensors = tuple(v if hasattr(v, "copyto") else tvm.runtime.tensor(v, tvm.cpu(0)) for v in values)
-        return tensors if self.plan.output_is_tuple else tensors[0]
+        return _as_tensors(values)
 
     def kernel_sources(self) -> dict[str, list[str]]:
         """The generated code of every stage's kernels (LLVM IR, CUDA C), by stage, with the

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import WorkerError
-from .workers import StageCall, StageResult, Worker, run_stage
+from .workers import StageCall, StageResult, Worker, run_stage, to_numpy
 
 RAY_MISSING = (
     "workers='ray' needs Ray, which is not installed: pip install 'tvm-place[ray]' "
@@ -141,8 +141,7 @@ class StageActor:
 
     def call(self, call: StageCall) -> StageResult:
         values = self._values.setdefault(call.key, {})
-        return run_stage(self._vms[call.stage], values, call, self._import, self._export,
-                         lambda tensor: tensor.numpy())
+        return run_stage(self._vms[call.stage], values, call, self._import, self._export, to_numpy)
 
     def drop(self, keys: Sequence[int]) -> None:
         for key in keys:

@@ -60,6 +60,8 @@ class StreamStats:
     #: (``perf_counter`` seconds; ``device`` is the physical device: a replica group's member
     #: that ran it).
     runs: list[tuple[int, int, str, float, float]] = field(default_factory=list)
+    #: Replica groups of the run (device indices, the first holding the stages).
+    replicas: list[tuple[int, ...]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def device_order(self, index: int = 0) -> dict[int, list[str]]:
@@ -102,7 +104,8 @@ class StreamStats:
 
     def device_times(self) -> dict[str, np.ndarray]:
         """Median seconds per input on each device: compute, copies in, copies out, and load
-        (their sum, the evaluator's per-device load); model inputs/outputs counted apart."""
+        (their sum, the evaluator's per-device load); model inputs/outputs counted apart. A
+        replica group's members each carry ``1 / len(group)`` of its times."""
         num_devices = len(self.device_names)
         compute, transfer_in, transfer_out = (np.zeros(num_devices) for _ in range(3))
         host_in, host_out = np.zeros(num_devices), np.zeros(num_devices)
@@ -120,6 +123,11 @@ class StreamStats:
         for record in self.outputs.values():
             if record.export_seconds and record.source_device is not None:
                 host_out[record.source_device] += float(np.median(record.export_seconds))
+        # A replica group's members share its inputs in turn: each carries 1/len of the group's
+        # per-input times (the evaluator's rule).
+        for times in (compute, transfer_in, transfer_out, host_in, host_out):
+            for group in self.replicas:
+                times[list(group)] = times[group[0]] / len(group)
         return {
             "compute": compute,
             "transfer_in": transfer_in,

@@ -26,7 +26,8 @@ import numpy as np
 
 from .errors import DeviceUnavailableError
 
-__all__ = ["LocalWorker", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device"]
+__all__ = ["LocalWorker", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device",
+           "to_numpy"]
 
 
 def runtime_device(kind: str, index: int):
@@ -36,10 +37,21 @@ def runtime_device(kind: str, index: int):
 
 
 def nbytes(value) -> int:
-    """Bytes of a NumPy array or a TVM tensor."""
+    """Bytes of a NumPy array or a TVM tensor, or of every one in a (nested) tuple of them."""
     if isinstance(value, np.ndarray):
         return int(value.nbytes)
-    return int(np.prod([int(d) for d in value.shape], dtype=np.int64)) * np.dtype(str(value.dtype)).itemsize
+    if hasattr(value, "shape"):
+        return int(np.prod([int(d) for d in value.shape], dtype=np.int64)) * np.dtype(str(value.dtype)).itemsize
+    return sum(nbytes(item) for item in value)
+
+
+def to_numpy(value):
+    """A tensor as a NumPy array; a (nested) tuple of them, a tuple of arrays."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "numpy"):
+        return value.numpy()
+    return tuple(to_numpy(item) for item in value)
 
 
 @dataclass

@@ -112,6 +112,34 @@ def test_compile_then_run_latency_and_stream(tmp_path, capsys):
     assert "no Ray cluster answers at 127.0.0.1:9" in capsys.readouterr().err
 
 
+TWO_OUTPUTS_FILE = '''
+from tvm.script import ir as I, relax as R
+
+
+@I.ir_module
+class Module:
+    @R.function
+    def main(x: R.Tensor((4, 8), "float32"), w: R.Tensor((8, 8), "float32")):
+        with R.dataflow():
+            y = R.matmul(x, w)
+            z = R.nn.relu(y)
+            out = (z, (y, R.add(z, y)))
+            R.output(out)
+        return out
+'''
+
+
+def test_run_a_model_with_nested_tuple_outputs(tmp_path, capsys):
+    model_file = tmp_path / "two.py"
+    model_file.write_text(TWO_OUTPUTS_FILE)
+    build = tmp_path / "two"
+    in_process(capsys, "compile", f"{model_file}:Module", *TWO_CPUS, "--output", build, "--quiet")
+    latency = json.loads(in_process(capsys, "run", build, "--repeat", "1", "--json"))
+    assert latency["output_shape"] == [4, 8]
+    stream = json.loads(in_process(capsys, "run", build, "--mode", "stream", "--inputs", "3", "--json"))
+    assert stream["inputs"] == 3 and stream["output_shape"] == [4, 8]
+
+
 def test_compile_channels_last_and_run_from_the_recorded_source(tmp_path, capsys):
     build = tmp_path / "nhwc"
     in_process(capsys, "compile", *SMALL, "--target", "llvm", "--layout", "NHWC", "--output", build,

@@ -240,6 +240,66 @@ def test_unknown_workers_and_unreachable_cluster(bert):
     assert time.monotonic() - started < 10
 
 
+def two_outputs():
+    """main(x) -> (softmax(x @ w), (relu(x @ w), x @ w)): a tuple output, nested."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((16, 32), "float32"))
+    weight = relax.const(np.random.default_rng(2).standard_normal((32, 32)).astype("float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.matmul(x, weight))
+            a = bb.emit(relax.op.nn.softmax(y))
+            b = bb.emit(relax.op.nn.relu(y))
+            out = bb.emit_output(relax.Tuple([a, relax.Tuple([b, y])]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def flatten(value) -> list[np.ndarray]:
+    if isinstance(value, np.ndarray):
+        return [value]
+    if hasattr(value, "numpy"):
+        return [value.numpy()]
+    return [array for item in value for array in flatten(item)]
+
+
+@pytest.fixture(scope="module")
+def tuple_model():
+    mod = two_outputs()
+    placed = tvm_place.compile(mod, ["llvm", "llvm"], placement=[0, 1, 0])
+    xs = [np.random.default_rng(k).standard_normal((16, 32)).astype(np.float32) for k in range(3)]
+    unsplit = tvm_place.compile(mod, ["llvm"])
+    expected = [flatten(unsplit(x)) for x in xs]
+    yield placed, xs, expected
+    placed.close()
+
+
+def test_tuple_outputs_in_latency_mode_and_streams_on_threads(tuple_model):
+    placed, xs, expected = tuple_model
+    placed.attach_workers("threads")
+    for x, want in zip(xs, expected):
+        got = placed(x)
+        assert isinstance(got, tuple) and len(got) == 2
+        for a, b in zip(flatten(got), want):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    for got, want in zip(placed.run_stream(xs), expected):
+        assert isinstance(got, tuple) and isinstance(got[1], tuple)
+        for a, b in zip(flatten(got), want):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_torch_tensors_go_in_like_numpy_arrays(tuple_model):
+    torch = pytest.importorskip("torch")
+    placed, xs, expected = tuple_model
+    got = placed(torch.from_numpy(xs[0]))
+    for a, b in zip(flatten(got), expected[0]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    streamed = placed.run_stream([torch.from_numpy(x).requires_grad_() for x in xs[:2]])
+    for got, want in zip(streamed, expected):
+        for a, b in zip(flatten(got), want):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 # -- Ray ------------------------------------------------------------------------------------------
 
 
@@ -343,6 +403,19 @@ def test_ray_killed_and_frozen_workers_are_reported_not_hung(bert, ray_session):
         assert gone(frozen), "the frozen actor was not ended"
     finally:
         placed.close()
+
+
+@pytest.mark.xdist_group("ray")
+def test_tuple_outputs_stream_on_ray(tuple_model, ray_session):
+    placed, xs, expected = tuple_model
+    with placed.attach_workers("ray", calibrate=False):
+        for got, want in zip(placed.run_stream(xs), expected):
+            for a, b in zip(flatten(got), want):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+        got = placed(xs[0])
+        assert isinstance(got, tuple) and isinstance(got[1], tuple)
+        for a, b in zip(flatten(got), expected[0]):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.xdist_group("ray")

@@ -306,8 +306,9 @@ def _run(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         result = {"mode": "stream", "inputs": args.inputs, "seconds": elapsed,
                   "inputs_per_second": args.inputs / elapsed}
-    first = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
-    first = first.numpy() if hasattr(first, "numpy") else np.asarray(first)
+    first = outputs
+    while not hasattr(first, "shape"):  # the first tensor of a (nested) tuple of outputs
+        first = first[0]
     result["output_shape"] = list(first.shape)
     if args.json:
         print(json.dumps(result))

@@ -412,15 +412,27 @@ def _as_arrays(item, count: int, index: int) -> list[np.ndarray]:
             "(give each item as a tuple of arrays, or one array when the model has one input)",
             input_index=index,
         )
-    arrays = []
-    for value in item:
-        if isinstance(value, np.ndarray):
-            arrays.append(value)
-        elif hasattr(value, "numpy"):
-            arrays.append(value.numpy())
-        else:
-            arrays.append(np.asarray(value))
-    return arrays
+    return [host_array(value) for value in item]
+
+
+def host_array(value) -> np.ndarray:
+    """A model input as a NumPy array on the host: NumPy as is; torch tensors, TVM tensors and
+    other DLPack producers in host memory without a copy (``np.from_dlpack``); anything else
+    through ``.numpy()`` or ``np.asarray``."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach"):  # torch: the gradient graph does not cross into TVM
+        value = value.detach()
+    if hasattr(value, "__dlpack__"):
+        try:
+            return np.from_dlpack(value)
+        except (BufferError, RuntimeError, TypeError, ValueError):
+            pass  # not in host memory (a GPU tensor): copied below
+    if hasattr(value, "cpu"):
+        value = value.cpu()
+    if hasattr(value, "numpy"):
+        return value.numpy()
+    return np.asarray(value)
 
 
 def run(program: Program, workers: dict[int, Worker], items: Iterable, depth: int,

@@ -37,13 +37,13 @@ __all__ = ["DeviceUnavailableError", "MANIFEST", "PlacedModule"]
 
 
 def _as_tensors(value):
-    """Model outputs as TVM tensors: NumPy arrays from another process become host tensors,
-    nested tuples keep their shape."""
+    """Model outputs as TVM tensors: NumPy arrays from another process become host tensors; a
+    tuple (a Python tuple, or a TVM array a stage returned) is a Python tuple, nested alike."""
     if isinstance(value, np.ndarray):
         return tvm.runtime.tensor(value, tvm.cpu(0))
-    if isinstance(value, tuple):
-        return tuple(_as_tensors(item) for item in value)
-    return value
+    if hasattr(value, "numpy"):
+        return value
+    return tuple(_as_tensors(item) for item in value)
 
 
 class _quiet_stderr:

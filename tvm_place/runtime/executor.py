@@ -124,12 +124,14 @@ class Program:
 class _Context:
     """One input's state in the run."""
 
-    __slots__ = ("index", "host", "host_payloads", "payloads", "outputs", "steps_done", "received")
+    __slots__ = ("index", "host", "host_payloads", "host_lock", "payloads", "outputs", "steps_done",
+                 "received")
 
     def __init__(self, index: int, host: dict):
         self.index = index
         self.host = host  # model inputs (NumPy)
         self.host_payloads: dict[tuple[str, bool], Any] = {}
+        self.host_lock = threading.Lock()  # one payload per model input and engine
         self.payloads: dict[str, Any] = {}  # exported values, by the name of the value
         self.outputs: dict[str, Any] = {}
         self.steps_done = 0
@@ -158,6 +160,14 @@ class _Run:
         self.busy: dict[int, tuple[int, float, str] | None] = {d: None for d in program.members}
         self.submitted = 0
         self.exhausted = False
+        #: ``(model input, worker)`` for every worker whose stages read that input.
+        self.input_readers = sorted({
+            (arg.source, device)
+            for device, (logical, _, _) in program.members.items()
+            for position in program.sequence[logical]
+            for arg in program.steps[position].args if arg.kind == "input"
+        })
+        self.input_readers = [(name, workers[device]) for name, device in self.input_readers]
 
     # -- failures --
     def fail(self, error: StageError, hard: bool) -> None:
@@ -208,6 +218,7 @@ class _Run:
         return None
 
     def _call(self, context: _Context, step: _Step, device: int, worker: Worker) -> StageCall:
+        """The call of ``step`` (outside ``cond``: making a model input's payload copies it)."""
         args = []
         for arg in step.args:
             if arg.kind == "local" or (device, arg.name) in context.received:
@@ -216,8 +227,9 @@ class _Run:
                 args.append((arg.name, context.payloads[arg.source]))
             else:
                 key = (arg.source, worker.remote)
-                if key not in context.host_payloads:
-                    context.host_payloads[key] = worker.host_payload(context.host[arg.source])
+                with context.host_lock:
+                    if key not in context.host_payloads:
+                        context.host_payloads[key] = worker.host_payload(context.host[arg.source])
                 args.append((arg.name, context.host_payloads[key]))
         return StageCall(context.index, step.stage, args, step.outputs, step.exports,
                          step.fetches, step.frees)
@@ -244,10 +256,9 @@ class _Run:
                 context, step = task
                 self.progress[device][context.index] = self.progress[device].get(context.index, 0)
                 self.busy[device] = (context.index, time.monotonic(), step.stage)
-                call = self._call(context, step, device, worker)
             started = time.perf_counter()
             try:
-                handle = worker.submit(call)
+                handle = worker.submit(self._call(context, step, device, worker))
                 result = worker.result(handle, POLL)
                 while result is None:
                     if self.hard.is_set():
@@ -296,11 +307,15 @@ class _Run:
 
     # -- the driver --
     def _admit(self) -> None:
-        """Read inputs while fewer than ``depth`` are in flight (under ``cond``)."""
+        """Read inputs while fewer than ``depth`` are in flight, and hand each to the workers
+        that read it (outside ``cond``: the devices keep working on earlier inputs meanwhile)."""
         names = self.program.plan.inputs
-        while (not self.exhausted and len(self.contexts) < self.depth
-               and self.submitted < self.stop_index and not self.hard.is_set()):
-            index = self.submitted
+        while True:
+            with self.cond:
+                if (self.exhausted or len(self.contexts) >= self.depth
+                        or self.submitted >= self.stop_index or self.hard.is_set()):
+                    return
+                index = self.submitted
             try:
                 item = next(self.items)
             except StopIteration:
@@ -311,16 +326,22 @@ class _Run:
                 self.fail(StageError(f"reading input {index} of the stream failed: {err!r}",
                                      input_index=index), hard=False)
                 return
+            submitted = time.perf_counter()
             try:
-                host = dict(zip(names, _as_arrays(item, len(names), index)))
+                context = _Context(index, dict(zip(names, _as_arrays(item, len(names), index))))
             except StageError as err:
                 self.exhausted = True
                 self.fail(err, hard=False)
                 return
-            self.stats.submitted.append(time.perf_counter())
-            self.contexts[index] = _Context(index, host)
-            self.submitted = index + 1
-            self.cond.notify_all()
+            for name, worker in self.input_readers:
+                key = (name, worker.remote)
+                if key not in context.host_payloads:
+                    context.host_payloads[key] = worker.host_payload(context.host[name])
+            with self.cond:
+                self.stats.submitted.append(submitted)
+                self.contexts[index] = context
+                self.submitted = index + 1
+                self.cond.notify_all()
 
     def _watch(self) -> None:
         """Fail the run on a call that outlasts the timeout or a worker known dead."""
@@ -362,8 +383,8 @@ class _Run:
         total_steps = len(self.program.steps)
         try:
             while True:
+                self._admit()
                 with self.cond:
-                    self._admit()
                     context = self.contexts.get(next_index)
                     ready = context is not None and context.steps_done == total_steps
                     if not ready:

@@ -227,28 +227,34 @@ class PlacedModule:
             self.calibrate_links(probe_sizes)
         return self
 
-    def calibrate_links(self, sizes: Sequence[int] | None = None, repeat: int = 3) -> dict:
+    def calibrate_links(self, sizes: Sequence[int] | None = None, repeat: int = 5,
+                        warmup: int = 4) -> dict:
         """Measure copies between every pair of attached workers (``sizes`` bytes each, median of
-        ``repeat``), fit each device's link (latency + bytes / bandwidth) and price this module's
+        ``repeat`` after ``warmup`` copies of the largest size each way, so that fresh memory's
+        first-touch costs of the object store and allocators are behind, as in a running
+        stream), fit each device's link (latency + bytes / bandwidth) and price this module's
         problem with them. Returns the links by device index (also in :attr:`links`)."""
         from ..cost.links import PROBE_SIZES, LinkSample, fit_device_links, with_links
 
         if not self._workers:
             raise TvmPlaceError("no workers attached: call attach_workers first")
-        samples = []
+        sizes = [int(size) for size in (sizes or PROBE_SIZES)]
         devices = sorted(self._workers)
-        for source in devices:
-            for destination in devices:
-                if source == destination:
-                    continue
-                for size in sizes or PROBE_SIZES:
-                    sends, receives = [], []
-                    for _ in range(repeat):
-                        send, payload = self._workers[source].probe_export(int(size))
-                        receives.append(self._workers[destination].probe_import(payload))
-                        sends.append(send)
-                    samples.append(LinkSample(source, destination, int(size),
-                                              float(np.median(sends)), float(np.median(receives))))
+        pairs = [(a, b) for a in devices for b in devices if a != b]
+
+        def copy(source: int, destination: int, size: int) -> tuple[float, float]:
+            send, payload = self._workers[source].probe_export(size)
+            return send, self._workers[destination].probe_import(payload)
+
+        for source, destination in pairs:
+            for _ in range(warmup):
+                copy(source, destination, max(sizes))
+        samples = []
+        for source, destination in pairs:
+            for size in sizes:
+                times = np.array([copy(source, destination, size) for _ in range(repeat)])
+                samples.append(LinkSample(source, destination, size, float(np.median(times[:, 0])),
+                                          float(np.median(times[:, 1]))))
         self.links = fit_device_links(samples, len(self.devices))
         self.link_samples = samples
         if self.problem is not None:

@@ -107,6 +107,7 @@ class StageActor:
         self.device = tvm.cpu(0) if kind == "cpu" else tvm.cuda(index)
         self._vms: dict[str, Any] = {}
         self._values: dict[int, dict] = {}
+        self._probes: dict[int, Any] = {}
         self._directory = tempfile.TemporaryDirectory(prefix="tvm-place-actor-")
 
     def info(self) -> dict:
@@ -135,20 +136,27 @@ class StageActor:
     def _export(tensor):
         import ray
 
-        # Boxed in a list so that the receiving actor's call gets the reference, not the value:
-        # it fetches the value itself, inside its timed import.
-        return [ray.put(tensor.numpy())]
+        # One copy: the put copies the tensor's own memory into the object store. Boxed in a
+        # list so that the receiving actor's call gets the reference, not the value: it fetches
+        # the value itself, inside its timed import.
+        return [ray.put(to_numpy(tensor, copy=False))]
 
     def call(self, call: StageCall) -> StageResult:
         values = self._values.setdefault(call.key, {})
-        return run_stage(self._vms[call.stage], values, call, self._import, self._export, to_numpy)
+        # Model outputs as views: returning them copies them into the object store once.
+        return run_stage(self._vms[call.stage], values, call, self._import, self._export,
+                         lambda value: to_numpy(value, copy=False))
 
     def drop(self, keys: Sequence[int]) -> None:
         for key in keys:
             self._values.pop(key, None)
 
     def probe_export(self, size: int):
-        tensor = self._tvm.runtime.tensor(np.ones(max(1, size // 4), "float32"), self.device)
+        # One tensor per size, kept: a stage's outputs come from the VM's memory pool too.
+        tensor = self._probes.get(size)
+        if tensor is None:
+            tensor = self._probes[size] = self._tvm.runtime.tensor(
+                np.ones(max(1, size // 4), "float32"), self.device)
         start = time.perf_counter()
         payload = self._export(tensor)
         return time.perf_counter() - start, payload

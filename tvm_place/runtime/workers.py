@@ -45,13 +45,17 @@ def nbytes(value) -> int:
     return sum(nbytes(item) for item in value)
 
 
-def to_numpy(value):
-    """A tensor as a NumPy array; a (nested) tuple of them, a tuple of arrays."""
+def to_numpy(value, copy: bool = True):
+    """A tensor as a NumPy array; a (nested) tuple of them, a tuple of arrays. ``copy=False``:
+    a view of a host tensor's memory (DLPack) where it has one, for a caller that copies it
+    anyway (serialisation)."""
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "numpy"):
+        if not copy and value.device.dlpack_device_type() == 1:  # kDLCPU
+            return np.from_dlpack(value)
         return value.numpy()
-    return tuple(to_numpy(item) for item in value)
+    return tuple(to_numpy(item, copy) for item in value)
 
 
 @dataclass

@@ -365,7 +365,21 @@ def test_ray_values_go_actor_to_actor(bert, ray_session):
     finally:
         ray_engine.RayWorker.submit = original
         placed.close()
-    assert seen and all(isinstance(p, list) and isinstance(p[0], ray_session.ObjectRef) for p in seen)
+    assert seen and all(isinstance(p, ray_session.ObjectRef) for p in seen)
+
+
+@pytest.mark.xdist_group("ray")
+def test_ray_stage_error_names_the_failing_stage_not_its_readers(bert, ray_session):
+    model, placed, stream, expected = bert
+    bad = np.zeros((1, 4, BERT["hidden"]), dtype=np.float32)
+    with placed.attach_workers("ray", calibrate=False):
+        with pytest.raises(StageError) as caught:
+            placed.run_stream([stream[0], stream[1], bad, stream[2]], timeout=30)
+        error = caught.value
+        assert not isinstance(error, WorkerDiedError)
+        assert error.stage == "stage0_cpu0" and error.input_index == 2 and error.device == "cpu:0"
+        assert_same(error.completed, expected[:2])
+        assert_same(placed.run_stream(stream[:2]), expected[:2])  # the actors are intact
 
 
 @pytest.mark.xdist_group("ray")

@@ -24,6 +24,7 @@ nothing waits forever.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from .workers import StageCall, Worker, nbytes, to_numpy
 
 #: Seconds between the checks of every blocking wait (abort, watchdog, worker liveness).
 POLL = 0.05
+#: Stage calls a device may have submitted and not finished (workers that queue them in order).
+MAX_AHEAD = 64
 
 
 @dataclass
@@ -243,43 +246,87 @@ class _Run:
                       hard=True)
 
     def _drive(self, device: int) -> None:
+        """Submit ``device``'s stage calls in the schedule's order and collect their results.
+
+        A worker that runs its calls in submission order (``worker.eager``: a Ray actor) gets
+        each call as soon as the calls making its inputs have been submitted, with references
+        to their outputs: the actor starts it the moment they exist, without a round trip
+        through this process per stage. Other workers get a call once its inputs are there.
+        """
         worker = self.workers[device]
+        ahead = MAX_AHEAD if worker.eager else 1
+        pending: collections.deque = collections.deque()  # (context, step, handle, submitted)
+        free_since = time.perf_counter()  # when the head of ``pending`` could start at the latest
         while True:
+            task = None
             with self.cond:
-                task = None
-                while task is None:
+                while True:
                     if self.hard.is_set() or self.finished_run.is_set():
                         return
-                    task = self._next_task(device)
-                    if task is None:
-                        self.cond.wait(POLL)
-                context, step = task
-                self.progress[device][context.index] = self.progress[device].get(context.index, 0)
-                self.busy[device] = (context.index, time.monotonic(), step.stage)
-            started = time.perf_counter()
-            try:
-                handle = worker.submit(self._call(context, step, device, worker))
-                result = worker.result(handle, POLL)
-                while result is None:
-                    if self.hard.is_set():
-                        return
-                    result = worker.result(handle, POLL)
-            except BaseException as err:  # noqa: BLE001 - reported to the caller, with context
-                error = self._stage_error(step, device, context.index, err)
+                    if len(pending) < ahead:
+                        task = self._next_task(device)
+                    if task is not None or pending:
+                        break
+                    self.cond.wait(POLL)
+                if task is not None:
+                    context, step = task
+                    self.progress[device][context.index] = self.progress[device].get(context.index, 0) + 1
+            if task is not None:
+                try:
+                    call = self._call(context, step, device, worker)
+                    submitted = time.perf_counter()
+                    handle = worker.submit(call)
+                except BaseException as err:  # noqa: BLE001 - reported to the caller, with context
+                    self._failed(step, device, context, err)
+                    continue
                 with self.cond:
-                    self.busy[device] = None
-                self.fail(error, hard=isinstance(error, WorkerDiedError))
+                    context.received.update((device, name) for name, payload in call.args
+                                            if payload is not None)
+                    if worker.eager:
+                        context.payloads.update(handle.payloads)
+                        self.cond.notify_all()
+                    if not pending:
+                        self.busy[device] = (context.index, time.monotonic(), step.stage)
+                        free_since = submitted
+                pending.append((context, step, handle, submitted))
+                continue  # submit what else can go before waiting
+            context, step, handle, submitted = pending[0]
+            try:
+                result = worker.result(handle, POLL)
+            except BaseException as err:  # noqa: BLE001 - reported to the caller, with context
+                pending.popleft()
+                self._failed(step, device, context, err)
                 continue
+            if result is None:
+                continue
+            pending.popleft()
+            ended = time.perf_counter()
+            started = max(submitted, free_since)
             with self.cond:
-                self.busy[device] = None
-                self.stats.runs.append((device, context.index, step.stage, started, time.perf_counter()))
+                if pending:
+                    head = pending[0]
+                    self.busy[device] = (head[0].index, time.monotonic(), head[1].stage)
+                else:
+                    self.busy[device] = None
+                self.stats.runs.append((device, context.index, step.stage, started, ended))
+                if all(arg.kind != "copy" for arg in step.args):  # no wait for another device
+                    own = result.compute + sum(result.imports.values()) \
+                        + sum(result.exports.values()) + sum(result.fetches.values())
+                    self.stats.call_overheads.append(max(0.0, ended - started - own))
                 self._record(step, device, context, result)
-                context.payloads.update(result.payloads)
-                context.received.update((device, name) for name in result.imports)
+                if not worker.eager:
+                    context.payloads.update(result.payloads)
                 context.outputs.update(result.outputs)
                 context.steps_done += 1
-                self.progress[device][context.index] += 1
                 self.cond.notify_all()
+            free_since = ended
+
+    def _failed(self, step: _Step, device: int, context: _Context, err: BaseException) -> None:
+        worker = self.workers[device]
+        if worker.propagated(err):
+            return  # a stage this call waited for failed: that stage's own device reports it
+        error = self._stage_error(step, device, context.index, err)
+        self.fail(error, hard=isinstance(error, WorkerDiedError))
 
     def _record(self, step: _Step, device: int, context: _Context, result) -> None:
         stats, program = self.stats, self.program
@@ -346,9 +393,9 @@ class _Run:
     def _watch(self) -> None:
         """Fail the run on a call that outlasts the timeout or a worker known dead."""
         now = time.monotonic()
-        for device, busy in self.busy.items():
-            if busy is None:
-                continue
+        # Oldest first: a call waiting for a frozen worker's output times out after that worker's.
+        for device, busy in sorted(((d, b) for d, b in self.busy.items() if b is not None),
+                                   key=lambda item: item[1][1]):
             index, since, stage = busy
             worker = self.workers[device]
             name = self.program.device_names[device]
@@ -398,6 +445,8 @@ class _Run:
                         self._watch()
                         continue
                     del self.contexts[next_index]
+                    for progress in self.progress.values():
+                        progress.pop(next_index, None)
                 self.stats.finished.append(time.perf_counter())
                 yield next_index, context  # its values on the workers were freed stage by stage
                 next_index += 1

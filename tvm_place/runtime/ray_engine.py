@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -104,7 +105,8 @@ class StageActor:
         import tvm
 
         self._tvm = tvm
-        self.device = tvm.cpu(0) if kind == "cpu" else tvm.cuda(index)
+        # A GPU actor sees only the GPU Ray gave it (CUDA_VISIBLE_DEVICES): its device 0.
+        self.device = tvm.cpu(0) if kind == "cpu" else tvm.cuda(0)
         self._vms: dict[str, Any] = {}
         self._values: dict[int, dict] = {}
         self._probes: dict[int, Any] = {}
@@ -127,25 +129,37 @@ class StageActor:
         self._vms[stage] = relax.VirtualMachine(self._tvm.runtime.load_module(path), self.device)
 
     def _import(self, payload):
+        """A value that crossed: a model input (an array Ray already handed over), or another
+        actor's export (a reference, fetched here: on another node, over the network)."""
         import ray
 
-        array = ray.get(payload[0]) if isinstance(payload, list) else payload
-        return self._tvm.runtime.tensor(np.ascontiguousarray(array), self.device)
+        if isinstance(payload, list):  # a boxed reference (the link probes)
+            payload = payload[0]
+        if isinstance(payload, ray.ObjectRef):
+            payload = ray.get(payload)
+        return self._tvm.runtime.tensor(np.ascontiguousarray(payload), self.device)
 
     @staticmethod
     def _export(tensor):
         import ray
 
-        # One copy: the put copies the tensor's own memory into the object store. Boxed in a
-        # list so that the receiving actor's call gets the reference, not the value: it fetches
-        # the value itself, inside its timed import.
-        return [ray.put(to_numpy(tensor, copy=False))]
+        # One copy: the put copies the tensor's own memory into the object store.
+        return ray.put(to_numpy(tensor, copy=False))
 
-    def call(self, call: StageCall) -> StageResult:
+    def call(self, call: StageCall, *arrived):
+        """Run ``call``; its crossed arguments are ``arrived``, in order (Ray resolved the
+        references the driver passed: model inputs to arrays, exports to references). Returns
+        the :class:`StageResult` and then one reference per export."""
+        arrived_values = iter(arrived)
+        call.args = [(name, None if payload is None else next(arrived_values))
+                     for name, payload in call.args]
         values = self._values.setdefault(call.key, {})
         # Model outputs as views: returning them copies them into the object store once.
-        return run_stage(self._vms[call.stage], values, call, self._import, self._export,
-                         lambda value: to_numpy(value, copy=False))
+        result = run_stage(self._vms[call.stage], values, call, self._import, self._export,
+                           lambda value: to_numpy(value, copy=False))
+        exports = [result.payloads[name] for name in call.exports]
+        result.payloads = {}
+        return (result, *exports) if exports else result
 
     def drop(self, keys: Sequence[int]) -> None:
         for key in keys:
@@ -171,6 +185,7 @@ class RayWorker(Worker):
     """A placement device's :class:`StageActor`, driven from the executor."""
 
     remote = True
+    eager = True
 
     def __init__(self, actor, label: str, info: dict):
         super().__init__(label)
@@ -216,21 +231,36 @@ class RayWorker(Worker):
             raise WorkerError(f"loading stage {stage!r} on {self.label} failed: {_last_line(err)}") from None
 
     def submit(self, call):
-        return self.actor.call.remote(call)
+        # Crossed values go as top-level arguments: Ray starts the call once they exist (the
+        # actor runs its calls in submission order), so no stage waits for a round trip here.
+        arrived = [payload for _, payload in call.args if payload is not None]
+        slim = StageCall(call.key, call.stage, [(n, None if p is None else True) for n, p in call.args],
+                         call.outputs, call.exports, call.fetches, call.frees)
+        returned = self.actor.call.options(num_returns=1 + len(call.exports)).remote(slim, *arrived)
+        if not call.exports:
+            returned = [returned]
+        return _Call(returned[0], dict(zip(call.exports, returned[1:])))
 
     def result(self, handle, timeout):
         ray = import_ray()
-        ready, _ = ray.wait([handle], timeout=timeout)
+        ready, _ = ray.wait([handle.result], timeout=timeout)
         if not ready:
             return None
         try:
-            return ray.get(handle)
-        except ray.exceptions.RayTaskError as err:  # the stage raised: report its own error
+            return ray.get(handle.result)
+        except ray.exceptions.RayTaskError as err:
+            if self.propagated(err):
+                raise
             cause = err.cause if getattr(err, "cause", None) is not None else err
-            raise RuntimeError(_last_line(cause)) from None
+            raise RuntimeError(_last_line(cause)) from None  # the stage's own error, in one line
+
+    def propagated(self, error):
+        ray = import_ray()
+        return (isinstance(error, ray.exceptions.RayTaskError)
+                and getattr(error, "pid", None) not in (None, self.info["pid"]))
 
     def host_payload(self, array):
-        return [import_ray().put(np.ascontiguousarray(array))]
+        return import_ray().put(np.ascontiguousarray(array))
 
     def drop(self, keys):
         if self.broken is None and keys:
@@ -307,6 +337,14 @@ def start_workers(devices: Sequence[dict], address: str | None, cores: Sequence[
             worker.close()
         raise
     return workers
+
+
+@dataclass
+class _Call:
+    """A submitted stage call: its result and, by name, its exports (references)."""
+
+    result: Any
+    payloads: dict
 
 
 def _last_line(error: BaseException) -> str:

@@ -60,6 +60,9 @@ class StreamStats:
     #: (``perf_counter`` seconds; ``device`` is the physical device: a replica group's member
     #: that ran it).
     runs: list[tuple[int, int, str, float, float]] = field(default_factory=list)
+    #: Per stage call: the seconds the driver waited beyond what the worker reported spending
+    #: (dispatch, result hand-back, scheduling: the cost of a call itself).
+    call_overheads: list[float] = field(default_factory=list)
     #: Replica groups of the run (device indices, the first holding the stages).
     replicas: list[tuple[int, ...]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -97,6 +100,11 @@ class StreamStats:
         """Per input: from entering the pipeline to its outputs on the host (queueing included)."""
         n = len(self.finished)
         return np.array(self.finished[:n]) - np.array(self.submitted[:n])
+
+    @property
+    def call_overhead(self) -> float:
+        """Median seconds a stage call cost beyond the worker's own time (see ``call_overheads``)."""
+        return float(np.median(self.call_overheads)) if self.call_overheads else 0.0
 
     def stage_seconds(self, stage: str) -> float:
         times = self.compute.get(stage, [])
@@ -149,7 +157,8 @@ class StreamStats:
             f"{self.wall_seconds:.3f} s, {self.throughput:.2f} inputs/s overall, steady-state "
             f"{1.0 / self.interval if self.interval > 0 else 0.0:.2f} inputs/s "
             f"({self.interval * 1e3:.1f} ms per input); latency median "
-            f"{float(np.median(self.latencies)) * 1e3 if self.num_inputs else 0.0:.1f} ms",
+            f"{float(np.median(self.latencies)) * 1e3 if self.num_inputs else 0.0:.1f} ms; "
+            f"per stage call {self.call_overhead * 1e3:.2f} ms beyond the worker's own time (median)",
             f"  {'stage':<16} {'device':<7} {'calls':>5} {'median':>10} {'total':>9}  worker",
         ]
         for stage, device in self.stage_device.items():

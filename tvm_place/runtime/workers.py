@@ -143,6 +143,10 @@ class Worker:
 
     #: True when the worker runs in another process (values cross by serialisation).
     remote = False
+    #: True when the worker queues calls and runs them in submission order, each once its
+    #: inputs exist: ``submit`` then returns at once, and ``handle.payloads`` already names the
+    #: call's exports (references to values still to be made).
+    eager = False
 
     def __init__(self, label: str):
         self.label = label
@@ -179,6 +183,11 @@ class Worker:
 
     def died(self, error: BaseException) -> bool:
         """Whether ``error`` (raised by a call on this worker) means the worker is gone."""
+        return False
+
+    def propagated(self, error: BaseException) -> bool:
+        """Whether ``error`` is another call's failure that this call only inherited (it waited
+        for that call's output); the failing call's own worker reports it."""
         return False
 
     def abandon(self, reason: str) -> None:

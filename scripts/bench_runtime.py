@@ -13,6 +13,7 @@ placement is re-solved on them before it is run). Rows:
   workers against the unsplit model on one: throughput ratio, and per device the measured load
   (compute and both halves of its copies) against the evaluator's; then re-solved with the
   times that run measured (``placed.rebalance()``) and run again if that moved anything.
+- replicas: the whole model on two workers taking alternate inputs, against one worker.
 - latency: two equal independent towers on two workers against one worker; then models with
   parallel branches placed for latency: measured latency (median) against the evaluator's.
 
@@ -248,6 +249,35 @@ def pipeline_rows(args) -> list[Row]:
 
 # Models with parallel branches. The two-tower model's ID tables are cut to 100k rows (each
 # stage library carries its weights to its actor: 2 x 256 MB at the full 1M rows).
+def replica_rows(args) -> list[Row]:
+    """Two replicas of a whole model (DiviML's data parallelism) on two workers vs one."""
+    from tvm_place import models
+    from tvm_place.graph import Placement
+
+    model = models.get("resnet18")
+    log("replicas resnet18: compiling")
+    single = compile_on(model.mod, 1, "throughput")
+    reference = single(*model.inputs).numpy()
+    single.attach_workers("ray", cores=CORES[:1], threads=1)
+    one, _, _ = stream_per_input(single, model.inputs, args.inputs)
+    predicted_one = evaluation(single).max_load
+    single.close()
+    replicated = Placement(device_of=np.zeros(single.problem.num_ops, dtype=np.int64),
+                           objective="throughput", value=0.0, lower_bound=0.0, method="given",
+                           replicas=[(0, 1)])
+    placed = compile_on(model.mod, 2, "throughput", placement=replicated)
+    placed.attach_workers("ray", cores=CORES, threads=1)
+    two, _, outputs = stream_per_input(placed, model.inputs, args.inputs)
+    check_equal(outputs[-1], reference, "resnet18 replicas")
+    predicted = evaluation(placed).max_load
+    row = Row("replicas", "resnet18 (full size): 2 replicas on 2 workers vs 1 worker (throughput)",
+              f"{one / two:.2f}x ({1 / two:.3f} vs {1 / one:.3f} inputs/s)",
+              f"{predicted_one / predicted:.2f}x", f"{two / predicted:.2f}x of predicted per input",
+              "inputs dealt alternately; results in input order", [placed.last_stats.format()])
+    placed.close()
+    return [row]
+
+
 LATENCY_MODELS = (
     ("inception-v3", {}),
     ("randwire-ws", {}),
@@ -306,7 +336,7 @@ def latency_rows(args) -> list[Row]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", default="transfer,pipeline,latency")
+    parser.add_argument("--rows", default="transfer,pipeline,replicas,latency")
     parser.add_argument("--models", default="", help="latency models to run (default: all)")
     parser.add_argument("--inputs", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5)
@@ -324,7 +354,7 @@ def main() -> None:
     with LoadSampler() as load:
         for section in args.rows.split(","):
             rows += {"transfer": transfer_row, "pipeline": pipeline_rows,
-                     "latency": latency_rows}[section](args)
+                     "replicas": replica_rows, "latency": latency_rows}[section](args)
     command = "python " + " ".join(shlex.quote(a) for a in [shown(__file__), *sys.argv[1:]])
     table = ["| row | measured | predicted | ratio | notes |", "| --- | ---: | ---: | --- | --- |"]
     table += [f"| {r.name} | {r.measured} | {r.predicted} | {r.ratio} | {r.note} |" for r in rows]

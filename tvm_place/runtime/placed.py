@@ -210,7 +210,7 @@ class PlacedModule:
             else:
                 from .ray_engine import start_workers
 
-                specs = [dict(self.devices[d], position=d, index=int(self.devices[d]["index"])) for d in used]
+                specs = [dict(self.devices[d], position=d) for d in used]
                 created = start_workers(specs, address, cores, threads, timeout)
             libraries = self._stage_libraries() if mode == "ray" else {}
             for device, worker in created.items():

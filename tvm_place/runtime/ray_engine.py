@@ -97,7 +97,7 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 class StageActor:
     """The process that runs one device's stages (a Ray actor; see the module docstring)."""
 
-    def __init__(self, kind: str, index: int, cores: Sequence[int] | None, threads: int | None):
+    def __init__(self, kind: str, cores: Sequence[int] | None, threads: int | None):
         if cores:
             os.sched_setaffinity(0, list(cores))
         if threads:
@@ -193,13 +193,13 @@ class RayWorker(Worker):
         self.info = info
 
     @classmethod
-    def start(cls, kind: str, index: int, name: str, cores: Sequence[int] | None,
+    def start(cls, kind: str, name: str, cores: Sequence[int] | None,
               threads: int | None, num_cpus: float, timeout: float) -> "RayWorker":
         ray = import_ray()
         options: dict[str, Any] = {"num_cpus": num_cpus, "max_restarts": 0}
         if kind != "cpu":
             options["num_gpus"] = 1
-        actor = ray.remote(StageActor).options(**options).remote(kind, index, cores, threads)
+        actor = ray.remote(StageActor).options(**options).remote(kind, cores, threads)
         reference = actor.info.remote()
         ready, _ = ray.wait([reference], timeout=timeout)
         if not ready:
@@ -300,7 +300,8 @@ class RayWorker(Worker):
 
 def start_workers(devices: Sequence[dict], address: str | None, cores: Sequence[Sequence[int]] | None,
                   threads: int | None, timeout: float) -> dict[int, RayWorker]:
-    """One :class:`RayWorker` per entry of ``devices`` (``{"position", "kind", "index", "name"}``).
+    """One :class:`RayWorker` per entry of ``devices`` (``{"position", "kind", "name"}``; a GPU
+    device's actor gets whichever GPU Ray gives it).
 
     On a local Ray (no ``address``), CPU actors are pinned to ``cores`` (default: this process's
     cores split evenly) with one TVM thread per core; on a cluster, Ray places them and they run
@@ -329,7 +330,7 @@ def start_workers(devices: Sequence[dict], address: str | None, cores: Sequence[
                 cpu_number += 1
             count = len(group) if group else 1
             workers[device["position"]] = RayWorker.start(
-                device["kind"], device["index"], device["name"], group,
+                device["kind"], device["name"], group,
                 threads or (count if group else None), count * scale, timeout,
             )
     except BaseException:

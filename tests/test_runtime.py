@@ -176,6 +176,17 @@ def test_replica_groups_take_alternate_inputs_in_order(bert):
     placed.close()
 
 
+def test_steady_state_interval_counts_replica_bursts():
+    from tvm_place.runtime.stats import StreamStats
+
+    # Two replicas finish inputs in pairs, one pair a second: half a second per input.
+    stats = StreamStats(device_names=["cpu:0", "cpu:1"], replicas=[(0, 1)],
+                        finished=[1.0, 1.01, 2.0, 2.01, 3.0, 3.01])
+    assert stats.interval == pytest.approx(0.5)
+    stats = StreamStats(device_names=["cpu:0"], finished=[1.0, 2.0, 3.5, 4.5])
+    assert stats.interval == pytest.approx(1.0)
+
+
 def test_replicas_over_different_targets_are_refused(bert):
     model, *_ = bert
     num_ops = len(collect_op_graph(prepare(model.mod)).graph)

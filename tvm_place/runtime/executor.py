@@ -5,7 +5,10 @@ the device's stages in plan order, which is the schedule's order (:mod:`tvm_plac
 order the evaluator prices), each as soon as the values it reads have arrived; all devices at
 once. A value that crosses devices is exported by the stage that made it, right after it
 computes, and imported by the stage that reads it (Ray: actor to actor through the object store;
-threads: ``copyto``), both halves timed on the workers.
+threads: ``copyto``), both halves timed on the workers. A Ray actor gets each call as soon as the
+calls making its inputs are submitted (it runs its calls in order, each once its inputs exist),
+so no stage waits for a round trip through this process; a thread worker runs a call once its
+inputs are there.
 
 With several inputs in flight (throughput mode, at most ``depth`` at once), a device runs the
 earliest input whose next stage there is ready, and never runs an input's stage before the

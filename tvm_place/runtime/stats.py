@@ -90,10 +90,14 @@ class StreamStats:
 
     @property
     def interval(self) -> float:
-        """Median time between two consecutive results: the steady-state time per input."""
-        if len(self.finished) < 2:
-            return self.wall_seconds
-        return float(np.median(np.diff(self.finished)))
+        """Seconds per input in steady state: the median time between results ``g`` apart,
+        divided by ``g``, where ``g`` is the largest replica group (1 without replicas: the median
+        time between consecutive results), since a group's members finish inputs in bursts."""
+        group = max((len(g) for g in self.replicas), default=1)
+        if len(self.finished) <= group:
+            return self.wall_seconds / max(1, len(self.finished))
+        finished = np.asarray(self.finished)
+        return float(np.median(finished[group:] - finished[:-group])) / group
 
     @property
     def latencies(self) -> np.ndarray:

@@ -196,6 +196,17 @@ def run_baseline(python: str, count: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def one_worker(model, count: int):
+    """The unsplit model streamed on one single-core worker: (reference output, seconds per
+    input measured, seconds predicted, operators)."""
+    single = compile_on(model.mod, 1, "throughput")
+    reference = single(*model.inputs).numpy()
+    single.attach_workers("ray", cores=CORES[:1], threads=1)
+    measured, _, _ = stream_per_input(single, model.inputs, count)
+    single.close()
+    return reference, measured, evaluation(single).max_load, single.problem.num_ops
+
+
 def pipeline_rows(args) -> list[Row]:
     from tvm_place import models
 
@@ -204,12 +215,7 @@ def pipeline_rows(args) -> list[Row]:
         model = models.get(name, **sizes)
         label = f"{name} ({', '.join(f'{k}={v}' for k, v in sizes.items()) or 'full size'})"
         log(f"pipeline {label}: compiling")
-        single = compile_on(model.mod, 1, "throughput")
-        reference = single(*model.inputs).numpy()
-        single.attach_workers("ray", cores=CORES[:1], threads=1)
-        one, _, _ = stream_per_input(single, model.inputs, args.inputs)
-        predicted_one = evaluation(single).max_load
-        single.close()
+        reference, one, predicted_one, _ = one_worker(model, args.inputs)
         split = on_workers(compile_on(model.mod, 2, "throughput", method="dp"), model.mod, 2,
                            resolve="throughput", method="dp")
         two, _, outputs = stream_per_input(split, model.inputs, args.inputs)
@@ -256,13 +262,8 @@ def replica_rows(args) -> list[Row]:
 
     model = models.get("resnet18")
     log("replicas resnet18: compiling")
-    single = compile_on(model.mod, 1, "throughput")
-    reference = single(*model.inputs).numpy()
-    single.attach_workers("ray", cores=CORES[:1], threads=1)
-    one, _, _ = stream_per_input(single, model.inputs, args.inputs)
-    predicted_one = evaluation(single).max_load
-    single.close()
-    replicated = Placement(device_of=np.zeros(single.problem.num_ops, dtype=np.int64),
+    reference, one, predicted_one, num_ops = one_worker(model, args.inputs)
+    replicated = Placement(device_of=np.zeros(num_ops, dtype=np.int64),
                            objective="throughput", value=0.0, lower_bound=0.0, method="given",
                            replicas=[(0, 1)])
     placed = compile_on(model.mod, 2, "throughput", placement=replicated)

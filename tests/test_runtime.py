@@ -128,8 +128,8 @@ def test_schedule_cuts_stages_where_values_cross():
     edges = np.array([(0, 1), (1, 2), (1, 3), (3, 4), (2, 4)])
     order = schedule.execution_order(6, edges)
     stages = schedule.stage_of(device_of, edges, order)
-    # op 1 sends (cut after it), op 3 receives, op 4 receives; op 5 joins op 3's stage? no: op 3
-    # sends, so op 5 opens a new stage on device 1.
+    # op 1 sends (a cut after it); op 3 receives and sends (a stage of its own); op 4 receives (a
+    # new stage); op 5 follows op 3, which sent, so it opens a new stage on device 1.
     assert stages.tolist() == [0, 0, 1, 2, 3, 4]
     assert schedule.device_sequences(device_of, order, 2) == [[0, 1, 2, 4], [3, 5]]
 

@@ -39,9 +39,9 @@ def execution_order(num_ops: int, edges: np.ndarray, order: Sequence[int] | None
     import heapq
 
     successors: list[list[int]] = [[] for _ in range(num_ops)]
-    indegree = np.zeros(num_ops, dtype=np.int64)
-    for u, v in np.asarray(edges, dtype=np.int64).reshape(-1, 2):
-        successors[u].append(int(v))
+    indegree = [0] * num_ops
+    for u, v in np.asarray(edges, dtype=np.int64).reshape(-1, 2).tolist():
+        successors[u].append(v)
         indegree[v] += 1
     ready = [u for u in range(num_ops) if indegree[u] == 0]
     heapq.heapify(ready)

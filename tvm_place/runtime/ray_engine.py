@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import WorkerError
-from .workers import StageCall, StageResult, Worker, run_stage, to_numpy
+from .workers import StageCall, Worker, run_stage, to_numpy
 
 RAY_MISSING = (
     "workers='ray' needs Ray, which is not installed: pip install 'tvm-place[ray]' "
@@ -40,9 +40,9 @@ def import_ray():
     return ray
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None):
+def ensure_ray(address: str | None = None):
     """The ``ray`` module, connected: an existing connection of this process, the cluster at
-    ``address``, or a new local instance (``num_cpus`` default: this process's cores)."""
+    ``address``, or a new local instance with this process's cores."""
     ray = import_ray()
     if address is not None and address != "auto":
         _check_reachable(address)
@@ -60,7 +60,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None):
                                    logging_level=logging.WARNING, configure_logging=True)
     try:
         if address is None:
-            ray.init(num_cpus=num_cpus or len(os.sched_getaffinity(0)), **options)
+            ray.init(num_cpus=len(os.sched_getaffinity(0)), **options)
         else:
             ray.init(address=address, **options)
     except Exception as err:  # noqa: BLE001 - Ray's own error, reported in one line
@@ -271,11 +271,6 @@ class RayWorker(Worker):
 
     def probe_import(self, payload):
         return import_ray().get(self.actor.probe_import.remote(payload), timeout=60)
-
-    def alive(self):
-        if self.broken is not None:
-            return False
-        return None
 
     def died(self, error):
         ray = import_ray()

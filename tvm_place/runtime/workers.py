@@ -247,9 +247,8 @@ class LocalWorker(Worker):
     def probe_export(self, size):
         import tvm
 
-        tensor = tvm.runtime.tensor(np.zeros(max(1, size // 4), "float32"), self.device)
-        start = time.perf_counter()
-        return time.perf_counter() - start, tensor
+        # In one process the sender pays nothing: the receiver's copyto is the whole copy.
+        return 0.0, tvm.runtime.tensor(np.zeros(max(1, size // 4), "float32"), self.device)
 
     def probe_import(self, payload):
         start = time.perf_counter()

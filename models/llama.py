@@ -7,8 +7,10 @@ network ``down(silu(gate(x)) * up(x))``, a residual addition. No biases anywhere
 Like the BERT and GPT-2 stacks of :mod:`.transformer` (whose attention and block this reuses),
 `main` takes hidden states after the token embedding and returns the last layer's hidden
 states: the embedding, the final RMSNorm and the LM head are not included. Rotary embedding is
-the rotate-half form of the Hugging Face implementation, exact for the static sequence length:
-the cos and sin tables are constants computed when the model is built.
+the rotate-half form of the Hugging Face implementation: the cos and sin tables are constants
+computed when the model is built, for the static sequence length, or for `max_seq_len` rows
+taken up to the symbolic length (``seq_len="n"``: one module runs every length up to
+`max_seq_len`, which `main`'s ``tir_var_upper_bound`` states).
 
 The weights are stored ``(in_features, out_features)`` (:class:`~.layers.Dense`), so compiling
 does not copy them into transposed constants. To keep the full depth buildable in memory (26 GB
@@ -55,13 +57,21 @@ def rotary_tables(
 class LlamaAttention(SelfAttention):
     """Causal self-attention without biases, with rotary position embeddings."""
 
+    def __init__(self, config: TransformerConfig, max_seq_len: int):
+        super().__init__(config)
+        self.max_seq_len = max_seq_len
+
     def projection(self, in_features: int, out_features: int) -> nn.Module:
         return Dense(in_features, out_features, bias=False)
 
     def position(self, query: nn.Tensor, key: nn.Tensor) -> tuple[nn.Tensor, nn.Tensor]:
         _, _, seq_len, head_dim = query.shape
-        cos, sin = rotary_tables(int(seq_len), int(head_dim))
+        static = isinstance(seq_len, int)
+        cos, sin = rotary_tables(seq_len if static else self.max_seq_len, int(head_dim))
         cos, sin = nn.Tensor.from_const(cos), nn.Tensor.from_const(sin)
+        if not static:  # the first seq_len rows
+            rows = nn.op.arange(0, seq_len, dtype="int64")
+            cos, sin = nn.op.take(cos, rows, axis=0), nn.op.take(sin, rows, axis=0)
 
         def rotate(t: nn.Tensor) -> nn.Tensor:
             first, second = nn.op.split(t, 2, axis=-1)
@@ -85,17 +95,17 @@ class SwiGLU(nn.Module):
 class LlamaBlock(TransformerBlock):
     """:class:`~.transformer.TransformerBlock`'s pre-norm residual layout, Llama's sublayers."""
 
-    def __init__(self, config: TransformerConfig):  # pylint: disable=super-init-not-called
+    def __init__(self, config: TransformerConfig, max_seq_len: int):  # pylint: disable=super-init-not-called
         self.pre_norm = True
-        self.attention = LlamaAttention(config)
+        self.attention = LlamaAttention(config, max_seq_len)
         self.attention_norm = nn.RMSNorm(config.hidden, -1, config.norm_eps, bias=False)
         self.feed_forward = SwiGLU(config)
         self.feed_forward_norm = nn.RMSNorm(config.hidden, -1, config.norm_eps, bias=False)
 
 
 class LlamaDecoder(nn.Module):
-    def __init__(self, config: TransformerConfig):
-        self.layers = nn.ModuleList([LlamaBlock(config) for _ in range(config.num_layers)])
+    def __init__(self, config: TransformerConfig, max_seq_len: int):
+        self.layers = nn.ModuleList([LlamaBlock(config, max_seq_len) for _ in range(config.num_layers)])
 
     def forward(self, hidden_states: nn.Tensor) -> nn.Tensor:
         return self.layers(hidden_states)
@@ -116,12 +126,13 @@ def _register_llama(name: str, num_layers: int, description: str):
     def build(
         batch: int,
         rng: np.random.Generator,
-        seq_len: int = LLAMA2_7B.seq_len,
+        seq_len: int | str = LLAMA2_7B.seq_len,
         hidden: int = LLAMA2_7B.hidden,
         heads: int = LLAMA2_7B.heads,
         ffn: int = LLAMA2_7B.ffn,
         num_layers: int = num_layers,
         distinct_layers: int = 1,
+        max_seq_len: int = 4096,
     ) -> Network:
         if hidden % heads or (hidden // heads) % 2:
             raise ModelConfigError(
@@ -129,14 +140,17 @@ def _register_llama(name: str, num_layers: int, description: str):
             )
         if distinct_layers < 1:
             raise ModelConfigError(f"distinct_layers must be at least 1, not {distinct_layers}")
+        if isinstance(seq_len, str) and not seq_len.isidentifier():
+            raise ModelConfigError(f"seq_len={seq_len!r}: a number, or a name for a symbolic length")
         config = dataclasses.replace(
             LLAMA2_7B, seq_len=seq_len, hidden=hidden, heads=heads, ffn=ffn, num_layers=num_layers
         )
         return export_with_random_weights(
-            LlamaDecoder(config),
+            LlamaDecoder(config, max_seq_len),
             {"hidden_states": (batch, seq_len, hidden)},
             rng,
             shared_with=_layer_sharing(distinct_layers),
+            upper_bounds={seq_len: max_seq_len} if isinstance(seq_len, str) else None,
         )
 
     build.__doc__ = f"""{description}.
@@ -150,6 +164,7 @@ def _register_llama(name: str, num_layers: int, description: str):
 
     202,383,360 weights per layer (SwiGLU width 11008). `distinct_layers` is how many layers
     have weights of their own; the others reuse theirs (see the module docstring).
+    ``seq_len="n"``: a symbolic sequence length, at most `max_seq_len`.
     """
     return build
 

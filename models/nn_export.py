@@ -23,6 +23,7 @@ def export_with_random_weights(
     input_dtypes: dict[str, str] | None = None,
     input_bounds: dict[str, int | np.ndarray] | None = None,
     shared_with: Callable[[str], str] | None = None,
+    upper_bounds: dict[str, int] | None = None,
 ) -> Network:
     """Export `module.forward` as `main` with random weights bound as constants.
 
@@ -44,6 +45,9 @@ def export_with_random_weights(
         has its own). Shared weights are drawn once and their constants point to the same
         memory; every operator still reads a constant of its own, so the graph and the weight
         bytes that placement sees are those of the unshared model.
+    upper_bounds : dict[str, int] | None
+        For each symbolic dimension (a name in `input_shapes`), its largest size: `main`'s
+        ``tir_var_upper_bound`` attribute.
     """
     input_dtypes = input_dtypes or {}
     spec = {
@@ -66,6 +70,8 @@ def export_with_random_weights(
     weight_vars = forward.params[len(input_shapes) :]
     bound = {var: tensors[name] for var, (name, _) in zip(weight_vars, named_params, strict=True)}
     main = forward.bind_params(bound).without_attr("num_input").with_attr("global_symbol", "main")
+    if upper_bounds:
+        main = main.with_attr("tir_var_upper_bound", dict(upper_bounds))
     # The modules here use no nn subroutines, so `forward` is the only function to carry over.
     return Network(
         mod=tvm.IRModule({"main": main}),

@@ -175,22 +175,26 @@ def get(name: str, batch: int = 1, seed: int = 0, training: bool = False, loss: 
 
 def random_inputs(mod: tvm.IRModule, rng: np.random.Generator,
                   input_bounds: dict | None = None) -> builtins.list[np.ndarray]:
-    """One random array per parameter of `mod["main"]`, from its static shapes: standard normal
-    floats, integers below the parameter's bound in `input_bounds` (zeros where it has none).
+    """One random array per parameter of `mod["main"]`, from its shapes (a symbolic dimension at
+    `main`'s ``tir_var_upper_bound``): standard normal floats, integers below the parameter's
+    bound in `input_bounds` (zeros where it has none).
 
     Raises
     ------
     ModelConfigError
-        When a parameter has no static tensor shape.
+        When a parameter has no tensor shape, or a symbolic dimension no upper bound.
     """
     inputs = []
-    for param in mod["main"].params:
+    main = mod["main"]
+    upper = {str(k): int(v) for k, v in dict((main.attrs or {}).get("tir_var_upper_bound", {})).items()}
+    for param in main.params:
         try:
-            shape = [int(dim) for dim in param.ty.shape]
-        except (TypeError, AttributeError):
+            shape = [upper[str(dim.name)] if isinstance(dim, tvm.tirx.Var) else int(dim)
+                     for dim in param.ty.shape]
+        except (TypeError, AttributeError, KeyError):
             raise ModelConfigError(
-                f"input {param.name!r} of main has no static tensor shape ({param.ty}); give "
-                "static shapes"
+                f"input {param.name!r} of main has no static tensor shape ({param.ty}) and no "
+                "upper bound for its symbolic dimensions; give static shapes or bounds"
             ) from None
         dtype = np.dtype(str(param.ty.dtype))
         if np.issubdtype(dtype, np.integer):

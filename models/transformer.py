@@ -33,8 +33,8 @@ class TransformerConfig:
         Inner width of the feed-forward network.
     num_layers : int
         Blocks in the stack.
-    seq_len : int
-        Tokens per sequence.
+    seq_len : int | str
+        Tokens per sequence; a name (``"n"``) makes it a symbolic dimension of the input.
     causal : bool
         Whether a token attends only to itself and earlier tokens (GPT-2) or to all (BERT).
     pre_norm : bool
@@ -50,7 +50,7 @@ class TransformerConfig:
     heads: int
     ffn: int
     num_layers: int
-    seq_len: int
+    seq_len: int | str
     causal: bool
     pre_norm: bool
     gelu_approximate: str | None
@@ -127,10 +127,12 @@ class SelfAttention(nn.Module):
             scores = scores * (1.0 / float(np.sqrt(head_dim)))
         if scores_bias is not None:
             scores = scores + scores_bias
-        if self.causal:
+        if self.causal and isinstance(seq_len, int) and isinstance(context_len, int):
             future = np.triu(np.ones((seq_len, context_len), dtype=bool), k=1)
             mask = np.where(future, _MASKED_SCORE, 0.0).astype(np.float32)
             scores = scores + nn.Tensor.from_const(mask)
+        elif self.causal:  # a symbolic length: the same mask, made in the graph
+            scores = scores + nn.op.triu(nn.op.full([seq_len, context_len], _MASKED_SCORE), 1)
         probs = nn.op.softmax(scores, axis=-1)
         context = nn.op.permute_dims(nn.op.matmul(probs, value), [0, 2, 1, 3])
         return self.output(nn.op.reshape(context, [batch, seq_len, hidden]))

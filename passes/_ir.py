@@ -63,9 +63,9 @@ def static_shape(ty: relax.TensorType, what: str) -> tuple[int, ...]:
     dims = None if shape is None else getattr(shape, "values", None)
     if dims is None or not all(isinstance(d, tvm.tirx.IntImm) for d in dims):
         raise UnsupportedModelError(
-            f"{what} has a dynamic or unknown shape ({shape}); the cost model cannot size it. "
-            "Bind symbolic dimensions to numbers first, e.g. "
-            "relax.transform.BindSymbolicVars({'n': 128})"
+            f"{what} has a dynamic or unknown shape ({shape}); the cost model cannot size it: "
+            "give every tensor a shape whose dimensions are numbers or named symbolic dimensions "
+            "of the function's inputs (sized by shape_hints)"
         )
     return tuple(int(d) for d in dims)
 
@@ -77,6 +77,59 @@ def type_bytes(ty: tvm.ir.Type, what: str) -> int:
         shape = static_shape(tensor, what)
         total += int(np.prod(shape, dtype=np.int64)) * tvm.DataType(tensor.dtype).bits // 8
     return total
+
+
+#: Function attributes (TVM's) bounding a symbolic variable: {name: int}.
+UPPER_BOUND_ATTR = "tir_var_upper_bound"
+LOWER_BOUND_ATTR = "tir_var_lower_bound"
+
+
+def symbolic_vars(func: relax.Function) -> list:
+    """The symbolic shape variables ``func`` defines (in its parameters' shapes)."""
+    return list(relax.analysis.defined_symbolic_vars(func))
+
+
+def symbol_values(func: relax.Function, hints=None, bound: str = "hint") -> dict[str, int]:
+    """The value each symbolic variable of ``func`` takes, by name.
+
+    ``bound="hint"``: the user's ``hints`` first, else the function's ``tir_var_upper_bound``,
+    else its ``tir_var_lower_bound`` attribute (what costs are computed at); ``bound="upper"``:
+    the upper bound where there is one, else as for ``"hint"`` (what memory is sized at). A
+    variable with none of these is an error naming it and the fixes.
+    """
+    hints = {str(k): v for k, v in (hints or {}).items()}
+    attrs = func.attrs or {}
+    upper = {str(k): int(v) for k, v in dict(attrs.get(UPPER_BOUND_ATTR, {}) or {}).items()}
+    lower = {str(k): int(v) for k, v in dict(attrs.get(LOWER_BOUND_ATTR, {}) or {}).items()}
+    names = [str(var.name) for var in symbolic_vars(func)]
+    unknown = sorted(set(hints) - set(names))
+    if unknown:
+        raise UnsupportedModelError(
+            f"shape hints name {unknown}, which the function's shapes do not use"
+            + (f" (its symbolic dimensions: {names})" if names else " (all its shapes are static)")
+        )
+    values = {}
+    for name in names:
+        order = [upper, hints, lower] if bound == "upper" else [hints, upper, lower]
+        found = next((source[name] for source in order if name in source), None)
+        if found is None:
+            raise UnsupportedModelError(
+                f"symbolic dimension {name!r} has no size to cost the model at: give one "
+                f"(shape_hints={{{name!r}: 128}}, or `--shape {name}=128` on the command line) or "
+                f"set the function's {UPPER_BOUND_ATTR!r} attribute"
+            )
+        if isinstance(found, bool) or not isinstance(found, (int, np.integer)) or found < 1:
+            raise UnsupportedModelError(
+                f"shape hint {name}={found!r}: a symbolic dimension's size must be a positive integer"
+            )
+        values[name] = int(found)
+    for name, value in values.items():
+        if name in upper and value > upper[name] or name in lower and value < lower[name]:
+            raise UnsupportedModelError(
+                f"shape hint {name}={value} is outside the function's bounds "
+                f"[{lower.get(name, 1)}, {upper.get(name, 'inf')}]"
+            )
+    return values
 
 
 def with_vdevice(ty: tvm.ir.Type, vdevice) -> tvm.ir.Type:

@@ -61,6 +61,17 @@ def is_gpu_target(target: tvm.target.Target) -> bool:
     return "gpu" in [str(key) for key in target.keys]
 
 
+def build_kernel(prim_func: tvm.tirx.PrimFunc, target: tvm.target.Target):
+    """One kernel built alone for ``target`` as a stage builds it (a GPU kernel gets a dlight
+    schedule, or an error saying none applies). Raises what the build raises."""
+    func = prim_func.with_attr("global_symbol", "main").with_attr("target", target)
+    module = tvm.IRModule({"main": func})
+    if is_gpu_target(target):
+        with target:
+            module = tvm.transform.Sequential([gpu_schedule_pass(), require_gpu_schedules()])(module)
+    return tvm.compile(module, target=target)
+
+
 @dataclass
 class StagePlan:
     """The split ``main`` as steps over named values.
@@ -69,6 +80,11 @@ class StagePlan:
     ``{"kind": "call", "stage": name, "device": d, "args": [...], "outputs": [...]}`` or
     ``{"kind": "copy", "source": name, "result": name, "device": d}``; ``outputs``: the names ``main``
     returns (``output_is_tuple`` says whether it returns them as a tuple).
+
+    Symbolic shapes: ``symbols`` gives each symbolic dimension of ``main`` as ``[input position,
+    axis]`` of an input that carries it; ``shape_args`` names each stage argument that is a
+    shape, with the dimensions it lists (the runtime reads them off the inputs);
+    ``shape_values``: the sizes the placement was costed at.
     """
 
     inputs: list[str]
@@ -76,6 +92,9 @@ class StagePlan:
     outputs: list[str]
     output_is_tuple: bool
     devices: list[dict] = field(default_factory=list)
+    symbols: dict[str, list[int]] = field(default_factory=dict)
+    shape_args: dict[str, list[str]] = field(default_factory=dict)
+    shape_values: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -84,6 +103,9 @@ class StagePlan:
             "outputs": self.outputs,
             "output_is_tuple": self.output_is_tuple,
             "devices": self.devices,
+            "symbols": self.symbols,
+            "shape_args": self.shape_args,
+            "shape_values": self.shape_values,
         }
 
     @classmethod
@@ -94,7 +116,15 @@ class StagePlan:
             outputs=list(data["outputs"]),
             output_is_tuple=bool(data["output_is_tuple"]),
             devices=[dict(d) for d in data.get("devices", [])],
+            symbols={str(k): [int(i) for i in v] for k, v in data.get("symbols", {}).items()},
+            shape_args={str(k): [str(n) for n in v] for k, v in data.get("shape_args", {}).items()},
+            shape_values={str(k): int(v) for k, v in data.get("shape_values", {}).items()},
         )
+
+    def symbol_sizes(self, inputs: dict) -> dict[str, int]:
+        """The size of each symbolic dimension in this run, read off the inputs (by name)."""
+        return {name: int(inputs[self.inputs[position]].shape[axis])
+                for name, (position, axis) in self.symbols.items()}
 
     @property
     def num_copies(self) -> int:
@@ -117,6 +147,13 @@ def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
         return names[var]
 
     inputs = [name_of(p) for p in main.params]
+    symbols: dict[str, list[int]] = {}
+    for position, param in enumerate(main.params):
+        for ty in [param.ty] if isinstance(param.ty, relax.TensorType) else []:
+            for axis, dim in enumerate(ty.shape.values if ty.shape is not None else []):
+                if isinstance(dim, tvm.tirx.Var):
+                    symbols.setdefault(str(dim.name), [position, axis])
+    shape_args: dict[str, list[str]] = {}
     steps: list[dict] = []
     call_of: dict = {}
     for binding in bindings(main):
@@ -129,11 +166,26 @@ def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
             )
         elif isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
             stage = split_mod[value.op]
+            args = []
+            for param, arg in zip(stage.params, value.args):
+                if isinstance(arg, relax.ShapeExpr):
+                    dims = [str(d.name) for d in arg.values]
+                    missing = [d for d in dims if d not in symbols]
+                    if missing:
+                        raise UnsupportedModelError(
+                            f"stage {value.op.name_hint!r} needs symbolic dimension(s) {missing}, "
+                            "which no input of `main` carries in its shape: the runtime could not "
+                            "tell their size; give `main` an input with that dimension"
+                        )
+                    shape_args[param.name] = dims
+                    args.append(param.name)
+                else:
+                    args.append(name_of(arg))
             step = {
                 "kind": "call",
                 "stage": value.op.name_hint,
                 "device": int(stage.attrs[DEVICE_ATTR]),
-                "args": [name_of(a) for a in value.args],
+                "args": args,
                 "outputs": [None] * len(stage.ret_ty.fields),
             }
             steps.append(step)
@@ -157,6 +209,8 @@ def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
         outputs=[name_of(f) for f in fields],
         output_is_tuple=isinstance(result, relax.Tuple),
         devices=devices,
+        symbols=symbols,
+        shape_args=shape_args,
     )
 
 

@@ -19,6 +19,7 @@ from ._ir import (
     is_call_to,
     main_function,
     static_shape,
+    symbol_values,
     type_bytes,
     var_operands,
 )
@@ -47,19 +48,73 @@ class CollectedGraph:
     graph: OpGraph
     callees: list[str]
     pins: dict[int, tuple[str, int]] = field(default_factory=dict)
+    #: The kernel each operator runs, as costed: its PrimFunc with every symbolic dimension at
+    #: ``shape_values`` (the callee itself when all its shapes are static), and a key per kernel.
+    kernels: list = field(default_factory=list)
+    kernel_keys: list[str] = field(default_factory=list)
+    #: The size each symbolic dimension of ``main`` was costed at ({} for a static module), and
+    #: each operator's output bytes at the dimensions' upper bounds (what memory is sized at).
+    shape_values: dict[str, int] = field(default_factory=dict)
+    peak_output_bytes: list[float] = field(default_factory=list)
     input_names: list[str] = field(default_factory=list)
     #: For a training graph: each forward operator with the backward operators that differentiate
     #: it (Tarnawski et al.'s colour classes); empty for an inference graph.
     colour_classes: list[list[int]] = field(default_factory=list)
 
 
-def collect_op_graph(mod: tvm.IRModule) -> CollectedGraph:
+def collect_op_graph(mod: tvm.IRModule, shape_hints=None) -> CollectedGraph:
     """Read the fused ``call_tir`` operators of ``main`` into an :class:`OpGraph`.
 
     Per operator: FLOPs (``estimate_tir_flops`` of its PrimFunc), bytes read and written, output
     bytes, and bytes of constants it reads (weights). Edges join the producer of each tensor to its
-    consumers, looking through tuples, tuple items and aliases. Every shape must be static.
+    consumers, looking through tuples, tuple items and aliases. Symbolic dimensions are sized by
+    ``shape_hints`` ({name: int}), else by ``main``'s ``tir_var_upper_bound`` (then
+    ``tir_var_lower_bound``) attribute; one with neither is an error naming it.
     """
+
+    main = main_function(mod)
+    values = symbol_values(main, shape_hints)
+    if not values:
+        return _collect(mod)
+    # Costed at these sizes: TVM binds them into `main` and specialises each kernel at its call
+    # site; the graph is the same, its operators keep the symbolic module's names.
+    collected = _collect(at_sizes(mod, values))
+    peak = symbol_values(main, shape_hints, bound="upper")
+    if peak != values:
+        collected.peak_output_bytes = [n.output_bytes for n in _collect(at_sizes(mod, peak)).graph.nodes]
+    callees = [b.value.args[0].name_hint for b in bindings(main) if is_call_to(b.value, CALL_TIR)]
+    collected.graph = OpGraph(_named(collected.graph.nodes, callees), collected.graph.edges)
+    collected.callees = callees
+    collected.shape_values = values
+    return collected
+
+
+def at_sizes(mod: tvm.IRModule, values: dict[str, int]) -> tvm.IRModule:
+    """``mod`` with ``main``'s symbolic dimensions at ``values`` and every kernel specialised to
+    the static shapes it is called with."""
+    main = main_function(mod)
+    bound = main.bind_symbolic_vars(values)
+    bound_mod = tvm.IRModule({**{gv: f for gv, f in mod.functions_items() if gv.name_hint != "main"},
+                              relax.GlobalVar("main"): bound}, attrs=mod.attrs,
+                             global_infos=mod.global_infos)
+    return relax.transform.SpecializePrimFuncBasedOnCallSite()(bound_mod)
+
+
+def _named(nodes: list[OpNode], callees: list[str]) -> list[OpNode]:
+    """``nodes`` named after ``callees`` as :func:`_collect` names operators."""
+    from dataclasses import replace
+
+    occurrences: dict[str, int] = {}
+    named = []
+    for node, callee in zip(nodes, callees):
+        count = occurrences.get(callee, 0)
+        occurrences[callee] = count + 1
+        named.append(replace(node, name=callee if count == 0 else f"{callee}#{count}", kind=callee))
+    return named
+
+
+def _collect(mod: tvm.IRModule) -> CollectedGraph:
+    """:func:`collect_op_graph` of a module whose shapes are all static."""
     from tvm.s_tir.analysis import estimate_tir_flops
 
     main = main_function(mod)
@@ -87,8 +142,8 @@ def collect_op_graph(mod: tvm.IRModule) -> CollectedGraph:
             callee = value.args[0].name_hint
             if len(value.args) > 2:
                 raise UnsupportedModelError(
-                    f"operator {callee!r} takes symbolic shape arguments; dynamic shapes are not "
-                    "supported: bind them to numbers first (relax.transform.BindSymbolicVars)"
+                    f"operator {callee!r} takes symbolic shape arguments that tvm-place cannot "
+                    "size: only dimensions of `main`'s inputs can be symbolic"
                 )
             arguments = list(value.args[1].fields)
             output_bytes = type_bytes(var.ty, f"the output of {callee!r}")
@@ -155,12 +210,7 @@ def collect_op_graph(mod: tvm.IRModule) -> CollectedGraph:
         elif isinstance(value, (relax.Tuple, relax.TupleGetItem, relax.Var, tvm.ir.Constant)):
             producers[var] = set().union(*(producers.get(v, set()) for v in var_operands(value)))
         else:
-            what = value.op.name if isinstance(value, relax.Call) and hasattr(value.op, "name") else type(value).__name__
-            raise UnsupportedModelError(
-                f"`main` binds {var.name!r} to {what}, which is not a TIR operator; tvm-place places "
-                "`call_tir` operators: lower the module first (tvm_place.passes.prepare_pipeline(), "
-                "or LegalizeOps + FuseOps + FuseTIR) or replace the unsupported operator"
-            )
+            raise UnsupportedModelError(_not_an_operator(var, value))
     for param in main.params:
         for tensor_type in [param.ty] if isinstance(param.ty, relax.TensorType) else []:
             static_shape(tensor_type, f"input {param.name!r}")
@@ -171,6 +221,9 @@ def collect_op_graph(mod: tvm.IRModule) -> CollectedGraph:
         graph=OpGraph(nodes, sorted(edges)),
         callees=callees,
         pins=pins,
+        kernels=[mod[callee] for callee in callees],
+        kernel_keys=list(callees),
+        peak_output_bytes=[node.output_bytes for node in nodes],
         input_names=[p.name for p in main.params],
         colour_classes=colour_classes,
     )
@@ -381,23 +434,61 @@ def _name_fused_calls(mod: tvm.IRModule, ctx) -> tvm.IRModule:
     return _rebuild_main(mod, name)
 
 
+def _not_an_operator(var: relax.Var, value: relax.Expr) -> str:
+    """Why a binding of ``main`` is not a placeable operator, and what to do."""
+    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+        what = value.op.name
+        if what in ("relax.call_dps_packed", "relax.call_pure_packed", "relax.call_packed"):
+            callee = value.args[0]
+            name = getattr(callee, "global_symbol", None) or getattr(callee, "name_hint", str(callee))
+            return (f"`main` binds {var.name!r} to the external function {name!r} ({what}): "
+                    "tvm-place places TIR operators and cannot yet cost or place an external "
+                    "call; write it as a Relax operator, or keep it out of the placed function")
+        return (f"`main` binds {var.name!r} to {what}, which is not a TIR operator. Lower the "
+                "module with tvm_place.passes.prepare_pipeline() first (tvm_place.compile does); "
+                f"if it was lowered, TVM's pipeline has no legalization for {what}: register one "
+                "(LegalizeOps' customize_legalize_map) or replace the operator")
+    what = type(value).__name__
+    if isinstance(value, relax.Call):
+        what = f"a call of {getattr(value.op, 'name_hint', what)}"
+    return (f"`main` binds {var.name!r} to {what}, which is not a TIR operator; tvm-place places "
+            "`call_tir` operators: run tvm_place.passes.prepare_pipeline() on the module first")
+
+
+#: The target whose TVM pipeline lowers the module before placement: its TIR is target-generic
+#: (no thread bindings), and each stage gets its own target's schedules when it is built.
+PREPARE_TARGET = "llvm"
+
+
 def prepare_pipeline() -> tvm.transform.Pass:
     """TVM's own lowering up to fused TIR operators: what :class:`CollectOpGraph` expects.
 
-    ``R.hint_on_device`` survives it as a boundary that fusion does not cross. For a training
-    graph (``main`` has the ``tvm_place.training`` attribute) two name-keeping passes around
-    FuseOps carry each operator's forward/backward role into the fused operators' names.
+    The passes are TVM's, taken from its CPU pipeline
+    (``relax.backend.cpu_generic``: the library dispatch passes, which lower sort, scan, top-k
+    and sampling, then the legalize passes up to FuseTIR), so whatever TVM's pipeline lowers is
+    lowered here too; then dead code elimination. ``R.hint_on_device`` survives it as a boundary
+    that fusion does not cross. For a training graph (``main`` has the ``tvm_place.training``
+    attribute) two name-keeping passes around FuseOps carry each operator's forward/backward role
+    into the fused operators' names.
     """
-    return tvm.transform.Sequential(
-        [
-            relax.transform.LegalizeOps(),
-            relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(),
-            _tag_training_calls,
-            relax.transform.FuseOps(),
-            _name_fused_calls,
-            relax.transform.FuseTIR(),
-            relax.transform.DeadCodeElimination(),
-        ],
-        name="tvm_place.prepare",
+    from tvm.relax.backend import cpu_generic
+
+    target = tvm.target.Target(PREPARE_TARGET)
+    passes = []
+    for tvm_pass in cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target):
+        if tvm_pass.info.name == "FuseOps":
+            passes += [_tag_training_calls, tvm_pass, _name_fused_calls]
+        else:
+            passes.append(tvm_pass)
+    if _name_fused_calls not in passes:
+        raise RuntimeError("TVM's CPU legalize passes have no FuseOps: this TVM is not supported")
+    sequence = tvm.transform.Sequential(
+        passes + [relax.transform.DeadCodeElimination()], name="tvm_place.prepare_passes"
     )
+
+    @tvm.ir.transform.module_pass(opt_level=0, name="tvm_place.prepare")
+    def prepare(mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        with target:  # the dispatch passes choose their kernels for the current target
+            return sequence(mod)
+
+    return prepare

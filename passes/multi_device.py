@@ -36,6 +36,7 @@ from ._ir import (
     is_call_to,
     main_function,
     replace_main,
+    substitute,
     tensor_types,
     vdevice_index,
 )
@@ -50,13 +51,37 @@ DEVICES_FUNCTION = "tvm_place_devices"
 
 def inline_stages(mod: tvm.IRModule) -> tvm.IRModule:
     """``main`` of a :class:`SplitByDevice` module with its stage functions inlined, so one flat
-    ``main`` holds every operator and every ``R.to_vdevice`` copy."""
-    stages = [gv for gv, f in mod.functions_items() if isinstance(f, relax.Function) and DEVICE_ATTR in (f.attrs or {})]
+    ``main`` holds every operator and every ``R.to_vdevice`` copy.
+
+    Inlined here rather than by ``relax.transform.InlinePrivateFunctions``, which gives each
+    inlined function's symbolic dimensions fresh variables that nothing in ``main`` defines; a
+    stage's types use ``main``'s own dimension variables, so its bindings move over as they are.
+    """
+    stages = {gv.name_hint for gv, f in mod.functions_items()
+              if isinstance(f, relax.Function) and DEVICE_ATTR in (f.attrs or {})}
     if not stages:
         raise InvalidPlacementError(
             "the module has no stage functions: run AnnotatePlacement and SplitByDevice first"
         )
-    inlined = relax.transform.InlinePrivateFunctions()(mod)
+    main = main_function(mod)
+    flat = []
+    for binding in bindings(main):
+        value = binding.value
+        if not (isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar)
+                and value.op.name_hint in stages):
+            flat.append(binding)
+            continue
+        stage = mod[value.op]
+        var_map = dict(zip(stage.params, value.args))
+        for inner in bindings(stage):
+            var = relax.Var(inner.var.name, inner.var.ty)
+            flat.append(relax.VarBinding(var, substitute(inner.value, var_map)))
+            var_map[inner.var] = var
+        flat.append(relax.VarBinding(binding.var, substitute(stage.body.body, var_map)))
+    body = relax.SeqExpr([relax.BindingBlock(flat)], main.body.body)
+    others = {gv: f for gv, f in mod.functions_items() if gv.name_hint not in stages and gv.name_hint != "main"}
+    inlined = tvm.IRModule(others, attrs=mod.attrs, global_infos=mod.global_infos)
+    inlined["main"] = relax.Function(main.params, body, main.ret_ty, main.is_pure, main.attrs)
     inlined = relax.transform.CanonicalizeBindings()(inlined)
     return relax.transform.DeadCodeElimination()(inlined)
 

@@ -176,13 +176,15 @@ def split_by_device(mod: tvm.IRModule, order=None) -> tvm.IRModule:
         )
         stage_name = f"stage{k}_{device_label(vdevices, segment.device)}"
         body = normalizer.normalize(relax.SeqExpr([relax.DataflowBlock(stage_bindings)], result_var))
-        stage = relax.Function(
-            stage_params,
-            body,
-            body.ty,
-            True,
-            tvm.ir.DictAttrs({STAGE_ATTR: k, DEVICE_ATTR: segment.device}),
-        )
+        attrs = tvm.ir.DictAttrs({STAGE_ATTR: k, DEVICE_ATTR: segment.device})
+        stage = relax.Function(stage_params, body, body.ty, True, attrs)
+        # Symbolic dimensions the stage uses that no tensor parameter's shape carries (a slice
+        # to `n` of a constant table): one shape parameter brings them, from `main`'s.
+        carried = list(relax.analysis.free_symbolic_vars(stage))
+        if carried:
+            shape_param = relax.Var(f"{stage_name}_shape", relax.ShapeType(values=carried))
+            stage = relax.Function(stage_params + [shape_param], body, body.ty, True, attrs)
+            arguments = arguments + [relax.ShapeExpr(carried)]
         stage_gv = normalizer.add_func(stage, stage_name)
 
         call = normalizer.normalize(relax.Call(stage_gv, arguments, None, None, ret_ty=stage.ret_ty))

@@ -140,6 +140,27 @@ def test_run_a_model_with_nested_tuple_outputs(tmp_path, capsys):
     assert stream["inputs"] == 3 and stream["output_shape"] == [4, 8]
 
 
+SYMBOLIC_LLAMA = ["llama2-7b-4layers", "--size", "seq_len=n", "--size", "hidden=64", "--size", "heads=4",
+                  "--size", "ffn=128", "--size", "num_layers=1", "--size", "max_seq_len=32"]
+
+
+def test_symbolic_length_from_the_command_line(tmp_path, capsys):
+    placed = json.loads(in_process(capsys, "place", *SYMBOLIC_LLAMA, *TWO_CPUS, "--shape", "n=8",
+                                   "--json", "--quiet"))
+    assert placed["predicted_latency"] > 0
+    build = tmp_path / "llama"
+    report = in_process(capsys, "compile", *SYMBOLIC_LLAMA, *TWO_CPUS, "--shape", "n=8",
+                        "--output", build, "--quiet")
+    assert "costed at n=8" in report
+    # run feeds the registry's inputs: the sequence at its upper bound, 32
+    latency = json.loads(in_process(capsys, "run", build, "--repeat", "1", "--json"))
+    assert latency["output_shape"] == [1, 32, 64]
+    assert cli.main(["place", *SYMBOLIC_LLAMA, "--shape", "n=big", "--quiet"]) == 2
+    assert "NAME=SIZE" in capsys.readouterr().err
+    assert cli.main(["place", *SYMBOLIC_LLAMA, "--shape", "m=8", "--quiet"]) == 2
+    assert "shape hints name ['m']" in capsys.readouterr().err
+
+
 def test_compile_channels_last_and_run_from_the_recorded_source(tmp_path, capsys):
     build = tmp_path / "nhwc"
     in_process(capsys, "compile", *SMALL, "--target", "llvm", "--layout", "NHWC", "--output", build,

@@ -1,5 +1,7 @@
 """tvm_place.compile end to end on real models from the registry, against the unsplit TVM build."""
 
+import json
+
 import numpy as np
 import pytest
 import tvm
@@ -111,8 +113,10 @@ def test_pins_by_pattern_are_honoured():
 def test_module_without_main():
     model = build("onnx-cnn")
     renamed = tvm.IRModule({relax.GlobalVar("forward"): model.mod["main"]})
-    with pytest.raises(UnsupportedModelError, match="no `main`"):
+    with pytest.raises(UnsupportedModelError, match=r"no function 'main'.*pass entry='forward'"):
         tvm_place.compile(renamed, ["llvm"])
+    placed = tvm_place.compile(renamed, ["llvm"], entry="forward")
+    np.testing.assert_allclose(placed(*model.inputs).numpy(), unsplit_output(model), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -153,7 +157,7 @@ def test_hint_to_a_device_not_in_targets():
         tvm_place.compile(bb.get(), ["llvm", "llvm"])
 
 
-def test_dynamic_shapes_are_refused_clearly():
+def test_symbolic_dimension_without_a_size_is_named():
     bb = relax.BlockBuilder()
     n = tvm.tirx.Var("n", "int64")
     x = relax.Var("x", relax.TensorType((n, 4), "float32"))
@@ -161,7 +165,7 @@ def test_dynamic_shapes_are_refused_clearly():
         with bb.dataflow():
             out = bb.emit_output(relax.op.exp(x))
         bb.emit_func_output(out)
-    with pytest.raises(UnsupportedModelError, match="dynamic"):
+    with pytest.raises(UnsupportedModelError, match=r"symbolic dimension 'n' has no size.*shape_hints"):
         tvm_place.compile(bb.get(), ["llvm"])
 
 
@@ -182,3 +186,57 @@ def test_cpu_gpu_numerics_on_a_real_gpu():
         placed = tvm_place.compile(model.mod, ["llvm", "cuda"], placement=device_of)
         error = np.abs(placed(*model.inputs).numpy() - unsplit_output(model)).max()
         assert error <= 1e-4, (name, error)
+
+
+def sort_scan_module():
+    """cumsum, sort, argsort and top-k: operators TVM's pipeline lowers by its library dispatch
+    (relax.backend.DispatchSortScan), not by LegalizeOps."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((6, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            running = bb.emit(relax.op.cumsum(x, axis=1))
+            ordered = bb.emit(relax.op.sort(running, axis=1, descending=True))
+            ranks = bb.emit(relax.op.argsort(x, axis=1))
+            best = bb.emit(relax.op.topk(relax.op.multiply(ordered, ordered), k=3, axis=1))
+            out = bb.emit_output(relax.Tuple([ordered, ranks, best[0], best[1]]))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_sort_scan_and_topk_place_and_match_tvm_compile():
+    mod = sort_scan_module()
+    x = np.random.default_rng(0).standard_normal((6, 16)).astype("float32")
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    expected = [value.numpy() for value in vm["main"](tvm.runtime.tensor(x))]
+    num_ops = len(collect_op_graph(prepare(mod)).graph)
+    alternate = (np.arange(num_ops) % 2).astype(np.int64)
+    placed = tvm_place.compile(mod, ["llvm", "llvm"], placement=alternate)
+    assert placed.plan.num_copies > 0
+    got = placed(x)
+    assert len(got) == len(expected)
+    for value, reference in zip(got, expected):
+        np.testing.assert_array_equal(value.numpy(), reference)
+
+
+def test_a_kernel_the_gpu_cannot_build_falls_back_to_the_cpu(tmp_path, monkeypatch):
+    """TVM's CPU sort and scan kernels get no GPU schedule (dlight has no rule for them): on a
+    CPU + GPU machine they are placed on the CPU by themselves, the report says why, and the
+    check is cached. Built, not run: no GPU is needed to build a CUDA kernel."""
+    monkeypatch.setenv("TVM_PLACE_CACHE_DIR", str(tmp_path))
+    mod = sort_scan_module()
+    placed = tvm_place.compile(mod, ["llvm", "cuda"], objective="throughput")
+    names = placed.problem.graph.names
+    on = dict(zip(names, placed.placement.device_of.tolist()))
+    fallen = {"cumsum", "sort", "argsort", "topk"}
+    assert all(on[name] == 0 for name in fallen), on
+    assert np.isinf(placed.problem.compute_time[[names.index(n) for n in fallen], 1]).all()
+    report = placed.report()
+    for name in fallen:
+        assert f"fallback       {name}: not on gpu:0 (no GPU schedule applies" in report
+    assert "fallback       multiply" not in report
+    assert len(placed.fallbacks) == len(fallen)
+    cached = json.loads((tmp_path / "kernel-support.json").read_text())
+    assert sorted(bool(why) for why in cached.values()).count(True) == len(fallen)
+    with pytest.raises(InfeasibleError, match=r"'sort' cannot run on any device it may use: gpu:0 cannot build it"):
+        tvm_place.compile(mod, ["llvm", "cuda"], pins={"sort": "gpu:0"})

@@ -57,7 +57,7 @@ def test_measured_model_times_kernels_and_caches_them(tmp_path):
     collected = collect_op_graph(mod)
     devices = resolve_targets(["llvm", "llvm"])
     model = MeasuredCostModel(cache_dir=tmp_path)
-    compute_time, sources = compute_costs(mod, collected, devices, model)
+    compute_time, sources = compute_costs(collected, devices, model)
     assert sources[0][0] == "measured" and sources[1][0] == "measured"
     # cpu:1 is the same target: its kernels come from the disk cache, not measured again
     assert compute_time[:, 0].tolist() == compute_time[:, 1].tolist()
@@ -65,10 +65,10 @@ def test_measured_model_times_kernels_and_caches_them(tmp_path):
     # 128^3 multiply-adds take longer than 16^3 (a factor 512 in work)
     assert compute_time[1, 0] > 10 * compute_time[0, 0]
     entries = json.loads((tmp_path / "measured-costs.json").read_text())
-    assert len(entries) == 2 and all(key.count("|") == 2 for key in entries)
+    assert len(entries) == 2 and all(key.count("|") == 3 for key in entries)
 
     again = MeasuredCostModel(cache_dir=tmp_path)
-    cached_time, cached_sources = compute_costs(mod, collected, devices, again)
+    cached_time, cached_sources = compute_costs(collected, devices, again)
     assert cached_sources[0][0] == "measured (cached)"
     assert np.array_equal(cached_time, compute_time)
 
@@ -82,11 +82,21 @@ def test_cache_key_changes_with_target_and_kernel():
     assert CostCache.key(small, cpu.target) != CostCache.key(small, cpu_avx.target)
 
 
+def test_cache_key_changes_with_cpu_threads(monkeypatch):
+    from tvm_place.cost import measured
+
+    mod = matmul_module([16])
+    (cpu,) = resolve_targets(["llvm"])
+    one = CostCache.key(mod["matmul"], cpu.target)
+    monkeypatch.setattr(measured, "cpu_threads", lambda: 8)
+    assert CostCache.key(mod["matmul"], cpu.target) != one
+
+
 def test_measured_model_falls_back_for_missing_devices(tmp_path):
     mod = matmul_module([16])
     collected = collect_op_graph(mod)
     devices = resolve_targets(["cuda"])
-    _, sources = compute_costs(mod, collected, devices, MeasuredCostModel(cache_dir=tmp_path))
+    _, sources = compute_costs(collected, devices, MeasuredCostModel(cache_dir=tmp_path))
     import tvm
 
     expected = "measured" if tvm.cuda(0).exist else "analytical"

@@ -33,7 +33,7 @@ def test_measured_model_times_cuda_kernels(tmp_path):
     mod = relax.transform.LegalizeOps()(matmul_module([16, 1024]))
     collected = collect_op_graph(mod)
     (gpu,) = resolve_targets(["cuda"])
-    compute_time, sources = compute_costs(mod, collected, [gpu], MeasuredCostModel(cache_dir=tmp_path))
+    compute_time, sources = compute_costs(collected, [gpu], MeasuredCostModel(cache_dir=tmp_path))
     assert [row[0] for row in sources] == ["measured", "measured"]
     small, large = compute_time[:, 0]
     # 1024^3 multiply-adds (2.1 GFLOP) take longer than 16^3, and far less than a second

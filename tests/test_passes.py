@@ -259,7 +259,7 @@ def test_pass_pipeline_composes_in_users_sequential():
     assert any(gv.name_hint.startswith("stage") for gv, _ in split.functions_items())
 
 
-def test_dynamic_shapes_get_a_clear_error():
+def test_symbolic_shapes_are_costed_at_their_hints():
     @I.ir_module
     class Dynamic:
         @R.function
@@ -269,8 +269,16 @@ def test_dynamic_shapes_get_a_clear_error():
                 R.output(y)
             return y
 
-    with pytest.raises(UnsupportedModelError, match="dynamic"):
-        collect_op_graph(prepare_pipeline()(Dynamic))
+    prepared = prepare_pipeline()(Dynamic)
+    with pytest.raises(UnsupportedModelError, match="'n' has no size"):
+        collect_op_graph(prepared)
+    small, large = (collect_op_graph(prepared, {"n": n}) for n in (4, 64))
+    assert small.shape_values == {"n": 4}
+    assert small.graph.nodes[0].name == large.graph.nodes[0].name == small.callees[0]
+    assert small.graph.nodes[0].output_bytes == 4 * 8 * 4
+    assert large.graph.nodes[0].output_bytes == 64 * 8 * 4
+    # the costed kernel is the operator's PrimFunc at those sizes
+    assert "T.int64(64)" in large.kernels[0].script() and "T.int64(4)" in small.kernels[0].script()
 
 
 def test_unlowered_operator_gets_a_clear_error():

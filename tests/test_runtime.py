@@ -380,6 +380,23 @@ def test_ray_values_go_actor_to_actor(bert, ray_session):
 
 
 @pytest.mark.xdist_group("ray")
+def test_ray_device_on_both_sides_of_another_takes_the_next_input_first(bert, ray_session):
+    """cpu:0 runs the first and the last third of the layer, around cpu:1's third. An actor runs
+    its calls in submission order, so cpu:0 must get input 1's first stage before input 0's last
+    (which waits for cpu:1), or it idles while cpu:1 works and the pipeline runs no faster than
+    one device."""
+    model, placed, stream, expected = bert
+    with placed.attach_workers("ray", calibrate=False):
+        assert_same(placed.run_stream(stream, depth=4), expected)
+        order = [(k, stage) for device, k, stage, *_ in placed.last_stats.runs if device == 0]
+    stages = sorted({stage for _, stage in order}, key=stage_number)
+    assert order.index((1, stages[0])) < order.index((0, stages[-1])), order
+    # and each input's stages still run in the schedule's order
+    for k in range(len(stream)):
+        assert [stage for i, stage in order if i == k] == stages
+
+
+@pytest.mark.xdist_group("ray")
 def test_ray_stage_error_names_the_failing_stage_not_its_readers(bert, ray_session):
     model, placed, stream, expected = bert
     bad = np.zeros((1, 4, BERT["hidden"]), dtype=np.float32)

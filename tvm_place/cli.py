@@ -90,6 +90,16 @@ def _sizes(pairs: list[str]) -> dict:
     return sizes
 
 
+def _shapes(pairs: list[str]) -> dict:
+    hints = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit():
+            raise TvmPlaceError(f"--shape {pair!r}: write NAME=SIZE for a symbolic dimension, e.g. --shape n=128")
+        hints[name.strip()] = int(value)
+    return hints
+
+
 def _pins(pairs: list[str]) -> dict:
     pins = {}
     for pair in pairs or []:
@@ -131,7 +141,8 @@ def _placement_options(args: argparse.Namespace, log: list) -> dict:
     options = dict(
         targets=targets, profiles=profiles, objective=args.objective, method=args.method,
         time_limit=args.time_limit, cost_model=_cost_model(args), pins=_pins(args.pin) or None,
-        database=getattr(args, "database", None),
+        database=getattr(args, "database", None), shape_hints=_shapes(args.shape) or None,
+        entry=args.entry,
     )
     if args.plan:
         from .formats import load_placement
@@ -141,7 +152,8 @@ def _placement_options(args: argparse.Namespace, log: list) -> dict:
     return options
 
 
-def _report(problem, placement, sources, log: list, args, extra: dict | None = None) -> None:
+def _report(problem, placement, sources, log: list, args, extra: dict | None = None,
+            shape_values: dict | None = None, fallbacks: list | None = None) -> None:
     """Print the placement as text or, with ``--json``, as one JSON object; write pictures and
     the plan where asked."""
     from .evaluate import evaluate
@@ -176,10 +188,11 @@ def _report(problem, placement, sources, log: list, args, extra: dict | None = N
             "seconds": placement.stats.get("seconds"), "predicted_latency": evaluation.latency,
             "predicted_max_stage_time": evaluation.max_load, "copies": len(evaluation.copies),
             "devices": devices, "plots": pictures, "log": log, "placement": placement.to_dict(),
+            "shape_values": shape_values or {}, "fallbacks": fallbacks or [],
             **(extra or {}),
         }))
         return
-    print(format_report(problem, placement, sources))
+    print(format_report(problem, placement, sources, shape_values=shape_values, fallbacks=fallbacks))
     solver_log = [line for line in log if not line.startswith("costing ")]  # per-op cost lines
     if solver_log:
         print("\nsolver log:\n  " + "\n  ".join(solver_log[-20:]))
@@ -239,7 +252,8 @@ def _place(args: argparse.Namespace) -> int:
 
     model, log = _model(args), []
     placed = place(model.mod, name=model.name, **_placement_options(args, log))
-    _report(placed.problem, placed.placement, placed.sources, log, args)
+    _report(placed.problem, placed.placement, placed.sources, log, args,
+            shape_values=placed.shape_values, fallbacks=placed.fallbacks)
     return 0
 
 
@@ -253,7 +267,8 @@ def _compile(args: argparse.Namespace) -> int:
     (directory / SOURCE_FILE).write_text(json.dumps(
         {"model": args.model, "batch": args.batch, "size": args.size, "seed": args.seed,
          "training": args.training, "layout": args.layout}))
-    _report(placed.problem, placed.placement, None, log, args, {"output": str(directory)})
+    _report(placed.problem, placed.placement, None, log, args, {"output": str(directory)},
+            placed.plan.shape_values, placed.fallbacks)
     return 0
 
 
@@ -265,6 +280,10 @@ def _tune(args: argparse.Namespace) -> int:
     model, log = _model(args), []
     options = _placement_options(args, log)
     options["solve_time_limit"] = options.pop("time_limit")
+    hints, entry = options.pop("shape_hints"), options.pop("entry")
+    if hints or entry != "main":
+        raise TvmPlaceError("tune takes a static `main`: drop --shape/--entry (bind the symbolic "
+                            "dimensions with relax.transform.BindSymbolicVars to tune at one size)")
     result = tune(model.mod, trials=args.trials, time_limit=args.tuning_time, strategy=args.strategy,
                   retune=args.retune, **options)
     if args.json:
@@ -275,8 +294,6 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .runtime.placed import PlacedModule
     from .sources import load_model
 
@@ -436,6 +453,11 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
                              "with their schedules and costed by their tuned times")
     parser.add_argument("--pin", action="append", metavar="PATTERN=DEVICE",
                         help="pin operators matching a glob, e.g. 'conv*=gpu:0' (repeatable)")
+    parser.add_argument("--shape", action="append", metavar="NAME=SIZE",
+                        help="size a symbolic dimension is costed at, e.g. n=128 (repeatable; "
+                             "default: the function's tir_var_upper_bound)")
+    parser.add_argument("--entry", default="main",
+                        help="the Relax function to place (default main; forward for nn.Module exports)")
     if plan:
         parser.add_argument("--plan", help="apply this saved placement instead of solving")
         parser.add_argument("--save-plan", metavar="FILE", help="save the placement as JSON")

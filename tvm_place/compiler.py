@@ -6,14 +6,16 @@ collect the operator graph -> cost it per device -> solve -> annotate -> split -
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tvm
+from tvm import relax
 
 from . import solvers
 from .cost import AnalyticalCostModel, MeasuredCostModel, TunedCostModel, compute_costs, transfer_costs
@@ -76,22 +78,66 @@ def tuning_database(database: Any):
     return database if isinstance(database, TuningDatabase) else TuningDatabase(database)
 
 
-def prepare(mod: tvm.IRModule) -> tvm.IRModule:
-    """Lower a user's module to fused TIR operators (tvm_place.passes.prepare_pipeline)."""
-    from .passes import prepare_pipeline
-    from .passes._ir import main_function
-
+def entry_module(mod: tvm.IRModule, entry: str = "main") -> tvm.IRModule:
+    """``mod`` with its Relax function ``entry`` as ``main`` (what the passes place), its other
+    Relax functions left out (an ``nn.Module.export_tvm`` module names it ``forward``)."""
     if not isinstance(mod, tvm.IRModule):
         raise UnsupportedModelError(f"expected a tvm.IRModule, got a {type(mod).__name__}")
-    main_function(mod)
+    relax_functions = sorted(gv.name_hint for gv, f in mod.functions_items() if isinstance(f, relax.Function))
+    if entry not in [gv.name_hint for gv in mod.get_global_vars()]:
+        hint = f"; pass entry={relax_functions[0]!r}" if len(relax_functions) == 1 else (
+            f"; pass entry= one of {relax_functions}" if relax_functions else "")
+        raise UnsupportedModelError(
+            f"the module has no function {entry!r} to place (its Relax functions: "
+            f"{relax_functions}){hint}"
+        )
+    func = mod[entry]
+    if not isinstance(func, relax.Function):
+        raise UnsupportedModelError(f"{entry!r} is not a Relax function; tvm-place places a Relax function")
+    if entry == "main":
+        return mod
+    functions = {gv: f for gv, f in mod.functions_items() if not isinstance(f, relax.Function)}
+    functions[relax.GlobalVar("main")] = func.with_attr("global_symbol", "main")
+    return tvm.IRModule(functions, attrs=mod.attrs, global_infos=mod.global_infos)
+
+
+def prepare(mod: tvm.IRModule, entry: str = "main") -> tvm.IRModule:
+    """Lower a user's module to fused TIR operators (tvm_place.passes.prepare_pipeline), its
+    function ``entry`` as ``main``."""
+    from .passes import prepare_pipeline
+
+    mod = entry_module(mod, entry)
+    _refuse_boolean_cumsum(mod["main"])
     try:
         return prepare_pipeline()(mod)
     except Exception as err:  # TVM's own failure: report its last line, not a deep traceback
         lines = str(err).strip().splitlines()
         raise UnsupportedModelError(
             f"TVM could not lower the module to TIR operators: {lines[-1] if lines else err!r}. "
-            "Check that every operator has a legalization (LegalizeOps) and shapes are static"
+            "Check that every operator has a legalization (LegalizeOps)"
         ) from None
+
+
+def _refuse_boolean_cumsum(func: relax.Function) -> None:
+    """TVM 0.27 lowers ``cumsum`` of a boolean tensor to a kernel its LLVM code generator
+    rejects ("MatchesCode(kDLFloat)"); say so before the build fails deep inside TVM."""
+    cumsum = tvm.ir.Op.get("relax.cumsum")
+    found = []
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.same_as(cumsum):
+            ty = expr.args[0].ty
+            if isinstance(ty, relax.TensorType) and str(ty.dtype) == "bool":
+                found.append(expr)
+
+    relax.analysis.post_order_visit(func, visit)
+    if found:
+        raise UnsupportedModelError(
+            "the model takes a cumsum over a boolean tensor, which TVM 0.27 cannot compile (its "
+            "LLVM code generator rejects the kernel); Hugging Face decoders called without an "
+            "attention mask make one while preparing their mask. Cast the tensor to an integer "
+            "type before the cumsum"
+        )
 
 
 def build_problem(
@@ -104,7 +150,7 @@ def build_problem(
     progress=None,
 ) -> tuple[PlacementProblem, list[list[str]]]:
     """The placement problem of a prepared module: costs per device, memory, user and IR pins."""
-    compute_time, sources = compute_costs(prepared, collected, devices, cost_model, progress)
+    compute_time, sources = compute_costs(collected, devices, cost_model, progress)
     graph = collected.graph
     problem_pins: dict[int, tuple[int, ...]] = {}
     for u, (kind, index) in collected.pins.items():
@@ -133,7 +179,8 @@ def build_problem(
         ],
         compute_time=compute_time,
         transfer_time=transfer_costs(graph, devices),
-        memory=np.array([node.param_bytes + node.output_bytes for node in graph.nodes]),
+        # Outputs at the symbolic dimensions' upper bounds, where the function gives them.
+        memory=np.array([node.param_bytes + peak for node, peak in zip(graph.nodes, collected.peak_output_bytes)]),
         pins=problem_pins,
         colour_classes=collected.colour_classes,  # training graphs: forward op + its backward ops
         name=name,
@@ -150,7 +197,9 @@ class Placed:
     ``prepared``: the module lowered to fused TIR operators; ``devices``: the resolved targets;
     ``problem``: its placement problem (the costs it used: save it as a cost snapshot,
     :class:`tvm_place.cost.Snapshot`); ``sources``: where each cost came from; ``placement``: the
-    solved (or given and validated) placement.
+    solved (or given and validated) placement; ``shape_values``: the size each symbolic
+    dimension was costed at; ``fallbacks``: a line per operator that a target cannot build (and
+    so runs elsewhere), with why.
     """
 
     prepared: tvm.IRModule
@@ -158,6 +207,8 @@ class Placed:
     problem: PlacementProblem
     sources: list[list[str]]
     placement: Placement
+    shape_values: dict[str, int] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
 
 
 def place(
@@ -173,6 +224,8 @@ def place(
     progress=None,
     name: str = "module",
     database: Any = None,
+    shape_hints: Mapping[str, int] | None = None,
+    entry: str = "main",
 ) -> Placed:
     """Lower, cost and place ``mod`` without building it (the options of :func:`compile`).
 
@@ -181,12 +234,13 @@ def place(
     from .passes import collect_op_graph
 
     devices = resolve_targets(targets, profiles)
-    prepared = prepare(mod)
-    collected = collect_op_graph(prepared)
+    prepared = prepare(mod, entry)
+    collected = collect_op_graph(prepared, shape_hints)
     model = _cost_model(cost_model)
     if database is not None and not hasattr(model, "restore_costs"):  # a snapshot keeps its costs
         model = TunedCostModel(tuning_database(database), model)
     problem, sources = build_problem(prepared, collected, devices, model, pins, name, progress)
+    problem, fallbacks = _without_unbuildable(problem, collected, devices, model, progress)
     if placement is None:
         placement = solvers.solve(problem, objective, method, time_limit, progress)
     else:
@@ -215,7 +269,37 @@ def place(
                 "stages as compiled for the group's first device, so the runtime needs devices "
                 "of one target: solve with replicas among identical devices only, or another method"
             )
-    return Placed(prepared, devices, problem, sources, placement)
+    return Placed(prepared, devices, problem, sources, placement, collected.shape_values, fallbacks)
+
+
+def _without_unbuildable(problem: PlacementProblem, collected, devices, model, progress):
+    """``problem`` with every operator unsupported (infinite cost) where its device's target
+    cannot build its kernel (:mod:`tvm_place.cost.support`), and a line per such operator for the
+    report. An operator no allowed device can build is an error naming it and why."""
+    from .cost.support import unbuildable
+
+    cache = getattr(model, "cache", None)
+    found = unbuildable(collected, devices, None if cache is None else cache.path.parent, progress)
+    if not found:
+        return problem, []
+    compute_time = problem.compute_time.copy()
+    allowed = problem.allowed()
+    names = problem.device_names
+    lines = []
+    for u, reasons in sorted(found.items()):
+        name = problem.graph.nodes[u].name
+        for d in reasons:
+            compute_time[u, d] = np.inf
+        left = [d for d in range(len(devices)) if allowed[u, d] and d not in reasons]
+        if not left:
+            raise InfeasibleError(
+                f"operator {name!r} cannot run on any device it may use: "
+                + "; ".join(f"{names[d]} cannot build it ({why})" for d, why in reasons.items())
+                + ". Add a target that builds it, or pin it to one that does"
+            )
+        lines.append(f"{name}: not on {', '.join(names[d] for d in reasons)} "
+                     f"({next(iter(reasons.values()))})")
+    return dataclasses.replace(problem, compute_time=compute_time), lines
 
 
 def compile(  # noqa: A001 - the public name users call, as in tvm.compile
@@ -231,6 +315,8 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     progress: Any = False,
     name: str = "module",
     database: Any = None,
+    shape_hints: Mapping[str, int] | None = None,
+    entry: str = "main",
 ) -> PlacedModule:
     """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
 
@@ -244,6 +330,12 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     validated). ``database``: a tuning database directory (from :func:`tvm_place.tune`): kernels
     it holds are built with their tuned schedules and costed by their tuned times; kernels it
     lacks (all, without one) are built untuned, with an ``UntunedKernelWarning``.
+
+    ``entry``: the Relax function to place (``"forward"`` for an ``nn.Module.export_tvm``
+    module; its weight parameters stay parameters: call the result with them). Symbolic shape
+    dimensions keep their names in the built stages, so the result runs at any size; they are
+    costed at ``shape_hints`` (``{"n": 128}``), else at the function's ``tir_var_upper_bound``
+    (then ``tir_var_lower_bound``) attribute; memory at the upper bound where one is given.
     """
     from .passes import AnnotatePlacement, SplitByDevice, build_stages
 
@@ -251,7 +343,7 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     database = None if database is None else tuning_database(database)
     placed = place(
         mod, targets, objective, method, time_limit, cost_model, profiles, pins, placement, show, name,
-        database,
+        database, shape_hints, entry,
     )
     prepared, devices, problem, sources, placement = (
         placed.prepared, placed.devices, placed.problem, placed.sources, placed.placement
@@ -261,13 +353,16 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
          SplitByDevice(placement.order)]
     )(prepared)
     plan, executables = build_stages(split, show, database)
+    plan.shape_values = dict(placed.shape_values)
     num_stages = sum(1 for step in plan.steps if step["kind"] == "call")
     return PlacedModule(
         plan=plan,
         executables=executables,
         devices=[{"name": d.name, "kind": d.kind, "index": d.index} for d in devices],
         placement=placement,
-        report_text=format_report(problem, placement, sources, num_stages, plan.num_copies),
+        report_text=format_report(problem, placement, sources, num_stages, plan.num_copies,
+                                  placed.shape_values, placed.fallbacks),
         problem=problem,
         split_module=split,
+        fallbacks=placed.fallbacks,
     )

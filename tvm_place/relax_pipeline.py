@@ -45,6 +45,8 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "pins": (None, "operator-name glob -> device name, e.g. {'fused_conv2d*': 'gpu:0'}"),
     "database": (None, "tuning database directory (tvm_place.tune): its kernels are built with "
                        "their tuned schedules and costed by their tuned times"),
+    "shape_hints": (None, "size each symbolic dimension of main is costed at, e.g. {'n': 128} "
+                          "(None: main's tir_var_upper_bound); the module runs at any size"),
 }
 
 #: Prefix of the IRModule attributes and PassContext config keys the pass reads.
@@ -185,6 +187,7 @@ class PlacementPipeline:
             placement=self.given_placement,
             progress=_progress_printer(self.progress),
             database=database,
+            shape_hints=options["shape_hints"],
         )
         if placed.placement.replicas:
             raise InvalidPlacementError(
@@ -218,7 +221,8 @@ class PlacementPipeline:
         self.problem = placed.problem
         self.devices = [d.runtime_device() for d in placed.devices]
         self._report = format_report(
-            placed.problem, placed.placement, placed.sources, num_stages, num_copies
+            placed.problem, placed.placement, placed.sources, num_stages, num_copies,
+            placed.shape_values, placed.fallbacks,
         )
         return add_device_record(lowered, record)
 
@@ -240,6 +244,7 @@ def pipeline(
     placement: Placement | Sequence[int] | None = None,
     progress: bool = False,
     database: Any = None,
+    shape_hints: Mapping[str, int] | None = None,
 ) -> tvm.transform.Pass:
     """A Relax pipeline for ``tvm.compile(mod, relax_pipeline=...)`` that places ``main``'s
     operators on ``targets`` and lowers the module into one multi-device executable.
@@ -263,6 +268,8 @@ def pipeline(
     - ``database``: a tuning database directory (:func:`tvm_place.tune`): kernels it holds get
       their tuned schedules and are costed by their tuned times; the others warn
       (``UntunedKernelWarning``).
+    - ``shape_hints``: the size each symbolic dimension of ``main`` is costed at (``{"n": 128}``;
+      default: ``main``'s ``tir_var_upper_bound``); the executable runs at any size.
 
     The target given to ``tvm.compile`` itself may be omitted (each kernel carries its own); if
     given, it only sets the host target. Weights read on a device other than the first are copied
@@ -283,6 +290,7 @@ def pipeline(
         profiles=profiles,
         pins=pins,
         database=database,
+        shape_hints=shape_hints,
     )
 
 

@@ -48,6 +48,8 @@ def format_report(
     cost_sources: list[list[str]] | None = None,
     num_stages: int | None = None,
     num_copies: int | None = None,
+    shape_values: dict[str, int] | None = None,
+    fallbacks: list[str] | None = None,
 ) -> str:
     """The report ``PlacedModule.report()`` prints; every number is recomputed by the evaluator."""
     evaluation = evaluate(problem, placement)
@@ -66,6 +68,9 @@ def format_report(
         else f"  predicted      latency {_seconds(evaluation.latency)}",
         *(f"  replicas       {[problem.device_names[d] for d in group]} run the same operators "
           "on alternate inputs" for group in placement.replicas),
+        *(f"  fallback       {line}" for line in fallbacks or []),
+        *([f"  shapes         costed at {', '.join(f'{k}={v}' for k, v in shape_values.items())} "
+           "(symbolic: the stages run at any size)"] if shape_values else []),
         f"  copies         {len(evaluation.copies)} operator outputs cross devices"
         + (f"; the plan has {num_copies} copies with inputs" if num_copies is not None else "")
         + (f", {num_stages} stages" if num_stages is not None else ""),

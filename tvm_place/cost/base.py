@@ -23,12 +23,13 @@ class CostModel(Protocol):
 
 
 def compute_costs(
-    mod: tvm.IRModule, collected, devices: Sequence, model: CostModel, progress=None
+    collected, devices: Sequence, model: CostModel, progress=None
 ) -> tuple[np.ndarray, list[list[str]]]:
     """``compute_time[u, d]`` for every operator and device, and the source of each number.
 
-    Operators calling the same PrimFunc are costed once per device (a cost model may tell
-    devices of one profile apart, e.g. after calibration on each).
+    Operators running the same kernel (one PrimFunc at the same sizes: ``collected.kernels``)
+    are costed once per device (a cost model may tell devices of one profile apart, e.g. after
+    calibration on each).
     """
     graph = collected.graph
     compute_time = np.zeros((len(graph), len(devices)))
@@ -37,11 +38,11 @@ def compute_costs(
     total = len(graph) * len(devices)
     for u, (node, callee) in enumerate(zip(graph.nodes, collected.callees)):
         for d, device in enumerate(devices):
-            key = (callee, d)
+            key = (collected.kernel_keys[u], d)
             if key not in known:
                 if progress is not None:
                     progress(f"costing {callee} on {device.name}", (u * len(devices) + d) / total)
-                known[key] = model.op_time(mod[callee], node, device)
+                known[key] = model.op_time(collected.kernels[u], node, device)
             compute_time[u, d], sources[u][d] = known[key]
     return compute_time, sources
 

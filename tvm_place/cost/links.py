@@ -3,9 +3,10 @@ latency + bytes / bandwidth per device, written into a problem's link model.
 
 The problem's link model (:mod:`tvm_place.graph`) charges a copy of ``u``'s output from ``d`` to
 ``e`` as ``transfer_time[u, d]`` on the sender and ``transfer_time[u, e]`` on the receiver. The
-runtime measures exactly these two halves of each probe copy (the sender's export, the receiver's
-import, timed on the workers), so a device's link is fitted on the halves it paid, as sender and
-as receiver, over all its partners.
+runtime measures these two halves of each probe copy as a run pays them (the sender's export,
+timed on the worker; the rest of the copy until the receiving call has its value: the engine's
+dispatch and lookup, the receiver's import), so a device's link is fitted on the halves it paid,
+as sender and as receiver, over all its partners.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ PROBE_SIZES = (1 << 10, 1 << 16, 1 << 20, 1 << 24, 1 << 26)
 @dataclass(frozen=True)
 class LinkSample:
     """One probe copy: ``size`` bytes from device ``source`` to device ``destination``, with the
-    seconds the sender spent (``send``) and the receiver spent (``receive``)."""
+    seconds the sender spent (``send``) and the seconds from then until the receiver had the
+    value (``receive``)."""
 
     source: int
     destination: int

@@ -1,7 +1,9 @@
 """Measured cost model: compile each PrimFunc alone for its target and time it on the device.
 
-Results are cached on disk, keyed by TVM version, target and the PrimFunc's structural hash, so a
-kernel is measured once per machine. Devices this machine does not have (a CUDA GPU on a CPU-only
+Results are cached on disk, keyed by TVM version, target, the CPU thread count and the PrimFunc's
+structural hash, so a kernel is measured once per machine and thread count. A kernel's time is the
+least of its repeats: another process on the machine only ever adds time, and a cached figure
+outlives the load it was measured under. Devices this machine does not have (a CUDA GPU on a CPU-only
 host) fall back to another model, and the source of every number is reported.
 """
 
@@ -29,25 +31,34 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tvm-place"
 
 
-class CostCache:
-    """A JSON file of measured seconds per (TVM version, target, kernel hash)."""
+def cpu_threads() -> int:
+    """The threads TVM's CPU kernels run on in this process."""
+    return int(tvm.get_global_func("runtime.NumThreads")())
 
-    def __init__(self, directory: Path | str | None = None):
-        self.path = Path(directory or default_cache_dir()) / "measured-costs.json"
+
+class CostCache:
+    """A JSON file of facts about kernels (by default measured seconds) per (TVM version, target,
+    threads, kernel hash)."""
+
+    def __init__(self, directory: Path | str | None = None, filename: str = "measured-costs.json"):
+        self.path = Path(directory or default_cache_dir()) / filename
         try:
-            self.entries: dict[str, float] = json.loads(self.path.read_text())
+            self.entries: dict = json.loads(self.path.read_text())
         except (FileNotFoundError, json.JSONDecodeError):
             self.entries = {}
 
     @staticmethod
     def key(prim_func, target: tvm.target.Target) -> str:
-        return f"{tvm.__version__}|{target}|{tvm_ffi.structural_hash(prim_func)}"
+        # A CPU kernel's time depends on TVM's thread pool (TVM_NUM_THREADS, a worker's pinned
+        # cores); a GPU kernel's does not.
+        threads = f"threads={cpu_threads()}" if target.kind.name in ("llvm", "c") else "threads=-"
+        return f"{tvm.__version__}|{target}|{threads}|{tvm_ffi.structural_hash(prim_func)}"
 
-    def get(self, key: str) -> float | None:
+    def get(self, key: str):
         return self.entries.get(key)
 
-    def put(self, key: str, seconds: float) -> None:
-        self.entries[key] = seconds
+    def put(self, key: str, value) -> None:
+        self.entries[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Write then rename, so a crash or a concurrent reader never sees half a file.
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
@@ -92,15 +103,9 @@ class MeasuredCostModel:
         return seconds, "measured"
 
     def _measure(self, prim_func, device) -> float:
-        target = device.target
-        func = prim_func.with_attr("global_symbol", "main").with_attr("target", target)
-        module = tvm.IRModule({"main": func})
-        if device.kind == "gpu":
-            from tvm_place.passes.build import gpu_schedule_pass
+        from tvm_place.passes.build import build_kernel
 
-            with target:
-                module = gpu_schedule_pass()(module)
-        executable = tvm.compile(module, target=target)
+        executable = build_kernel(prim_func, device.target)
         runtime_device = device.runtime_device()
         arguments = [
             tvm.runtime.tensor(
@@ -116,4 +121,4 @@ class MeasuredCostModel:
             repeat=self.repeat,
             min_repeat_ms=self.min_repeat_ms,
         )
-        return float(timer(*arguments).median)
+        return float(min(timer(*arguments).results))

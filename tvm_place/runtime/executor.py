@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import RunInterrupted, StageError, StageTimeoutError, WorkerDiedError
 from .stats import StreamStats
-from .workers import StageCall, Worker, nbytes, to_numpy
+from .workers import ShapeValues, StageCall, Worker, nbytes, to_numpy
 
 #: Seconds between the checks of every blocking wait (abort, watchdog, worker liveness).
 POLL = 0.05
@@ -75,7 +75,8 @@ class Program:
         self.plan = plan
         self.device_names = list(device_names)
         copies = {s["result"]: s for s in plan.steps if s["kind"] == "copy"}
-        inputs = set(plan.inputs)
+        # A stage's shape argument is an input too: the executor makes it from the model's.
+        inputs = set(plan.inputs) | set(plan.shape_args)
         copied_sources = {s["source"] for s in copies.values()}
         self.copies = copies
         self.steps: list[_Step] = []
@@ -99,6 +100,15 @@ class Program:
                 fetches=[n for n in outputs if n in plan.outputs],
             ))
         made_on = {name: step.device for step in self.steps for name in step.outputs}
+        #: Per step: how many device changes the longest chain of stages before it makes (0 for
+        #: a stage reading only the model's inputs and its own device's values). In a stream,
+        #: input k's step runs about when input k + lag's first stages do.
+        made_by = {name: step.position for step in self.steps for name in step.outputs}
+        self.lag: list[int] = []
+        for step in self.steps:
+            before = [made_by[a.source] for a in step.args if a.source in made_by]
+            self.lag.append(max((self.lag[p] + (self.steps[p].device != step.device) for p in before),
+                                default=0))
         #: Per plan copy (by result name): the device of the value it copies (None: the host).
         self.copy_source_device = {name: made_on.get(c["source"]) for name, c in copies.items()}
         #: Per device: its steps' positions in the order it runs them.
@@ -121,6 +131,13 @@ class Program:
             if first in self.sequence:
                 for position, member in enumerate(group):
                     self.members[int(member)] = (first, position, len(group))
+
+    def shape_inputs(self, host: dict) -> dict[str, ShapeValues]:
+        """The stages' shape arguments for one input (``host``: the model's inputs by name)."""
+        if not self.plan.shape_args:
+            return {}
+        sizes = self.plan.symbol_sizes(host)
+        return {name: ShapeValues(sizes[d] for d in dims) for name, dims in self.plan.shape_args.items()}
 
     def devices_used(self) -> list[int]:
         """The physical devices that run stages (replica members included)."""
@@ -204,10 +221,22 @@ class _Run:
 
     # -- one device --
     def _next_task(self, device: int):
-        """The earliest input whose next stage on ``device`` can run now (under ``cond``)."""
+        """The earliest input whose next stage on ``device`` can run now (under ``cond``).
+
+        A worker that queues calls (``eager``) gets a call once its inputs are submitted, not
+        made, and runs its calls in that order: there "earliest" counts each stage's lag
+        (:attr:`Program.lag`), so a device that runs stages on both sides of another device's
+        (a BERT layer's attention and second FFN matmul around the first one) takes the next
+        input's first stage before the earlier input's later stage, which would wait. Such a
+        call is held back while an input not yet read could go before it (except the oldest
+        input's calls: that input's completion is what lets the next one in)."""
         logical, member, size = self.program.members[device]
         sequence = self.program.sequence[logical]
         progress = self.progress[device]
+        lagged = self.workers[device].eager
+        found = None
+        oldest = min(self.contexts, default=None)
+        horizon = None if self.exhausted else self.submitted + min(self.program.lag[p] for p in sequence)
         for k in sorted(self.contexts):
             if k % size != member or k >= self.stop_index:
                 continue
@@ -220,8 +249,14 @@ class _Run:
             context = self.contexts[k]
             step = self.program.steps[sequence[i]]
             if all(a.kind != "copy" or a.source in context.payloads for a in step.args):
-                return context, step
-        return None
+                if not lagged:
+                    return context, step
+                key = (k + self.program.lag[step.position], k)
+                if k != oldest and horizon is not None and key[0] > horizon:
+                    continue
+                if found is None or key < found[0]:
+                    found = key, (context, step)
+        return None if found is None else found[1]
 
     def _call(self, context: _Context, step: _Step, device: int, worker: Worker) -> StageCall:
         """The call of ``step`` (outside ``cond``: making a model input's payload copies it)."""
@@ -379,6 +414,7 @@ class _Run:
             submitted = time.perf_counter()
             try:
                 context = _Context(index, dict(zip(names, _as_arrays(item, len(names), index))))
+                context.host.update(self.program.shape_inputs(context.host))
             except StageError as err:
                 self.exhausted = True
                 self.fail(err, hard=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -90,8 +91,11 @@ class PlacedModule:
         report_text: str = "",
         problem=None,
         split_module=None,
+        fallbacks: Sequence[str] = (),
     ):
         self.plan = plan
+        #: A line per operator a target could not build (so it runs elsewhere), with why.
+        self.fallbacks = list(fallbacks)
         self.executables = dict(executables)
         self.devices = [dict(d) for d in devices]
         self.placement = placement
@@ -227,34 +231,49 @@ class PlacedModule:
             self.calibrate_links(probe_sizes)
         return self
 
-    def calibrate_links(self, sizes: Sequence[int] | None = None, repeat: int = 5,
+    def calibrate_links(self, sizes: Sequence[int] | None = None, repeat: int = 8,
                         warmup: int = 4) -> dict:
-        """Measure copies between every pair of attached workers (``sizes`` bytes each, median of
-        ``repeat`` after ``warmup`` copies of the largest size each way, so that fresh memory's
-        first-touch costs of the object store and allocators are behind, as in a running
-        stream), fit each device's link (latency + bytes / bandwidth) and price this module's
-        problem with them. Returns the links by device index (also in :attr:`links`)."""
+        """Measure copies between every pair of attached workers as the runtime pays them, fit
+        each device's link (latency + bytes / bandwidth) and price this module's problem with
+        them. Returns the links by device index (also in :attr:`links`).
+
+        Per pair and size (``sizes`` bytes, default 1 KB to 64 MB) the two workers relay a
+        tensor back and forth ``repeat`` times, each relay submitted as a stage call is (its
+        argument the previous relay's export): the time per relay is a copy's whole price in a
+        run, the sender's export and the receiver's import (timed on the workers) and the wait
+        between them (the engine's dispatch of the call and its lookup of the value), which is
+        charged to the receiving half. ``warmup`` relays of the largest size first, so that fresh
+        memory's first-touch costs of the object store and allocators are behind, as in a
+        running stream."""
         from ..cost.links import PROBE_SIZES, LinkSample, fit_device_links, with_links
 
         if not self._workers:
             raise TvmPlaceError("no workers attached: call attach_workers first")
         sizes = [int(size) for size in (sizes or PROBE_SIZES)]
         devices = sorted(self._workers)
-        pairs = [(a, b) for a in devices for b in devices if a != b]
+        pairs = [(a, b) for a in devices for b in devices if a < b]
 
-        def copy(source: int, destination: int, size: int) -> tuple[float, float]:
-            send, payload = self._workers[source].probe_export(size)
-            return send, self._workers[destination].probe_import(payload)
+        def relays(pair: tuple[int, int], size: int, count: int) -> tuple[float, np.ndarray]:
+            """Seconds per relay, and each relay's (send, receive) as timed on its worker."""
+            payload, handles = None, []
+            start = time.perf_counter()
+            for hop in range(count + 1):  # the first relay only exports
+                worker = self._workers[pair[hop % 2]]
+                handle, payload = worker.relay(size, payload)
+                handles.append((worker, handle))
+            times = np.array([worker.relay_times(handle, 60.0) for worker, handle in handles])
+            return (time.perf_counter() - start) / (count + 1), times[1:]
 
-        for source, destination in pairs:
-            for _ in range(warmup):
-                copy(source, destination, max(sizes))
+        for pair in pairs:
+            relays(pair, max(sizes), warmup)
         samples = []
-        for source, destination in pairs:
+        for a, b in pairs:
             for size in sizes:
-                times = np.array([copy(source, destination, size) for _ in range(repeat)])
-                samples.append(LinkSample(source, destination, size, float(np.median(times[:, 0])),
-                                          float(np.median(times[:, 1]))))
+                per_relay, times = relays((a, b), size, repeat)
+                send = float(np.median(times[:, 0]))
+                # The wait the workers did not time is the receiver's: its call could not start.
+                receive = max(per_relay - send, float(np.median(times[:, 1])))
+                samples += [LinkSample(a, b, size, send, receive), LinkSample(b, a, size, send, receive)]
         self.links = fit_device_links(samples, len(self.devices))
         self.link_samples = samples
         if self.problem is not None:
@@ -386,6 +405,7 @@ class PlacedModule:
             "placement": None if self.placement is None else self.placement.to_dict(),
             "problem": None if self.problem is None else self.problem.to_dict(),
             "report": self._report_text,
+            "fallbacks": self.fallbacks,
         }
         (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
         return directory
@@ -426,6 +446,7 @@ class PlacedModule:
             placement=None if placement is None else Placement.from_dict(placement),
             report_text=manifest.get("report", ""),
             problem=problem,
+            fallbacks=manifest.get("fallbacks", []),
         )
         loaded._libraries = {
             stage: str((directory / library).resolve()) for stage, library in manifest["libraries"].items()

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import WorkerError
-from .workers import StageCall, Worker, run_stage, to_numpy
+from .workers import ShapeValues, StageCall, Worker, run_stage, to_numpy
 
 RAY_MISSING = (
     "workers='ray' needs Ray, which is not installed: pip install 'tvm-place[ray]' "
@@ -165,7 +165,12 @@ class StageActor:
         for key in keys:
             self._values.pop(key, None)
 
-    def probe_export(self, size: int):
+    def relay(self, size: int, *arrived):
+        """The link probe (see :meth:`Worker.relay`): ``((send, receive) seconds, export)``."""
+        start = time.perf_counter()
+        if arrived:
+            self._import(arrived[0])
+        received = time.perf_counter() - start
         # One tensor per size, kept: a stage's outputs come from the VM's memory pool too.
         tensor = self._probes.get(size)
         if tensor is None:
@@ -173,12 +178,7 @@ class StageActor:
                 np.ones(max(1, size // 4), "float32"), self.device)
         start = time.perf_counter()
         payload = self._export(tensor)
-        return time.perf_counter() - start, payload
-
-    def probe_import(self, payload) -> float:
-        start = time.perf_counter()
-        self._import(payload)
-        return time.perf_counter() - start
+        return (time.perf_counter() - start, received), payload
 
 
 class RayWorker(Worker):
@@ -260,17 +260,23 @@ class RayWorker(Worker):
                 and getattr(error, "pid", None) not in (None, self.info["pid"]))
 
     def host_payload(self, array):
+        if isinstance(array, ShapeValues):  # a few integers: inline in the call
+            return array
         return import_ray().put(np.ascontiguousarray(array))
 
     def drop(self, keys):
         if self.broken is None and keys:
             self.actor.drop.remote(list(keys))
 
-    def probe_export(self, size):
-        return import_ray().get(self.actor.probe_export.remote(size), timeout=60)
+    def relay(self, size, payload):
+        # As a stage call: the previous export as a top-level argument, so Ray starts the
+        # call once it exists, and this call's export as its own return reference.
+        arrived = () if payload is None else (payload,)
+        times, exported = self.actor.relay.options(num_returns=2).remote(size, *arrived)
+        return times, exported
 
-    def probe_import(self, payload):
-        return import_ray().get(self.actor.probe_import.remote(payload), timeout=60)
+    def relay_times(self, handle, timeout):
+        return import_ray().get(handle, timeout=timeout)
 
     def died(self, error):
         ray = import_ray()

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import DeviceUnavailableError
 
-__all__ = ["LocalWorker", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device",
+__all__ = ["LocalWorker", "ShapeValues", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device",
            "to_numpy"]
 
 
@@ -56,6 +56,11 @@ def to_numpy(value, copy: bool = True):
             return np.from_dlpack(value)
         return value.numpy()
     return tuple(to_numpy(item, copy) for item in value)
+
+
+class ShapeValues(tuple):
+    """A stage's shape argument: the sizes of the symbolic dimensions it lists, in this run
+    (read off the model's inputs by the executor; a ``ShapeTuple`` on the worker)."""
 
 
 @dataclass
@@ -103,6 +108,11 @@ def run_stage(vm, values: dict, call: StageCall, import_value, export_value, fet
     for name, payload in call.args:
         if payload is None:
             args.append(values[name])
+            continue
+        if isinstance(payload, ShapeValues):
+            import tvm
+
+            args.append(tvm.runtime.ShapeTuple(list(payload)))
             continue
         start = clock()
         tensor = import_value(payload)
@@ -169,12 +179,14 @@ class Worker:
     def drop(self, keys: Sequence[int]) -> None:
         """Forget every value of these inputs."""
 
-    def probe_export(self, size: int):
-        """``(seconds, payload)``: send a tensor of ``size`` bytes, as a stage's export would."""
+    def relay(self, size: int, payload):
+        """Receive ``payload`` (another worker's relay export, or None) as a stage's argument
+        would, then export a tensor of ``size`` bytes as a stage's export would: the link probe.
+        Returns ``(handle, exported payload)``; :meth:`relay_times` gives the handle's
+        ``(send seconds, receive seconds)`` as timed on the worker."""
         raise NotImplementedError
 
-    def probe_import(self, payload) -> float:
-        """Seconds to receive ``payload`` as a stage's argument would."""
+    def relay_times(self, handle, timeout: float) -> tuple[float, float]:
         raise NotImplementedError
 
     def alive(self) -> bool | None:
@@ -244,16 +256,18 @@ class LocalWorker(Worker):
             for key in keys:
                 self._values.pop(key, None)
 
-    def probe_export(self, size):
+    def relay(self, size, payload):
         import tvm
 
-        # In one process the sender pays nothing: the receiver's copyto is the whole copy.
-        return 0.0, tvm.runtime.tensor(np.zeros(max(1, size // 4), "float32"), self.device)
-
-    def probe_import(self, payload):
         start = time.perf_counter()
-        self._import(payload)
-        return time.perf_counter() - start
+        if payload is not None:
+            self._import(payload)
+        received = time.perf_counter() - start
+        # In one process the sender pays nothing: the receiver's copyto is the whole copy.
+        return (0.0, received), tvm.runtime.tensor(np.zeros(max(1, size // 4), "float32"), self.device)
+
+    def relay_times(self, handle, timeout):
+        return handle
 
     def close(self):
         self._vms.clear()

@@ -151,3 +151,22 @@ def test_a_plan_for_other_operators_is_refused():
     shorter = Placement.from_dict({**placement.to_dict(), "operators": ["a", "b"]})
     with pytest.raises(InvalidPlacementError, match="names 2 operators, the model has 4"):
         evaluate(problem, shorter)
+
+
+def test_call_overhead_delays_each_stage_start_and_loads_its_device():
+    """Placement a, c, d on cpu:0 and b on gpu:0 makes stages {a}, {b}, {c}, {d} (a sends, d
+    receives): with 1 s to start a stage, cpu:0 pays 3 s and gpu:0 1 s per input, and on the
+    critical path a, c and d each start 1 s later (16 s -> 19 s)."""
+    import dataclasses
+
+    problem = fan_out_problem()
+    placement = np.array([0, 1, 0, 0])
+    plain = evaluate(problem, placement)
+    slow = dataclasses.replace(
+        problem, devices=[dataclasses.replace(d, call_overhead=1.0) for d in problem.devices])
+    priced = evaluate(slow, placement)
+    assert plain.latency == 16.0 and priced.latency == 19.0
+    assert (priced.load - plain.load).tolist() == [3.0, 1.0]
+    again = problem_from_dict(json.loads(slow.to_json()))
+    assert [d.call_overhead for d in again.devices] == [1.0, 1.0]
+    assert evaluate(again, placement).latency == 19.0

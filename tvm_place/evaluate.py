@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import schedule
 from .errors import InvalidPlacementError
 from .graph import Placement, PlacementProblem
 
@@ -22,7 +23,8 @@ class Evaluation:
     """Both objectives of one placement, and what makes them up.
 
     ``load[d]`` is device ``d``'s time per input in a pipeline: ``compute[d] + transfer_in[d] +
-    transfer_out[d]``; ``max_load`` (the max-stage time) is its maximum. ``latency`` is the makespan
+    transfer_out[d] + calls[d]`` (``calls``: its stages' starts, at its ``call_overhead`` each);
+    ``max_load`` (the max-stage time) is its maximum. ``latency`` is the makespan
     of one input; ``start`` and ``finish`` are each operator's times in that run. ``copies`` lists
     each ``(value, destination device)`` pair that crosses devices, once.
     """
@@ -35,10 +37,12 @@ class Evaluation:
     start: np.ndarray
     finish: np.ndarray
     copies: list[tuple[int, int]]
+    calls: np.ndarray | None = None
 
     @property
     def load(self) -> np.ndarray:
-        return self.compute + self.transfer_in + self.transfer_out
+        load = self.compute + self.transfer_in + self.transfer_out
+        return load if self.calls is None else load + self.calls
 
     @property
     def max_load(self) -> float:
@@ -249,7 +253,9 @@ def evaluate(
     Latency model (:mod:`tvm_place.schedule`, the rule the runtime follows): each device runs its
     operators one at a time in ``order`` (default: the graph's topological order); an operator starts when its device is free and every input has arrived; a
     value crossing from ``d`` to ``e`` arrives ``transfer_time[u, d] + transfer_time[u, e]`` after
-    it was produced. Transfers delay but do not occupy the devices.
+    it was produced. Transfers delay but do not occupy the devices. Where devices have a
+    ``call_overhead``, the first operator of each stage (:func:`tvm_place.schedule.stage_of`)
+    starts that much later, and each stage adds it to its device's load.
 
     Replicas (throughput): each member of a group carries, per input, ``1 / len(group)`` of the
     compute and transfers that its group's operators would cost on it alone (inputs are dealt
@@ -281,6 +287,17 @@ def evaluate(
 
     # The schedule's rule (tvm_place.schedule), which the runtime's executor follows too.
     order = problem.graph.topological_order if order is None else np.asarray(order)
+    overhead = np.array([d.call_overhead for d in problem.devices])
+    opens = np.zeros(n)  # each operator's wait for its stage to start
+    calls = None
+    if overhead.any():
+        stage = schedule.stage_of(device_of, problem.graph.edges, order)
+        firsts = np.unique(stage, return_index=True)[1]
+        opens[firsts] = overhead[device_of[firsts]]
+        stages = np.bincount(device_of[firsts], minlength=num_devices).astype(np.float64)
+        for group in replicas:  # each member starts its group's stages for every other input
+            stages[list(group)] = stages[group[0]] / len(group)
+        calls = stages * overhead
     start = np.zeros(n)
     finish = np.zeros(n)
     device_free = np.zeros(num_devices)
@@ -293,8 +310,8 @@ def evaluate(
             arrival = finish[p] if e == d else finish[p] + transfer[p, e] + transfer[p, d]
             if arrival > ready:
                 ready = arrival
-        start[u] = ready
-        finish[u] = ready + op_time[u]
+        start[u] = ready + opens[u]
+        finish[u] = start[u] + op_time[u]
         device_free[d] = finish[u]
     memory = _replicated(np.bincount(device_of, weights=problem.memory, minlength=num_devices),
                          replicas)
@@ -307,4 +324,5 @@ def evaluate(
         start=start,
         finish=finish,
         copies=copies,
+        calls=calls,
     )

@@ -51,6 +51,7 @@ def problem_from_dict(data: Mapping) -> PlacementProblem:
                 memory_capacity=_cost(d.get("memory_capacity"), f"{where}.memory_capacity"),
                 target=d.get("target"),
                 profile=d.get("profile"),
+                call_overhead=_cost(d.get("call_overhead", 0.0), f"{where}.call_overhead"),
             )
         )
     nodes, compute, transfer, memory = [], [], [], []

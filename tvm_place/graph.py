@@ -114,7 +114,8 @@ class Device:
 
     ``kind`` is ``"cpu"`` or ``"gpu"`` (or ``"accelerator"`` for abstract workloads); ``target`` is the
     TVM target as JSON-able data, ``None`` for abstract problems; ``profile`` names the device profile
-    the costs came from.
+    the costs came from. ``call_overhead``: seconds the runtime spends starting each stage on the
+    device beyond the stage's own work (measured when workers attach; 0 for a cost model alone).
     """
 
     name: str
@@ -122,6 +123,7 @@ class Device:
     memory_capacity: float = math.inf
     target: Any = None
     profile: str | None = None
+    call_overhead: float = 0.0
 
 
 @dataclass
@@ -240,6 +242,7 @@ class PlacementProblem:
                     "memory_capacity": cost(d.memory_capacity),
                     "target": d.target,
                     "profile": d.profile,
+                    **({"call_overhead": d.call_overhead} if d.call_overhead else {}),
                 }
                 for d in self.devices
             ],

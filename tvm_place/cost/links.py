@@ -74,18 +74,26 @@ def fit_device_links(samples: Sequence[LinkSample], num_devices: int) -> dict[in
     }
 
 
-def with_links(problem: PlacementProblem, links: dict[int, LinkProfile]) -> PlacementProblem:
-    """``problem`` with the transfer times of the devices in ``links`` priced by those links."""
+def with_links(problem: PlacementProblem, links: dict[int, LinkProfile],
+               call_overheads: dict[int, float] | None = None) -> PlacementProblem:
+    """``problem`` with the transfer times of the devices in ``links`` priced by those links,
+    and the devices in ``call_overheads`` starting each stage at that cost."""
     output_bytes = np.array([node.output_bytes for node in problem.graph.nodes], dtype=np.float64)
     transfer = problem.transfer_time.copy()
     for d, link in links.items():
         transfer[:, d] = link.transfer_seconds(output_bytes)
-    return dataclasses.replace(problem, transfer_time=transfer)
+    devices = [dataclasses.replace(device, call_overhead=float((call_overheads or {}).get(d, device.call_overhead)))
+               for d, device in enumerate(problem.devices)]
+    return dataclasses.replace(problem, transfer_time=transfer, devices=devices)
 
 
-def format_links(links: dict[int, LinkProfile], device_names: Sequence[str]) -> str:
+def format_links(links: dict[int, LinkProfile], device_names: Sequence[str],
+                 call_overheads: dict[int, float] | None = None) -> str:
     lines = ["links measured between the attached workers (each device's half of a copy):"]
     for d, link in links.items():
+        started = (f"; {call_overheads[d] * 1e3:.2f} ms to start a stage"
+                   if call_overheads and d in call_overheads else "")
         lines.append(f"  {device_names[d]:<8} latency {link.latency_us:9.1f} us, bandwidth "
-                     f"{link.bandwidth_gbs:7.3f} GB/s (16 MB: {link.transfer_seconds(1 << 24) * 1e3:.2f} ms)")
+                     f"{link.bandwidth_gbs:7.3f} GB/s (16 MB: {link.transfer_seconds(1 << 24) * 1e3:.2f} ms)"
+                     + started)
     return "\n".join(lines)

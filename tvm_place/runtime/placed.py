@@ -115,6 +115,8 @@ class PlacedModule:
         #: Links measured between the attached workers (:meth:`calibrate_links`), by device.
         self.links: dict = {}
         self.link_samples: list = []
+        #: Seconds a worker spends starting each stage call beyond its work, by device.
+        self.call_overheads: dict = {}
         self._uncalibrated_problem = None
 
     def __call__(self, *inputs):
@@ -151,7 +153,8 @@ class PlacedModule:
         from ..evaluate import evaluate
 
         evaluation = evaluate(self.problem, self.placement)
-        return (f"{self._report_text}\n{format_links(self.links, [d['name'] for d in self.devices])}\n"
+        names = [d["name"] for d in self.devices]
+        return (f"{self._report_text}\n{format_links(self.links, names, self.call_overheads)}\n"
                 f"  with these links: latency {evaluation.latency * 1e3:.3f} ms, max-stage time "
                 f"{evaluation.max_load * 1e3:.3f} ms")
 
@@ -266,20 +269,27 @@ class PlacedModule:
 
         for pair in pairs:
             relays(pair, max(sizes), warmup)
+        # A worker's own calls back to back: what starting a stage costs beyond its work.
+        self.call_overheads = {}
+        for d in devices:
+            per_relay, times = relays((d, d), min(sizes), repeat)
+            self.call_overheads[d] = max(0.0, per_relay - float(np.median(times.sum(axis=1))))
         samples = []
         for a, b in pairs:
+            dispatch = (self.call_overheads[a] + self.call_overheads[b]) / 2
             for size in sizes:
                 per_relay, times = relays((a, b), size, repeat)
                 send = float(np.median(times[:, 0]))
-                # The wait the workers did not time is the receiver's: its call could not start.
-                receive = max(per_relay - send, float(np.median(times[:, 1])))
+                # The wait the workers did not time, beyond starting a call, is the receiver's:
+                # its call could not start before the value was there.
+                receive = max(per_relay - send - dispatch, float(np.median(times[:, 1])))
                 samples += [LinkSample(a, b, size, send, receive), LinkSample(b, a, size, send, receive)]
         self.links = fit_device_links(samples, len(self.devices))
         self.link_samples = samples
         if self.problem is not None:
             if self._uncalibrated_problem is None:
                 self._uncalibrated_problem = self.problem
-            self.problem = with_links(self._uncalibrated_problem, self.links)
+            self.problem = with_links(self._uncalibrated_problem, self.links, self.call_overheads)
         return self.links
 
     def _stage_libraries(self) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """Cost models: the roofline formula, measurement with its disk cache, link transfer times."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -115,3 +116,29 @@ def test_plain_llvm_is_compiled_for_this_host_cpu():
     assert str(portable.attrs["mcpu"]) == "x86-64"
     cross = resolve_targets([{"kind": "llvm", "mtriple": "aarch64-linux-gnu"}])[0].target
     assert "mcpu" not in cross.attrs
+
+
+def _put_many(directory: str, prefix: str, count: int) -> None:
+    cache = CostCache(directory)
+    for i in range(count):
+        cache.put(f"{prefix}{i}", float(i))
+
+
+def test_cost_cache_merges_concurrent_writers(tmp_path):
+    """Two processes writing one cache keep each other's entries (each write re-reads the file
+    under a lock), and the file is readable by others, as the umask allows."""
+    import multiprocessing
+    import stat
+
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_put_many, args=(str(tmp_path), prefix, 40)) for prefix in "ab"]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert all(writer.exitcode == 0 for writer in writers)
+    entries = json.loads((tmp_path / "measured-costs.json").read_text())
+    assert len(entries) == 80
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "measured-costs.json").stat().st_mode) == 0o666 & ~umask

@@ -9,6 +9,7 @@ host) fall back to another model, and the source of every number is reported.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -38,7 +39,11 @@ def cpu_threads() -> int:
 
 class CostCache:
     """A JSON file of facts about kernels (by default measured seconds) per (TVM version, target,
-    threads, kernel hash)."""
+    threads, kernel hash).
+
+    Processes sharing the file (parallel test workers, two compiles at once) merge their entries:
+    each write takes an exclusive lock beside the file, re-reads it, adds its entry and replaces
+    the file whole (a reader never sees half a file)."""
 
     def __init__(self, directory: Path | str | None = None, filename: str = "measured-costs.json"):
         self.path = Path(directory or default_cache_dir()) / filename
@@ -58,13 +63,21 @@ class CostCache:
         return self.entries.get(key)
 
     def put(self, key: str, value) -> None:
-        self.entries[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a crash or a concurrent reader never sees half a file.
-        handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-        with os.fdopen(handle, "w") as out:
-            json.dump(self.entries, out, indent=0, sort_keys=True)
-        os.replace(temporary, self.path)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            try:
+                self.entries = json.loads(self.path.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                self.entries = {}
+            self.entries[key] = value
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(handle, "w") as out:
+                json.dump(self.entries, out, indent=0, sort_keys=True)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would hide the cache from others
+            os.replace(temporary, self.path)
 
 
 class MeasuredCostModel:

@@ -193,6 +193,22 @@ def test_bad_input_exits_2_with_a_message(args, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["place", *SMALL, "--time-limit", "inf"], "'inf': give a finite number above 0"),
+    (["place", *SMALL, "--time-limit", "nan"], "'nan': give a finite number above 0"),
+    (["solve", "problem.json", "--time-limit", "-1"], "'-1': give a finite number above 0"),
+    (["place", *SMALL, "--batch", "0"], "'0': give a whole number above 0"),
+    (["run", "build", "--repeat", "0"], "'0': give a whole number above 0"),
+    (["run", "build", "--inputs", "-3"], "'-3': give a whole number above 0"),
+    (["run", "build", "--connect-timeout", "-5"], "'-5': give a finite number above 0"),
+    (["tune", *SMALL, "--trials", "many"], "'many' is not a whole number"),
+])
+def test_bad_numbers_exit_2_before_any_work(args, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(args)
+    assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_a_plan_for_another_model_and_a_malformed_device_file(tmp_path, capsys):
     plan = tmp_path / "plan.json"
     assert cli.main(["place", *SMALL, *TWO_CPUS, "--save-plan", str(plan), "--quiet"]) == 0

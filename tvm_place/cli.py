@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -88,6 +89,25 @@ def _sizes(pairs: list[str]) -> dict:
             raise TvmPlaceError(f"--size {pair!r}: write NAME=VALUE, e.g. --size image_size=64")
         sizes[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
     return sizes
+
+
+def _positive(kind: type, allow_zero: bool = False):
+    """An argparse type: a finite ``kind`` above 0 (or at least 0), else a message saying so."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give a {'whole' if kind is int else 'finite'} number "
+                f"{'of at least 0' if allow_zero else 'above 0'}")
+        return value
+
+    parse.__name__ = "whole number" if kind is int else "number"
+    return parse
 
 
 def _shapes(pairs: list[str]) -> dict:
@@ -422,7 +442,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="registry name (tvm-place models), FILE.onnx, FILE.py[:NAME]")
-    parser.add_argument("--batch", type=int, default=1, help="batch size of a registry model")
+    parser.add_argument("--batch", type=_positive(int), default=1, help="batch size of a registry model")
     parser.add_argument("--size", action="append", metavar="NAME=VALUE",
                         help="override a registry model's size, e.g. image_size=64 (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
@@ -441,7 +461,7 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
                         help="hardware as a JSON or TOML device file (see docs/problem-format.md)")
     parser.add_argument("--objective", choices=["throughput", "latency"], default="latency")
     parser.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
-    parser.add_argument("--time-limit", type=float, default=60.0, help="solver seconds (default 60)")
+    parser.add_argument("--time-limit", type=_positive(float), default=60.0, help="solver seconds (default 60)")
     parser.add_argument("--cost-model", choices=["analytical", "measured"], default="analytical",
                         help="roofline from device profiles, or kernels timed on this machine")
     parser.add_argument("--cost-cache", metavar="DIR",
@@ -506,8 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arguments(tune_)
     _add_placement_arguments(tune_, plan=False)
     tune_.set_defaults(plan=None)
-    tune_.add_argument("--trials", type=int, default=32, help="trials per kernel (default 32)")
-    tune_.add_argument("--tuning-time", type=float, default=1800.0,
+    tune_.add_argument("--trials", type=_positive(int), default=32, help="trials per kernel (default 32)")
+    tune_.add_argument("--tuning-time", type=_positive(float), default=1800.0,
                        help="seconds for the whole search (default 1800); --time-limit is the solver's")
     tune_.add_argument("--strategy", choices=["replay-trace", "evolutionary"], default="replay-trace",
                        help="MetaSchedule search: sample the design space, or evolve with an "
@@ -519,14 +539,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", "load artifacts written by `compile` and run them", _run)
     run.add_argument("directory", help="artifact directory written by `tvm-place compile`")
     run.add_argument("--mode", choices=["latency", "stream"], default="latency")
-    run.add_argument("--repeat", type=int, default=5, help="timed runs in latency mode")
-    run.add_argument("--inputs", type=int, default=16, help="inputs in stream mode")
+    run.add_argument("--repeat", type=_positive(int), default=5, help="timed runs in latency mode")
+    run.add_argument("--inputs", type=_positive(int), default=16, help="inputs in stream mode")
     run.add_argument("--workers", default="threads", choices=["threads", "ray", "processes"],
                      help="threads (default: every device in this process) or ray (one Ray actor "
                           "per device, pinned to its own cores on this host; processes: the same)")
     run.add_argument("--ray-address", default=None,
                      help="run the actors on the Ray cluster at this address (implies --workers ray)")
-    run.add_argument("--connect-timeout", type=float, default=120.0,
+    run.add_argument("--connect-timeout", type=_positive(float), default=120.0,
                      help="seconds to wait for the workers to start")
     run.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -538,7 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     solve.add_argument("--objective", choices=["throughput", "latency"], default="throughput")
     solve.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
-    solve.add_argument("--time-limit", type=float, default=60.0, help="seconds (default 60)")
+    solve.add_argument("--time-limit", type=_positive(float), default=60.0, help="seconds (default 60)")
     solve.add_argument("--output", help="write the placement here (a split file for dnn-partitioning)")
     solve.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -556,7 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--plan", required=True, help="the golden plan (JSON)")
     check.add_argument("--target", action="append", help="targets (default: the plan's)")
     check.add_argument("--devices", metavar="FILE", help="device file (default: the plan's)")
-    check.add_argument("--tolerance", type=float, help="allowed relative objective regression")
+    check.add_argument("--tolerance", type=_positive(float, allow_zero=True), help="allowed relative objective regression")
     check.add_argument("--update", action="store_true", help="rewrite the plan instead")
     return parser
 

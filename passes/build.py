@@ -84,7 +84,8 @@ class StagePlan:
     Symbolic shapes: ``symbols`` gives each symbolic dimension of ``main`` as ``[input position,
     axis]`` of an input that carries it; ``shape_args`` names each stage argument that is a
     shape, with the dimensions it lists (the runtime reads them off the inputs);
-    ``shape_values``: the sizes the placement was costed at.
+    ``shape_values``: the sizes the placement was costed at. ``input_types``: per input, its
+    ``shape`` (numbers, and names for symbolic dimensions) and ``dtype``.
     """
 
     inputs: list[str]
@@ -95,6 +96,7 @@ class StagePlan:
     symbols: dict[str, list[int]] = field(default_factory=dict)
     shape_args: dict[str, list[str]] = field(default_factory=dict)
     shape_values: dict[str, int] = field(default_factory=dict)
+    input_types: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -106,6 +108,7 @@ class StagePlan:
             "symbols": self.symbols,
             "shape_args": self.shape_args,
             "shape_values": self.shape_values,
+            "input_types": self.input_types,
         }
 
     @classmethod
@@ -119,6 +122,8 @@ class StagePlan:
             symbols={str(k): [int(i) for i in v] for k, v in data.get("symbols", {}).items()},
             shape_args={str(k): [str(n) for n in v] for k, v in data.get("shape_args", {}).items()},
             shape_values={str(k): int(v) for k, v in data.get("shape_values", {}).items()},
+            input_types=[{"shape": [d if isinstance(d, str) else int(d) for d in t["shape"]],
+                          "dtype": str(t["dtype"])} for t in data.get("input_types", [])],
         )
 
     def symbol_sizes(self, inputs: dict) -> dict[str, int]:
@@ -148,6 +153,12 @@ def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
 
     inputs = [name_of(p) for p in main.params]
     symbols: dict[str, list[int]] = {}
+    input_types = []
+    for param in main.params:
+        ty = param.ty
+        if isinstance(ty, relax.TensorType) and ty.shape is not None:
+            input_types.append({"shape": [str(d.name) if isinstance(d, tvm.tirx.Var) else int(d)
+                                          for d in ty.shape.values], "dtype": str(ty.dtype)})
     for position, param in enumerate(main.params):
         for ty in [param.ty] if isinstance(param.ty, relax.TensorType) else []:
             for axis, dim in enumerate(ty.shape.values if ty.shape is not None else []):
@@ -211,6 +222,7 @@ def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
         devices=devices,
         symbols=symbols,
         shape_args=shape_args,
+        input_types=input_types if len(input_types) == len(inputs) else [],
     )
 
 

@@ -152,13 +152,31 @@ def test_symbolic_length_from_the_command_line(tmp_path, capsys):
     report = in_process(capsys, "compile", *SYMBOLIC_LLAMA, *TWO_CPUS, "--shape", "n=8",
                         "--output", build, "--quiet")
     assert "costed at n=8" in report
-    # run feeds the registry's inputs: the sequence at its upper bound, 32
+    # run feeds random inputs of the recorded types, the sequence at the size it was costed at
     latency = json.loads(in_process(capsys, "run", build, "--repeat", "1", "--json"))
+    assert latency["output_shape"] == [1, 8, 64]
+    # or, when asked, the registry's own inputs: the sequence at its upper bound, 32
+    latency = json.loads(in_process(capsys, "run", build, "--repeat", "1", "--json", "--from-source"))
     assert latency["output_shape"] == [1, 32, 64]
     assert cli.main(["place", *SYMBOLIC_LLAMA, "--shape", "n=big", "--quiet"]) == 2
     assert "NAME=SIZE" in capsys.readouterr().err
     assert cli.main(["place", *SYMBOLIC_LLAMA, "--shape", "m=8", "--quiet"]) == 2
     assert "shape hints name ['m']" in capsys.readouterr().err
+
+
+def test_run_executes_no_model_file_unless_asked(tmp_path, capsys):
+    """An export is data: `run` feeds inputs of the types its manifest records and never runs
+    the Python file the export was compiled from, unless --from-source asks for it."""
+    model_file = tmp_path / "model.py"
+    model_file.write_text(MODEL_FILE)
+    build = tmp_path / "build"
+    in_process(capsys, "compile", model_file, *TWO_CPUS, "--output", build, "--quiet")
+    marker = tmp_path / "ran"
+    model_file.write_text(f"open({str(marker)!r}, 'w').close()\n" + MODEL_FILE)
+    latency = json.loads(in_process(capsys, "run", build, "--repeat", "1", "--json"))
+    assert latency["output_shape"] == [4, 8] and not marker.exists()
+    in_process(capsys, "run", build, "--repeat", "1", "--from-source")
+    assert marker.exists()
 
 
 def test_compile_channels_last_and_run_from_the_recorded_source(tmp_path, capsys):
@@ -168,7 +186,7 @@ def test_compile_channels_last_and_run_from_the_recorded_source(tmp_path, capsys
     assert json.loads((build / cli.SOURCE_FILE).read_text())["layout"] == "NHWC"
     report = in_process(capsys, "inspect", *SMALL, "--layout", "NHWC")
     assert "transpose 1" in report  # the input enters channels-last through one transpose
-    latency = json.loads(in_process(capsys, "run", build, "--repeat", "1", "--json"))
+    latency = json.loads(in_process(capsys, "run", build, "--repeat", "1", "--json", "--from-source"))
     assert latency["seconds"] > 0 and latency["output_shape"] == [1, 1000]
 
 

@@ -322,22 +322,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.workers != "threads" or args.ray_address:
         placed.attach_workers("ray" if args.ray_address else args.workers, address=args.ray_address,
                               timeout=args.connect_timeout)
-    source_file = directory / SOURCE_FILE
-    if not source_file.is_file():
-        raise TvmPlaceError(
-            f"{directory} has no {SOURCE_FILE}, so its inputs are unknown: export it with "
-            "`tvm-place compile`"
-        )
-    source = json.loads(source_file.read_text())
-    model = load_model(source["model"], source["batch"], _sizes(source["size"]), source["seed"],
-                       training=source.get("training", False),
-                       layout=source.get("layout", "NCHW"))
+    if args.from_source:  # the user asked: build the model the export was compiled from
+        source_file = directory / SOURCE_FILE
+        if not source_file.is_file():
+            raise TvmPlaceError(f"{directory} has no {SOURCE_FILE}: it was not written by `tvm-place compile`")
+        source = json.loads(source_file.read_text())
+        inputs = load_model(source["model"], source["batch"], _sizes(source["size"]), source["seed"],
+                            training=source.get("training", False),
+                            layout=source.get("layout", "NCHW")).inputs
+    else:  # the export is data: random inputs of the types its manifest records
+        inputs = placed.example_inputs()
     if args.mode == "latency":
-        outputs = placed(*model.inputs)  # warm-up and the outputs shown
-        seconds = placed.measure_latency(model.inputs, repeat=args.repeat)
+        outputs = placed(*inputs)  # warm-up and the outputs shown
+        seconds = placed.measure_latency(inputs, repeat=args.repeat)
         result = {"mode": "latency", "seconds": seconds}
     else:
-        items = [tuple(model.inputs)] * args.inputs
+        items = [tuple(inputs)] * args.inputs
         started = time.perf_counter()
         outputs = placed.run_stream(items)[0]
         elapsed = time.perf_counter() - started
@@ -548,6 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run the actors on the Ray cluster at this address (implies --workers ray)")
     run.add_argument("--connect-timeout", type=_positive(float), default=120.0,
                      help="seconds to wait for the workers to start")
+    run.add_argument("--from-source", action="store_true",
+                     help="feed the inputs of the model the export was compiled from (builds it "
+                          "again: runs a Python model file if it names one); default: random "
+                          "inputs of the types the manifest records, no user code run")
     run.add_argument("--json", action="store_true", help="print one JSON object")
 
     solve = command("solve", "place a problem file and print the result as JSON", _solve)

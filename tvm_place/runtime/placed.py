@@ -395,6 +395,21 @@ class PlacedModule:
         problem, placement = self._problem_and_placement(problem)
         return feedback.rebalance(problem, placement, stats, method, objective, time_limit)
 
+    def example_inputs(self, seed: int = 0) -> list[np.ndarray]:
+        """Random inputs of the types the module takes (symbolic dimensions at the sizes it was
+        costed at): standard normal floats, zeros for integers (valid indices of any table)."""
+        plan = self.plan
+        if len(plan.input_types) != len(plan.inputs):
+            raise TvmPlaceError("this module's plan does not record its input types: compile it again")
+        rng = np.random.default_rng(seed)
+        arrays = []
+        for described in plan.input_types:
+            shape = [plan.shape_values[d] if isinstance(d, str) else d for d in described["shape"]]
+            dtype = np.dtype(described["dtype"])
+            arrays.append(rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"
+                          else np.zeros(shape, dtype))
+        return arrays
+
     # -- artifacts ----------------------------------------------------------------------------
     def export(self, directory: str | Path) -> Path:
         """Write one shared library per stage and a manifest that :meth:`load` reads back."""

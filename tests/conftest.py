@@ -20,3 +20,25 @@ def ray_session():
     yield ray
     if started_here:
         ray.shutdown()
+
+
+#: How long a Ray test waits for the actors of the tests before it to be gone.
+RAY_SETTLE_SECONDS = 90.0
+
+
+@pytest.fixture(autouse=True)
+def _ray_settled(request):
+    """Before a test on the shared Ray: wait until every CPU is free again. Killed actors give
+    their resources back asynchronously (a frozen one only once Ray has reaped it), and a test
+    that starts workers before then waits for CPUs that are about to be free."""
+    if "ray_session" not in request.fixturenames:
+        yield
+        return
+    import time
+
+    ray = request.getfixturevalue("ray_session")
+    deadline = time.monotonic() + RAY_SETTLE_SECONDS
+    total = ray.cluster_resources().get("CPU", 0)
+    while ray.available_resources().get("CPU", 0) < total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    yield

@@ -1010,6 +1010,7 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         order=order,
         stats={
             "status": "optimal" if result.status == "optimal" else "time_limit",
+            "optimal": result.status == "optimal",
             "solver": "cp-sat" if objective == "latency" else "scip",
             "solution_from": "program" if source == 0 else "warm_start",
             "warm_start_value": None if warm is None else float(

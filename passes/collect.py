@@ -57,6 +57,9 @@ class CollectedGraph:
     shape_values: dict[str, int] = field(default_factory=dict)
     peak_output_bytes: list[float] = field(default_factory=list)
     input_names: list[str] = field(default_factory=list)
+    #: Each weight parameter of ``main`` (those after its ``num_input``) by name: the operator
+    #: charged with its bytes (its first reader) and the bytes.
+    weights: dict[str, tuple[int, float]] = field(default_factory=dict)
     #: For a training graph: each forward operator with the backward operators that differentiate
     #: it (Tarnawski et al.'s colour classes); empty for an inference graph.
     colour_classes: list[list[int]] = field(default_factory=list)
@@ -134,6 +137,7 @@ def _collect(mod: tvm.IRModule) -> CollectedGraph:
     # weights of the first operator that reads each one, as a constant's do.
     num_input = (main.attrs or {}).get("num_input")
     weights = set(main.params[int(num_input):]) if num_input is not None else set()
+    weight_readers: dict[str, tuple[int, float]] = {}
     op_vars: list[relax.Var] = []
     for binding in bindings(main):
         var, value = binding.var, binding.value
@@ -154,9 +158,11 @@ def _collect(mod: tvm.IRModule) -> CollectedGraph:
             constant_accessed = 0
             for position, arg in enumerate(arguments):
                 if isinstance(arg, tvm.ir.Constant) or arg in weights:
-                    weights.discard(arg)
                     label = f"a constant of {callee!r}"
                     size = type_bytes(arg.ty, label)
+                    if arg in weights:
+                        weights.discard(arg)
+                        weight_readers[arg.name] = (op_index, float(size))
                     constant_bytes += size
                     elements = int(np.prod(static_shape(arg.ty, label), dtype=np.int64))
                     gathered = gathered_of[callee].get(position)
@@ -225,6 +231,7 @@ def _collect(mod: tvm.IRModule) -> CollectedGraph:
         kernel_keys=list(callees),
         peak_output_bytes=[node.output_bytes for node in nodes],
         input_names=[p.name for p in main.params],
+        weights=weight_readers,
         colour_classes=colour_classes,
     )
 

@@ -120,6 +120,23 @@ def _shapes(pairs: list[str]) -> dict:
     return hints
 
 
+def _entries(values: list[str] | None) -> tuple[str, dict | None]:
+    """``--entry`` values as ``(entry, entries)``: one function, or several with their calls."""
+    calls = {}
+    for value in values or ["main"]:
+        name, sep, count = value.partition("=")
+        try:
+            calls[name.strip()] = float(count) if sep else 1.0
+        except ValueError:
+            count = None
+        if not name.strip() or count is None or not 0 < calls.get(name.strip(), 0) < float("inf"):
+            raise TvmPlaceError(f"--entry {value!r}: write NAME, or NAME=CALLS with CALLS a number "
+                                "above 0, e.g. --entry prefill --entry decode=32")
+    if len(calls) == 1:
+        return next(iter(calls)), None
+    return "main", calls
+
+
 def _pins(pairs: list[str]) -> dict:
     pins = {}
     for pair in pairs or []:
@@ -162,8 +179,8 @@ def _placement_options(args: argparse.Namespace, log: list) -> dict:
         targets=targets, profiles=profiles, objective=args.objective, method=args.method,
         time_limit=args.time_limit, cost_model=_cost_model(args), pins=_pins(args.pin) or None,
         database=getattr(args, "database", None), shape_hints=_shapes(args.shape) or None,
-        entry=args.entry,
     )
+    options["entry"], options["entries"] = _entries(args.entry)
     if args.plan:
         from .formats import load_placement
 
@@ -288,7 +305,7 @@ def _compile(args: argparse.Namespace) -> int:
         {"model": args.model, "batch": args.batch, "size": args.size, "seed": args.seed,
          "training": args.training, "layout": args.layout}))
     _report(placed.problem, placed.placement, None, log, args, {"output": str(directory)},
-            placed.plan.shape_values, placed.fallbacks)
+            placed.plan.shape_values if placed.plan else None, placed.fallbacks)
     return 0
 
 
@@ -300,8 +317,8 @@ def _tune(args: argparse.Namespace) -> int:
     model, log = _model(args), []
     options = _placement_options(args, log)
     options["solve_time_limit"] = options.pop("time_limit")
-    hints, entry = options.pop("shape_hints"), options.pop("entry")
-    if hints or entry != "main":
+    hints, entry, entries = options.pop("shape_hints"), options.pop("entry"), options.pop("entries")
+    if hints or entry != "main" or entries:
         raise TvmPlaceError("tune takes a static `main`: drop --shape/--entry (bind the symbolic "
                             "dimensions with relax.transform.BindSymbolicVars to tune at one size)")
     result = tune(model.mod, trials=args.trials, time_limit=args.tuning_time, strategy=args.strategy,
@@ -319,6 +336,15 @@ def _run(args: argparse.Namespace) -> int:
 
     directory = Path(args.directory)
     placed = PlacedModule.load(directory)
+    if placed.functions or args.entry:
+        if args.entry not in placed.functions:
+            raise TvmPlaceError(
+                f"{directory} has the entry functions {sorted(placed.functions)}: run one with --entry NAME"
+                if placed.functions else f"{directory} has one entry function: drop --entry")
+        if args.from_source:
+            raise TvmPlaceError("--from-source feeds a model's `main`; an export of several entry "
+                                "functions runs on random inputs of the types its manifest records")
+        placed = placed[args.entry]
     if args.workers != "threads" or args.ray_address:
         placed.attach_workers("ray" if args.ray_address else args.workers, address=args.ray_address,
                               timeout=args.connect_timeout)
@@ -330,6 +356,9 @@ def _run(args: argparse.Namespace) -> int:
         inputs = load_model(source["model"], source["batch"], _sizes(source["size"]), source["seed"],
                             training=source.get("training", False),
                             layout=source.get("layout", "NCHW")).inputs
+        if not inputs:
+            raise TvmPlaceError(f"{source['model']} has no `main` whose inputs --from-source could "
+                                "feed: run without it (random inputs of the recorded types)")
     else:  # the export is data: random inputs of the types its manifest records
         inputs = placed.example_inputs()
     if args.mode == "latency":
@@ -476,8 +505,10 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
     parser.add_argument("--shape", action="append", metavar="NAME=SIZE",
                         help="size a symbolic dimension is costed at, e.g. n=128 (repeatable; "
                              "default: the function's tir_var_upper_bound)")
-    parser.add_argument("--entry", default="main",
-                        help="the Relax function to place (default main; forward for nn.Module exports)")
+    parser.add_argument("--entry", action="append", metavar="NAME[=CALLS]",
+                        help="the Relax function to place (default main; forward for nn.Module "
+                             "exports); repeat it to place several together, each with its calls "
+                             "per round (--entry prefill --entry decode=32)")
     if plan:
         parser.add_argument("--plan", help="apply this saved placement instead of solving")
         parser.add_argument("--save-plan", metavar="FILE", help="save the placement as JSON")
@@ -552,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="feed the inputs of the model the export was compiled from (builds it "
                           "again: runs a Python model file if it names one); default: random "
                           "inputs of the types the manifest records, no user code run")
+    run.add_argument("--entry", metavar="NAME",
+                     help="the entry function to run, for an export of several")
     run.add_argument("--json", action="store_true", help="print one JSON object")
 
     solve = command("solve", "place a problem file and print the result as JSON", _solve)

@@ -21,9 +21,10 @@ from . import solvers
 from .cost import AnalyticalCostModel, MeasuredCostModel, TunedCostModel, compute_costs, transfer_costs
 from .errors import InfeasibleError, InvalidPlacementError, InvalidTargetError, UnsupportedModelError
 from .evaluate import evaluate, validate
+from .entries import SEPARATOR, Entry, entry_placement, joint_problem
 from .graph import Device, Placement, PlacementProblem
 from .report import format_report
-from .runtime.placed import PlacedModule
+from .runtime.placed import EntryFunction, PlacedModule, format_entries
 from .targets import TargetDevice, resolve_targets
 
 #: Aliases a user may write for a device kind in pins (``cuda:0`` is ``gpu:0``).
@@ -199,16 +200,103 @@ class Placed:
     :class:`tvm_place.cost.Snapshot`); ``sources``: where each cost came from; ``placement``: the
     solved (or given and validated) placement; ``shape_values``: the size each symbolic
     dimension was costed at; ``fallbacks``: a line per operator that a target cannot build (and
-    so runs elsewhere), with why.
+    so runs elsewhere), with why. With several entry functions (``entries=``), ``problem`` and
+    ``placement`` are the joint ones (:mod:`tvm_place.entries`), ``prepared`` is None, and
+    ``entries`` has each function's part.
     """
 
-    prepared: tvm.IRModule
+    prepared: tvm.IRModule | None
     devices: list[TargetDevice]
     problem: PlacementProblem
     sources: list[list[str]]
     placement: Placement
     shape_values: dict[str, int] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
+    entries: list["PlacedEntry"] = field(default_factory=list)
+
+
+@dataclass
+class PlacedEntry:
+    """One entry function of a module placed with others: its costs (``entry.problem``), its
+    lowered module, and its part of the joint placement."""
+
+    entry: Entry
+    prepared: tvm.IRModule
+    sources: list[list[str]]
+    placement: Placement | None = None
+    shape_values: dict[str, int] = field(default_factory=dict)
+    fallbacks: list[str] = field(default_factory=list)
+
+
+def _entry_calls(entry: str, entries) -> dict[str, float] | None:
+    """``entries`` as ``{function: calls per round}`` (a list calls each once), None for one."""
+    if entries is None:
+        return None
+    if entry != "main":
+        raise InvalidTargetError("give entry= or entries=, not both")
+    calls = dict(entries) if isinstance(entries, Mapping) else {str(name): 1.0 for name in entries}
+    if len(calls) < 2 or len(calls) != len(list(entries)):
+        raise InvalidTargetError(
+            f"entries={entries!r}: name two or more distinct entry functions (one: use entry=)"
+        )
+    for name, count in calls.items():
+        if isinstance(count, bool) or not isinstance(count, (int, float)) or not 0 < count < np.inf:
+            raise InvalidTargetError(
+                f"entries[{name!r}] = {count!r}: calls per round must be a number above 0"
+            )
+    return {str(name): float(count) for name, count in calls.items()}
+
+
+def _hints_by_function(mod, calls: dict, shape_hints) -> dict:
+    """Each function's share of ``shape_hints`` (the dimensions its shapes use); a hint no
+    function uses is an error."""
+    from .passes._ir import symbolic_vars
+
+    hints = {str(k): v for k, v in (shape_hints or {}).items()}
+    shares = {}
+    for function in calls:
+        func = entry_module(mod, function)["main"]
+        names = {str(var.name) for var in symbolic_vars(func)}
+        shares[function] = {k: v for k, v in hints.items() if k in names}
+    unused = sorted(set(hints) - {k for share in shares.values() for k in share})
+    if unused:
+        raise UnsupportedModelError(
+            f"shape hints name {unused}, which none of the functions {list(calls)} use in its shapes"
+        )
+    return shares
+
+
+def _cost_entry(mod, entry: str, devices, model, pins, name, progress, shape_hints, calls=1.0):
+    """One entry function lowered, collected and costed: a :class:`PlacedEntry` without its
+    placement, and the function's collected graph."""
+    from .passes import collect_op_graph
+
+    prepared = prepare(mod, entry)
+    collected = collect_op_graph(prepared, shape_hints)
+    problem, sources = build_problem(prepared, collected, devices, model, pins, name, progress)
+    problem, fallbacks = _without_unbuildable(problem, collected, devices, model, progress)
+    return PlacedEntry(Entry(entry, problem, calls, collected.weights), prepared, sources,
+                       shape_values=collected.shape_values, fallbacks=fallbacks)
+
+
+def _given_placement(problem: PlacementProblem, placement, objective: str, time_limit: float) -> Placement:
+    """A user's placement (a Placement or a device per operator), validated and evaluated."""
+    given = placement if isinstance(placement, Placement) else Placement(
+        device_of=np.asarray(placement), objective=objective, value=0.0, lower_bound=0.0,
+        method="given")
+    validate(problem, given)
+    value = evaluate(problem, given).objective(objective)
+    return Placement(
+        device_of=given.device_of,
+        replicas=given.replicas,
+        objective=objective,
+        value=value,
+        lower_bound=min(value, solvers.bounds.best_bound(
+            problem, objective, bool(given.replicas), solvers.CUT_BOUND_SHARE * time_limit)),
+        method="given",
+        device_names=problem.device_names,
+        operators=list(problem.graph.names),
+    )
 
 
 def place(
@@ -226,50 +314,52 @@ def place(
     database: Any = None,
     shape_hints: Mapping[str, int] | None = None,
     entry: str = "main",
+    entries: Sequence[str] | Mapping[str, float] | None = None,
 ) -> Placed:
     """Lower, cost and place ``mod`` without building it (the options of :func:`compile`).
 
     ``progress`` is a callback ``(message, fraction)`` or None.
     """
-    from .passes import collect_op_graph
-
+    calls = _entry_calls(entry, entries)
     devices = resolve_targets(targets, profiles)
-    prepared = prepare(mod, entry)
-    collected = collect_op_graph(prepared, shape_hints)
     model = _cost_model(cost_model)
     if database is not None and not hasattr(model, "restore_costs"):  # a snapshot keeps its costs
         model = TunedCostModel(tuning_database(database), model)
-    problem, sources = build_problem(prepared, collected, devices, model, pins, name, progress)
-    problem, fallbacks = _without_unbuildable(problem, collected, devices, model, progress)
+    hints = _hints_by_function(mod, calls, shape_hints) if calls else {entry: shape_hints}
+    parts = [_cost_entry(mod, function, devices, model, pins, name, progress, hints[function], count)
+             for function, count in (calls or {entry: 1.0}).items()]
+    if calls is None:
+        problem, sources = parts[0].entry.problem, parts[0].sources
+    else:
+        problem = joint_problem([part.entry for part in parts], objective, name)
+        boundary = [["entry boundary"] * len(devices)]
+        sources = [row for position, part in enumerate(parts)
+                   for row in (boundary if position and objective == "latency" else []) + part.sources]
     if placement is None:
         placement = solvers.solve(problem, objective, method, time_limit, progress)
     else:
-        given = placement if isinstance(placement, Placement) else Placement(
-            device_of=np.asarray(placement), objective=objective, value=0.0, lower_bound=0.0,
-            method="given")
-        validate(problem, given)
-        value = evaluate(problem, given).objective(objective)
-        placement = Placement(
-            device_of=given.device_of,
-            replicas=given.replicas,
-            objective=objective,
-            value=value,
-            lower_bound=min(value, solvers.bounds.best_bound(
-                problem, objective, bool(given.replicas), solvers.CUT_BOUND_SHARE * time_limit)),
-            method="given",
-            device_names=problem.device_names,
-            operators=list(problem.graph.names),
-        )
+        placement = _given_placement(problem, placement, objective, time_limit)
     for group in placement.replicas:
         targets_of_group = {str(devices[d].target) for d in group}
-        if len(targets_of_group) > 1:
+        if calls is not None or len(targets_of_group) > 1:
             raise InvalidPlacementError(
-                f"the placement replicates operators over {[devices[d].name for d in group]}, "
-                f"whose targets differ ({sorted(targets_of_group)}); a replica runs its group's "
-                "stages as compiled for the group's first device, so the runtime needs devices "
-                "of one target: solve with replicas among identical devices only, or another method"
+                f"the placement replicates operators over {[devices[d].name for d in group]}"
+                + (", but several entry functions run without replicas: use another method"
+                   if calls is not None else
+                   f", whose targets differ ({sorted(targets_of_group)}); a replica runs its "
+                   "group's stages as compiled for the group's first device, so the runtime "
+                   "needs devices of one target: solve with replicas among identical devices "
+                   "only, or another method")
             )
-    return Placed(prepared, devices, problem, sources, placement, collected.shape_values, fallbacks)
+    if calls is None:
+        part = parts[0]
+        return Placed(part.prepared, devices, problem, sources, placement, part.shape_values,
+                      part.fallbacks)
+    for part in parts:
+        part.placement = entry_placement(placement, part.entry)
+    return Placed(None, devices, problem, sources, placement,
+                  fallbacks=[f"{p.entry.name}{SEPARATOR}{line}" for p in parts for line in p.fallbacks],
+                  entries=parts)
 
 
 def _without_unbuildable(problem: PlacementProblem, collected, devices, model, progress):
@@ -317,6 +407,7 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     database: Any = None,
     shape_hints: Mapping[str, int] | None = None,
     entry: str = "main",
+    entries: Sequence[str] | Mapping[str, float] | None = None,
 ) -> PlacedModule:
     """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
 
@@ -336,33 +427,78 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     dimensions keep their names in the built stages, so the result runs at any size; they are
     costed at ``shape_hints`` (``{"n": 128}``), else at the function's ``tir_var_upper_bound``
     (then ``tir_var_lower_bound``) attribute; memory at the upper bound where one is given.
-    """
-    from .passes import AnnotatePlacement, SplitByDevice, build_stages
 
+    ``entries``: several entry functions placed together (``["prefill", "decode"]``, or
+    ``{"prefill": 1, "decode": 32}``: calls of each per round, which weigh their costs): a
+    weight the functions share lives on one device for all of them, each function gets its own
+    stages, and the result is called per function, ``placed["decode"](*inputs)``. See
+    :mod:`tvm_place.entries` for the joint objective.
+    """
     show = progress if callable(progress) else _progress_printer(progress)
     database = None if database is None else tuning_database(database)
     placed = place(
         mod, targets, objective, method, time_limit, cost_model, profiles, pins, placement, show, name,
-        database, shape_hints, entry,
+        database, shape_hints, entry, entries,
     )
-    prepared, devices, problem, sources, placement = (
-        placed.prepared, placed.devices, placed.problem, placed.sources, placed.placement
+    devices, problem, placement = placed.devices, placed.problem, placed.placement
+    if not placed.entries:
+        plan, executables, split = _build(placed.prepared, placement, devices, show, database)
+        plan.shape_values = dict(placed.shape_values)
+        return PlacedModule(
+            plan=plan,
+            executables=executables,
+            devices=[{"name": d.name, "kind": d.kind, "index": d.index} for d in devices],
+            placement=placement,
+            report_text=format_report(problem, placement, placed.sources, _num_stages(plan),
+                                      plan.num_copies, placed.shape_values, placed.fallbacks),
+            problem=problem,
+            split_module=split,
+            fallbacks=placed.fallbacks,
+        )
+    executables, functions, stage_counts, copies = {}, {}, 0, 0
+    for part in placed.entries:
+        plan, built, split = _build(part.prepared, part.placement, devices, show, database,
+                                    prefix=f"{part.entry.name}__")
+        plan.shape_values = dict(part.shape_values)
+        executables.update(built)
+        stage_counts, copies = stage_counts + _num_stages(plan), copies + plan.num_copies
+        functions[part.entry.name] = EntryFunction(
+            plan=plan, problem=part.entry.problem, placement=part.placement, calls=part.entry.calls,
+            weights=part.entry.weights,
+            report=format_report(part.entry.problem, part.placement, part.sources,
+                                 _num_stages(plan), plan.num_copies, part.shape_values,
+                                 part.fallbacks),
+            split_module=split)
+    return PlacedModule(
+        plan=None,
+        executables=executables,
+        devices=[{"name": d.name, "kind": d.kind, "index": d.index} for d in devices],
+        placement=placement,
+        report_text=format_report(problem, placement, placed.sources, stage_counts, copies,
+                                  fallbacks=placed.fallbacks) + "\n" + format_entries(functions),
+        problem=problem,
+        fallbacks=placed.fallbacks,
+        functions=functions,
     )
+
+
+def _num_stages(plan) -> int:
+    return sum(1 for step in plan.steps if step["kind"] == "call")
+
+
+def _build(prepared, placement: Placement, devices, show, database, prefix: str = ""):
+    """Annotate, split and build one placed function: ``(plan, executables, split module)``,
+    its stages named with ``prefix``."""
+    from .passes import AnnotatePlacement, SplitByDevice, build_stages
+
     split = tvm.transform.Sequential(
         [AnnotatePlacement(placement.device_of, [d.target for d in devices]),
          SplitByDevice(placement.order)]
     )(prepared)
     plan, executables = build_stages(split, show, database)
-    plan.shape_values = dict(placed.shape_values)
-    num_stages = sum(1 for step in plan.steps if step["kind"] == "call")
-    return PlacedModule(
-        plan=plan,
-        executables=executables,
-        devices=[{"name": d.name, "kind": d.kind, "index": d.index} for d in devices],
-        placement=placement,
-        report_text=format_report(problem, placement, sources, num_stages, plan.num_copies,
-                                  placed.shape_values, placed.fallbacks),
-        problem=problem,
-        split_module=split,
-        fallbacks=placed.fallbacks,
-    )
+    if prefix:
+        for step in plan.steps:
+            if step["kind"] == "call":
+                step["stage"] = prefix + step["stage"]
+        executables = {prefix + stage: executable for stage, executable in executables.items()}
+    return plan, executables, split

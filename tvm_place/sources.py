@@ -69,14 +69,20 @@ def _load_model(spec: str, batch: int, sizes: dict | None, seed: int, training: 
 
 def _checked(name: str, mod, seed: int) -> LoadedModel:
     import tvm
+    from tvm import relax
 
-    if not isinstance(mod, tvm.IRModule) or "main" not in [gv.name_hint for gv in mod.get_global_vars()]:
+    functions = [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, relax.Function)] \
+        if isinstance(mod, tvm.IRModule) else []
+    if not functions:
         raise UnsupportedModelError(
-            f"{name} gives a {type(mod).__name__}, not an IRModule with a Relax function 'main'"
+            f"{name} gives a {type(mod).__name__}, not an IRModule with a Relax function"
         )
     from .models.registry import random_inputs
 
-    return LoadedModel(name, mod, random_inputs(mod, np.random.default_rng(seed)))
+    # Inputs of `main` (what `run --from-source` feeds); a module placed by other entry
+    # functions (--entry) is run on inputs of the types its export records.
+    inputs = random_inputs(mod, np.random.default_rng(seed)) if "main" in functions else []
+    return LoadedModel(name, mod, inputs)
 
 
 def _onnx_model(file: Path, seed: int) -> LoadedModel:

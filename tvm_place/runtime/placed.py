@@ -11,10 +11,12 @@ which also measures the links between them. Measured times go back into the plac
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -45,6 +47,60 @@ def _as_tensors(value):
     if hasattr(value, "numpy"):
         return value
     return tuple(_as_tensors(item) for item in value)
+
+
+@dataclass
+class EntryFunction:
+    """One entry function of a module placed with several (``tvm_place.compile(...,
+    entries=...)``): its plan, costs, part of the joint placement, calls per round and report."""
+
+    plan: Any
+    problem: Any = None
+    placement: Placement | None = None
+    calls: float = 1.0
+    report: str = ""
+    split_module: Any = None
+    #: Its weights: ``{name: (operator charged with them, bytes)}`` (see tvm_place.entries).
+    weights: dict = None
+
+    def to_dict(self) -> dict:
+        return {"plan": self.plan.to_dict(), "calls": self.calls, "report": self.report,
+                "weights": {k: list(v) for k, v in (self.weights or {}).items()},
+                "problem": None if self.problem is None else self.problem.to_dict(),
+                "placement": None if self.placement is None else self.placement.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EntryFunction":
+        from ..formats import problem_from_dict
+        from ..passes.build import StagePlan
+
+        return cls(plan=StagePlan.from_dict(data["plan"]), calls=float(data.get("calls", 1.0)),
+                   weights={str(k): (int(v[0]), float(v[1])) for k, v in (data.get("weights") or {}).items()},
+                   report=str(data.get("report", "")),
+                   problem=None if data.get("problem") is None else problem_from_dict(data["problem"]),
+                   placement=None if data.get("placement") is None else Placement.from_dict(data["placement"]))
+
+
+def format_entries(functions: dict[str, EntryFunction]) -> str:
+    """A line per entry function: calls per round, stages, and its own predicted times."""
+    from ..evaluate import evaluate
+
+    lines = [f"  {'function':<16} {'calls':>6} {'stages':>6} {'latency':>12} {'max-stage':>12}"]
+    for name, function in functions.items():
+        evaluation = evaluate(function.problem, function.placement)
+        stages = sum(1 for step in function.plan.steps if step["kind"] == "call")
+        lines.append(f"  {name:<16} {function.calls:>6g} {stages:>6} "
+                     f"{evaluation.latency * 1e3:>9.3f} ms {evaluation.max_load * 1e3:>9.3f} ms")
+    return "\n".join(lines + ["  call one function with placed[name](*inputs)"])
+
+
+class _Shared:
+    """What a module and its entry functions' views share: the workers and stage libraries."""
+
+    def __init__(self) -> None:
+        self.workers: dict[int, Any] | None = None
+        self.libraries: dict[str, str] = {}
+        self.library_dir: tempfile.TemporaryDirectory | None = None
 
 
 class _quiet_stderr:
@@ -92,8 +148,13 @@ class PlacedModule:
         problem=None,
         split_module=None,
         fallbacks: Sequence[str] = (),
+        functions: dict[str, EntryFunction] | None = None,
     ):
         self.plan = plan
+        #: The entry functions of a module placed with several, by name (``placed[name]``).
+        self.functions = dict(functions or {})
+        self._parent: PlacedModule | None = None
+        self._entry: str | None = None
         #: A line per operator a target could not build (so it runs elsewhere), with why.
         self.fallbacks = list(fallbacks)
         self.executables = dict(executables)
@@ -105,9 +166,7 @@ class PlacedModule:
         self.split_module = split_module
         self._vms: dict[str, relax.VirtualMachine] = {}
         #: Stage libraries on disk (set by :meth:`load`; made on demand for RPC workers).
-        self._libraries: dict[str, str] = {}
-        self._library_dir: tempfile.TemporaryDirectory | None = None
-        self._workers: dict[int, Any] | None = None
+        self._shared = _Shared()
         #: Measurements of the last :meth:`run_stream` (a StreamStats), or None; of the last
         #: latency-mode call: ``latency_stats``.
         self.last_stats = None
@@ -119,13 +178,53 @@ class PlacedModule:
         self.call_overheads: dict = {}
         self._uncalibrated_problem = None
 
+    # The workers and stage libraries live in ``_shared``, one for a module and its functions.
+    _workers = property(lambda self: self._shared.workers,
+                        lambda self, value: setattr(self._shared, "workers", value))
+    _libraries = property(lambda self: self._shared.libraries,
+                          lambda self, value: setattr(self._shared, "libraries", value))
+    _library_dir = property(lambda self: self._shared.library_dir,
+                            lambda self, value: setattr(self._shared, "library_dir", value))
+
+    def __getitem__(self, name: str) -> "PlacedModule":
+        """Entry function ``name`` of a module placed with several: a module that runs it on
+        the workers all of them share (attach and close them on either)."""
+        if name not in self.functions:
+            raise KeyError(
+                f"no entry function {name!r}: this module has {sorted(self.functions)}"
+                if self.functions else
+                "this module has one entry function: call it directly, placed(*inputs)"
+            )
+        function = self.functions[name]
+        view = copy.copy(self)
+        view.functions, view._parent, view._entry = {}, self, name
+        view.plan, view.placement, view._report_text = function.plan, function.placement, function.report
+        view.split_module = function.split_module
+        view._uncalibrated_problem = None
+        view.problem = function.problem
+        if self.links and function.problem is not None:
+            from ..cost.links import with_links
+
+            view.problem = with_links(function.problem, self.links, self.call_overheads)
+        return view
+
+    def _entry_plan(self):
+        """The plan this module runs; a clear error for a module of several functions."""
+        if self.plan is None:
+            raise TvmPlaceError(
+                f"this module has several entry functions ({', '.join(self.functions)}): run "
+                f"one, placed[{next(iter(self.functions))!r}](*inputs)"
+            )
+        return self.plan
+
     def __call__(self, *inputs):
         """Latency mode: one input through the stages, each device running its stages in the
         schedule's order as soon as their inputs arrive, all devices at once. Inputs: NumPy
         arrays or TVM tensors; outputs: TVM tensors (a tuple when the model returns several)."""
-        if len(inputs) != len(self.plan.inputs):
+        plan = self._entry_plan()
+        if len(inputs) != len(plan.inputs):
             raise TypeError(
-                f"the model takes {len(self.plan.inputs)} inputs ({self.plan.inputs}), "
+                f"the model takes {len(plan.inputs)} inputs ({plan.inputs}), "
                 f"got {len(inputs)}"
             )
         kept = self.last_stats
@@ -164,11 +263,17 @@ class PlacedModule:
         """The attached workers by placement device index (empty when none are attached)."""
         return dict(self._workers or {})
 
-    def _program(self):
+    def _program(self, plan=None):
         from .executor import Program
 
         replicas = self.placement.replicas if self.placement is not None else []
-        return Program(self.plan, [d["name"] for d in self.devices], replicas)
+        return Program(plan or self._entry_plan(), [d["name"] for d in self.devices], replicas)
+
+    def _programs(self) -> list:
+        """A program per function this module's workers run (all of a module's functions)."""
+        owner = self._parent or self
+        plans = [f.plan for f in owner.functions.values()] if owner.functions else [owner.plan]
+        return [owner._program(plan) for plan in plans]
 
     def attach_workers(
         self,
@@ -205,8 +310,12 @@ class PlacedModule:
             raise WorkerError(f"workers={workers!r}: use 'threads' or 'ray' ('processes': Ray on this host)")
         if address is not None and mode != "ray":
             raise WorkerError("address= names a Ray cluster: use it with workers='ray'")
-        program = self._program()
-        used = program.devices_used()
+        if self._parent is not None:  # the workers are the module's, for all its functions
+            self._parent.attach_workers(workers, address, cores, threads, timeout, calibrate, probe_sizes)
+            self.__dict__.update(self._parent[self._entry].__dict__)
+            return self
+        programs = self._programs()
+        used = sorted({device for program in programs for device in program.devices_used()})
         self.close()
         created: dict[int, Any] = {}
         try:
@@ -220,11 +329,12 @@ class PlacedModule:
                 specs = [dict(self.devices[d], position=d) for d in used]
                 created = start_workers(specs, address, cores, threads, timeout)
             libraries = self._stage_libraries() if mode == "ray" else {}
-            for device, worker in created.items():
-                logical = program.members[device][0]
-                for position in program.sequence[logical]:
-                    stage = program.steps[position].stage
-                    worker.load(stage, self.executables[stage], libraries.get(stage))
+            for program in programs:
+                for device, worker in created.items():
+                    logical = program.members.get(device, [None])[0]
+                    for position in program.sequence.get(logical, []):
+                        stage = program.steps[position].stage
+                        worker.load(stage, self.executables[stage], libraries.get(stage))
         except BaseException:
             for worker in created.values():
                 worker.close()
@@ -248,7 +358,7 @@ class PlacedModule:
         charged to the receiving half. ``warmup`` relays of the largest size first, so that fresh
         memory's first-touch costs of the object store and allocators are behind, as in a
         running stream."""
-        from ..cost.links import PROBE_SIZES, LinkSample, fit_device_links, with_links
+        from ..cost.links import PROBE_SIZES, LinkSample, fit_device_links
 
         if not self._workers:
             raise TvmPlaceError("no workers attached: call attach_workers first")
@@ -286,11 +396,32 @@ class PlacedModule:
                 samples += [LinkSample(a, b, size, send, receive), LinkSample(b, a, size, send, receive)]
         self.links = fit_device_links(samples, len(self.devices))
         self.link_samples = samples
-        if self.problem is not None:
-            if self._uncalibrated_problem is None:
-                self._uncalibrated_problem = self.problem
-            self.problem = with_links(self._uncalibrated_problem, self.links, self.call_overheads)
+        if self._parent is not None:  # the links are the module's, for all its functions
+            self._parent.links, self._parent.link_samples = self.links, samples
+            self._parent.call_overheads = self.call_overheads
+            self._parent._price_with_links()
+            self.__dict__.update(self._parent[self._entry].__dict__)
+        else:
+            self._price_with_links()
         return self.links
+
+    def _price_with_links(self) -> None:
+        """:attr:`problem` priced with the measured :attr:`links` (a module of several
+        functions: its joint problem, made again from theirs)."""
+        from ..cost.links import with_links
+        from ..entries import Entry, joint_problem
+
+        if self.problem is None:
+            return
+        if self.functions:
+            self.problem = joint_problem(
+                [Entry(name, with_links(f.problem, self.links, self.call_overheads), f.calls,
+                       f.weights or {}) for name, f in self.functions.items()],
+                self.placement.objective, self.problem.name)
+            return
+        if self._uncalibrated_problem is None:
+            self._uncalibrated_problem = self.problem
+        self.problem = with_links(self._uncalibrated_problem, self.links, self.call_overheads)
 
     def _stage_libraries(self) -> dict[str, str]:
         """A shared library per stage (exported once to a temporary directory if needed)."""
@@ -398,7 +529,7 @@ class PlacedModule:
     def example_inputs(self, seed: int = 0) -> list[np.ndarray]:
         """Random inputs of the types the module takes (symbolic dimensions at the sizes it was
         costed at): standard normal floats, zeros for integers (valid indices of any table)."""
-        plan = self.plan
+        plan = self._entry_plan()
         if len(plan.input_types) != len(plan.inputs):
             raise TvmPlaceError("this module's plan does not record its input types: compile it again")
         rng = np.random.default_rng(seed)
@@ -425,7 +556,8 @@ class PlacedModule:
             "version": FORMAT_VERSION,
             "tvm_version": tvm.__version__,
             "devices": self.devices,
-            "plan": self.plan.to_dict(),
+            "plan": None if self.plan is None else self.plan.to_dict(),
+            "functions": {name: f.to_dict() for name, f in self.functions.items()},
             "libraries": libraries,
             "placement": None if self.placement is None else self.placement.to_dict(),
             "problem": None if self.problem is None else self.problem.to_dict(),
@@ -465,13 +597,14 @@ class PlacedModule:
 
             problem = problem_from_dict(problem)
         loaded = cls(
-            plan=StagePlan.from_dict(manifest["plan"]),
+            plan=None if manifest.get("plan") is None else StagePlan.from_dict(manifest["plan"]),
             executables=executables,
             devices=manifest["devices"],
             placement=None if placement is None else Placement.from_dict(placement),
             report_text=manifest.get("report", ""),
             problem=problem,
             fallbacks=manifest.get("fallbacks", []),
+            functions={name: EntryFunction.from_dict(f) for name, f in (manifest.get("functions") or {}).items()},
         )
         loaded._libraries = {
             stage: str((directory / library).resolve()) for stage, library in manifest["libraries"].items()

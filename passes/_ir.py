@@ -13,6 +13,7 @@ from tvm_place.errors import UnsupportedModelError
 CALL_TIR = tvm.ir.Op.get("relax.call_tir")
 HINT_ON_DEVICE = tvm.ir.Op.get("relax.hint_on_device")
 TO_VDEVICE = tvm.ir.Op.get("relax.to_vdevice")
+CALL_DPS_PACKED = tvm.ir.Op.get("relax.call_dps_packed")
 
 
 def main_function(mod: tvm.IRModule) -> relax.Function:
@@ -46,6 +47,23 @@ def bindings(func: relax.Function) -> Iterator[relax.VarBinding]:
 
 def is_call_to(expr: relax.Expr, op: tvm.ir.Op) -> bool:
     return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.same_as(op)
+
+
+def is_external_call(expr: relax.Expr) -> bool:
+    """A destination-passing call of a function outside the module (``R.call_dps_packed`` of
+    an external symbol: a library kernel, a function registered with ``tvm_ffi``)."""
+    return is_call_to(expr, CALL_DPS_PACKED) and isinstance(expr.args[0], relax.ExternFunc)
+
+
+def is_operator(expr: relax.Expr) -> bool:
+    """An operator tvm-place places: a ``call_tir`` of a PrimFunc, or an external call."""
+    return is_call_to(expr, CALL_TIR) or is_external_call(expr)
+
+
+def operator_callee(call: relax.Call) -> str:
+    """The PrimFunc an operator calls, or the external function's symbol."""
+    callee = call.args[0]
+    return str(callee.global_symbol) if isinstance(callee, relax.ExternFunc) else callee.name_hint
 
 
 def tensor_types(ty: tvm.ir.Type) -> list[relax.TensorType]:
@@ -190,7 +208,8 @@ def value_type(value: relax.Expr) -> tvm.ir.Type:
 def rebuild_function(
     func: relax.Function, call_tir_vdevice, strip_param_vdevices: bool = False
 ) -> relax.Function:
-    """``func`` with every ``call_tir`` output on ``call_tir_vdevice(k)`` (k-th call_tir, in order).
+    """``func`` with every operator's output on ``call_tir_vdevice(k)`` (k-th operator, a
+    ``call_tir`` or an external call, in order).
 
     ``call_tir_vdevice`` returns a VDevice, or None for no vdevice. ``R.hint_on_device`` bindings are
     dropped (their input stands for their output); glue types are recomputed so they carry the
@@ -210,7 +229,7 @@ def rebuild_function(
             if is_call_to(value, HINT_ON_DEVICE):
                 var_map[binding.var] = value.args[0]
                 continue
-            if is_call_to(value, CALL_TIR):
+            if is_operator(value):
                 vdevice = call_tir_vdevice(op_index)
                 op_index += 1
                 ty_args = [with_vdevice(t, vdevice) for t in value.ty_args]

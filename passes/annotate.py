@@ -10,9 +10,8 @@ import tvm
 from tvm_place.errors import InvalidPlacementError
 
 from ._ir import (
-    CALL_TIR,
     bindings,
-    is_call_to,
+    is_operator,
     main_function,
     rebuild_function,
     replace_main,
@@ -23,10 +22,11 @@ from ._ir import (
 def annotate_placement(
     mod: tvm.IRModule, device_of: Sequence[int], targets: Sequence[tvm.target.Target]
 ) -> tvm.IRModule:
-    """Put operator ``k`` of ``main`` (k-th ``call_tir``, as CollectOpGraph numbers them) on
+    """Put operator ``k`` of ``main`` (k-th ``call_tir`` or external call, as CollectOpGraph
+    numbers them) on
     ``targets[device_of[k]]``. See :class:`AnnotatePlacement`."""
     main = main_function(mod)
-    num_ops = sum(1 for b in bindings(main) if is_call_to(b.value, CALL_TIR))
+    num_ops = sum(1 for b in bindings(main) if is_operator(b.value))
     device_of = np.asarray(device_of, dtype=np.int64)
     if device_of.shape != (num_ops,):
         raise InvalidPlacementError(

@@ -14,7 +14,17 @@ from tvm import relax
 
 from tvm_place.errors import UnsupportedModelError
 
-from ._ir import CALL_TIR, TO_VDEVICE, bindings, is_call_to, main_function, rebuild_function, vdevice_index
+from ._ir import (
+    CALL_TIR,
+    TO_VDEVICE,
+    bindings,
+    is_call_to,
+    is_external_call,
+    main_function,
+    operator_callee,
+    rebuild_function,
+    vdevice_index,
+)
 from .split import DEVICE_ATTR, module_vdevices
 from .tuning_database import ApplyTunedSchedules, warn_untuned
 
@@ -97,6 +107,8 @@ class StagePlan:
     shape_args: dict[str, list[str]] = field(default_factory=dict)
     shape_values: dict[str, int] = field(default_factory=dict)
     input_types: list[dict] = field(default_factory=list)
+    #: The external functions (``R.call_dps_packed`` symbols) its stages call.
+    externals: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -109,6 +121,7 @@ class StagePlan:
             "shape_args": self.shape_args,
             "shape_values": self.shape_values,
             "input_types": self.input_types,
+            "externals": self.externals,
         }
 
     @classmethod
@@ -124,6 +137,7 @@ class StagePlan:
             shape_values={str(k): int(v) for k, v in data.get("shape_values", {}).items()},
             input_types=[{"shape": [d if isinstance(d, str) else int(d) for d in t["shape"]],
                           "dtype": str(t["dtype"])} for t in data.get("input_types", [])],
+            externals=[str(name) for name in data.get("externals", [])],
         )
 
     def symbol_sizes(self, inputs: dict) -> dict[str, int]:
@@ -166,6 +180,7 @@ def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
                     symbols.setdefault(str(dim.name), [position, axis])
     shape_args: dict[str, list[str]] = {}
     steps: list[dict] = []
+    externals: set[str] = set()
     call_of: dict = {}
     for binding in bindings(main):
         var, value = binding.var, binding.value
@@ -192,6 +207,7 @@ def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
                     args.append(param.name)
                 else:
                     args.append(name_of(arg))
+            externals.update(operator_callee(b.value) for b in bindings(stage) if is_external_call(b.value))
             step = {
                 "kind": "call",
                 "stage": value.op.name_hint,
@@ -223,6 +239,7 @@ def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
         symbols=symbols,
         shape_args=shape_args,
         input_types=input_types if len(input_types) == len(inputs) else [],
+        externals=sorted(externals),
     )
 
 

@@ -17,7 +17,10 @@ from ._ir import (
     HINT_ON_DEVICE,
     bindings,
     is_call_to,
+    is_external_call,
+    is_operator,
     main_function,
+    operator_callee,
     static_shape,
     symbol_values,
     type_bytes,
@@ -34,6 +37,16 @@ TRAINING_ATTR = "tvm_place.training"
 GRAD_SEPARATOR = "__grad"
 #: After fusion, a fused operator's binding is named after its members, the anchor first.
 MEMBER_SEPARATOR = "+"
+
+
+@dataclass
+class ExternalCall:
+    """An operator that calls a function outside the module (``R.call_dps_packed``): its
+    symbol, and the types of its arguments and of its output at the costed sizes."""
+
+    name: str
+    argument_types: list
+    output_type: object
 
 
 @dataclass
@@ -57,6 +70,8 @@ class CollectedGraph:
     shape_values: dict[str, int] = field(default_factory=dict)
     peak_output_bytes: list[float] = field(default_factory=list)
     input_names: list[str] = field(default_factory=list)
+    #: The operators that call external functions (``kernels[u]`` is None for them).
+    externals: dict[int, ExternalCall] = field(default_factory=dict)
     #: Each weight parameter of ``main`` (those after its ``num_input``) by name: the operator
     #: charged with its bytes (its first reader) and the bytes.
     weights: dict[str, tuple[int, float]] = field(default_factory=dict)
@@ -85,7 +100,7 @@ def collect_op_graph(mod: tvm.IRModule, shape_hints=None) -> CollectedGraph:
     peak = symbol_values(main, shape_hints, bound="upper")
     if peak != values:
         collected.peak_output_bytes = [n.output_bytes for n in _collect(at_sizes(mod, peak)).graph.nodes]
-    callees = [b.value.args[0].name_hint for b in bindings(main) if is_call_to(b.value, CALL_TIR)]
+    callees = [operator_callee(b.value) for b in bindings(main) if is_operator(b.value)]
     collected.graph = OpGraph(_named(collected.graph.nodes, callees), collected.graph.edges)
     collected.callees = callees
     collected.shape_values = values
@@ -138,19 +153,24 @@ def _collect(mod: tvm.IRModule) -> CollectedGraph:
     num_input = (main.attrs or {}).get("num_input")
     weights = set(main.params[int(num_input):]) if num_input is not None else set()
     weight_readers: dict[str, tuple[int, float]] = {}
+    externals: dict[int, ExternalCall] = {}
     op_vars: list[relax.Var] = []
     for binding in bindings(main):
         var, value = binding.var, binding.value
-        if is_call_to(value, CALL_TIR):
+        if is_operator(value):
             op_index = len(nodes)
-            callee = value.args[0].name_hint
-            if len(value.args) > 2:
+            callee = operator_callee(value)
+            external = is_external_call(value)
+            if not external and len(value.args) > 2:
                 raise UnsupportedModelError(
                     f"operator {callee!r} takes symbolic shape arguments that tvm-place cannot "
                     "size: only dimensions of `main`'s inputs can be symbolic"
                 )
             arguments = list(value.args[1].fields)
             output_bytes = type_bytes(var.ty, f"the output of {callee!r}")
+            if external:  # its time is measured or given, not estimated from TIR
+                externals[op_index] = ExternalCall(callee, [arg.ty for arg in arguments], var.ty)
+                gathered_of[callee], flops_of[callee] = {}, 0.0
             if callee not in gathered_of:
                 gathered_of[callee] = gathered_elements(mod[value.args[0]], len(arguments))
             input_bytes = 0
@@ -227,8 +247,9 @@ def _collect(mod: tvm.IRModule) -> CollectedGraph:
         graph=OpGraph(nodes, sorted(edges)),
         callees=callees,
         pins=pins,
-        kernels=[mod[callee] for callee in callees],
-        kernel_keys=list(callees),
+        kernels=[None if u in externals else mod[callee] for u, callee in enumerate(callees)],
+        kernel_keys=[f"external:{callee}" if u in externals else callee for u, callee in enumerate(callees)],
+        externals=externals,
         peak_output_bytes=[node.output_bytes for node in nodes],
         input_names=[p.name for p in main.params],
         weights=weight_readers,

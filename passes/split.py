@@ -12,11 +12,10 @@ from tvm_place import schedule
 from tvm_place.errors import InvalidPlacementError
 
 from ._ir import (
-    CALL_TIR,
     TO_VDEVICE,
     bindings,
     device_label,
-    is_call_to,
+    is_operator,
     main_function,
     substitute,
     tensor_types,
@@ -71,7 +70,7 @@ def _segments(main: relax.Function, vdevices: list, order=None) -> list[_Segment
     ]
     op_of = {}  # binding position -> operator number
     for i, binding in enumerate(items):
-        if is_call_to(binding.value, CALL_TIR):
+        if is_operator(binding.value):
             op_of[i] = len(op_of)
     device_of = np.zeros(len(op_of), dtype=np.int64)
     # Operators each binding reads, directly or through glue.

@@ -601,3 +601,22 @@ def test_measured_feedback_repairs_a_wrong_cost_model():
     outputs, _ = measure(fixed, stream)
     for got, want in zip(outputs, reference):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_joining_a_ray_that_does_not_authenticate_warns(monkeypatch):
+    """Ray 2.59+ makes a local instance authenticate with a token; a cluster that does not
+    is one anyone reaching its ports can run code on, and joining it says so."""
+    pytest.importorskip("ray")
+    import warnings
+
+    from ray._private.authentication import authentication_utils
+
+    from tvm_place.runtime import ray_engine
+
+    monkeypatch.setattr(authentication_utils, "is_token_auth_enabled", lambda: False)
+    with pytest.warns(UserWarning, match=r"cluster at 10.0.0.1:6379 does not authenticate.*RAY_AUTH_MODE=token"):
+        ray_engine._warn_unauthenticated("10.0.0.1:6379")
+    monkeypatch.setattr(authentication_utils, "is_token_auth_enabled", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ray_engine._warn_unauthenticated(None)

@@ -149,10 +149,21 @@ def build_problem(
     pins: Mapping[str, str] | None = None,
     name: str = "module",
     progress=None,
+    external_costs: Mapping | None = None,
 ) -> tuple[PlacementProblem, list[list[str]]]:
     """The placement problem of a prepared module: costs per device, memory, user and IR pins."""
-    compute_time, sources = compute_costs(collected, devices, cost_model, progress)
+    compute_time, sources = compute_costs(collected, devices, cost_model, progress, external_costs)
     graph = collected.graph
+    for u, call in collected.externals.items():
+        if not np.isfinite(compute_time[u]).any():
+            raise UnsupportedModelError(
+                f"operator {graph.nodes[u].name!r} calls the external function {call.name!r}, "
+                f"which no device can run as far as tvm-place knows ({sources[u][0]}): register "
+                "it in this process (tvm_ffi.register_global_func) before compiling, so that "
+                "CPU devices measure it, or give its time per call where it exists, "
+                f"external_costs={{{call.name!r}: {{'{devices[0].name}': 1e-3}}}}, and pin it "
+                f"there, pins={{{graph.nodes[u].name!r}: '{devices[0].name}'}}"
+            )
     problem_pins: dict[int, tuple[int, ...]] = {}
     for u, (kind, index) in collected.pins.items():
         problem_pins[u] = (_device_index(devices, f"{kind}:{index}", f"R.hint_on_device on {graph.nodes[u].name!r}"),)
@@ -266,14 +277,16 @@ def _hints_by_function(mod, calls: dict, shape_hints) -> dict:
     return shares
 
 
-def _cost_entry(mod, entry: str, devices, model, pins, name, progress, shape_hints, calls=1.0):
+def _cost_entry(mod, entry: str, devices, model, pins, name, progress, shape_hints, calls=1.0,
+                external_costs=None):
     """One entry function lowered, collected and costed: a :class:`PlacedEntry` without its
     placement, and the function's collected graph."""
     from .passes import collect_op_graph
 
     prepared = prepare(mod, entry)
     collected = collect_op_graph(prepared, shape_hints)
-    problem, sources = build_problem(prepared, collected, devices, model, pins, name, progress)
+    problem, sources = build_problem(prepared, collected, devices, model, pins, name, progress,
+                                     external_costs)
     problem, fallbacks = _without_unbuildable(problem, collected, devices, model, progress)
     return PlacedEntry(Entry(entry, problem, calls, collected.weights), prepared, sources,
                        shape_values=collected.shape_values, fallbacks=fallbacks)
@@ -315,6 +328,7 @@ def place(
     shape_hints: Mapping[str, int] | None = None,
     entry: str = "main",
     entries: Sequence[str] | Mapping[str, float] | None = None,
+    external_costs: Mapping[str, Any] | None = None,
 ) -> Placed:
     """Lower, cost and place ``mod`` without building it (the options of :func:`compile`).
 
@@ -326,7 +340,8 @@ def place(
     if database is not None and not hasattr(model, "restore_costs"):  # a snapshot keeps its costs
         model = TunedCostModel(tuning_database(database), model)
     hints = _hints_by_function(mod, calls, shape_hints) if calls else {entry: shape_hints}
-    parts = [_cost_entry(mod, function, devices, model, pins, name, progress, hints[function], count)
+    parts = [_cost_entry(mod, function, devices, model, pins, name, progress, hints[function], count,
+                         external_costs)
              for function, count in (calls or {entry: 1.0}).items()]
     if calls is None:
         problem, sources = parts[0].entry.problem, parts[0].sources
@@ -408,6 +423,7 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     shape_hints: Mapping[str, int] | None = None,
     entry: str = "main",
     entries: Sequence[str] | Mapping[str, float] | None = None,
+    external_costs: Mapping[str, Any] | None = None,
 ) -> PlacedModule:
     """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
 
@@ -433,12 +449,18 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     weight the functions share lives on one device for all of them, each function gets its own
     stages, and the result is called per function, ``placed["decode"](*inputs)``. See
     :mod:`tvm_place.entries` for the joint objective.
+
+    External calls (``R.call_dps_packed`` of a library kernel or a function registered with
+    ``tvm_ffi``) are operators too: on CPU devices they are timed by calling the function in
+    this process; ``external_costs`` gives their seconds per call instead
+    (``{"my.kernel": 2e-4}``, or ``{"my.kernel": {"gpu:0": 5e-5}}``: only on the devices named).
+    Their stages run on thread workers (this process has the function).
     """
     show = progress if callable(progress) else _progress_printer(progress)
     database = None if database is None else tuning_database(database)
     placed = place(
         mod, targets, objective, method, time_limit, cost_model, profiles, pins, placement, show, name,
-        database, shape_hints, entry, entries,
+        database, shape_hints, entry, entries, external_costs,
     )
     devices, problem, placement = placed.devices, placed.problem, placed.placement
     if not placed.entries:

@@ -140,14 +140,17 @@ def tune(
     db = tuning_database(database)
     placed = place(mod, targets, objective, method, solve_time_limit, cost_model, profiles, pins,
                    placement, show, database=db)
-    callees = collect_op_graph(placed.prepared).callees
+    collected = collect_op_graph(placed.prepared)
+    # External calls have no TIR to tune.
+    callees = [None if u in collected.externals else c for u, c in enumerate(collected.callees)]
     by_target: dict[str, tuple[tvm.target.Target, list[str], Counter]] = {}
     for callee, device_index in zip(callees, placed.placement.device_of):
         device = placed.devices[int(device_index)]
         target, names, calls = by_target.setdefault(str(device.target), (device.target, [], Counter()))
         if device.name not in names:
             names.append(device.name)
-        calls[callee] += 1
+        if callee is not None:
+            calls[callee] += 1
 
     results = []
     timed_out = False

@@ -23,14 +23,17 @@ class CostModel(Protocol):
 
 
 def compute_costs(
-    collected, devices: Sequence, model: CostModel, progress=None
+    collected, devices: Sequence, model: CostModel, progress=None, external_costs=None
 ) -> tuple[np.ndarray, list[list[str]]]:
     """``compute_time[u, d]`` for every operator and device, and the source of each number.
 
     Operators running the same kernel (one PrimFunc at the same sizes: ``collected.kernels``)
     are costed once per device (a cost model may tell devices of one profile apart, e.g. after
-    calibration on each).
+    calibration on each). External calls are costed by :func:`tvm_place.cost.external.external_time`
+    (``external_costs``: the user's times).
     """
+    from .external import external_time
+
     graph = collected.graph
     compute_time = np.zeros((len(graph), len(devices)))
     sources = [["" for _ in devices] for _ in range(len(graph))]
@@ -42,7 +45,9 @@ def compute_costs(
             if key not in known:
                 if progress is not None:
                     progress(f"costing {callee} on {device.name}", (u * len(devices) + d) / total)
-                known[key] = model.op_time(collected.kernels[u], node, device)
+                known[key] = (external_time(collected.externals[u], device, external_costs)
+                              if u in collected.externals else
+                              model.op_time(collected.kernels[u], node, device))
             compute_time[u, d], sources[u][d] = known[key]
     return compute_time, sources
 

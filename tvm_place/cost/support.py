@@ -41,6 +41,8 @@ def unbuildable(collected, devices: Sequence, cache_dir=None, progress=None) -> 
     found: dict[int, dict[int, str]] = {}
     kernels = list(dict.fromkeys(collected.kernel_keys))
     for u, (key, kernel) in enumerate(zip(collected.kernel_keys, collected.kernels)):
+        if kernel is None:  # an external call: it runs where its function exists (costs say)
+            continue
         for name, target in targets.items():
             if (key, name) not in outcome:
                 cached_key = f"{tvm.__version__}|{name}|{tvm_ffi.structural_hash(kernel)}"

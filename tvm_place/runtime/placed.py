@@ -315,6 +315,12 @@ class PlacedModule:
             self.__dict__.update(self._parent[self._entry].__dict__)
             return self
         programs = self._programs()
+        external = sorted({name for program in programs for name in program.plan.externals})
+        if mode == "ray" and external:
+            raise WorkerError(
+                f"the stages call external functions {external}, which exist in this process "
+                "only: Ray workers could not run them; use attach_workers('threads')"
+            )
         used = sorted({device for program in programs for device in program.devices_used()})
         self.close()
         created: dict[int, Any] = {}
@@ -453,6 +459,13 @@ class PlacedModule:
         from .executor import run
         from .stats import StreamStats
 
+        missing = [name for name in self._entry_plan().externals
+                   if tvm.get_global_func(name, allow_missing=True) is None]
+        if missing:
+            raise TvmPlaceError(
+                f"the stages call external functions {missing}, which are not registered in this "
+                "process: register them (tvm_ffi.register_global_func) before running"
+            )
         if self._workers is None:
             self.attach_workers("threads", calibrate=False)
         stats = StreamStats(device_names=[d["name"] for d in self.devices])

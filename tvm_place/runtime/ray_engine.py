@@ -70,7 +70,30 @@ def ensure_ray(address: str | None = None):
             f"could not start or join {where}: {lines[-1] if lines else type(err).__name__}"
             + ("" if address is None else "; check the address (ray status on the head node shows it)")
         ) from None
+    _warn_unauthenticated(address)
     return ray
+
+
+def _warn_unauthenticated(address: str | None) -> None:
+    """Warn when the Ray this process joined takes requests without a token (Ray 2.59+ makes
+    a local instance authenticate by default; a cluster does where RAY_AUTH_MODE=token):
+    anyone who reaches its ports could run code on it (README, "Threat model")."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    except ImportError:  # a Ray without token authentication at all
+        enabled = False
+    else:
+        enabled = bool(is_token_auth_enabled())
+    if not enabled:
+        import warnings
+
+        where = "the local Ray instance" if address is None else f"the Ray cluster at {address}"
+        warnings.warn(
+            f"{where} does not authenticate its clients (RAY_AUTH_MODE is not 'token'): anyone "
+            "who can reach its ports can run code on its nodes. Set RAY_AUTH_MODE=token on every "
+            "node (and here), or keep the cluster on a network only you reach",
+            stacklevel=3,
+        )
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:

@@ -188,3 +188,52 @@ def test_cli_compiles_several_entry_functions_and_runs_one(tmp_path):
     assert json.loads(ran.stdout)["output_shape"] == [1, 64]
     missing = subprocess.run(cli + ["run", str(out)], capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "--entry NAME" in missing.stderr
+
+
+def test_bound_weights_stay_on_the_workers_and_calls_take_the_data_only(two_functions):
+    mod, weights, vm = two_functions
+    placed = tvm_place.compile(mod, ["llvm", "llvm"], entries={"prefill": 1, "decode": 4},
+                               shape_hints={"n": 16}, time_limit=5)
+    placed = tvm_place.compile(mod, ["llvm", "llvm"], entries={"prefill": 1, "decode": 4},
+                               shape_hints={"n": 16}, placement=spread(placed.problem))
+    names = placed.functions["decode"].plan.inputs[1:]
+    with pytest.raises(TvmPlaceError, match="no input 'fc1.weigth'; did you mean 'fc1.weight'"):
+        placed.bind({"fc1.weigth": weights[0]})
+    with pytest.raises(TvmPlaceError, match=r"'fc1.weight' is float32\[128, 64\], got float32\[64, 128\]"):
+        placed.bind({"fc1.weight": weights[0].T.copy()})
+    placed.bind(dict(zip(names, weights)))
+    rng = np.random.default_rng(2)
+    for name, shape in (("prefill", (7, 64)), ("decode", (1, 64))):
+        x = rng.standard_normal(shape).astype("float32")
+        expected = outputs(vm[name](tvm.runtime.tensor(x), *[tvm.runtime.tensor(w) for w in weights]))
+        for got, want in zip(outputs(placed[name](x)), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    # Only the data input is read from the caller: each weight is held where a stage reads it.
+    assert [len(a) for a in placed["decode"].example_inputs()] == [1]
+    with pytest.raises(TypeError, match="takes 1 inputs besides its 4 bound ones"):
+        placed["decode"](x, *weights)
+    placed.close()
+
+
+@pytest.mark.xdist_group("ray")
+def test_entry_functions_share_ray_actors_that_hold_the_bound_weights(two_functions, ray_session):
+    mod, weights, vm = two_functions
+    solved = tvm_place.compile(mod, ["llvm", "llvm"], entries=["prefill", "decode"],
+                               shape_hints={"n": 16}, time_limit=5)
+    placed = tvm_place.compile(mod, ["llvm", "llvm"], entries=["prefill", "decode"],
+                               shape_hints={"n": 16}, placement=spread(solved.problem))
+    names = placed.functions["decode"].plan.inputs[1:]
+    placed.attach_workers("ray", calibrate=False)
+    try:
+        placed.bind(dict(zip(names, weights)))  # sent to the actors already there
+        actors = {device: worker.label for device, worker in placed.workers.items()}
+        assert len(actors) == 2 and all("ray actor" in label for label in actors.values())
+        rng = np.random.default_rng(3)
+        for name, shape in (("prefill", (9, 64)), ("decode", (1, 64))):
+            x = rng.standard_normal(shape).astype("float32")
+            expected = outputs(vm[name](tvm.runtime.tensor(x), *[tvm.runtime.tensor(w) for w in weights]))
+            for got, want in zip(outputs(placed[name](x)), expected):
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+        assert {d: w.label for d, w in placed["decode"].workers.items()} == actors
+    finally:
+        placed.close()

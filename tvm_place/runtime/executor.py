@@ -37,7 +37,7 @@ import numpy as np
 
 from .errors import RunInterrupted, StageError, StageTimeoutError, WorkerDiedError
 from .stats import StreamStats
-from .workers import ShapeValues, StageCall, Worker, nbytes, to_numpy
+from .workers import Kept, ShapeValues, StageCall, Worker, nbytes, to_numpy
 
 #: Seconds between the checks of every blocking wait (abort, watchdog, worker liveness).
 POLL = 0.05
@@ -48,7 +48,8 @@ MAX_AHEAD = 64
 @dataclass
 class _Arg:
     name: str  # the name the stage reads
-    kind: str  # "local" (made on this device), "input" (a model input), "copy" (from another device)
+    kind: str  # "local" (made on this device), "input" (a model input), "kept" (a bound input,
+    # held by the worker), "copy" (from another device)
     source: str  # the value copied (for "input"/"copy"), else ``name``
 
 
@@ -68,12 +69,17 @@ class Program:
     """A :class:`~tvm_place.passes.build.StagePlan` as steps per device, in the schedule's order.
 
     ``replicas``: replica groups of placement device indices (each group's first device holds the
-    stages).
+    stages). ``kept``: the bound inputs (``PlacedModule.bind``) by name, as host arrays: the
+    workers hold them, so a call carries only the other inputs (:attr:`inputs`).
     """
 
-    def __init__(self, plan, device_names: Sequence[str], replicas: Sequence[Sequence[int]] = ()):
+    def __init__(self, plan, device_names: Sequence[str], replicas: Sequence[Sequence[int]] = (),
+                 kept: dict | None = None):
         self.plan = plan
         self.device_names = list(device_names)
+        self.kept = {name: array for name, array in (kept or {}).items() if name in plan.inputs}
+        #: The inputs each call takes, in order (the plan's, less the bound ones).
+        self.inputs = [name for name in plan.inputs if name not in self.kept]
         copies = {s["result"]: s for s in plan.steps if s["kind"] == "copy"}
         # A stage's shape argument is an input too: the executor makes it from the model's.
         inputs = set(plan.inputs) | set(plan.shape_args)
@@ -87,9 +93,10 @@ class Program:
             for name in step["args"]:
                 if name in copies:
                     source = copies[name]["source"]
-                    args.append(_Arg(name, "input" if source in inputs else "copy", source))
+                    kind = "copy" if source not in inputs else "kept" if source in self.kept else "input"
+                    args.append(_Arg(name, kind, source))
                 elif name in inputs:
-                    args.append(_Arg(name, "input", name))
+                    args.append(_Arg(name, "kept" if name in self.kept else "input", name))
                 else:
                     args.append(_Arg(name, "local", name))
             outputs = list(step["outputs"])
@@ -136,8 +143,14 @@ class Program:
         """The stages' shape arguments for one input (``host``: the model's inputs by name)."""
         if not self.plan.shape_args:
             return {}
-        sizes = self.plan.symbol_sizes(host)
+        sizes = self.plan.symbol_sizes({**self.kept, **host})
         return {name: ShapeValues(sizes[d] for d in dims) for name, dims in self.plan.shape_args.items()}
+
+    def kept_by_device(self) -> dict[int, list[str]]:
+        """The bound inputs each physical device's stages read (its worker holds them)."""
+        return {device: sorted({arg.source for position in self.sequence[logical]
+                                for arg in self.steps[position].args if arg.kind == "kept"})
+                for device, (logical, _, _) in self.members.items()}
 
     def devices_used(self) -> list[int]:
         """The physical devices that run stages (replica members included)."""
@@ -264,6 +277,8 @@ class _Run:
         for arg in step.args:
             if arg.kind == "local" or (device, arg.name) in context.received:
                 args.append((arg.name, None))
+            elif arg.kind == "kept":
+                args.append((arg.name, Kept(arg.source)))
             elif arg.kind == "copy":
                 args.append((arg.name, context.payloads[arg.source]))
             else:
@@ -394,7 +409,7 @@ class _Run:
     def _admit(self) -> None:
         """Read inputs while fewer than ``depth`` are in flight, and hand each to the workers
         that read it (outside ``cond``: the devices keep working on earlier inputs meanwhile)."""
-        names = self.program.plan.inputs
+        names = self.program.inputs
         while True:
             with self.cond:
                 if (self.exhausted or len(self.contexts) >= self.depth

@@ -95,12 +95,15 @@ def format_entries(functions: dict[str, EntryFunction]) -> str:
 
 
 class _Shared:
-    """What a module and its entry functions' views share: the workers and stage libraries."""
+    """What a module and its entry functions' views share: the workers, stage libraries and
+    bound inputs."""
 
     def __init__(self) -> None:
         self.workers: dict[int, Any] | None = None
         self.libraries: dict[str, str] = {}
         self.library_dir: tempfile.TemporaryDirectory | None = None
+        #: Bound inputs (``PlacedModule.bind``) by name, as host arrays.
+        self.kept: dict[str, np.ndarray] = {}
 
 
 class _quiet_stderr:
@@ -208,6 +211,49 @@ class PlacedModule:
             view.problem = with_links(function.problem, self.links, self.call_overheads)
         return view
 
+    def bind(self, params) -> "PlacedModule":
+        """Hold inputs that stay the same from call to call (weights) on the workers: each is
+        sent once to every device whose stages read it and kept there; calls then take only
+        the other inputs, in order. ``params``: ``{input name: array}`` (NumPy, torch or TVM
+        tensors). A module of several entry functions binds by name for all of them (a weight
+        they share is sent once per device). Returns ``self``."""
+        from .executor import host_array
+
+        owner = self._parent or self
+        plans = [f.plan for f in owner.functions.values()] if owner.functions else [owner.plan]
+        types = {name: described for plan in plans
+                 for name, described in zip(plan.inputs, plan.input_types or [None] * len(plan.inputs))}
+        arrays = {}
+        for name, value in dict(params).items():
+            if name not in types:
+                import difflib
+
+                close = difflib.get_close_matches(str(name), list(types), n=1)
+                raise TvmPlaceError(
+                    f"bind: the module has no input {name!r}"
+                    + (f"; did you mean {close[0]!r}?" if close else f"; its inputs: {list(types)}"))
+            array = host_array(value)
+            described = types[name]
+            if described is not None and (
+                    len(array.shape) != len(described["shape"]) or str(array.dtype) != described["dtype"]
+                    or any(isinstance(d, int) and d != n for d, n in zip(described["shape"], array.shape))):
+                raise TvmPlaceError(
+                    f"bind: input {name!r} is {described['dtype']}{list(described['shape'])}, "
+                    f"got {array.dtype}{list(array.shape)}")
+            arrays[name] = array
+        self._shared.kept.update(arrays)
+        if self._workers:
+            self._send_kept(self._programs(), self._workers, set(arrays))
+        return self
+
+    def _send_kept(self, programs, workers, names=None) -> None:
+        """Send each bound input (of ``names``, default all) to the workers that read it."""
+        kept = self._shared.kept
+        for device, worker in workers.items():
+            wanted = {name for program in programs for name in program.kept_by_device().get(device, [])}
+            for name in sorted(wanted if names is None else wanted & names):
+                worker.keep(name, kept[name])
+
     def _entry_plan(self):
         """The plan this module runs; a clear error for a module of several functions."""
         if self.plan is None:
@@ -221,12 +267,10 @@ class PlacedModule:
         """Latency mode: one input through the stages, each device running its stages in the
         schedule's order as soon as their inputs arrive, all devices at once. Inputs: NumPy
         arrays or TVM tensors; outputs: TVM tensors (a tuple when the model returns several)."""
-        plan = self._entry_plan()
-        if len(inputs) != len(plan.inputs):
-            raise TypeError(
-                f"the model takes {len(plan.inputs)} inputs ({plan.inputs}), "
-                f"got {len(inputs)}"
-            )
+        names = self._program().inputs
+        if len(inputs) != len(names):
+            bound = f" besides its {len(self._shared.kept)} bound ones" if self._shared.kept else ""
+            raise TypeError(f"the model takes {len(names)} inputs{bound} ({names}), got {len(inputs)}")
         kept = self.last_stats
         try:
             values = self._run([tuple(inputs)], depth=1, timeout=DEFAULT_TIMEOUT, as_numpy=False)[0]
@@ -267,7 +311,8 @@ class PlacedModule:
         from .executor import Program
 
         replicas = self.placement.replicas if self.placement is not None else []
-        return Program(plan or self._entry_plan(), [d["name"] for d in self.devices], replicas)
+        return Program(plan or self._entry_plan(), [d["name"] for d in self.devices], replicas,
+                       self._shared.kept)
 
     def _programs(self) -> list:
         """A program per function this module's workers run (all of a module's functions)."""
@@ -341,6 +386,7 @@ class PlacedModule:
                     for position in program.sequence.get(logical, []):
                         stage = program.steps[position].stage
                         worker.load(stage, self.executables[stage], libraries.get(stage))
+            self._send_kept(programs, created)
         except BaseException:
             for worker in created.values():
                 worker.close()
@@ -541,13 +587,16 @@ class PlacedModule:
 
     def example_inputs(self, seed: int = 0) -> list[np.ndarray]:
         """Random inputs of the types the module takes (symbolic dimensions at the sizes it was
-        costed at): standard normal floats, zeros for integers (valid indices of any table)."""
+        costed at; bound inputs left out): standard normal floats, zeros for integers (valid
+        indices of any table)."""
         plan = self._entry_plan()
         if len(plan.input_types) != len(plan.inputs):
             raise TvmPlaceError("this module's plan does not record its input types: compile it again")
         rng = np.random.default_rng(seed)
         arrays = []
-        for described in plan.input_types:
+        for name, described in zip(plan.inputs, plan.input_types):
+            if name in self._shared.kept:
+                continue
             shape = [plan.shape_values[d] if isinstance(d, str) else d for d in described["shape"]]
             dtype = np.dtype(described["dtype"])
             arrays.append(rng.standard_normal(shape).astype(dtype) if dtype.kind == "f"

@@ -132,6 +132,7 @@ class StageActor:
         self.device = tvm.cpu(0) if kind == "cpu" else tvm.cuda(0)
         self._vms: dict[str, Any] = {}
         self._values: dict[int, dict] = {}
+        self._kept: dict[str, Any] = {}
         self._probes: dict[int, Any] = {}
         self._directory = tempfile.TemporaryDirectory(prefix="tvm-place-actor-")
 
@@ -179,7 +180,7 @@ class StageActor:
         values = self._values.setdefault(call.key, {})
         # Model outputs as views: returning them copies them into the object store once.
         result = run_stage(self._vms[call.stage], values, call, self._import, self._export,
-                           lambda value: to_numpy(value, copy=False))
+                           lambda value: to_numpy(value, copy=False), self._kept)
         exports = [result.payloads[name] for name in call.exports]
         result.payloads = {}
         return (result, *exports) if exports else result
@@ -187,6 +188,9 @@ class StageActor:
     def drop(self, keys: Sequence[int]) -> None:
         for key in keys:
             self._values.pop(key, None)
+
+    def keep(self, name: str, array) -> None:
+        self._kept[name] = self._import(array)
 
     def relay(self, size: int, *arrived):
         """The link probe (see :meth:`Worker.relay`): ``((send, receive) seconds, export)``."""
@@ -290,6 +294,14 @@ class RayWorker(Worker):
     def drop(self, keys):
         if self.broken is None and keys:
             self.actor.drop.remote(list(keys))
+
+    def keep(self, name, array):
+        ray = import_ray()
+        try:
+            ray.get(self.actor.keep.remote(name, np.ascontiguousarray(array)), timeout=300)
+        except Exception as err:  # noqa: BLE001 - reported with the input's name
+            raise WorkerError(f"sending the bound input {name!r} to {self.label} failed: "
+                              f"{_last_line(err)}") from None
 
     def relay(self, size, payload):
         # As a stage call: the previous export as a top-level argument, so Ray starts the

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import DeviceUnavailableError
 
-__all__ = ["LocalWorker", "ShapeValues", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device",
+__all__ = ["Kept", "LocalWorker", "ShapeValues", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device",
            "to_numpy"]
 
 
@@ -56,6 +56,11 @@ def to_numpy(value, copy: bool = True):
             return np.from_dlpack(value)
         return value.numpy()
     return tuple(to_numpy(item, copy) for item in value)
+
+
+class Kept(str):
+    """A stage argument the worker keeps: a bound model input (``PlacedModule.bind``), sent to
+    the worker once and held on its device; the string is the input's name."""
 
 
 class ShapeValues(tuple):
@@ -96,10 +101,12 @@ class StageResult:
     sizes: dict[str, int] = field(default_factory=dict)
 
 
-def run_stage(vm, values: dict, call: StageCall, import_value, export_value, fetch_value) -> StageResult:
+def run_stage(vm, values: dict, call: StageCall, import_value, export_value, fetch_value,
+              kept: dict | None = None) -> StageResult:
     """The body of a stage call, the same on every worker: receive, compute, send, fetch, free.
 
-    ``values``: this input's values on the worker (read and updated); ``import_value(payload)``
+    ``values``: this input's values on the worker (read and updated); ``kept``: the bound inputs
+    the worker holds, by name (a :class:`Kept` argument reads one); ``import_value(payload)``
     turns a payload into a tensor on the worker's device; ``export_value(tensor)`` makes a payload;
     ``fetch_value(tensor)`` hands a model output to the driver.
     """
@@ -108,6 +115,9 @@ def run_stage(vm, values: dict, call: StageCall, import_value, export_value, fet
     for name, payload in call.args:
         if payload is None:
             args.append(values[name])
+            continue
+        if isinstance(payload, Kept):
+            args.append(kept[str(payload)])
             continue
         if isinstance(payload, ShapeValues):
             import tvm
@@ -176,6 +186,10 @@ class Worker:
         """A model input as this engine carries it to a stage (made once per input)."""
         return array
 
+    def keep(self, name: str, array: np.ndarray) -> None:
+        """Hold the bound input ``name`` on this worker's device, for every later call."""
+        raise NotImplementedError
+
     def drop(self, keys: Sequence[int]) -> None:
         """Forget every value of these inputs."""
 
@@ -228,6 +242,7 @@ class LocalWorker(Worker):
             )
         self._vms: dict[str, Any] = {}
         self._values: dict[int, dict] = {}
+        self._kept: dict[str, Any] = {}
         self._lock = threading.Lock()
 
     def load(self, stage, executable, library):
@@ -246,7 +261,10 @@ class LocalWorker(Worker):
         with self._lock:
             values = self._values.setdefault(call.key, {})
         # Runs here, in the executor's thread for this device: the call is done when it returns.
-        return run_stage(self._vms[call.stage], values, call, self._import, _same, _same)
+        return run_stage(self._vms[call.stage], values, call, self._import, _same, _same, self._kept)
+
+    def keep(self, name, array):
+        self._kept[name] = self._import(array)
 
     def result(self, handle, timeout):
         return handle
@@ -272,6 +290,7 @@ class LocalWorker(Worker):
     def close(self):
         self._vms.clear()
         self._values.clear()
+        self._kept.clear()
 
 
 def _same(tensor):

@@ -108,12 +108,14 @@ def outputs(value):
     return [value.numpy()] if hasattr(value, "numpy") else [v.numpy() for v in value]
 
 
-def check_equal(placed, weights, vm, rng):
+def check_equal(placed, weights, vm, rng, bound=False):
+    """Each function of ``placed`` equals the unsplit build (``bound``: the weights were bound,
+    so calls take the data alone)."""
     for name, shapes in (("prefill", [(1, 64), (5, 64), (16, 64)]), ("decode", [(1, 64)])):
         for shape in shapes:
             x = rng.standard_normal(shape).astype("float32")
             expected = outputs(vm[name](tvm.runtime.tensor(x), *[tvm.runtime.tensor(w) for w in weights]))
-            got = outputs(placed[name](x, *weights))
+            got = outputs(placed[name](x) if bound else placed[name](x, *weights))
             assert len(got) == len(expected)
             for a, b in zip(got, expected):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
@@ -202,16 +204,11 @@ def test_bound_weights_stay_on_the_workers_and_calls_take_the_data_only(two_func
     with pytest.raises(TvmPlaceError, match=r"'fc1.weight' is float32\[128, 64\], got float32\[64, 128\]"):
         placed.bind({"fc1.weight": weights[0].T.copy()})
     placed.bind(dict(zip(names, weights)))
-    rng = np.random.default_rng(2)
-    for name, shape in (("prefill", (7, 64)), ("decode", (1, 64))):
-        x = rng.standard_normal(shape).astype("float32")
-        expected = outputs(vm[name](tvm.runtime.tensor(x), *[tvm.runtime.tensor(w) for w in weights]))
-        for got, want in zip(outputs(placed[name](x)), expected):
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    check_equal(placed, weights, vm, np.random.default_rng(2), bound=True)
     # Only the data input is read from the caller: each weight is held where a stage reads it.
-    assert [len(a) for a in placed["decode"].example_inputs()] == [1]
+    assert len(placed["decode"].example_inputs()) == 1
     with pytest.raises(TypeError, match="takes 1 inputs besides its 4 bound ones"):
-        placed["decode"](x, *weights)
+        placed["decode"](np.zeros((1, 64), "float32"), *weights)
     placed.close()
 
 
@@ -228,12 +225,7 @@ def test_entry_functions_share_ray_actors_that_hold_the_bound_weights(two_functi
         placed.bind(dict(zip(names, weights)))  # sent to the actors already there
         actors = {device: worker.label for device, worker in placed.workers.items()}
         assert len(actors) == 2 and all("ray actor" in label for label in actors.values())
-        rng = np.random.default_rng(3)
-        for name, shape in (("prefill", (9, 64)), ("decode", (1, 64))):
-            x = rng.standard_normal(shape).astype("float32")
-            expected = outputs(vm[name](tvm.runtime.tensor(x), *[tvm.runtime.tensor(w) for w in weights]))
-            for got, want in zip(outputs(placed[name](x)), expected):
-                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+        check_equal(placed, weights, vm, np.random.default_rng(3), bound=True)
         assert {d: w.label for d, w in placed["decode"].workers.items()} == actors
     finally:
         placed.close()

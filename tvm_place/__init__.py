@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 # pay for importing TVM.
 _LAZY = {
     "compile": ("tvm_place.compiler", "compile"),
+    "place": ("tvm_place.compiler", "place"),
     "PlacedModule": ("tvm_place.runtime.placed", "PlacedModule"),
     "load": ("tvm_place.runtime.placed", "PlacedModule.load"),
     "pipeline": ("tvm_place.relax_pipeline", "pipeline"),

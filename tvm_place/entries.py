@@ -91,7 +91,7 @@ def joint_problem(entries: list[Entry], objective: str, name: str = "module") ->
                       else np.array(problem.memory, dtype=float))
         for weight, (reader, size) in entry.weights.items():
             if weight in readers:  # counted once, with the first function that reads it
-                own_memory[reader] -= size
+                own_memory[reader] = max(0.0, own_memory[reader] - size)
             readers.setdefault(weight, []).append(first + reader)
         memory.append(own_memory)
         edges += [(first + int(u), first + int(v)) for u, v in graph.edges]

@@ -1,0 +1,170 @@
+"""Splitting a decoder language model over devices: each operator's layer, the layer splits the
+tools people use, and what a placement gives in decode tokens/s and time to first token.
+
+The splits users have today cut the model between layers: evenly (vLLM's and MLC-LLM's pipeline
+parallelism, DeepSpeed's ``uniform``), by parameter count (DeepSpeed's ``parameters``), or in
+proportion to each device's memory (exo's memory-weighted ring partition). :func:`baseline_splits`
+builds each as a placement of the same problem tvm-place solves, so the one evaluator prices
+them all alike.
+
+Layers are read off the weights an operator reads (``layers.<i>.`` in their names, as Hugging
+Face and ``tvm.relax.frontend.nn`` modules name them; see :func:`operator_layers`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .entries import BOUNDARY, Entry
+from .errors import InvalidPlacementError
+from .evaluate import MEMORY_TOLERANCE, evaluate
+from .graph import Placement, PlacementProblem
+
+#: A weight of decoder layer ``i``: ``layers.<i>.`` at the start of its name or after a dot.
+LAYER_WEIGHT = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+#: The splits :func:`baseline_splits` makes, and whose tool each stands for.
+BASELINES = {
+    "uniform": "layers split evenly (vLLM, MLC-LLM pipeline parallelism, DeepSpeed 'uniform')",
+    "parameters": "layers split by parameter bytes (DeepSpeed 'parameters')",
+    "memory": "layers in proportion to device memory (exo's memory-weighted partition)",
+}
+
+
+def operator_layers(problem: PlacementProblem, weights: dict[str, tuple[int, float]]) -> np.ndarray:
+    """The decoder layer of each operator of one function: the layer of the weight it reads
+    (``weights``: ``{name: (operator charged with it, bytes)}``, as
+    :class:`~tvm_place.entries.Entry` has them), else the latest layer among its producers, else
+    (reading inputs only) the earliest layer among its consumers; -1 before the first layer (the
+    embedding). The final norm and head follow the last layer. O(V + E)."""
+    own = {}
+    for name, (reader, _) in weights.items():
+        found = LAYER_WEIGHT.search(name)
+        if found:
+            own[int(reader)] = int(found.group(1))
+    graph = problem.graph
+    layer = np.full(problem.num_ops, -1, dtype=np.int64)
+    for u in graph.topological_order:
+        u = int(u)
+        if u in own:
+            layer[u] = own[u]
+        elif graph.predecessors[u]:
+            layer[u] = max(int(layer[p]) for p in graph.predecessors[u])
+    # An operator that reads only inputs (a decode step's cache of one layer) goes with the
+    # earliest layer that reads what it makes.
+    for u in graph.topological_order[::-1]:
+        u = int(u)
+        if layer[u] < 0 and u not in own and graph.successors[u]:
+            layer[u] = min(int(layer[v]) for v in graph.successors[u])
+    if not own:
+        raise InvalidPlacementError(
+            "no operator reads a weight named 'layers.<i>.…': the model's layers cannot be told "
+            "apart (name the decoder layers' weights layers.0., layers.1., …, as Hugging Face does)"
+        )
+    return layer
+
+
+def layer_bytes(weights: dict[str, tuple[int, float]], num_layers: int) -> np.ndarray:
+    """Bytes of each decoder layer's weights."""
+    sizes = np.zeros(num_layers)
+    for name, (_, size) in weights.items():
+        found = LAYER_WEIGHT.search(name)
+        if found and int(found.group(1)) < num_layers:
+            sizes[int(found.group(1))] += size
+    return sizes
+
+
+def contiguous_counts(sizes: Sequence[float], shares: Sequence[float]) -> list[int]:
+    """Layers per device for a contiguous split of layers of ``sizes`` in which device ``d``
+    gets about ``shares[d]`` of the total: each cut where the running total comes closest to
+    the devices' shares so far (a tie: the later cut), never before the previous cut. O(L + k)."""
+    sizes = np.asarray(sizes, dtype=float)
+    shares = np.asarray(shares, dtype=float) / float(np.sum(shares))
+    prefix = np.concatenate([[0.0], np.cumsum(sizes)])  # prefix[c]: total of the first c layers
+    cuts, start = [], 0
+    for target in np.cumsum(shares)[:-1] * prefix[-1]:
+        after = int(np.searchsorted(prefix, target, side="left"))  # first prefix >= target
+        before = max(after - 1, 0)
+        after = min(after, len(sizes))
+        cut = before if target - prefix[before] < prefix[after] - target else after
+        start = max(cut, start)
+        cuts.append(start)
+    bounds = [0] + cuts + [len(sizes)]
+    return [bounds[d + 1] - bounds[d] for d in range(len(shares))]
+
+
+def split_by_layers(problem: PlacementProblem, entries: Sequence[Entry], layers: Sequence[np.ndarray],
+                    counts: Sequence[int]) -> np.ndarray:
+    """A placement of ``problem`` (the joint problem of ``entries``, or one function's) that
+    puts ``counts[d]`` consecutive layers on device ``d`` in every function; the embedding
+    goes with the first layer, a boundary node with an operator before it."""
+    first_layer = np.cumsum([0] + list(counts))
+    device_of = np.zeros(problem.num_ops, dtype=np.int64)
+    for entry, layer in zip(entries, layers):
+        device = np.searchsorted(first_layer, np.maximum(layer, 0), side="right") - 1
+        device_of[entry.nodes] = np.minimum(device, len(counts) - 1)
+    for u, node in enumerate(problem.graph.nodes):
+        if node.kind == BOUNDARY:
+            device_of[u] = device_of[problem.graph.predecessors[u][0]]
+    return device_of
+
+
+def baseline_splits(problem: PlacementProblem, entries: Sequence[Entry]) -> dict[str, np.ndarray]:
+    """The layer splits of :data:`BASELINES` as joint placements of ``problem`` (made by
+    :func:`~tvm_place.entries.joint_problem` from ``entries``, or one function's own problem
+    with ``entries`` its one :class:`Entry`), over every device of the problem."""
+    layers = [operator_layers(entry.problem, entry.weights) for entry in entries]
+    num_layers = int(max(layer.max() for layer in layers)) + 1
+    weights = {name: value for entry in entries for name, value in entry.weights.items()}
+    capacity = problem.capacity
+    memory_share = (np.ones(problem.num_devices) if not np.isfinite(capacity).all()
+                    else capacity)
+    counts = {
+        "uniform": contiguous_counts(np.ones(num_layers), np.ones(problem.num_devices)),
+        "parameters": contiguous_counts(layer_bytes(weights, num_layers), np.ones(problem.num_devices)),
+        "memory": contiguous_counts(np.ones(num_layers), memory_share),
+    }
+    return {name: split_by_layers(problem, entries, layers, count) for name, count in counts.items()}
+
+
+@dataclass
+class LLMFigures:
+    """What a placement gives a language model, by the evaluator: ``decode_tokens_per_second``
+    (a pipeline of micro-batches: the batch over the busiest device's time per decode step),
+    ``time_to_first_token`` (one prefill's latency), and whether it fits each device's memory."""
+
+    decode_tokens_per_second: float
+    time_to_first_token: float
+    fits: bool
+
+
+def llm_figures(problem: PlacementProblem, entries: Sequence[Entry], device_of: np.ndarray,
+                batch: int, prefill: str = "prefill", decode: str = "decode") -> LLMFigures:
+    """:class:`LLMFigures` of the joint placement ``device_of`` of ``entries`` (each function
+    priced on its own problem: one call)."""
+    by_name = {entry.name: entry for entry in entries}
+    missing = [name for name in (prefill, decode) if name not in by_name]
+    if missing:
+        raise InvalidPlacementError(f"no entry function {missing}: the functions are {list(by_name)}")
+
+    def evaluation(entry: Entry, objective: str):
+        # Priced whether or not it fits: a split that does not is still compared, marked so.
+        uncapped = dataclasses.replace(entry.problem, devices=[
+            dataclasses.replace(d, memory_capacity=math.inf) for d in entry.problem.devices])
+        return evaluate(uncapped, Placement(device_of[entry.nodes], objective, 0.0, 0.0, "given"))
+
+    step = evaluation(by_name[decode], "throughput").max_load
+    ttft = evaluation(by_name[prefill], "latency").latency
+    used = np.bincount(device_of, weights=problem.memory, minlength=problem.num_devices)
+    fits = bool(np.all(used <= problem.capacity * (1 + MEMORY_TOLERANCE)))
+    return LLMFigures(batch / step if step > 0 else math.inf, ttft, fits)
+
+
+__all__ = ["BASELINES", "BOUNDARY", "LLMFigures", "baseline_splits", "contiguous_counts",
+           "layer_bytes", "llm_figures", "operator_layers", "split_by_layers"]

@@ -176,11 +176,13 @@ def substitute(expr: relax.Expr, var_map: dict) -> relax.Expr:
 
 
 def var_operands(expr: relax.Expr) -> list[relax.Var]:
-    """The variables an expression reads, in order, without duplicates."""
+    """The variables an expression reads, in order, without duplicates. A symbolic size (a
+    scalar argument of a kernel: a variable of a primitive type) is not one: the split gives a
+    stage its sizes as a shape argument."""
     found: list[relax.Var] = []
 
     def visit(e: relax.Expr) -> None:
-        if isinstance(e, relax.Var):
+        if isinstance(e, relax.Var) and not isinstance(e.ty, tvm.ir.PrimType):
             if not any(e.same_as(v) for v in found):
                 found.append(e)
         elif isinstance(e, relax.Tuple):

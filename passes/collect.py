@@ -18,6 +18,7 @@ from ._ir import (
     bindings,
     is_call_to,
     is_external_call,
+    tensor_types,
     is_operator,
     main_function,
     operator_callee,
@@ -109,13 +110,97 @@ def collect_op_graph(mod: tvm.IRModule, shape_hints=None) -> CollectedGraph:
 
 def at_sizes(mod: tvm.IRModule, values: dict[str, int]) -> tvm.IRModule:
     """``mod`` with ``main``'s symbolic dimensions at ``values`` and every kernel specialised to
-    the static shapes it is called with."""
+    the static shapes it is called with (:func:`_specialised`)."""
     main = main_function(mod)
     bound = main.bind_symbolic_vars(values)
-    bound_mod = tvm.IRModule({**{gv: f for gv, f in mod.functions_items() if gv.name_hint != "main"},
-                              relax.GlobalVar("main"): bound}, attrs=mod.attrs,
-                             global_infos=mod.global_infos)
-    return relax.transform.SpecializePrimFuncBasedOnCallSite()(bound_mod)
+    builder = relax.BlockBuilder(tvm.IRModule(
+        {gv: f for gv, f in mod.functions_items() if gv.name_hint != "main"},
+        attrs=mod.attrs, global_infos=mod.global_infos))
+    kernels: dict[tuple, relax.GlobalVar] = {}
+    kernel_of: dict[relax.Var, relax.GlobalVar] = {}
+    for binding in bindings(bound):
+        value = binding.value
+        if not is_call_to(value, CALL_TIR) or len(value.args) > 2:
+            continue
+        callee = value.args[0]
+        # Per kernel parameter: a tensor's static shape, or a scalar argument's value.
+        given = [_scalar(a) if _scalar(a) is not None
+                 else static_shape(a.ty, f"an argument of {callee.name_hint!r}") for a in value.args[1].fields]
+        given += [static_shape(t, f"the output of {callee.name_hint!r}") for t in tensor_types(binding.var.ty)]
+        sizes = _kernel_sizes(mod[callee], given, callee.name_hint)
+        key = (callee.name_hint, tuple(sorted((str(v), n) for v, n in sizes.items())))
+        if key not in kernels:
+            kernels[key] = builder.add_func(_specialised(mod[callee], sizes), f"{callee.name_hint}_at")
+        kernel_of[binding.var] = kernels[key]
+
+    def specialise(binding):
+        value = binding.value
+        if binding.var not in kernel_of:
+            return binding.var.name, value
+        # Scalar arguments are specialised into the kernel: the call keeps its tensors.
+        tensors = relax.Tuple([a for a in value.args[1].fields if _scalar(a) is None])
+        return binding.var.name, relax.Call(value.op, [kernel_of[binding.var], tensors],
+                                           value.attrs, value.ty_args, value.span)
+
+    builder.add_func(bound, "main")
+    return _rebuild_main(builder.get(), specialise)
+
+
+def _scalar(argument) -> int | None:
+    """The value of a scalar argument of a kernel call (a bound symbolic size), else None."""
+    if isinstance(argument.ty, relax.TensorType):
+        return None
+    value = getattr(argument, "value", None)
+    return int(value) if isinstance(value, int) else None
+
+
+def _kernel_sizes(prim_func, given: list, name: str) -> dict:
+    """The value of each symbolic variable of ``prim_func``, given per parameter the static
+    shape of its buffer at a call (or a scalar parameter's value): a scalar parameter and a
+    dimension that is the variable itself give it; a dimension that is an expression of a
+    variable nothing else gives (``n * 2``) is solved for it, the expression being linear."""
+    sizes = {param: value for param, value in zip(prim_func.params, given) if isinstance(value, int)}
+    dims = [(dim, int(size)) for param, shape in zip(prim_func.params, given) if not isinstance(shape, int)
+            for dim, size in zip(getattr(param.ty, "shape", None) or [], shape)]
+    sizes.update({dim: size for dim, size in dims if isinstance(dim, tvm.tirx.Var)})
+    def value_at(expr, values: dict):
+        analyzer = tvm.sym.Analyzer()
+        for var, size in values.items():
+            analyzer.bind(var, tvm.tirx.IntImm(var.ty.dtype, size))
+        return analyzer.simplify(expr)
+
+    for dim, size in dims:
+        free = [v for v in tvm.tirx.analysis.undefined_vars(dim) if v not in sizes] \
+            if not isinstance(dim, (tvm.tirx.Var, tvm.tirx.IntImm)) else []
+        if len(free) != 1:
+            continue
+        var = free[0]
+        at = [value_at(dim, {**sizes, var: k}) for k in (0, 1)]
+        if all(isinstance(a, tvm.tirx.IntImm) for a in at) and at[1].value != at[0].value:
+            solved, rest = divmod(size - at[0].value, at[1].value - at[0].value)
+            if not rest:
+                sizes[var] = solved
+    unsized = {str(v) for dim, _ in dims if not isinstance(dim, tvm.tirx.IntImm)
+               for v in tvm.tirx.analysis.undefined_vars(dim) if v not in sizes}
+    if unsized:
+        raise UnsupportedModelError(
+            f"kernel {name!r}: cannot tell the size of its dimension(s) {sorted(unsized)} from the "
+            "shapes it is called with; bind them before placing (relax.transform.BindSymbolicVars)"
+        )
+    return sizes
+
+
+def _specialised(prim_func, sizes: dict):
+    """``prim_func`` with its symbolic variables (and scalar parameters) at ``sizes``: each
+    variable made a parameter, then all specialised away (``PrimFunc.specialize`` takes
+    parameters only)."""
+    if not sizes:
+        return prim_func
+    params = list(prim_func.params)
+    variables = list(sizes)
+    with_variables = tvm.tirx.PrimFunc(params + [v for v in variables if not any(v.same_as(p) for p in params)],
+                                       prim_func.body, prim_func.ret_type, attrs=prim_func.attrs)
+    return with_variables.specialize({v: tvm.tirx.IntImm(v.ty.dtype, sizes[v]) for v in variables})
 
 
 def _named(nodes: list[OpNode], callees: list[str]) -> list[OpNode]:

@@ -187,3 +187,33 @@ def test_missing_entry_names_the_functions(exported):
         tvm_place.compile(mod, ["llvm"], shape_hints={"batch": 2})
     with pytest.raises(UnsupportedModelError, match="no function 'decode'"):
         tvm_place.compile(mod, ["llvm"], entry="decode")
+
+
+class MergedBatch(nn.Module):
+    """A static batch of 2 merged into a symbolic length: a kernel whose buffer has the
+    dimension ``n * 2``, and a gather whose kernel takes the length as a scalar argument."""
+
+    def __init__(self):
+        self.table = nn.Parameter((50, 8), "float32")
+
+    def forward(self, tokens, x):
+        rows = nn.op.take(self.table, nn.op.reshape(tokens, (-1,)), axis=0)
+        return nn.op.reshape(nn.op.exp(x), (-1, 8)) + rows
+
+
+def test_kernels_with_expressions_of_a_symbolic_dimension_are_costed_and_run_at_any_size():
+    spec = {"forward": {"tokens": nn.spec.Tensor((2, "n"), "int64"), "x": nn.spec.Tensor((2, "n", 8), "float32")}}
+    mod, params = MergedBatch().export_tvm(spec=spec)
+    table = np.random.default_rng(0).standard_normal((50, 8)).astype("float32")
+    reference = unsplit(mod, "forward")
+    solved = tvm_place.compile(mod, ["llvm", "llvm"], entry="forward", shape_hints={"n": 6})
+    placed = tvm_place.compile(mod, ["llvm", "llvm"], entry="forward", shape_hints={"n": 6},
+                               placement=alternating(solved))
+    assert placed.plan.num_copies > 0
+    rng = np.random.default_rng(1)
+    for n in (1, 4, 11):
+        tokens = rng.integers(0, 50, (2, n))
+        x = rng.standard_normal((2, n, 8)).astype("float32")
+        expected = reference(tokens, x, table)
+        for module in (solved, placed):
+            np.testing.assert_allclose(module(tokens, x, table).numpy(), expected, rtol=1e-5, atol=1e-6)

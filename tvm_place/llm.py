@@ -166,5 +166,61 @@ def llm_figures(problem: PlacementProblem, entries: Sequence[Entry], device_of: 
     return LLMFigures(batch / step if step > 0 else math.inf, ttft, fits)
 
 
-__all__ = ["BASELINES", "BOUNDARY", "LLMFigures", "baseline_splits", "contiguous_counts",
+@dataclass
+class Generation:
+    """What :func:`generate` made and measured: ``tokens`` per micro-batch ``(b, steps)``;
+    ``prefill_seconds`` (all prompts through prefill, pipelined), ``decode_seconds`` (every
+    decode step of every micro-batch) and the steady ``decode_tokens_per_second``."""
+
+    tokens: list[np.ndarray]
+    prefill_seconds: float
+    decode_seconds: float
+    decode_tokens_per_second: float
+
+
+def generate(placed, prompts: Sequence[np.ndarray], steps: int, prefill: str = "prefill",
+             decode: str = "decode", timeout: float = 600.0) -> Generation:
+    """Greedy generation of ``steps`` tokens for each micro-batch of ``prompts`` (``(b, n)``
+    int64 token ids each) on a module placed with its ``prefill`` and ``decode`` functions
+    (``tvm_place.compile(..., entries=...)``, weights bound with ``placed.bind``), pipelined:
+    the micro-batches are in flight across the stages at once, and each step's token of a
+    micro-batch goes back to the first stage as its next step's input (the runtime's stream,
+    :meth:`~tvm_place.runtime.placed.PlacedModule.run_stream`, with as many inputs in flight
+    as micro-batches, reads a micro-batch's next step only once its last one is out).
+
+    The functions take and return the KV cache (``prefill(tokens) -> (logits, *caches)``,
+    ``decode(token, *caches) -> (logits, *caches)``): it goes back through this process
+    between steps, as the model's functional cache is defined."""
+    import time
+
+    if steps < 1 or not prompts:
+        raise InvalidPlacementError("generate needs at least one prompt and one step")
+    count = len(prompts)
+    started = time.perf_counter()
+    prefilled = placed[prefill].run_stream([(np.ascontiguousarray(p, dtype=np.int64),) for p in prompts],
+                                           depth=count, timeout=timeout)
+    prefill_seconds = time.perf_counter() - started
+    tokens = [[np.argmax(out[0], axis=-1).astype(np.int64)[:, None]] for out in prefilled]
+    caches = [tuple(out[1:]) for out in prefilled]
+
+    def steps_in_order():
+        for _ in range(steps - 1):
+            for j in range(count):  # read once micro-batch j's previous step is out
+                yield (tokens[j][-1], *caches[j])
+
+    def took(index: int, output) -> None:
+        j = index % count
+        tokens[j].append(np.argmax(output[0], axis=-1).astype(np.int64)[:, None])
+        caches[j] = tuple(output[1:])
+
+    started = time.perf_counter()
+    if steps > 1:
+        placed[decode].run_stream(steps_in_order(), depth=count, timeout=timeout, on_result=took)
+    decode_seconds = time.perf_counter() - started
+    generated = sum(int(p.shape[0]) for p in prompts) * (steps - 1)
+    return Generation([np.concatenate(t, axis=1) for t in tokens], prefill_seconds, decode_seconds,
+                      generated / decode_seconds if steps > 1 else 0.0)
+
+
+__all__ = ["BASELINES", "BOUNDARY", "Generation", "LLMFigures", "baseline_splits", "contiguous_counts", "generate",
            "layer_bytes", "llm_figures", "operator_layers", "split_by_layers"]

@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tvm
+from tvm import relax
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import spec as nn_spec
 
@@ -163,6 +164,46 @@ def _rotate(t: nn.Tensor, cos: nn.Tensor, sin: nn.Tensor) -> nn.Tensor:
     return t * cos + nn.op.concat([nn.op.negative(second), first], dim=-1) * sin
 
 
+def _last(x: nn.Tensor, axis: int) -> nn.Tensor:
+    """The last entry of `x` along `axis`, the axis kept with size 1 (a take of index -1,
+    wrapped: no kernel needs the symbolic length as a scalar argument)."""
+    index = nn.Tensor.from_const(np.array([-1], dtype=np.int64))
+    return nn.wrap_nested(relax.op.take(x._expr, index._expr, axis, mode="wrap"), "take_last")
+
+
+def _append_kernel(batch: int | str, kv_heads: int, head_dim: int, dtype: str) -> tvm.tirx.PrimFunc:
+    """``out[:, :m] = past``, ``out[:, m] = new``: the PrimFunc of :func:`_append`.
+
+    The output's length is a variable of its own (``t``, equal to ``m + 1`` at the call)
+    rather than the expression ``m + 1`` that ``concat`` would give its kernel: tvm-place
+    specialises each kernel to the sizes it costs at (TVM's ``SpecializePrimFuncBasedOnCallSite``),
+    which takes only plain variables in a kernel's buffer shapes. Its op pattern is opaque, so
+    that fusion does not merge it into a kernel with ``m + 1`` in its signature again.
+    """
+    # int64 sizes, as Relax's: a kernel's int32 constant does not match its call's int64 one.
+    m, t = tvm.tirx.Var("m", "int64"), tvm.tirx.Var("t", "int64")
+    b = tvm.tirx.Var(batch, "int64") if isinstance(batch, str) else tvm.tirx.IntImm("int64", batch)
+    one, kv_heads, head_dim = (tvm.tirx.IntImm("int64", x) for x in (1, kv_heads, head_dim))
+    past = tvm.te.placeholder((b, m, kv_heads, head_dim), dtype, "past")
+    new = tvm.te.placeholder((b, one, kv_heads, head_dim), dtype, "new")
+    out = tvm.te.compute(
+        (b, t, kv_heads, head_dim),
+        lambda i, j, h, d: tvm.tirx.if_then_else(j < m, past[i, j, h, d], new[i, j - m, h, d]),
+        name="appended",
+    )
+    kernel = tvm.te.create_prim_func([past, new, out]).without_attr("global_symbol")
+    return kernel.with_attr("op_pattern", 8)  # kOpaque
+
+
+def _append(past: nn.Tensor, new: nn.Tensor) -> nn.Tensor:
+    """`new` ``(b, 1, kv_heads, d)`` appended to `past` ``(b, m, kv_heads, d)`` along axis 1:
+    ``concat([past, new], dim=1)``, as a kernel tvm-place can cost (see :func:`_append_kernel`)."""
+    batch, length, kv_heads, head_dim = past.shape
+    kernel = _append_kernel(batch if isinstance(batch, int) else str(batch), kv_heads, head_dim, past.dtype)
+    out = nn.Tensor.placeholder([batch, length + 1, kv_heads, head_dim], past.dtype)
+    return nn.op.tensor_ir_op(kernel, "append_kv", [past, new], out)
+
+
 class Attention(nn.Module):
     """Causal self-attention with RoPE, grouped key/value heads and a functional KV cache."""
 
@@ -173,33 +214,49 @@ class Attention(nn.Module):
         self.v_proj = Dense(config.hidden, config.kv_heads * config.head_dim, bias=False)
         self.o_proj = Dense(config.heads * config.head_dim, config.hidden, bias=False)
 
+    def _grouped(self, key: nn.Tensor, value: nn.Tensor) -> tuple[nn.Tensor, nn.Tensor]:
+        """Keys ``(b, kv_heads, 1, d, t)`` and values ``(b, kv_heads, 1, t, d)`` from ``(b, t, kv_heads, d)``."""
+        batch, length, kv_heads, head_dim = key.shape
+        return (
+            nn.op.reshape(nn.op.permute_dims(key, [0, 2, 3, 1]), [batch, kv_heads, 1, head_dim, length]),
+            nn.op.reshape(nn.op.permute_dims(value, [0, 2, 1, 3]), [batch, kv_heads, 1, length, head_dim]),
+        )
+
     def forward(self, x: nn.Tensor, cos: nn.Tensor, sin: nn.Tensor,
-                past: tuple[nn.Tensor, nn.Tensor] | None, mask: nn.Tensor | None):
-        """Returns the output ``(b, s, hidden)`` and the cache ``(b, t, kv_heads, head_dim)``,
-        ``t = s`` plus the past's length."""
+                past: tuple[nn.Tensor, nn.Tensor] | None):
+        """The output ``(b, s, hidden)`` and the cache ``(b, t, kv_heads, head_dim)``: this
+        call's keys and values (prefill, ``t = s``), or the past's with them appended
+        (decode, ``s = 1``, ``t = m + 1``)."""
         batch, seq_len, _ = x.shape
         heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
         group = heads // kv_heads
+        scale = 1.0 / float(np.sqrt(head_dim))
         query = nn.op.reshape(self.q_proj(x), [batch, seq_len, heads, head_dim])
         key = nn.op.reshape(self.k_proj(x), [batch, seq_len, kv_heads, head_dim])
         value = nn.op.reshape(self.v_proj(x), [batch, seq_len, kv_heads, head_dim])
         query, key = _rotate(query, cos, sin), _rotate(key, cos, sin)
-        if past is not None:
-            key = nn.op.concat([past[0], key], dim=1)
-            value = nn.op.concat([past[1], value], dim=1)
-        total = key.shape[1]
         # Query head h reads key/value head h // group: queries (b, kv_heads, group, s, d)
         # against keys (b, kv_heads, 1, d, t), broadcast over the group without copying.
         q = nn.op.permute_dims(
             nn.op.reshape(query, [batch, seq_len, kv_heads, group, head_dim]), [0, 2, 3, 1, 4]
         )
-        k = nn.op.reshape(nn.op.permute_dims(key, [0, 2, 3, 1]), [batch, kv_heads, 1, head_dim, total])
-        v = nn.op.reshape(nn.op.permute_dims(value, [0, 2, 1, 3]), [batch, kv_heads, 1, total, head_dim])
-        scores = nn.op.matmul(q, k) * (1.0 / float(np.sqrt(head_dim)))
-        if mask is not None:
-            scores = scores + mask
-        probs = nn.op.softmax(scores, axis=-1)
-        context = nn.op.permute_dims(nn.op.matmul(probs, v), [0, 3, 1, 2, 4])  # (b, s, kv, group, d)
+        k, v = self._grouped(key, value)
+        scores = nn.op.matmul(q, k) * scale  # (b, kv_heads, group, s, s)
+        if past is None:
+            mask = nn.op.triu(nn.op.full([seq_len, seq_len], _MASKED_SCORE), 1)
+            context = nn.op.matmul(nn.op.softmax(scores + mask, axis=-1), v)
+        else:
+            # One softmax over the past's scores and the new token's, computed in two parts:
+            # no operator reads a tensor of length m + 1 (TVM would hand its kernel m as a
+            # scalar argument, which tvm-place's costing does not take).
+            past_k, past_v = self._grouped(*past)
+            past_scores = nn.op.matmul(q, past_k) * scale  # (b, kv_heads, group, 1, m)
+            top = nn.op.maximum(nn.op.max(past_scores, axis=-1, keepdims=True), scores)
+            past_weights, weight = nn.op.exp(past_scores - top), nn.op.exp(scores - top)
+            total = nn.op.sum(past_weights, axis=-1, keepdims=True) + weight
+            context = (nn.op.matmul(past_weights, past_v) + weight * v) / total
+            key, value = _append(past[0], key), _append(past[1], value)
+        context = nn.op.permute_dims(context, [0, 3, 1, 2, 4])  # (b, s, kv_heads, group, d)
         return self.o_proj(nn.op.reshape(context, [batch, seq_len, heads * head_dim])), key, value
 
 
@@ -210,8 +267,8 @@ class Layer(nn.Module):
         self.post_attention_layernorm = nn.RMSNorm(config.hidden, -1, config.norm_eps, bias=False)
         self.mlp = SwiGLU(config)  # gate, up, down
 
-    def forward(self, x, cos, sin, past, mask):
-        attended, key, value = self.self_attn(self.input_layernorm(x), cos, sin, past, mask)
+    def forward(self, x, cos, sin, past):
+        attended, key, value = self.self_attn(self.input_layernorm(x), cos, sin, past)
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), key, value
 
@@ -227,39 +284,35 @@ class LlamaKV(nn.Module):
         self.norm = nn.RMSNorm(config.hidden, -1, config.norm_eps, bias=False)
         self.lm_head = Dense(config.hidden, config.vocab, bias=False)
 
-    def _rope_rows(self, start, length) -> tuple[nn.Tensor, nn.Tensor]:
-        """Rows ``start .. start + length - 1`` of the cos and sin tables, ``(length, 1, head_dim)``."""
-        cos, sin = rotary_tables(self.config.max_len, self.config.head_dim, self.config.rope_theta)
-        rows = nn.op.arange(start, start + length, dtype="int64")
-        shape = [length, 1, self.config.head_dim]
-        return tuple(
-            nn.op.reshape(nn.op.take(nn.Tensor.from_const(table), rows, axis=0), shape)
-            for table in (cos, sin)
-        )
+    def _tables(self, first: int) -> tuple[nn.Tensor, nn.Tensor]:
+        """The cos and sin tables from position `first` on, ``(max_len - first, head_dim)``."""
+        tables = rotary_tables(self.config.max_len, self.config.head_dim, self.config.rope_theta)
+        return tuple(nn.Tensor.from_const(np.ascontiguousarray(t[first:])) for t in tables)
 
-    def _run(self, tokens: nn.Tensor, cos, sin, pasts, mask, last_only: bool):
+    def _run(self, tokens: nn.Tensor, cos, sin, pasts):
+        head_dim = self.config.head_dim
+        cos, sin = (nn.op.reshape(t, [t.shape[0], 1, head_dim]) for t in (cos, sin))
         x = self.embed_tokens(tokens)
         caches = []
         for layer, past in zip(self.layers, pasts):
-            x, key, value = layer(x, cos, sin, past, mask)
+            x, key, value = layer(x, cos, sin, past)
             caches += [key, value]
-        batch, seq_len, hidden = x.shape
-        if last_only:
-            x = nn.op.take(x, nn.op.arange(seq_len - 1, seq_len, dtype="int64"), axis=1)
-        logits = self.lm_head(self.norm(nn.op.reshape(x, [batch, hidden])))
+        batch, _, hidden = x.shape
+        logits = self.lm_head(self.norm(nn.op.reshape(_last(x, 1), [batch, hidden])))
         return (logits, *caches)
 
     def prefill(self, tokens: nn.Tensor):
-        seq_len = tokens.shape[1]
-        cos, sin = self._rope_rows(0, seq_len)
-        mask = nn.op.triu(nn.op.full([seq_len, seq_len], _MASKED_SCORE), 1)
-        return self._run(tokens, cos, sin, [None] * self.config.num_layers, mask, True)
+        rows = nn.op.arange(0, tokens.shape[1], dtype="int64")  # positions 0 .. n - 1
+        cos, sin = (nn.op.take(t, rows, axis=0) for t in self._tables(0))
+        return self._run(tokens, cos, sin, [None] * self.config.num_layers)
 
     def decode(self, token: nn.Tensor, *caches: nn.Tensor):
-        past_len = caches[0].shape[1]
-        cos, sin = self._rope_rows(past_len, 1)
+        # Position m, the cache length: the last of rows 1 .. m (rows 0 .. m - 1 of the tables
+        # from position 1), so that every kernel reads m off a shape (see _last).
+        rows = nn.op.arange(0, caches[0].shape[1], dtype="int64")
+        cos, sin = (_last(nn.op.take(t, rows, axis=0), 0) for t in self._tables(1))
         pasts = [(caches[2 * i], caches[2 * i + 1]) for i in range(self.config.num_layers)]
-        return self._run(token, cos, sin, pasts, None, False)
+        return self._run(token, cos, sin, pasts)
 
 
 def cache_names(num_layers: int) -> list[str]:

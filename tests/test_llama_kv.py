@@ -81,6 +81,8 @@ def test_greedy_generation_gives_the_same_tokens_in_tvm_and_numpy(tiny):
     assert tokens.shape == (1, 10) and tokens.dtype == np.int64
     np.testing.assert_array_equal(tokens, generate(*reference_functions(TINY, params), prompt, 10))
     assert len(set(tokens[0].tolist())) > 1  # the logits are not degenerate
+    with pytest.raises(ValueError, match="need 64 positions; the model has 63"):
+        generate(prefill, decode, prompt, 60, max_len=63)
 
 
 def test_multi_head_attention_and_a_symbolic_batch():
@@ -177,3 +179,19 @@ def test_tvm_place_places_prefill_and_decode_together_and_generates_the_same_tok
 @pytest.mark.slow
 def test_tvm_place_auto_placement_of_the_tiny_model_generates_the_same_tokens():
     placed_generation(TINY, {"time_limit": 10}, steps=8)
+
+
+@pytest.mark.slow
+def test_tvm_place_places_on_a_cpu_and_a_described_gpu_and_exports_both_functions(tmp_path):
+    """CUDA code is generated for the A100's architecture and exported, not run (no GPU)."""
+    import json
+
+    import tvm_place
+
+    mod, _ = llama_kv.build(llama_kv.config("tiny", num_layers=1))
+    placed = tvm_place.compile(mod, ["llvm", {"kind": "cuda", "arch": "sm_80"}], profiles=[None, "a100"],
+                               entries={"prefill": 1, "decode": 16}, shape_hints={"n": 32, "m": 48},
+                               time_limit=5)
+    manifest = json.loads((placed.export(tmp_path / "export") / "manifest.json").read_text())
+    assert sorted(manifest["functions"]) == ["decode", "prefill"]
+    assert any(p.name.endswith("cuda0.so") for p in (tmp_path / "export").iterdir())

@@ -27,6 +27,9 @@ randwire       randwire-ws, randwire-er, randwire-ba (random graphs, networkx)
 transformer    bert-layer, bert-base, bert-large, gpt2-block, gpt2-small, gpt2-medium
 vit            vit-b16
 llama          llama2-7b-4layers, llama2-7b (Llama-2-7B layer shapes)
+llama_kv       not registered (two entry functions, weights as parameters): llama_kv.build(config)
+               gives a whole Llama-architecture LM, prefill and decode with a KV cache, and
+               llama_kv.generate a greedy loop (configs: llama2-7b, tinyllama-1.1b, tiny)
 t5             t5-base (encoder-decoder)
 moe            moe-block (top-2 of 8 experts, computed densely)
 dlrm           dlrm (Criteo Kaggle embedding tables)

@@ -105,6 +105,9 @@ class LlamaKVConfig:
         The epsilon of every RMSNorm.
     rope_theta : float
         The base of the rotary embedding's frequencies.
+    dtype : str
+        The weights', activations' and caches' type: ``"float32"``, or ``"float16"`` (what
+        LLMs are served in: half the memory; the NumPy reference still computes in float64).
     """
 
     hidden: int
@@ -116,6 +119,7 @@ class LlamaKVConfig:
     max_len: int
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
+    dtype: str = "float32"
 
     @property
     def head_dim(self) -> int:
@@ -128,6 +132,8 @@ class LlamaKVConfig:
             )
         if self.kv_heads < 1 or self.heads % self.kv_heads:
             raise ModelConfigError(f"{self.kv_heads} key/value heads do not divide {self.heads} heads")
+        if self.dtype not in ("float32", "float16"):
+            raise ModelConfigError(f"dtype {self.dtype!r}: float32 or float16")
         for field in ("ffn", "num_layers", "vocab", "max_len"):
             if getattr(self, field) < 1:
                 raise ModelConfigError(f"{field} must be at least 1, not {getattr(self, field)}")
@@ -138,8 +144,9 @@ class LlamaKVConfig:
         per_layer = 2 * self.hidden * self.hidden + 2 * self.hidden * kv + 3 * self.hidden * self.ffn
         return 2 * self.vocab * self.hidden + self.num_layers * (per_layer + 2 * self.hidden) + self.hidden
 
-    def cache_bytes(self, batch: int, length: int, itemsize: int = 4) -> int:
+    def cache_bytes(self, batch: int, length: int) -> int:
         """Bytes of the keys and values of all layers for `batch` sequences of `length` tokens."""
+        itemsize = np.dtype(self.dtype).itemsize
         return 2 * self.num_layers * batch * length * self.kv_heads * self.head_dim * itemsize
 
 
@@ -257,7 +264,9 @@ class Attention(nn.Module):
         k, v = self._grouped(key, value)
         scores = nn.op.matmul(q, k) * scale  # (b, kv_heads, group, s, s)
         if past is None:
-            mask = nn.op.triu(nn.op.full([seq_len, seq_len], _MASKED_SCORE), 1)
+            # -1e9 in float32; float16's -65504 / 2 (-1e9 would be -inf there).
+            masked = max(_MASKED_SCORE, float(np.finfo(x.dtype).min) / 2)
+            mask = nn.op.triu(nn.op.full([seq_len, seq_len], masked, dtype=x.dtype), 1)
             context = nn.op.matmul(nn.op.softmax(scores + mask, axis=-1), v)
         else:
             # One softmax over the past's scores and the new token's, computed in two parts:
@@ -301,7 +310,7 @@ class LlamaKV(nn.Module):
     def _tables(self, first: int) -> tuple[nn.Tensor, nn.Tensor]:
         """The cos and sin tables from position `first` on, ``(max_len - first, head_dim)``."""
         tables = rotary_tables(self.config.max_len, self.config.head_dim, self.config.rope_theta)
-        return tuple(nn.Tensor.from_const(np.ascontiguousarray(t[first:])) for t in tables)
+        return tuple(nn.Tensor.from_const(t[first:].astype(self.config.dtype)) for t in tables)
 
     def _run(self, tokens: nn.Tensor, cos, sin, pasts):
         head_dim = self.config.head_dim
@@ -346,7 +355,8 @@ def export(config: LlamaKVConfig, batch: int | str = 1, max_batch: int | None = 
     if isinstance(batch, str) and (not batch.isidentifier() or batch in ("n", "m")):
         raise ModelConfigError(f"batch={batch!r}: a number, or a name other than n and m")
     model = LlamaKV(config)
-    cache = nn_spec.Tensor([batch, "m", config.kv_heads, config.head_dim], "float32")
+    model.to(config.dtype)
+    cache = nn_spec.Tensor([batch, "m", config.kv_heads, config.head_dim], config.dtype)
     names = ["token", *cache_names(config.num_layers)]
     decode = nn_spec.MethodSpec(
         model.decode, names,
@@ -366,8 +376,9 @@ def export(config: LlamaKVConfig, batch: int | str = 1, max_batch: int | None = 
 
 def build(config: LlamaKVConfig, batch: int | str = 1, seed: int | np.random.Generator = 0,
           max_batch: int | None = None) -> tuple[tvm.IRModule, dict[str, np.ndarray]]:
-    """:func:`export` with random weights: ``(mod, params)``, `params` float32 NumPy arrays by
-    parameter name, in the order `prefill` and `decode` take them after their inputs::
+    """:func:`export` with random weights: ``(mod, params)``, `params` NumPy arrays of the
+    config's dtype by parameter name, in the order `prefill` and `decode` take them after their
+    inputs (the same values whatever the dtype: float32 draws, rounded)::
 
         mod, params = build(config("tinyllama-1.1b", num_layers=2))
         vm = relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu())
@@ -375,7 +386,8 @@ def build(config: LlamaKVConfig, batch: int | str = 1, seed: int | np.random.Gen
     """
     mod, shapes = export(config, batch, max_batch)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    return mod, {name: random_weight(name, shape, rng) for name, shape in shapes}
+    return mod, {name: random_weight(name, shape, rng).astype(config.dtype, copy=False)
+                 for name, shape in shapes}
 
 
 def _numpy(value) -> np.ndarray:

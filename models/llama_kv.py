@@ -9,7 +9,7 @@ with two entry functions over the same weights::
 
     prefill(tokens: (b, "n") int64, *weights)
         -> (logits (b, vocab), k_0, v_0, ..., k_{L-1}, v_{L-1})          caches (b, n, kv_heads, head_dim)
-    decode(token: (b, 1) int64, k_0, v_0, ..., k_{L-1}, v_{L-1}, *weights)   caches (b, "m", kv_heads, head_dim)
+    decode(token: (b, 1) int64, k_0, v_0, ..., k_{L-1}, v_{L-1}, *weights)   caches (b, "m", kv_heads, head_dim), m >= 1
         -> (logits (b, vocab), k_0, v_0, ...)                           caches (b, m + 1, kv_heads, head_dim)
 
 The weights are parameters after ``num_input`` (1 for prefill, ``1 + 2 L`` for decode), with the
@@ -330,7 +330,7 @@ class LlamaKV(nn.Module):
         return self._run(tokens, cos, sin, [None] * self.config.num_layers)
 
     def decode(self, token: nn.Tensor, *caches: nn.Tensor):
-        # Position m, the cache length: the last of rows 1 .. m (rows 0 .. m - 1 of the tables
+        # The caches hold at least one token (decode follows a prefill). Position m, the cache length: the last of rows 1 .. m (rows 0 .. m - 1 of the tables
         # from position 1), so that every kernel reads m off a shape (see _last).
         rows = nn.op.arange(0, caches[0].shape[1], dtype="int64")
         cos, sin = (_last(nn.op.take(t, rows, axis=0), 0) for t in self._tables(1))

@@ -9,7 +9,7 @@ with two entry functions over the same weights::
 
     prefill(tokens: (b, "n") int64, *weights)
         -> (logits (b, vocab), k_0, v_0, ..., k_{L-1}, v_{L-1})          caches (b, n, kv_heads, head_dim)
-    decode(token: (b, 1) int64, k_0, v_0, ..., k_{L-1}, v_{L-1}, *weights)   caches (b, "m", kv_heads, head_dim), m >= 1
+    decode(token: (b, 1) int64, k_0, v_0, ..., k_{L-1}, v_{L-1}, *weights)   caches (b, "m", kv_heads, head_dim)
         -> (logits (b, vocab), k_0, v_0, ...)                           caches (b, m + 1, kv_heads, head_dim)
 
 The weights are parameters after ``num_input`` (1 for prefill, ``1 + 2 L`` for decode), with the
@@ -40,18 +40,11 @@ the copy reads and writes 4 GiB per step beside the 25 GiB of weights and the 2 
 the step reads anyway (about 15% more memory traffic); for TinyLlama-1.1B (4 key/value heads) the
 cache is 88 MiB beside 4.1 GiB of weights (about 4%). The share grows with the length and batch.
 
-How it is written so that tvm-place can cost it at a size (``shape_hints``, or the upper bound):
-tvm-place specialises every kernel to those sizes with TVM's
-``SpecializePrimFuncBasedOnCallSite``, which takes only plain variables (``m``), not expressions
-(``m + 1``), in a kernel's buffer shapes, and no scalar arguments. So no operator reads a
-tensor of length ``m + 1``: decode's softmax over the past and the new token is computed in two
-parts (the past's scores and the new token's score, their common maximum and sum) instead of
-over their concatenation; the cache grows by an opaque kernel (``append_kv``) whose output length
-is a variable of its own; the rotary rows and the last position are ``take``s whose sizes come
-from tensor shapes (``arange(0, m)``, index -1 wrapped), not ``arange(m, m + 1)``. Written the
-obvious way (``concat`` then attention over it), tvm-place's costing fails with TVM's "The
-signature of target buffer exprected an independent Var, but got m + T.int64(1)" or "Expected
-Tensor struct Info for call" (a kernel handed ``m`` as a scalar).
+Some kernels see the lengths only as expressions (decode's attention reads the cache of length
+``m + 1``; the rotary row is ``arange(m, m + 1)``, prefill's last position ``arange(n - 1, n)``),
+so TVM hands them ``m`` or ``n`` as a scalar size argument; tvm-place costs such kernels at a
+size with its own specialisation (``passes/collect.py``, ``at_sizes``), where TVM's
+``SpecializePrimFuncBasedOnCallSite`` refuses them.
 
 :func:`build` gives ``(mod, params)``, the weights random (:mod:`.weights`), NumPy arrays by
 parameter name in the order the functions take them; :func:`export` the module and the weight
@@ -68,7 +61,6 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import tvm
-from tvm import relax
 from tvm.relax.frontend import nn
 from tvm.relax.frontend.nn import spec as nn_spec
 
@@ -185,46 +177,6 @@ def _rotate(t: nn.Tensor, cos: nn.Tensor, sin: nn.Tensor) -> nn.Tensor:
     return t * cos + nn.op.concat([nn.op.negative(second), first], dim=-1) * sin
 
 
-def _last(x: nn.Tensor, axis: int) -> nn.Tensor:
-    """The last entry of `x` along `axis`, the axis kept with size 1 (a take of index -1,
-    wrapped: no kernel needs the symbolic length as a scalar argument)."""
-    index = nn.Tensor.from_const(np.array([-1], dtype=np.int64))
-    return nn.wrap_nested(relax.op.take(x._expr, index._expr, axis, mode="wrap"), "take_last")
-
-
-def _append_kernel(batch: int | str, kv_heads: int, head_dim: int, dtype: str) -> tvm.tirx.PrimFunc:
-    """``out[:, :m] = past``, ``out[:, m] = new``: the PrimFunc of :func:`_append`.
-
-    The output's length is a variable of its own (``t``, equal to ``m + 1`` at the call)
-    rather than the expression ``m + 1`` that ``concat`` would give its kernel: tvm-place
-    specialises each kernel to the sizes it costs at (TVM's ``SpecializePrimFuncBasedOnCallSite``),
-    which takes only plain variables in a kernel's buffer shapes. Its op pattern is opaque, so
-    that fusion does not merge it into a kernel with ``m + 1`` in its signature again.
-    """
-    # int64 sizes, as Relax's: a kernel's int32 constant does not match its call's int64 one.
-    m, t = tvm.tirx.Var("m", "int64"), tvm.tirx.Var("t", "int64")
-    b = tvm.tirx.Var(batch, "int64") if isinstance(batch, str) else tvm.tirx.IntImm("int64", batch)
-    one, kv_heads, head_dim = (tvm.tirx.IntImm("int64", x) for x in (1, kv_heads, head_dim))
-    past = tvm.te.placeholder((b, m, kv_heads, head_dim), dtype, "past")
-    new = tvm.te.placeholder((b, one, kv_heads, head_dim), dtype, "new")
-    out = tvm.te.compute(
-        (b, t, kv_heads, head_dim),
-        lambda i, j, h, d: tvm.tirx.if_then_else(j < m, past[i, j, h, d], new[i, j - m, h, d]),
-        name="appended",
-    )
-    kernel = tvm.te.create_prim_func([past, new, out]).without_attr("global_symbol")
-    return kernel.with_attr("op_pattern", 8)  # kOpaque
-
-
-def _append(past: nn.Tensor, new: nn.Tensor) -> nn.Tensor:
-    """`new` ``(b, 1, kv_heads, d)`` appended to `past` ``(b, m, kv_heads, d)`` along axis 1:
-    ``concat([past, new], dim=1)``, as a kernel tvm-place can cost (see :func:`_append_kernel`)."""
-    batch, length, kv_heads, head_dim = past.shape
-    kernel = _append_kernel(batch if isinstance(batch, int) else str(batch), kv_heads, head_dim, past.dtype)
-    out = nn.Tensor.placeholder([batch, length + 1, kv_heads, head_dim], past.dtype)
-    return nn.op.tensor_ir_op(kernel, "append_kv", [past, new], out)
-
-
 class Attention(nn.Module):
     """Causal self-attention with RoPE, grouped key/value heads and a functional KV cache."""
 
@@ -261,24 +213,18 @@ class Attention(nn.Module):
         q = nn.op.permute_dims(
             nn.op.reshape(query, [batch, seq_len, kv_heads, group, head_dim]), [0, 2, 3, 1, 4]
         )
-        k, v = self._grouped(key, value)
-        scores = nn.op.matmul(q, k) * scale  # (b, kv_heads, group, s, s)
-        if past is None:
+        if past is None:  # prefill: causal attention within the prompt
+            k, v = self._grouped(key, value)
+            scores = nn.op.matmul(q, k) * scale  # (b, kv_heads, group, n, n)
             # -1e9 in float32; float16's -65504 / 2 (-1e9 would be -inf there).
             masked = max(_MASKED_SCORE, float(np.finfo(x.dtype).min) / 2)
             mask = nn.op.triu(nn.op.full([seq_len, seq_len], masked, dtype=x.dtype), 1)
             context = nn.op.matmul(nn.op.softmax(scores + mask, axis=-1), v)
-        else:
-            # One softmax over the past's scores and the new token's, computed in two parts:
-            # no operator reads a tensor of length m + 1 (TVM would hand its kernel m as a
-            # scalar argument, which tvm-place's costing does not take).
-            past_k, past_v = self._grouped(*past)
-            past_scores = nn.op.matmul(q, past_k) * scale  # (b, kv_heads, group, 1, m)
-            top = nn.op.maximum(nn.op.max(past_scores, axis=-1, keepdims=True), scores)
-            past_weights, weight = nn.op.exp(past_scores - top), nn.op.exp(scores - top)
-            total = nn.op.sum(past_weights, axis=-1, keepdims=True) + weight
-            context = (nn.op.matmul(past_weights, past_v) + weight * v) / total
-            key, value = _append(past[0], key), _append(past[1], value)
+        else:  # decode: the new token attends to the cache and to itself
+            key = nn.op.concat([past[0], key], dim=1)  # (b, m + 1, kv_heads, d)
+            value = nn.op.concat([past[1], value], dim=1)
+            k, v = self._grouped(key, value)
+            context = nn.op.matmul(nn.op.softmax(nn.op.matmul(q, k) * scale, axis=-1), v)
         context = nn.op.permute_dims(context, [0, 3, 1, 2, 4])  # (b, s, kv_heads, group, d)
         return self.o_proj(nn.op.reshape(context, [batch, seq_len, heads * head_dim])), key, value
 
@@ -307,10 +253,10 @@ class LlamaKV(nn.Module):
         self.norm = nn.RMSNorm(config.hidden, -1, config.norm_eps, bias=False)
         self.lm_head = Dense(config.hidden, config.vocab, bias=False)
 
-    def _tables(self, first: int) -> tuple[nn.Tensor, nn.Tensor]:
-        """The cos and sin tables from position `first` on, ``(max_len - first, head_dim)``."""
+    def _tables(self) -> tuple[nn.Tensor, nn.Tensor]:
+        """The cos and sin tables, ``(max_len, head_dim)``."""
         tables = rotary_tables(self.config.max_len, self.config.head_dim, self.config.rope_theta)
-        return tuple(nn.Tensor.from_const(t[first:].astype(self.config.dtype)) for t in tables)
+        return tuple(nn.Tensor.from_const(t.astype(self.config.dtype)) for t in tables)
 
     def _run(self, tokens: nn.Tensor, cos, sin, pasts):
         head_dim = self.config.head_dim
@@ -320,20 +266,21 @@ class LlamaKV(nn.Module):
         for layer, past in zip(self.layers, pasts):
             x, key, value = layer(x, cos, sin, past)
             caches += [key, value]
-        batch, _, hidden = x.shape
-        logits = self.lm_head(self.norm(nn.op.reshape(_last(x, 1), [batch, hidden])))
+        batch, length, hidden = x.shape
+        if not isinstance(length, int):  # prefill: the last position only
+            x = nn.op.take(x, nn.op.arange(length - 1, length, dtype="int64"), axis=1)
+        logits = self.lm_head(self.norm(nn.op.reshape(x, [batch, hidden])))
         return (logits, *caches)
 
     def prefill(self, tokens: nn.Tensor):
         rows = nn.op.arange(0, tokens.shape[1], dtype="int64")  # positions 0 .. n - 1
-        cos, sin = (nn.op.take(t, rows, axis=0) for t in self._tables(0))
+        cos, sin = (nn.op.take(t, rows, axis=0) for t in self._tables())
         return self._run(tokens, cos, sin, [None] * self.config.num_layers)
 
     def decode(self, token: nn.Tensor, *caches: nn.Tensor):
-        # The caches hold at least one token (decode follows a prefill). Position m, the cache length: the last of rows 1 .. m (rows 0 .. m - 1 of the tables
-        # from position 1), so that every kernel reads m off a shape (see _last).
-        rows = nn.op.arange(0, caches[0].shape[1], dtype="int64")
-        cos, sin = (_last(nn.op.take(t, rows, axis=0), 0) for t in self._tables(1))
+        past_len = caches[0].shape[1]  # m, the new token's position
+        rows = nn.op.arange(past_len, past_len + 1, dtype="int64")
+        cos, sin = (nn.op.take(t, rows, axis=0) for t in self._tables())
         pasts = [(caches[2 * i], caches[2 * i + 1]) for i in range(self.config.num_layers)]
         return self._run(token, cos, sin, pasts)
 

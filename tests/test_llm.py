@@ -94,3 +94,36 @@ def test_baseline_splits_place_both_functions_by_layer_and_keep_shared_weights_t
     assert llm.llm_figures(joint, entries, splits["memory"], batch=4).fits
     with pytest.raises(InvalidPlacementError, match="no entry function"):
         llm.llm_figures(joint, entries, splits["uniform"], batch=1, decode="step")
+
+
+def test_a_llama_with_a_kv_cache_generates_pipelined_the_tokens_of_one_device_and_baselines_price():
+    """Two micro-batches of two sequences in flight through prefill and decode placed over two
+    CPUs, weights bound: the tokens of TVM's unsplit build; every baseline split priced."""
+    import tvm
+    from tvm import relax
+
+    import tvm_place
+    from tvm_place.models import llama_kv
+
+    config = llama_kv.config("tiny", num_layers=2)
+    mod, params = llama_kv.build(config, batch=2)
+    placed = tvm_place.compile(mod, ["llvm", "llvm"], objective="throughput", method="greedy",
+                               entries={"prefill": 1, "decode": 8}, shape_hints={"n": 8, "m": 12},
+                               time_limit=5)
+    assert {len(set(f.placement.device_of)) for f in placed.functions.values()} == {2}
+    placed.bind(params)
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(0, config.vocab, (2, 6)) for _ in range(2)]
+    generation = llm.generate(placed, prompts, steps=5)
+    prefill, decode = llama_kv.vm_functions(relax.VirtualMachine(tvm.compile(mod, "llvm"), tvm.cpu()), params)
+    for prompt, tokens in zip(prompts, generation.tokens):
+        np.testing.assert_array_equal(tokens, llama_kv.generate(prefill, decode, prompt, 5))
+    assert generation.decode_tokens_per_second > 0
+    entries = [Entry(name, f.problem, f.calls, f.weights) for name, f in placed.functions.items()]
+    joint = joint_problem(entries, "throughput")
+    layers = llm.operator_layers(entries[1].problem, entries[1].weights)
+    assert set(layers.tolist()) == {0, 1}
+    for name, device_of in llm.baseline_splits(joint, entries).items():
+        figures = llm.llm_figures(joint, entries, device_of, batch=2)
+        assert figures.decode_tokens_per_second > 0 and figures.fits, name
+    placed.close()

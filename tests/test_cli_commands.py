@@ -259,3 +259,31 @@ def test_devices_too_small_and_a_broken_model_file(tmp_path, capsys):
     broken.write_text("raise RuntimeError('no weights here')\n")
     assert cli.main(["place", str(broken), "--quiet"]) == 2
     assert "no weights here" in capsys.readouterr().err
+
+
+LLM_ARGS = ["llm", "tiny", "--layers", "2", "--target", "llvm", "--target", "llvm", "--prompt", "6",
+            "--tokens", "4", "--time-limit", "5", "--quiet", "--json"]
+
+
+def test_llm_places_prefill_and_decode_beside_the_baselines(capsys):
+    assert cli.main(LLM_ARGS) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sorted(result["predicted"]) == ["memory", "parameters", "tvm-place", "uniform"]
+    assert all(p["decode_tokens_per_second"] > 0 and p["fits"] for p in result["predicted"].values())
+    # The solver's placement, or a baseline where the solver stopped at a longer round.
+    assert result["tvm_place_split"] in ["solver", *result["predicted"]]
+    best = min(p["seconds_per_round"] for p in result["predicted"].values())
+    assert result["predicted"]["tvm-place"]["seconds_per_round"] <= best * (1 + 1e-9)
+    assert cli.main(["llm", "tiny", "--prompt", "60", "--tokens", "10", "--quiet"]) == 2
+    assert "over the model's 64 tokens" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_llm_runs_every_split_and_they_generate_the_same_tokens(capsys):
+    assert cli.main(LLM_ARGS + ["--run", "--micro-batches", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    measured = result["measured"]
+    assert sorted(measured) == sorted(result["predicted"])
+    # Every split generates the same tokens: two micro-batches of one sequence, four tokens each.
+    tokens = {json.dumps(m["tokens"]) for m in measured.values()}
+    assert len(tokens) == 1 and len(json.loads(tokens.pop())) == 2

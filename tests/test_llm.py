@@ -127,3 +127,17 @@ def test_a_llama_with_a_kv_cache_generates_pipelined_the_tokens_of_one_device_an
         figures = llm.llm_figures(joint, entries, device_of, batch=2)
         assert figures.decode_tokens_per_second > 0 and figures.fits, name
     placed.close()
+
+
+def test_best_split_keeps_a_baseline_that_beats_the_solvers_placement_and_fits():
+    prefill, weights = decoder(4, "prefill", capacities=(300.0, 100.0))
+    decode, _ = decoder(4, "decode", capacities=(300.0, 100.0))
+    entries = [Entry("prefill", prefill, 1.0, weights), Entry("decode", decode, 8.0, weights)]
+    joint = joint_problem(entries, "throughput")
+    splits = llm.baseline_splits(joint, entries)
+    one_device = np.zeros(joint.num_ops, dtype=np.int64)  # as a solver cut short might leave it
+    chosen, name = llm.best_split(joint, entries, one_device, splits)
+    # Layers 0-2 | 3 (by parameters, and by 300:100 of memory) fit; uniform's 2 | 2 does not.
+    assert name == "parameters" and np.array_equal(chosen, splits["parameters"])
+    chosen, name = llm.best_split(joint, entries, splits["memory"], {"uniform": splits["uniform"]})
+    assert name == "solver"

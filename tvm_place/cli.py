@@ -51,6 +51,11 @@ EXAMPLES = {
     ),
     "bench": "  tvm-place bench resnet50 --target llvm --target cuda --methods dp,ip,greedy",
     "check": "  tvm-place check resnet18 --plan tests/golden/resnet18.json",
+    "llm": (
+        "  tvm-place llm tinyllama-1.1b --layers 4 --target llvm --target llvm --prompt 128 --tokens 64\n"
+        "  tvm-place llm llama2-7b --devices my-gpus.toml --batch 8 --json\n"
+        "  tvm-place llm tiny --target llvm --target llvm --run --micro-batches 2 --workers ray"
+    ),
 }
 
 
@@ -387,6 +392,100 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _llm(args: argparse.Namespace) -> int:
+    """Place a Llama-architecture model's prefill and decode together, beside the layer splits
+    users make; with --run, build every split and generate with each."""
+    from . import compiler, llm
+    from .models import llama_kv
+
+    config = llama_kv.config(args.config, num_layers=args.layers)
+    if args.prompt + args.tokens > config.max_len:
+        raise TvmPlaceError(f"--prompt {args.prompt} + --tokens {args.tokens} is over the model's "
+                            f"{config.max_len} tokens")
+    log: list = []
+    options = _placement_options(args, log)
+    options.pop("entry"), options.pop("entries")
+    # Decode is costed at the cache's mean length over the generation.
+    options["shape_hints"] = {"n": args.prompt, "m": max(1, args.prompt + args.tokens // 2)}
+    options["entries"] = {"prefill": 1, "decode": max(1, args.tokens - 1)}
+    mod, weight_shapes = llama_kv.export(config, batch=args.batch)
+    placed = compiler.place(mod, name=f"{args.config}-{config.num_layers}layers", **options)
+    entries = [part.entry for part in placed.entries]
+    baselines = llm.baseline_splits(placed.problem, entries)
+    chosen, source = llm.best_split(placed.problem, entries, placed.placement.device_of, baselines)
+    splits = {"tvm-place": chosen, **baselines}
+    result = {"model": args.config, "layers": config.num_layers, "batch": args.batch,
+              "weights": config.num_weights(), "placement": placed.placement.to_dict(timings=False),
+              "tvm_place_split": source, "predicted": {}, "measured": {}}
+    for name, device_of in splits.items():
+        figures = llm.llm_figures(placed.problem, entries, device_of, args.batch)
+        result["predicted"][name] = {"decode_tokens_per_second": figures.decode_tokens_per_second,
+                                     "time_to_first_token": figures.time_to_first_token,
+                                     "seconds_per_round": figures.seconds_per_round,
+                                     "fits": figures.fits}
+    if args.measure:
+        result["measured"] = _llm_runs(args, config, mod, splits, options)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    placement = placed.placement
+    print(f"tvm-place llm: {args.config}, {config.num_layers} layers ({config.num_weights() / 1e6:,.1f}M "
+          f"weights), batch {args.batch}, prompt {args.prompt}, {args.tokens} tokens, on "
+          f"{', '.join(placed.problem.device_names)}")
+    print(f"  objective {placement.objective} per round (prefill once, decode {args.tokens - 1} times): "
+          f"method {placement.method}, gap {placement.gap:.2%}"
+          + ("" if source == "solver" else f"; the {source} split is shorter: tvm-place keeps it"))
+    print(llm.format_llm_report(placed.problem, entries, splits, args.batch))
+    if result["measured"]:
+        print(f"\n  measured on {args.workers} workers ({args.micro_batches} micro-batches in flight), "
+              "beside the prediction priced with the links and stage starts measured there:")
+        print(f"  {'split':<12} {'decode tokens/s':>16} {'predicted':>10} {'first token':>12} {'predicted':>10}")
+        for name, measured in result["measured"].items():
+            predicted = measured["predicted_with_links"]
+            print(f"  {name:<12} {measured['decode_tokens_per_second']:>16.2f} "
+                  f"{predicted['decode_tokens_per_second']:>10.2f} "
+                  f"{measured['time_to_first_token'] * 1e3:>9.2f} ms "
+                  f"{predicted['time_to_first_token'] * 1e3:>7.2f} ms")
+        same = len({json.dumps(m["tokens"]) for m in result["measured"].values()}) == 1
+        print(f"  generated tokens {'identical' if same else 'DIFFER'} across the splits")
+    return 0
+
+
+def _llm_runs(args, config, mod, splits: dict, options: dict) -> dict:
+    """Build each split, bind random weights, generate ``--tokens`` tokens for
+    ``--micro-batches`` micro-batches; measured decode tokens/s and time to first token."""
+    import numpy as np
+
+    from . import compiler, llm
+    from .models import llama_kv
+
+    _, params = llama_kv.build(config, batch=args.batch, seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    prompts = [rng.integers(0, config.vocab, (args.batch, args.prompt)) for _ in range(args.micro_batches)]
+    measured = {}
+    for name, device_of in splits.items():
+        built = compiler.compile(mod, placement=device_of, **{k: v for k, v in options.items()
+                                                              if k not in ("method", "time_limit")})
+        with built:
+            built.bind(params)
+            # The workers' links and stage starts measured (probes up to the largest value the
+            # model moves), so the prediction prices them too.
+            largest = int(min(max(node.output_bytes for node in built.problem.graph.nodes), 64 << 20))
+            built.attach_workers(args.workers, probe_sizes=sorted({1024, max(4096, largest)}))
+            entries = [llm.Entry(f, built[f].problem, function.calls, function.weights)
+                       for f, function in built.functions.items()]
+            predicted = llm.llm_figures(built.problem, entries, device_of, args.batch)
+            generation = llm.generate(built, prompts, args.tokens)
+            ttft = built["prefill"].measure_latency([prompts[0]], repeat=3)
+        measured[name] = {"decode_tokens_per_second": generation.decode_tokens_per_second,
+                          "time_to_first_token": ttft,
+                          "predicted_with_links": {
+                              "decode_tokens_per_second": predicted.decode_tokens_per_second,
+                              "time_to_first_token": predicted.time_to_first_token},
+                          "tokens": [t.tolist() for t in generation.tokens]}
+    return measured
+
+
 def _solve(args: argparse.Namespace) -> int:
     from . import solvers
     from .formats import dnn_split, load_dnn_partitioning, load_problem
@@ -586,6 +685,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--entry", metavar="NAME",
                      help="the entry function to run, for an export of several")
     run.add_argument("--json", action="store_true", help="print one JSON object")
+
+    llm_ = command("llm", "place a Llama-architecture model's prefill and decode over devices, "
+                          "beside the layer splits users make (uniform, by parameters, by memory)", _llm)
+    llm_.add_argument("config", help="tinyllama-1.1b, llama2-7b or tiny (models/llama_kv.py)")
+    llm_.add_argument("--layers", type=_positive(int), help="decoder layers (default: the model's)")
+    llm_.add_argument("--batch", type=_positive(int), default=1, help="sequences per micro-batch")
+    llm_.add_argument("--prompt", type=_positive(int), default=32, help="prompt tokens (default 32)")
+    llm_.add_argument("--tokens", type=_positive(int), default=32, help="tokens to generate (default 32)")
+    _add_placement_arguments(llm_, plan=False)
+    llm_.set_defaults(objective="throughput", plan=None, save_plan=None, plot=None)
+    llm_.add_argument("--run", dest="measure", action="store_true",
+                      help="build every split, generate with random weights and measure")
+    llm_.add_argument("--micro-batches", type=_positive(int), default=2,
+                      help="micro-batches in flight when running (default 2)")
+    llm_.add_argument("--workers", default="threads", choices=["threads", "ray"],
+                      help="where the devices' stages run with --run")
+    llm_.add_argument("--seed", type=int, default=0, help="of the random weights and prompts")
+    llm_.add_argument("--json", action="store_true", help="print one JSON object")
 
     solve = command("solve", "place a problem file and print the result as JSON", _solve)
     solve.add_argument("file", help="problem file")

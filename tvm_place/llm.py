@@ -133,6 +133,25 @@ def baseline_splits(problem: PlacementProblem, entries: Sequence[Entry]) -> dict
     return {name: split_by_layers(problem, entries, layers, count) for name, count in counts.items()}
 
 
+def best_split(problem: PlacementProblem, entries: Sequence[Entry], solved: np.ndarray,
+               splits: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
+    """The solver's placement ``solved``, or the split of ``splits`` (that fits) whose round of
+    calls is shorter, with its name ("solver" for the first): a solver stopped by its time
+    limit never returns worse than the splits users already have."""
+    objective = "latency" if any(node.kind == BOUNDARY for node in problem.graph.nodes) else "throughput"
+
+    def round_of(device_of):
+        return evaluate(_uncapped(problem), Placement(device_of, objective, 0.0, 0.0, "given")).objective(objective)
+
+    best, name, value = solved, "solver", round_of(solved)
+    capacity = problem.capacity * (1 + MEMORY_TOLERANCE)
+    for split, device_of in splits.items():
+        fits = np.all(np.bincount(device_of, weights=problem.memory, minlength=problem.num_devices) <= capacity)
+        if fits and round_of(device_of) < value:
+            best, name, value = device_of, split, round_of(device_of)
+    return best, name
+
+
 @dataclass
 class LLMFigures:
     """What a placement gives a language model, by the evaluator: ``decode_tokens_per_second``
@@ -142,6 +161,8 @@ class LLMFigures:
     decode_tokens_per_second: float
     time_to_first_token: float
     fits: bool
+    #: The joint objective (what tvm-place minimises): a round of the functions' calls.
+    seconds_per_round: float = math.nan
 
 
 def llm_figures(problem: PlacementProblem, entries: Sequence[Entry], device_of: np.ndarray,
@@ -155,15 +176,60 @@ def llm_figures(problem: PlacementProblem, entries: Sequence[Entry], device_of: 
 
     def evaluation(entry: Entry, objective: str):
         # Priced whether or not it fits: a split that does not is still compared, marked so.
-        uncapped = dataclasses.replace(entry.problem, devices=[
-            dataclasses.replace(d, memory_capacity=math.inf) for d in entry.problem.devices])
-        return evaluate(uncapped, Placement(device_of[entry.nodes], objective, 0.0, 0.0, "given"))
+        return evaluate(_uncapped(entry.problem), Placement(device_of[entry.nodes], objective, 0.0, 0.0, "given"))
 
     step = evaluation(by_name[decode], "throughput").max_load
     ttft = evaluation(by_name[prefill], "latency").latency
     used = np.bincount(device_of, weights=problem.memory, minlength=problem.num_devices)
     fits = bool(np.all(used <= problem.capacity * (1 + MEMORY_TOLERANCE)))
-    return LLMFigures(batch / step if step > 0 else math.inf, ttft, fits)
+    objective = "latency" if any(node.kind == BOUNDARY for node in problem.graph.nodes) else "throughput"
+    round_ = evaluate(_uncapped(problem), Placement(device_of, objective, 0.0, 0.0, "given")).objective(objective)
+    return LLMFigures(batch / step if step > 0 else math.inf, ttft, fits, round_)
+
+
+def format_llm_report(problem: PlacementProblem, entries: Sequence[Entry], placements: dict[str, np.ndarray],
+                      batch: int, prefill: str = "prefill", decode: str = "decode") -> str:
+    """Per device, for the first of ``placements`` (its name: its split): the layers it runs,
+    its memory (weights; activations and the KV cache, at the symbolic sizes' upper bounds;
+    free) and its time per decode step; then every placement's decode tokens/s and time to
+    first token beside each other, by the one evaluator."""
+    from .report import _bytes, _seconds
+
+    by_name = {entry.name: entry for entry in entries}
+    name, device_of = next(iter(placements.items()))
+    layers = operator_layers(by_name[decode].problem, by_name[decode].weights)
+    on_device = device_of[by_name[decode].nodes]
+    weights = np.zeros(problem.num_devices)
+    charged = {}
+    for entry in entries:
+        for weight, (reader, size) in entry.weights.items():
+            charged.setdefault(weight, (int(device_of[entry.first + reader]), size))
+    for device, size in charged.values():
+        weights[device] += size
+    used = np.bincount(device_of, weights=problem.memory, minlength=problem.num_devices)
+    step = evaluate(_uncapped(by_name[decode].problem),
+                    Placement(on_device, "throughput", 0.0, 0.0, "given")).load
+    lines = [f"  {name}: {'device':<10} {'layers':<10} {'weights':>10} {'act.+cache':>11} "
+             f"{'free':>10} {'decode step':>12}"]
+    for d, device in enumerate(problem.devices):
+        mine = sorted(set(layers[on_device == d].tolist()))
+        span = f"{mine[0]}-{mine[-1]}" if mine else "-"
+        free = device.memory_capacity - used[d]
+        lines.append(f"  {'':<{len(name)}}  {device.name:<10} {span:<10} {_bytes(weights[d]):>10} "
+                     f"{_bytes(max(0.0, used[d] - weights[d])):>11} "
+                     f"{_bytes(free) if math.isfinite(free) else 'unlimited':>10} {_seconds(step[d]):>12}")
+    lines += ["", f"  {'split':<12} {'decode tokens/s':>16} {'time to first token':>20}  fits"]
+    for split, placement in placements.items():
+        figures = llm_figures(problem, entries, placement, batch, prefill, decode)
+        lines.append(f"  {split:<12} {figures.decode_tokens_per_second:>16.2f} "
+                     f"{_seconds(figures.time_to_first_token):>20}  {'yes' if figures.fits else 'NO'}")
+    return "\n".join(lines)
+
+
+def _uncapped(problem: PlacementProblem) -> PlacementProblem:
+    """``problem`` without memory capacities: a split that does not fit is still priced."""
+    return dataclasses.replace(problem, devices=[
+        dataclasses.replace(d, memory_capacity=math.inf) for d in problem.devices])
 
 
 @dataclass
@@ -222,5 +288,5 @@ def generate(placed, prompts: Sequence[np.ndarray], steps: int, prefill: str = "
                       generated / decode_seconds if steps > 1 else 0.0)
 
 
-__all__ = ["BASELINES", "BOUNDARY", "Generation", "LLMFigures", "baseline_splits", "contiguous_counts", "generate",
+__all__ = ["BASELINES", "BOUNDARY", "Entry", "Generation", "LLMFigures", "baseline_splits", "best_split", "contiguous_counts", "format_llm_report", "generate",
            "layer_bytes", "llm_figures", "operator_layers", "split_by_layers"]

@@ -66,12 +66,19 @@ def test_contiguous_counts_cut_where_the_running_total_reaches_each_share(sizes,
     assert got == counts and sum(got) == len(sizes)
 
 
-def test_baseline_splits_place_both_functions_by_layer_and_keep_shared_weights_together():
+def decoder_functions(objective: str):
+    """A 4-layer decoder's prefill and decode (8 calls) on devices of 300 and 100 bytes: the
+    entries, their joint problem and its baseline splits."""
     prefill, weights = decoder(4, "prefill", capacities=(300.0, 100.0))
     decode, _ = decoder(4, "decode", capacities=(300.0, 100.0))
     entries = [Entry("prefill", prefill, 1.0, weights), Entry("decode", decode, 8.0, weights)]
-    joint = joint_problem(entries, "latency")
-    splits = llm.baseline_splits(joint, entries)
+    joint = joint_problem(entries, objective)
+    return entries, joint, llm.baseline_splits(joint, entries)
+
+
+def test_baseline_splits_place_both_functions_by_layer_and_keep_shared_weights_together():
+    entries, joint, splits = decoder_functions("latency")
+    prefill, weights = entries[0].problem, entries[0].weights
     assert sorted(splits) == sorted(llm.BASELINES)
     for name, device_of in splits.items():
         for entry in entries:
@@ -130,11 +137,7 @@ def test_a_llama_with_a_kv_cache_generates_pipelined_the_tokens_of_one_device_an
 
 
 def test_best_split_keeps_a_baseline_that_beats_the_solvers_placement_and_fits():
-    prefill, weights = decoder(4, "prefill", capacities=(300.0, 100.0))
-    decode, _ = decoder(4, "decode", capacities=(300.0, 100.0))
-    entries = [Entry("prefill", prefill, 1.0, weights), Entry("decode", decode, 8.0, weights)]
-    joint = joint_problem(entries, "throughput")
-    splits = llm.baseline_splits(joint, entries)
+    entries, joint, splits = decoder_functions("throughput")
     one_device = np.zeros(joint.num_ops, dtype=np.int64)  # as a solver cut short might leave it
     chosen, name = llm.best_split(joint, entries, one_device, splits)
     # Layers 0-2 | 3 (by parameters, and by 300:100 of memory) fit; uniform's 2 | 2 does not.

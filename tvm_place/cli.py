@@ -172,7 +172,7 @@ def _placement_options(args: argparse.Namespace, log: list) -> dict:
     return options
 
 
-def _report(problem, placement, sources, log: list, args, extra: dict | None = None,
+def _report(problem, placement, sources, log: list, args, options: dict, extra: dict | None = None,
             shape_values: dict | None = None, fallbacks: list | None = None) -> None:
     """Print the placement as text or, with ``--json``, as one JSON object; write pictures and
     the plan where asked."""
@@ -180,7 +180,10 @@ def _report(problem, placement, sources, log: list, args, extra: dict | None = N
     from .report import format_report
 
     if args.save_plan:
-        Path(args.save_plan).write_text(placement.to_json())
+        from .testing import write_plan
+
+        model = {"name": args.model, "sizes": _sizes(args.size), "batch": args.batch, "seed": args.seed}
+        write_plan(args.save_plan, problem, placement, options["targets"], options, model)
     pictures = []
     if args.plot:
         from .plot import write_plots
@@ -271,8 +274,9 @@ def _place(args: argparse.Namespace) -> int:
     from .compiler import place
 
     model, log = _model(args), []
-    placed = place(model.mod, name=model.name, **_placement_options(args, log))
-    _report(placed.problem, placed.placement, placed.sources, log, args,
+    options = _placement_options(args, log)
+    placed = place(model.mod, name=model.name, **options)
+    _report(placed.problem, placed.placement, placed.sources, log, args, options,
             shape_values=placed.shape_values, fallbacks=placed.fallbacks)
     return 0
 
@@ -287,7 +291,7 @@ def _compile(args: argparse.Namespace) -> int:
     (directory / SOURCE_FILE).write_text(json.dumps(
         {"model": args.model, "batch": args.batch, "size": args.size, "seed": args.seed,
          "training": args.training, "layout": args.layout}))
-    _report(placed.problem, placed.placement, None, log, args, {"output": str(directory)},
+    _report(placed.problem, placed.placement, None, log, args, options, {"output": str(directory)},
             placed.plan.shape_values, placed.fallbacks)
     return 0
 
@@ -480,7 +484,7 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
                         help="the Relax function to place (default main; forward for nn.Module exports)")
     if plan:
         parser.add_argument("--plan", help="apply this saved placement instead of solving")
-        parser.add_argument("--save-plan", metavar="FILE", help="save the placement as JSON")
+        parser.add_argument("--save-plan", metavar="FILE", help="save the plan as JSON (what --plan applies and `tvm-place check` compares with)")
         parser.add_argument("--plot", metavar="DIR",
                             help="write the placement graph and a pipeline Gantt chart here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

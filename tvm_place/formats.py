@@ -323,14 +323,14 @@ def load_device_file(path: str | Path) -> tuple[list, list]:
         kind = target["kind"] if isinstance(target, Mapping) else target
         profile = entry.get("profile")
         overrides = {key: entry[key] for key in schemas.PROFILE_PROPERTIES if key in entry}
-        where = f"{source}, devices[{position}]"
+        where = ("devices", position)
         if isinstance(profile, Mapping):
             profile = profile_from_dict(f"{Path(path).stem}:{position}", {**profile, **overrides},
-                                        where)
+                                        source, where)
         elif overrides:
             base = device_profile(profile or default_profile(str(kind)))
             profile = profile_from_dict(f"{base.name}*", {**profile_to_dict(base), **overrides},
-                                        where)
+                                        source, where)
         targets.append(dict(target) if isinstance(target, Mapping) else target)
         profiles.append(profile)
     return targets, profiles

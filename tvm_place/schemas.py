@@ -257,6 +257,13 @@ def _field(path) -> str:
     return text or "the top level"
 
 
+def unknown_name(kind: str, name: str, known) -> str:
+    """``unknown {kind} {name!r} (did you mean ...?); known: [...]``."""
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    return (f"unknown {kind} {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; known: {sorted(known)}")
+
+
 def field_error(source: str, path, problem: str, fix: str, error: type = TvmPlaceError) -> TvmPlaceError:
     """The one shape of a file error: ``{source}: {field}: {problem}; fix: {fix}``."""
     return error(f"{source}: {_field(path)}: {problem}; fix: {fix}")
@@ -269,11 +276,10 @@ def _describe(err: jsonschema.ValidationError) -> str:
     if kind == "additionalProperties":
         known = sorted(schema.get("properties", {}))
         extra = sorted(set(value) - set(known)) if isinstance(value, Mapping) else []
-        words = []
-        for key in extra:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            words.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        return "; ".join(words) + (f"; the keys are {known}" if known else "")
+        if not known:
+            return f"unknown keys {extra}"
+        return "; ".join(unknown_name("key", key, known).split("; known")[0] for key in extra) \
+            + f"; the keys are {known}"
     if kind == "required":
         missing = [key for key in err.validator_value if key not in value]
         return f"missing {', '.join(repr(k) for k in missing)}"
@@ -328,9 +334,10 @@ def _json_type(value) -> str:
 
 
 def _relevance(err: jsonschema.ValidationError):
-    # The version first, then unknown and missing keys (the commonest slip), then the deepest.
-    return (list(err.path) != ["version"],
-            err.validator not in ("additionalProperties", "required"), -len(err.path))
+    # The version first, then unknown keys (a misspelt key is also a missing one), missing keys,
+    # then the deepest error.
+    return (list(err.path) != ["version"], err.validator != "additionalProperties",
+            err.validator != "required", -len(err.path))
 
 
 def _validator(schema: dict):
@@ -364,10 +371,12 @@ def validate(data: Any, schema: dict, source: str, error: type = TvmPlaceError,
         if not errors:
             return data
         err = errors[0]
-        if err.validator == "oneOf" and err.context:  # the branch that got furthest says most
-            deepest = max(err.context, key=lambda e: len(e.absolute_path))
-            if len(deepest.absolute_path) > 0:
-                err = deepest
+        if err.validator == "oneOf" and err.context:  # the branch of the value's type says most
+            fitting = [e for e in err.context if "type" in err.validator_value[e.relative_schema_path[0]]
+                       and _validator({"type": err.validator_value[e.relative_schema_path[0]]["type"]})
+                       .is_valid(err.instance)]
+            if fitting:
+                err = sorted(fitting, key=_relevance)[0]
         path = (*prefix, *err.absolute_path)
         if path and path[-1] == "version" and err.validator == "const":
             problem = (f"version {_short.repr(err.instance)} is not supported (this tvm-place reads "

@@ -52,7 +52,7 @@ def _profile_data() -> dict:
 def link_profile(name: str) -> LinkProfile:
     links = _profile_data()["links"]
     if name not in links:
-        raise InvalidTargetError(f"unknown link profile {name!r}; known: {sorted(links)}")
+        raise InvalidTargetError(schemas.unknown_name("link profile", name, links))
     entry = links[name]
     return LinkProfile(name, entry["bandwidth_gbs"], entry["latency_us"], entry.get("description", ""))
 
@@ -61,7 +61,7 @@ def device_profile(name: str) -> DeviceProfile:
     """The profile called ``name`` (see :func:`profile_names`)."""
     devices = _profile_data()["devices"]
     if name not in devices:
-        raise InvalidTargetError(f"unknown device profile {name!r}; known: {sorted(devices)}")
+        raise InvalidTargetError(schemas.unknown_name("device profile", name, devices))
     return profile_from_dict(name, devices[name])
 
 
@@ -69,16 +69,17 @@ def device_profile(name: str) -> DeviceProfile:
 PROFILE_FIELDS = schemas.PROFILE_FIELDS
 
 
-def profile_from_dict(name: str, entry: Mapping, source: str | None = None) -> DeviceProfile:
+def profile_from_dict(name: str, entry: Mapping, source: str | None = None,
+                      prefix: tuple = ()) -> DeviceProfile:
     """A profile from its fields, checked against :data:`tvm_place.schemas.PROFILE` (no unknown
     keys, positive peaks and bandwidths, efficiencies in (0, 1]); ``link`` is a link profile's
     name or a dict with ``bandwidth_gbs`` and ``latency_us``. ``source`` names the data in
-    errors (default: the profile's name)."""
+    errors (default: the profile's name), ``prefix`` the path to it there."""
     source = source or f"device profile {name!r}"
-    schemas.validate(entry, schemas.PROFILE, source, InvalidTargetError)
+    schemas.validate(entry, schemas.PROFILE, source, InvalidTargetError, prefix)
     link = entry["link"]
     if isinstance(link, Mapping):
-        schemas.validate(link, schemas.LINK, source, InvalidTargetError, prefix=("link",))
+        schemas.validate(link, schemas.LINK, source, InvalidTargetError, (*prefix, "link"))
         link = LinkProfile(f"{name}-link", float(link["bandwidth_gbs"]), float(link["latency_us"]),
                            link.get("description", ""))
     else:

@@ -230,6 +230,9 @@ def test_bad_numbers_exit_2_before_any_work(args, message, capsys):
 def test_a_plan_for_another_model_and_a_malformed_device_file(tmp_path, capsys):
     plan = tmp_path / "plan.json"
     assert cli.main(["place", *SMALL, *TWO_CPUS, "--save-plan", str(plan), "--quiet"]) == 0
+    # one plan format: what --save-plan writes is what check compares with (issue 15)
+    assert cli.main(["check", "resnet18", "--plan", str(plan)]) == 0
+    assert "placement matches" in capsys.readouterr().out
     model_file = tmp_path / "model.py"
     model_file.write_text(MODEL_FILE)
     capsys.readouterr()

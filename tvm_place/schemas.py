@@ -124,7 +124,7 @@ PLAN = _object({
     "ops": {"type": "array", "items": {"type": "array", "prefixItems": [STRING, STRING],
                                        "minItems": 2, "maxItems": 2}},
     "tolerance": NON_NEGATIVE,
-}, required=("format", "version", "targets", "options", "ops", "objective", "value"))
+}, required=("format", "version", "targets", "options", "devices", "ops", "objective", "value"))
 
 # -- device profiles and device files ---------------------------------------------------------------
 
@@ -172,8 +172,15 @@ STAGE_PLAN = {
     "required": ["inputs", "steps", "outputs", "output_is_tuple"],
     "properties": {
         "inputs": {"type": "array", "items": STRING},
-        "steps": {"type": "array", "items": {"type": "object", "required": ["kind"],
-                                             "properties": {"kind": {"enum": ["call", "copy"]}}}},
+        "steps": {"type": "array", "items": {"oneOf": [
+            {"type": "object", "required": ["kind", "stage", "device", "args", "outputs"],
+             "properties": {"kind": {"const": "call"}, "stage": STRING, "device": INDEX,
+                            "args": {"type": "array", "items": STRING},
+                            "outputs": {"type": "array", "items": OPTIONAL_STRING}}},
+            {"type": "object", "required": ["kind", "source", "result", "device"],
+             "properties": {"kind": {"const": "copy"}, "source": STRING, "result": STRING,
+                            "device": INDEX}},
+        ]}},
         "outputs": {"type": "array", "items": STRING},
         "output_is_tuple": {"type": "boolean"},
         "devices": {"type": "array", "items": {"type": "object"}},

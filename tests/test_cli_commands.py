@@ -6,6 +6,7 @@ exit code and message, through ``cli.main`` in this process (no TVM start-up per
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,21 +15,8 @@ from tvm_place import cli
 SMALL = ["resnet18", "--size", "image_size=32"]
 TWO_CPUS = ["--target", "llvm", "--target", "llvm"]
 
-MODEL_FILE = '''
-from tvm.script import ir as I, relax as R
-
-
-@I.ir_module
-class Module:
-    @R.function
-    def main(x: R.Tensor((4, 8), "float32"), w: R.Tensor((8, 8), "float32")):
-        with R.dataflow():
-            y = R.matmul(x, w)
-            z = R.nn.relu(y)
-            out = R.add(z, y)
-            R.output(out)
-        return out
-'''
+#: A small TVMScript model file, as a user writes one.
+MODEL_FILE = (Path(__file__).resolve().parent.parent / "data" / "models" / "small_matmul.py").read_text()
 
 
 def tvm_place(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -262,3 +250,20 @@ def test_devices_too_small_and_a_broken_model_file(tmp_path, capsys):
     broken.write_text("raise RuntimeError('no weights here')\n")
     assert cli.main(["place", str(broken), "--quiet"]) == 2
     assert "no weights here" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source, message", [
+    ("import sys\nsys.exit(0)\n", "exited (sys.exit(0))"),
+    ("def get_module(size):\n    return None\n", "calling get_module() of"),
+])
+def test_a_model_file_that_exits_or_needs_arguments_exits_2(tmp_path, capsys, source, message):
+    model = tmp_path / "m.py"
+    model.write_text(source)
+    assert cli.main(["place", str(model), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_files_into_a_missing_folder_are_refused_before_any_work(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "plan.json"
+    assert cli.main(["place", *SMALL, "--save-plan", str(missing), "--quiet"]) == 2
+    assert "the folder" in capsys.readouterr().err and not missing.parent.exists()

@@ -324,3 +324,13 @@ def test_a_cost_cache_that_is_a_directory_is_ignored(tmp_path):
     (tmp_path / "measured-costs.json").mkdir()
     with pytest.warns(CostCacheWarning, match="is a directory"):
         assert CostCache(tmp_path).entries == {}
+
+
+def test_a_cost_cache_that_cannot_be_written_keeps_entries_for_the_run(tmp_path):
+    from tvm_place.cost.measured import CostCache, CostCacheWarning
+
+    (tmp_path / "file").write_text("x")
+    cache = CostCache(tmp_path / "file")  # --cost-cache naming a file, not a folder
+    with pytest.warns(CostCacheWarning, match="is not a folder"):
+        cache.put("k", 1.0)
+    assert cache.get("k") == 1.0

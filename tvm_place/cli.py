@@ -130,6 +130,13 @@ def _pins(pairs: list[str]) -> dict:
     return pins
 
 
+def _output_file(path: str | None, option: str) -> None:
+    """Refuse, before any work, a file to write whose folder does not exist."""
+    if path and not Path(path).parent.is_dir():
+        raise TvmPlaceError(f"{option} {path!r}: the folder {str(Path(path).parent)!r} does not "
+                            "exist; create it, or write the file elsewhere")
+
+
 def _model(args: argparse.Namespace):
     from .sources import load_model
 
@@ -157,6 +164,7 @@ def _cost_model(args: argparse.Namespace):
 
 
 def _placement_options(args: argparse.Namespace, log: list) -> dict:
+    _output_file(getattr(args, "save_plan", None), "--save-plan")
     targets, profiles = _targets(args)
     options = dict(
         targets=targets, profiles=profiles, objective=args.objective, method=args.method,
@@ -366,6 +374,7 @@ def _solve(args: argparse.Namespace) -> int:
     from . import solvers
     from .formats import dnn_split, load_dnn_partitioning, load_problem
 
+    _output_file(args.output, "--output")
     if args.format == "dnn-partitioning":
         problem = load_dnn_partitioning(args.file)
     else:
@@ -590,10 +599,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            # one line per warning, not the line of tvm-place that gave it (unless --debug, or
+            # a caller such as pytest records them)
+            if not args.debug and warnings.showwarning is getattr(warnings, "_showwarning_orig", None):
+                warnings.showwarning = lambda message, *rest, **kw: print(
+                    f"tvm-place: warning: {message}", file=sys.stderr)
+            return args.run(args)
     except TvmPlaceError as err:
         if args.debug:
             raise

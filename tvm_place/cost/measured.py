@@ -94,6 +94,25 @@ class CostCache:
         return self.entries.get(key)
 
     def put(self, key: str, value) -> None:
+        """Add an entry to the file (merged with other writers'); a file that cannot be written
+        (a read-only folder, a directory in its place) keeps it for this process only, with a
+        warning."""
+        try:
+            self._write(key, value)
+        except OSError as err:
+            import warnings
+
+            self.entries[key] = value
+            if not getattr(self, "_warned", False):
+                self._warned = True
+                folder = self.path.parent
+                why = (f"{str(folder)!r} is not a folder" if folder.exists() and not folder.is_dir()
+                       else err.strerror or str(err))
+                warnings.warn(f"cannot write the cost cache file {str(self.path)!r} ({why}); "
+                              "measurements are kept for this run only (give --cost-cache a "
+                              "writable folder)", CostCacheWarning, stacklevel=2)
+
+    def _write(self, key: str, value) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes

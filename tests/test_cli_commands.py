@@ -100,21 +100,8 @@ def test_compile_then_run_latency_and_stream(tmp_path, capsys):
     assert "no Ray cluster answers at 127.0.0.1:9" in capsys.readouterr().err
 
 
-TWO_OUTPUTS_FILE = '''
-from tvm.script import ir as I, relax as R
-
-
-@I.ir_module
-class Module:
-    @R.function
-    def main(x: R.Tensor((4, 8), "float32"), w: R.Tensor((8, 8), "float32")):
-        with R.dataflow():
-            y = R.matmul(x, w)
-            z = R.nn.relu(y)
-            out = (z, (y, R.add(z, y)))
-            R.output(out)
-        return out
-'''
+TWO_OUTPUTS_FILE = MODEL_FILE.replace("out = R.add(z, y)", "out = (z, (y, R.add(z, y)))")
+assert TWO_OUTPUTS_FILE != MODEL_FILE
 
 
 def test_run_a_model_with_nested_tuple_outputs(tmp_path, capsys):
@@ -267,3 +254,16 @@ def test_output_files_into_a_missing_folder_are_refused_before_any_work(tmp_path
     missing = tmp_path / "no" / "such" / "plan.json"
     assert cli.main(["place", *SMALL, "--save-plan", str(missing), "--quiet"]) == 2
     assert "the folder" in capsys.readouterr().err and not missing.parent.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["inspect", "bert-layer", "--size", "seq_len=0"], "seq_len=0"),
+    (["inspect", "resnet18", "--size", "image_size=abc"], "image_size='abc'"),
+    (["place", "MODEL", *TWO_CPUS, "--pin", "fused_*=cpu:0", "--pin", "fused_matmul*=cpu:1"],
+     "by pin 'fused_*' and to cpu:1 by pin 'fused_matmul*'"),
+])
+def test_sizes_of_zero_or_names_and_overlapping_pins_exit_2(tmp_path, capsys, args, message):
+    model = tmp_path / "m.py"
+    model.write_text(MODEL_FILE)
+    assert cli.main([str(model) if a == "MODEL" else a for a in args] + ["--quiet"] * (args[0] == "place")) == 2
+    assert message in capsys.readouterr().err

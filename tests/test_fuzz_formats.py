@@ -259,8 +259,10 @@ def problem_file():
     return as_file(json.loads(problem.to_json()), "cli-problem.json")
 
 
-def test_cli_options(problem_file):
+def test_cli_options(problem_file, monkeypatch):
     from tvm_place import cli
+
+    monkeypatch.chdir(_scratch.name)  # --output VALUE writes VALUE here, not into the checkout
 
     fixed = {"--method": "greedy"}  # the portfolio would take seconds per example
     codes = {0: 0, 2: 0}

@@ -10,7 +10,6 @@ At least 1,000 examples per format, derandomized so that CI sees the same ones e
 import copy
 import io
 import json
-import shutil
 import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from . import schemas
 from .errors import InvalidGraphError
-from .graph import FORMAT_VERSION, Device, OpGraph, OpNode, PlacementProblem
+from .graph import Device, OpGraph, OpNode, PlacementProblem
+
+if TYPE_CHECKING:
+    from .graph import Placement
 
 
 def _require(data: Mapping, key: str, where: str) -> Any:

@@ -1,5 +1,5 @@
-"""Fuzzing the file formats and the command line (hypothesis): problem files, plans, device files,
-export manifests and CLI option strings. Valid inputs are generated and mutated (a value replaced
+"""Fuzzing the file formats and the command line (hypothesis): problem files, dnn-partitioning
+workloads, plans, device files, export manifests and CLI option strings. Valid inputs are generated and mutated (a value replaced
 by any JSON of another type, a key deleted or added, a misspelt key, an out-of-range number);
 every input either loads (an unmutated one must) or raises the project's error, a
 :class:`~tvm_place.TvmPlaceError`; on the CLI it exits 0, or 2 with a message and no traceback.
@@ -150,6 +150,27 @@ def test_problem_files():
     from tvm_place.formats import load_problem
 
     fuzz(mutated(problems()), lambda d: load_problem(as_file(d, "problem.json")))
+
+
+@st.composite
+def workloads(draw):
+    """dnn-partitioning workloads (data/dnn-partitioning/README.md)."""
+    num_nodes = draw(st.integers(1, 5))
+    nodes = [{"id": u, "name": f"n{u}", "cpuLatency": draw(COST), "fpgaLatency": draw(COST),
+              "supportedOnFpga": draw(st.sampled_from([0, 1, True, False])), "size": draw(COST),
+              "isBackwardNode": draw(st.booleans()), "colorClass": draw(st.integers(0, 2))}
+             for u in range(num_nodes)]
+    pairs = [(u, v) for u in range(num_nodes) for v in range(u + 1, num_nodes)]
+    edges = draw(st.lists(st.sampled_from(pairs), unique=True, max_size=5)) if pairs else []
+    return {"maxSizePerFPGA": draw(st.floats(0, 100)), "maxFPGAs": draw(st.integers(1, 2)),
+            "maxCPUs": draw(st.integers(0, 2)), "nodes": nodes,
+            "edges": [{"sourceId": u, "destId": v, "cost": draw(COST)} for u, v in edges]}
+
+
+def test_dnn_partitioning_workloads():
+    from tvm_place.formats import load_dnn_partitioning
+
+    fuzz(mutated(workloads()), lambda d: load_dnn_partitioning(as_file(d, "workload.json")))
 
 
 # -- plans ------------------------------------------------------------------------------------------

@@ -334,3 +334,36 @@ def test_a_cost_cache_that_cannot_be_written_keeps_entries_for_the_run(tmp_path)
     with pytest.warns(CostCacheWarning, match="is not a folder"):
         cache.put("k", 1.0)
     assert cache.get("k") == 1.0
+
+
+# -- dnn-partitioning workloads and splits ----------------------------------------------------------
+
+WORKLOAD = {"maxSizePerFPGA": 100.0, "maxFPGAs": 1, "maxCPUs": 1,
+            "nodes": [{"id": 0, "cpuLatency": 1.0, "fpgaLatency": 0.5, "supportedOnFpga": 1, "size": 1},
+                      {"id": 1, "cpuLatency": 2.0, "fpgaLatency": 0.5, "supportedOnFpga": True, "size": 1}],
+            "edges": [{"sourceId": 0, "destId": 1, "cost": 0.1}]}
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda w: w["nodes"][0].update(cpuLatency=True), "nodes[0].cpuLatency: True is a boolean"),
+    (lambda w: w["nodes"][0].update(cpuLatncy=1), "did you mean 'cpuLatency'"),
+    (lambda w: w.update(maxFPGAs=-1), "maxFPGAs: -1 is out of range"),
+    (lambda w: w["edges"][0].update(cost="high"), "edges[0].cost: 'high' is a string"),
+])
+def test_a_bad_dnn_partitioning_workload_names_the_field(change, words):
+    from tvm_place.formats import dnn_partitioning_problem
+
+    assert dnn_partitioning_problem(WORKLOAD).num_ops == 2
+    workload = copy.deepcopy(WORKLOAD)
+    change(workload)
+    with pytest.raises(InvalidGraphError, match=words.replace("[", r"\[")):
+        dnn_partitioning_problem(workload)
+
+
+def test_a_bad_dnn_partitioning_split_names_the_field():
+    from tvm_place.formats import dnn_partitioning_problem, dnn_split_to_device_of
+
+    problem = dnn_partitioning_problem(WORKLOAD)
+    assert dnn_split_to_device_of({"fpgas": [{"nodes": [0, 1]}]}, problem).tolist() == [0, 0]
+    with pytest.raises(InvalidGraphError, match=r"fpgas\[0\].nodes\[1\]: '1' is a string"):
+        dnn_split_to_device_of({"fpgas": [{"nodes": [0, "1"]}]}, problem)

@@ -16,12 +16,6 @@ if TYPE_CHECKING:
     from .graph import Placement
 
 
-def _require(data: Mapping, key: str, where: str) -> Any:
-    if not isinstance(data, Mapping) or key not in data:
-        raise InvalidGraphError(f"{where} has no {key!r} field; see docs/problem-format.md")
-    return data[key]
-
-
 def _cost(x: Any) -> float:
     """A cost the schema has checked: a number, or null for unsupported (unlimited)."""
     return math.inf if x is None else float(x)
@@ -111,7 +105,8 @@ def _read_json(path: str | Path, what: str) -> Any:
     return schemas.read_file(path, what, InvalidGraphError)
 
 
-def dnn_partitioning_problem(data: Mapping, name: str = "workload") -> PlacementProblem:
+def dnn_partitioning_problem(data: Mapping, name: str = "workload",
+                             source: str | None = None) -> PlacementProblem:
     """A dnn-partitioning workload as a problem: ``maxFPGAs`` accelerators, then ``maxCPUs`` CPUs.
 
     Accelerators (``acc:i``) run ``fpgaLatency`` (unsupported where ``supportedOnFpga`` is 0), hold
@@ -119,18 +114,14 @@ def dnn_partitioning_problem(data: Mapping, name: str = "workload") -> Placement
     CPUs (``cpu:j``) run ``cpuLatency``, have no memory cap and pay no communication: exactly the
     max-load rule of the workloads' README.
     """
-    where = f"workload {name!r}"
-    for key in ("maxSizePerFPGA", "maxFPGAs", "maxCPUs", "nodes", "edges"):
-        _require(data, key, where)
-    raw_nodes = sorted(data["nodes"], key=lambda node: int(_require(node, "id", f"a node of {where}")))
+    where = source or f"workload {name!r}"
+    schemas.validate(data, schemas.DNN_WORKLOAD, where, InvalidGraphError)
+    raw_nodes = sorted(data["nodes"], key=lambda node: node["id"])
     index_of = {}
     nodes, compute, memory = [], [], []
-    num_accelerators, num_cpus = int(data["maxFPGAs"]), int(data["maxCPUs"])
+    num_accelerators, num_cpus = data["maxFPGAs"], data["maxCPUs"]
     for node in raw_nodes:
-        node_where = f"node {node.get('id')} of {where}"
-        for key in ("cpuLatency", "fpgaLatency", "supportedOnFpga", "size"):
-            _require(node, key, node_where)
-        node_id = int(node["id"])
+        node_id = node["id"]
         if node_id in index_of:
             raise InvalidGraphError(f"{where} has two nodes with id {node_id}")
         index_of[node_id] = len(nodes)
@@ -147,9 +138,7 @@ def dnn_partitioning_problem(data: Mapping, name: str = "workload") -> Placement
     send_cost = np.zeros(len(nodes))
     edges = []
     for edge in data["edges"]:
-        for key in ("sourceId", "destId", "cost"):
-            _require(edge, key, f"an edge of {where}")
-        source, dest = int(edge["sourceId"]), int(edge["destId"])
+        source, dest = edge["sourceId"], edge["destId"]
         if source not in index_of or dest not in index_of:
             raise InvalidGraphError(
                 f"{where} has an edge {source} -> {dest} naming a node that does not exist"
@@ -182,11 +171,15 @@ def dnn_partitioning_problem(data: Mapping, name: str = "workload") -> Placement
 
 def load_dnn_partitioning(path: str | Path) -> PlacementProblem:
     """Read a dnn-partitioning workload file (see :func:`dnn_partitioning_problem`)."""
-    return dnn_partitioning_problem(_read_json(path, "workload"), name=Path(path).stem)
+    return dnn_partitioning_problem(_read_json(path, "workload"), Path(path).stem,
+                                    f"workload file {str(Path(path))!r}")
 
 
-def dnn_split_to_device_of(data: Mapping, problem: PlacementProblem) -> np.ndarray:
-    """The device of every node from a dnn-partitioning split (``fpgas[i]`` is ``acc:i``)."""
+def dnn_split_to_device_of(data: Mapping, problem: PlacementProblem,
+                           source: str = "the split") -> np.ndarray:
+    """The device of every node from a dnn-partitioning split (``fpgas[i]`` is ``acc:i``),
+    checked against :data:`tvm_place.schemas.DNN_SPLIT`; ``source`` names it in errors."""
+    schemas.validate(data, schemas.DNN_SPLIT, source, InvalidGraphError)
     index_of = {node.external_id: u for u, node in enumerate(problem.graph.nodes)}
     names = problem.device_names
     device_of = np.full(problem.num_ops, -1, dtype=np.int64)
@@ -211,7 +204,7 @@ def dnn_split_to_device_of(data: Mapping, problem: PlacementProblem) -> np.ndarr
 
 def load_dnn_split(path: str | Path, problem: PlacementProblem) -> np.ndarray:
     """Read a dnn-partitioning split file for ``problem``."""
-    return dnn_split_to_device_of(_read_json(path, "split"), problem)
+    return dnn_split_to_device_of(_read_json(path, "split"), problem, f"split file {str(Path(path))!r}")
 
 
 def dnn_split(problem: PlacementProblem, placement) -> dict:

@@ -126,6 +126,34 @@ PLAN = _object({
     "tolerance": NON_NEGATIVE,
 }, required=("format", "version", "targets", "options", "devices", "ops", "objective", "value"))
 
+# -- dnn-partitioning workloads and splits (data/dnn-partitioning/README.md) ------------------------
+
+_FLAG = {"anyOf": [{"type": "boolean"}, {"enum": [0, 1]}]}
+DNN_WORKLOAD = _object({
+    "maxSizePerFPGA": NON_NEGATIVE,
+    "maxFPGAs": INDEX,
+    "maxCPUs": INDEX,
+    "nodes": {"type": "array", "minItems": 1, "items": _object({
+        "id": {"type": "integer"}, "name": {"type": ["string", "integer"]},
+        "cpuLatency": NON_NEGATIVE, "fpgaLatency": NON_NEGATIVE, "supportedOnFpga": _FLAG,
+        "size": NON_NEGATIVE, "isBackwardNode": _FLAG, "colorClass": {"type": "integer"},
+        "layerId": {"type": "integer"},
+    }, required=("id", "cpuLatency", "fpgaLatency", "supportedOnFpga", "size"))},
+    "edges": {"type": "array", "items": _object({
+        "sourceId": {"type": "integer"}, "destId": {"type": "integer"}, "cost": NON_NEGATIVE,
+        "size": NON_NEGATIVE,
+    }, required=("sourceId", "destId", "cost"))},
+}, required=("maxSizePerFPGA", "maxFPGAs", "maxCPUs", "nodes", "edges"))
+
+# loads are recomputed when read (the published splits write -1: not given)
+_DNN_PART = _object({"load": NUMBER, "nodes": {"type": "array", "items": {"type": "integer"}}})
+DNN_SPLIT = _object({
+    "cpus": {"type": ["array", "null"], "items": _DNN_PART},
+    "fpgas": {"type": ["array", "null"], "items": _DNN_PART},
+    "maxLoad": NUMBER,
+    "replicas": {"type": "array", "items": {"type": "array", "items": STRING, "minItems": 2}},
+})
+
 # -- device profiles and device files ---------------------------------------------------------------
 
 LINK = _object({
@@ -224,6 +252,8 @@ _FORMATS = {
     id(PLACEMENT): ("placement", "write it with `tvm-place solve --output` or Placement.to_json()"),
     id(PLAN): ("plan", "write it with `tvm-place place MODEL --save-plan FILE` (or "
                        "TVM_PLACE_UPDATE_GOLDEN=1 for a golden plan)"),
+    id(DNN_WORKLOAD): ("dnn-partitioning workload", "see data/dnn-partitioning/README.md"),
+    id(DNN_SPLIT): ("dnn-partitioning split", "see data/dnn-partitioning/README.md"),
     id(PROFILE): ("device profile", f"see 'Device files' in {FORMAT_DOC}"),
     id(LINK): ("link", "a link gives bandwidth_gbs (above 0) and latency_us (at least 0)"),
     id(DEVICE_FILE): ("device file", f"see 'Device files' in {FORMAT_DOC}"),

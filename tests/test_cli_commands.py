@@ -267,3 +267,21 @@ def test_sizes_of_zero_or_names_and_overlapping_pins_exit_2(tmp_path, capsys, ar
     model.write_text(MODEL_FILE)
     assert cli.main([str(model) if a == "MODEL" else a for a in args] + ["--quiet"] * (args[0] == "place")) == 2
     assert message in capsys.readouterr().err
+
+
+def test_check_replays_a_plan_saved_with_a_device_file_profile(tmp_path, capsys):
+    devices = tmp_path / "hardware.json"
+    devices.write_text(json.dumps({"devices": [
+        {"target": "llvm"},
+        {"target": "llvm", "profile": {"kind": "cpu", "peak_gflops": 500, "memory_bandwidth_gbs": 50,
+                                       "memory_bytes": 8e9, "compute_efficiency": 0.2,
+                                       "memory_efficiency": 0.5, "launch_overhead_us": 3,
+                                       "link": {"bandwidth_gbs": 10, "latency_us": 2}}}]}))
+    plan = tmp_path / "plan.json"
+    assert cli.main(["place", *SMALL, "--devices", str(devices), "--save-plan", str(plan),
+                     "--quiet"]) == 0
+    recorded = json.loads(plan.read_text())["options"]["profiles"]
+    assert recorded[0] is None and recorded[1]["peak_gflops"] == 500
+    capsys.readouterr()
+    assert cli.main(["check", "resnet18", "--plan", str(plan)]) == 0
+    assert "placement matches" in capsys.readouterr().out

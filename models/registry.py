@@ -151,9 +151,22 @@ def get(name: str, batch: int = 1, seed: int = 0, training: bool = False, loss: 
         raise ModelConfigError(
             f"model {name!r} has no size {', '.join(unknown)}; it accepts: {', '.join(accepted)}"
         )
+    for key, value in sorted(overrides.items()):
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and value < 1):
+            raise ModelConfigError(f"size {key}={value!r} of model {name!r}: give a whole number "
+                                   "of at least 1")
     weights_seed, inputs_seed = np.random.SeedSequence(seed).spawn(2)
     network = entry.build(batch=batch, rng=np.random.default_rng(weights_seed), **overrides)
-    inputs = random_inputs(network.mod, np.random.default_rng(inputs_seed), network.input_bounds)
+    try:
+        inputs = random_inputs(network.mod, np.random.default_rng(inputs_seed), network.input_bounds)
+    except ModelConfigError as err:
+        named = {key: value for key, value in overrides.items() if isinstance(value, str)}
+        if not named:
+            raise
+        raise ModelConfigError(  # a name makes a dimension symbolic, and nothing bounds it here
+            f"size {', '.join(f'{k}={v!r}' for k, v in named.items())} of model {name!r} is not a "
+            f"number: give a whole number (this model takes no symbolic size there: {err})"
+        ) from None
     if training:
         from .training import training_inputs, training_module
 

@@ -72,3 +72,47 @@ def test_missing_file_and_debug_flag():
     assert result.returncode == 2 and "does not exist" in result.stderr
     debug = run("--debug", "solve", "does-not-exist.json")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+TWO_NODE_PROBLEM = {
+    "format": "tvm-place-problem", "version": 1,
+    "devices": [{"name": "cpu:0"}, {"name": "cpu:1"}],
+    "nodes": [{"name": "a", "compute_time": [1, 2], "transfer_time": [0.1, 0.1]},
+              {"name": "b", "compute_time": [2, 1], "transfer_time": [0.1, 0.1]}],
+    "edges": [[0, 1]],
+}
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"pins": [[0, 1]]}, "pins: [[0, 1]] is a list, expected an object"),
+    ({"nodes": 5}, "nodes: 5 is a number, expected a list"),
+    ({"colour_classes": [[0, 9]]}, "colour_classes[0][1]: node 9 does not exist"),
+    ({"edges": [[0, 1]], "egdes": []}, "unknown key 'egdes' (did you mean 'edges'?)"),
+    ({"devices": [{"name": "cpu:0", "memory_capacity": True}]}, "memory_capacity: True is a boolean"),
+])
+def test_a_bad_problem_file_exits_2_naming_the_field(tmp_path, capsys, edit, message):
+    from tvm_place import cli
+
+    path = tmp_path / "problem.json"
+    path.write_text(json.dumps({**TWO_NODE_PROBLEM, **edit}))
+    assert cli.main(["solve", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(path) in err and "fix:" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["directory", "binary", "deep", "flops"])
+def test_files_that_are_no_problem_files_exit_2(tmp_path, capsys, kind):
+    from tvm_place import cli
+
+    path = tmp_path / "problem.json"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)))
+    elif kind == "deep":
+        path.write_text("[" * 100_000 + "]" * 100_000)
+    else:
+        nodes = [{**node, "flops": "lots"} for node in TWO_NODE_PROBLEM["nodes"]]
+        path.write_text(json.dumps({**TWO_NODE_PROBLEM, "nodes": nodes}))
+    assert cli.main(["solve", str(path), "--quiet"]) == 2
+    assert "problem file" in capsys.readouterr().err

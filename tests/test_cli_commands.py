@@ -6,6 +6,7 @@ exit code and message, through ``cli.main`` in this process (no TVM start-up per
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,21 +15,8 @@ from tvm_place import cli
 SMALL = ["resnet18", "--size", "image_size=32"]
 TWO_CPUS = ["--target", "llvm", "--target", "llvm"]
 
-MODEL_FILE = '''
-from tvm.script import ir as I, relax as R
-
-
-@I.ir_module
-class Module:
-    @R.function
-    def main(x: R.Tensor((4, 8), "float32"), w: R.Tensor((8, 8), "float32")):
-        with R.dataflow():
-            y = R.matmul(x, w)
-            z = R.nn.relu(y)
-            out = R.add(z, y)
-            R.output(out)
-        return out
-'''
+#: A small TVMScript model file, as a user writes one.
+MODEL_FILE = (Path(__file__).resolve().parent.parent / "data" / "models" / "small_matmul.py").read_text()
 
 
 def tvm_place(*args, cwd=None) -> subprocess.CompletedProcess:
@@ -112,21 +100,8 @@ def test_compile_then_run_latency_and_stream(tmp_path, capsys):
     assert "no Ray cluster answers at 127.0.0.1:9" in capsys.readouterr().err
 
 
-TWO_OUTPUTS_FILE = '''
-from tvm.script import ir as I, relax as R
-
-
-@I.ir_module
-class Module:
-    @R.function
-    def main(x: R.Tensor((4, 8), "float32"), w: R.Tensor((8, 8), "float32")):
-        with R.dataflow():
-            y = R.matmul(x, w)
-            z = R.nn.relu(y)
-            out = (z, (y, R.add(z, y)))
-            R.output(out)
-        return out
-'''
+TWO_OUTPUTS_FILE = MODEL_FILE.replace("out = R.add(z, y)", "out = (z, (y, R.add(z, y)))")
+assert TWO_OUTPUTS_FILE != MODEL_FILE
 
 
 def test_run_a_model_with_nested_tuple_outputs(tmp_path, capsys):
@@ -230,6 +205,9 @@ def test_bad_numbers_exit_2_before_any_work(args, message, capsys):
 def test_a_plan_for_another_model_and_a_malformed_device_file(tmp_path, capsys):
     plan = tmp_path / "plan.json"
     assert cli.main(["place", *SMALL, *TWO_CPUS, "--save-plan", str(plan), "--quiet"]) == 0
+    # one plan format: what --save-plan writes is what check compares with (issue 15)
+    assert cli.main(["check", "resnet18", "--plan", str(plan)]) == 0
+    assert "placement matches" in capsys.readouterr().out
     model_file = tmp_path / "model.py"
     model_file.write_text(MODEL_FILE)
     capsys.readouterr()
@@ -287,3 +265,51 @@ def test_llm_runs_every_split_and_they_generate_the_same_tokens(capsys):
     # Every split generates the same tokens: two micro-batches of one sequence, four tokens each.
     tokens = {json.dumps(m["tokens"]) for m in measured.values()}
     assert len(tokens) == 1 and len(json.loads(tokens.pop())) == 2
+
+
+@pytest.mark.parametrize("source, message", [
+    ("import sys\nsys.exit(0)\n", "exited (sys.exit(0))"),
+    ("def get_module(size):\n    return None\n", "calling get_module() of"),
+])
+def test_a_model_file_that_exits_or_needs_arguments_exits_2(tmp_path, capsys, source, message):
+    model = tmp_path / "m.py"
+    model.write_text(source)
+    assert cli.main(["place", str(model), "--quiet"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_output_files_into_a_missing_folder_are_refused_before_any_work(tmp_path, capsys):
+    missing = tmp_path / "no" / "such" / "plan.json"
+    assert cli.main(["place", *SMALL, "--save-plan", str(missing), "--quiet"]) == 2
+    assert "the folder" in capsys.readouterr().err and not missing.parent.exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["inspect", "bert-layer", "--size", "seq_len=0"], "seq_len=0"),
+    (["inspect", "resnet18", "--size", "image_size=abc"], "image_size='abc'"),
+    (["place", "MODEL", *TWO_CPUS, "--pin", "fused_*=cpu:0", "--pin", "fused_matmul*=cpu:1"],
+     "by pin 'fused_*' and to cpu:1 by pin 'fused_matmul*'"),
+])
+def test_sizes_of_zero_or_names_and_overlapping_pins_exit_2(tmp_path, capsys, args, message):
+    model = tmp_path / "m.py"
+    model.write_text(MODEL_FILE)
+    assert cli.main([str(model) if a == "MODEL" else a for a in args] + ["--quiet"] * (args[0] == "place")) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_check_replays_a_plan_saved_with_a_device_file_profile(tmp_path, capsys):
+    devices = tmp_path / "hardware.json"
+    devices.write_text(json.dumps({"devices": [
+        {"target": "llvm"},
+        {"target": "llvm", "profile": {"kind": "cpu", "peak_gflops": 500, "memory_bandwidth_gbs": 50,
+                                       "memory_bytes": 8e9, "compute_efficiency": 0.2,
+                                       "memory_efficiency": 0.5, "launch_overhead_us": 3,
+                                       "link": {"bandwidth_gbs": 10, "latency_us": 2}}}]}))
+    plan = tmp_path / "plan.json"
+    assert cli.main(["place", *SMALL, "--devices", str(devices), "--save-plan", str(plan),
+                     "--quiet"]) == 0
+    recorded = json.loads(plan.read_text())["options"]["profiles"]
+    assert recorded[0] is None and recorded[1]["peak_gflops"] == 500
+    capsys.readouterr()
+    assert cli.main(["check", "resnet18", "--plan", str(plan)]) == 0
+    assert "placement matches" in capsys.readouterr().out

@@ -152,6 +152,13 @@ def _pins(pairs: list[str]) -> dict:
     return pins
 
 
+def _output_file(path: str | None, option: str) -> None:
+    """Refuse, before any work, a file to write whose folder does not exist."""
+    if path and not Path(path).parent.is_dir():
+        raise TvmPlaceError(f"{option} {path!r}: the folder {str(Path(path).parent)!r} does not "
+                            "exist; create it, or write the file elsewhere")
+
+
 def _model(args: argparse.Namespace):
     from .sources import load_model
 
@@ -179,6 +186,7 @@ def _cost_model(args: argparse.Namespace):
 
 
 def _placement_options(args: argparse.Namespace, log: list) -> dict:
+    _output_file(getattr(args, "save_plan", None), "--save-plan")
     targets, profiles = _targets(args)
     options = dict(
         targets=targets, profiles=profiles, objective=args.objective, method=args.method,
@@ -194,7 +202,7 @@ def _placement_options(args: argparse.Namespace, log: list) -> dict:
     return options
 
 
-def _report(problem, placement, sources, log: list, args, extra: dict | None = None,
+def _report(problem, placement, sources, log: list, args, options: dict, extra: dict | None = None,
             shape_values: dict | None = None, fallbacks: list | None = None) -> None:
     """Print the placement as text or, with ``--json``, as one JSON object; write pictures and
     the plan where asked."""
@@ -202,7 +210,10 @@ def _report(problem, placement, sources, log: list, args, extra: dict | None = N
     from .report import format_report
 
     if args.save_plan:
-        Path(args.save_plan).write_text(placement.to_json())
+        from .testing import write_plan
+
+        model = {"name": args.model, "sizes": _sizes(args.size), "batch": args.batch, "seed": args.seed}
+        write_plan(args.save_plan, problem, placement, options["targets"], options, model)
     pictures = []
     if args.plot:
         from .plot import write_plots
@@ -293,8 +304,9 @@ def _place(args: argparse.Namespace) -> int:
     from .compiler import place
 
     model, log = _model(args), []
-    placed = place(model.mod, name=model.name, **_placement_options(args, log))
-    _report(placed.problem, placed.placement, placed.sources, log, args,
+    options = _placement_options(args, log)
+    placed = place(model.mod, name=model.name, **options)
+    _report(placed.problem, placed.placement, placed.sources, log, args, options,
             shape_values=placed.shape_values, fallbacks=placed.fallbacks)
     return 0
 
@@ -309,7 +321,7 @@ def _compile(args: argparse.Namespace) -> int:
     (directory / SOURCE_FILE).write_text(json.dumps(
         {"model": args.model, "batch": args.batch, "size": args.size, "seed": args.seed,
          "training": args.training, "layout": args.layout}))
-    _report(placed.problem, placed.placement, None, log, args, {"output": str(directory)},
+    _report(placed.problem, placed.placement, None, log, args, options, {"output": str(directory)},
             placed.plan.shape_values if placed.plan else None, placed.fallbacks)
     return 0
 
@@ -490,6 +502,7 @@ def _solve(args: argparse.Namespace) -> int:
     from . import solvers
     from .formats import dnn_split, load_dnn_partitioning, load_problem
 
+    _output_file(args.output, "--output")
     if args.format == "dnn-partitioning":
         problem = load_dnn_partitioning(args.file)
     else:
@@ -610,7 +623,7 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
                              "per round (--entry prefill --entry decode=32)")
     if plan:
         parser.add_argument("--plan", help="apply this saved placement instead of solving")
-        parser.add_argument("--save-plan", metavar="FILE", help="save the placement as JSON")
+        parser.add_argument("--save-plan", metavar="FILE", help="save the plan as JSON (what --plan applies and `tvm-place check` compares with)")
         parser.add_argument("--plot", metavar="DIR",
                             help="write the placement graph and a pipeline Gantt chart here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -736,10 +749,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
+        with warnings.catch_warnings():
+            # one line per warning, not the line of tvm-place that gave it (unless --debug, or
+            # a caller such as pytest records them)
+            if not args.debug and warnings.showwarning is getattr(warnings, "_showwarning_orig", None):
+                warnings.showwarning = lambda message, *rest, **kw: print(
+                    f"tvm-place: warning: {message}", file=sys.stderr)
+            return args.run(args)
     except TvmPlaceError as err:
         if args.debug:
             raise

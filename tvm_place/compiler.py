@@ -167,6 +167,7 @@ def build_problem(
     problem_pins: dict[int, tuple[int, ...]] = {}
     for u, (kind, index) in collected.pins.items():
         problem_pins[u] = (_device_index(devices, f"{kind}:{index}", f"R.hint_on_device on {graph.nodes[u].name!r}"),)
+    pinned_by: dict[int, tuple[str, str]] = {}  # operator -> the user pin that pinned it
     for pattern, device_name in (pins or {}).items():
         matched = [u for u, node in enumerate(graph.nodes) if fnmatch.fnmatchcase(node.name, pattern)]
         if not matched:
@@ -176,6 +177,13 @@ def build_problem(
             )
         device = _device_index(devices, device_name, f"pin {pattern!r}")
         for u in matched:
+            earlier = pinned_by.get(u)
+            if earlier is not None and problem_pins[u] != (device,):
+                raise InfeasibleError(
+                    f"operator {graph.nodes[u].name!r} is pinned to {earlier[1]} by pin "
+                    f"{earlier[0]!r} and to {device_name} by pin {pattern!r}: make the patterns "
+                    "name different operators (a narrower glob)")
+            pinned_by[u] = (pattern, device_name)
             problem_pins[u] = (device,)
     problem = PlacementProblem(
         graph=graph,

@@ -43,3 +43,12 @@ class MissingDependencyError(TvmPlaceError, ImportError):
 
 class UntunedKernelWarning(UserWarning):
     """Kernels are built without a tuned schedule, so they run slower than TVM can make them."""
+
+
+class InvalidArtifactError(TvmPlaceError, ValueError):
+    """An export directory that cannot be loaded as it is (a missing, changed or outside library,
+    a manifest that does not follow its format)."""
+
+
+class ArtifactVersionWarning(UserWarning):
+    """An export was written with another TVM version than the one loading it."""

@@ -2,132 +2,111 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
+from . import schemas
 from .errors import InvalidGraphError
-from .graph import FORMAT_VERSION, Device, OpGraph, OpNode, PlacementProblem
+from .graph import Device, OpGraph, OpNode, PlacementProblem
+
+if TYPE_CHECKING:
+    from .graph import Placement
 
 
-def _require(data: Mapping, key: str, where: str) -> Any:
-    if not isinstance(data, Mapping) or key not in data:
-        raise InvalidGraphError(f"{where} has no {key!r} field; see docs/problem-format.md")
-    return data[key]
+def _cost(x: Any) -> float:
+    """A cost the schema has checked: a number, or null for unsupported (unlimited)."""
+    return math.inf if x is None else float(x)
 
 
-def _cost(x: Any, where: str) -> float:
-    if x is None:
-        return math.inf
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        raise InvalidGraphError(f"{where} is {x!r}, expected a number (or null for unsupported)")
-    return value
-
-
-def problem_from_dict(data: Mapping) -> PlacementProblem:
-    """Build a :class:`PlacementProblem` from its JSON form (``"format": "tvm-place-problem"``)."""
-    if not isinstance(data, Mapping) or data.get("format") != "tvm-place-problem":
-        raise InvalidGraphError(
-            'not a tvm-place problem: the top level must be an object with "format": '
-            '"tvm-place-problem"'
+def problem_from_dict(data: Mapping, source: str = "the problem") -> PlacementProblem:
+    """Build a :class:`PlacementProblem` from its JSON form (``"format": "tvm-place-problem"``),
+    checked against :data:`tvm_place.schemas.PROBLEM`; ``source`` names it in errors."""
+    schemas.validate(data, schemas.PROBLEM, source, InvalidGraphError)
+    devices = [
+        Device(
+            name=d["name"],
+            kind=d.get("kind", "cpu"),
+            memory_capacity=_cost(d.get("memory_capacity")),
+            target=d.get("target"),
+            profile=d.get("profile"),
+            call_overhead=float(d.get("call_overhead", 0.0)),
         )
-    if data.get("version") != FORMAT_VERSION:
-        raise InvalidGraphError(
-            f"problem format version {data.get('version')!r} is not supported (this tvm-place "
-            f"reads version {FORMAT_VERSION})"
-        )
-    devices = []
-    for i, d in enumerate(_require(data, "devices", "the problem")):
-        where = f"devices[{i}]"
-        devices.append(
-            Device(
-                name=str(_require(d, "name", where)),
-                kind=str(d.get("kind", "cpu")),
-                memory_capacity=_cost(d.get("memory_capacity"), f"{where}.memory_capacity"),
-                target=d.get("target"),
-                profile=d.get("profile"),
-                call_overhead=_cost(d.get("call_overhead", 0.0), f"{where}.call_overhead"),
-            )
-        )
+        for d in data["devices"]
+    ]
+    num_nodes, num_devices = len(data["nodes"]), len(devices)
+
+    def bad(path, problem: str, fix: str) -> InvalidGraphError:
+        return schemas.field_error(source, path, problem, fix, InvalidGraphError)
+
+    # What the schema cannot say: the cross-references.
     nodes, compute, transfer, memory = [], [], [], []
-    for u, node in enumerate(_require(data, "nodes", "the problem")):
-        where = f"nodes[{u}]"
+    for u, node in enumerate(data["nodes"]):
+        for key in ("compute_time", "transfer_time"):
+            if len(node[key]) != num_devices:
+                raise bad(("nodes", u, key), f"gives {len(node[key])} times for {num_devices} devices",
+                          "give one per device")
         nodes.append(
             OpNode(
-                name=str(_require(node, "name", where)),
-                kind=str(node.get("kind", "op")),
+                name=node["name"],
+                kind=node.get("kind", "op"),
                 flops=float(node.get("flops", 0.0)),
                 bytes_accessed=float(node.get("bytes_accessed", 0.0)),
                 output_bytes=float(node.get("output_bytes", 0.0)),
                 param_bytes=float(node.get("param_bytes", 0.0)),
-                is_backward=bool(node.get("is_backward", False)),
+                is_backward=node.get("is_backward", False),
             )
         )
-        times = _require(node, "compute_time", where)
-        transfers = _require(node, "transfer_time", where)
-        if len(times) != len(devices) or len(transfers) != len(devices):
-            raise InvalidGraphError(
-                f"{where} gives {len(times)} compute and {len(transfers)} transfer times for "
-                f"{len(devices)} devices; give one per device"
-            )
-        compute.append([_cost(t, f"{where}.compute_time") for t in times])
-        transfer.append([_cost(t, f"{where}.transfer_time") for t in transfers])
-        memory.append(_cost(node.get("memory", 0.0), f"{where}.memory"))
-    edges = _require(data, "edges", "the problem")
-    try:
-        edge_pairs = [(int(u), int(v)) for u, v in edges]
-    except (TypeError, ValueError):
-        raise InvalidGraphError("edges must be a list of [producer, consumer] index pairs")
-    pins = {int(u): tuple(ds) for u, ds in (data.get("pins") or {}).items()}
+        compute.append([_cost(t) for t in node["compute_time"]])
+        transfer.append([float(t) for t in node["transfer_time"]])
+        memory.append(float(node.get("memory", 0.0)))
+    nodes_named = f"the problem has nodes 0..{num_nodes - 1}"
+    for i, edge in enumerate(data["edges"]):
+        for j, u in enumerate(edge):
+            if u >= num_nodes:
+                raise bad(("edges", i, j), f"node {u} does not exist", nodes_named)
+    pins = {}
+    for key, ds in (data.get("pins") or {}).items():
+        if int(key) >= num_nodes:
+            raise bad(("pins", key), f"node {key} does not exist", nodes_named)
+        for j, d in enumerate(ds):
+            if d >= num_devices:
+                raise bad(("pins", key, j), f"device {d} does not exist",
+                          f"the problem has devices 0..{num_devices - 1}")
+        pins[int(key)] = tuple(int(d) for d in ds)
+    classes = data.get("colour_classes") or []
+    for i, members in enumerate(classes):
+        for j, u in enumerate(members):
+            if u >= num_nodes:
+                raise bad(("colour_classes", i, j), f"node {u} does not exist", nodes_named)
     return PlacementProblem(
-        graph=OpGraph(nodes, edge_pairs),
+        graph=OpGraph(nodes, [(int(u), int(v)) for u, v in data["edges"]]),
         devices=devices,
-        compute_time=np.array(compute, dtype=np.float64).reshape(len(nodes), len(devices)),
-        transfer_time=np.array(transfer, dtype=np.float64).reshape(len(nodes), len(devices)),
+        compute_time=np.array(compute, dtype=np.float64).reshape(num_nodes, num_devices),
+        transfer_time=np.array(transfer, dtype=np.float64).reshape(num_nodes, num_devices),
         memory=np.array(memory),
         pins=pins,
-        colour_classes=[list(c) for c in data.get("colour_classes") or []],
-        name=str(data.get("name", "problem")),
+        colour_classes=[[int(u) for u in c] for c in classes],
+        name=data.get("name", "problem"),
     )
 
 
 def load_problem(path: str | Path) -> PlacementProblem:
     """Read a problem file in the tvm-place JSON format."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidGraphError(f"problem file {str(path)!r} does not exist")
-    except json.JSONDecodeError as err:
-        raise InvalidGraphError(
-            f"problem file {str(path)!r} is not valid JSON (line {err.lineno}, column {err.colno}: "
-            f"{err.msg})"
-        )
-    return problem_from_dict(data)
+    return problem_from_dict(_read_json(path, "problem"), f"problem file {str(Path(path))!r}")
 
 
 # -- dnn-partitioning (Tarnawski et al., NeurIPS 2020; github.com/msr-fiddle/dnn-partitioning) ------
 
 
 def _read_json(path: str | Path, what: str) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InvalidGraphError(f"{what} file {str(path)!r} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise InvalidGraphError(
-            f"{what} file {str(path)!r} is not valid JSON (line {err.lineno}, column {err.colno}: "
-            f"{err.msg})"
-        ) from None
+    return schemas.read_file(path, what, InvalidGraphError)
 
 
-def dnn_partitioning_problem(data: Mapping, name: str = "workload") -> PlacementProblem:
+def dnn_partitioning_problem(data: Mapping, name: str = "workload",
+                             source: str | None = None) -> PlacementProblem:
     """A dnn-partitioning workload as a problem: ``maxFPGAs`` accelerators, then ``maxCPUs`` CPUs.
 
     Accelerators (``acc:i``) run ``fpgaLatency`` (unsupported where ``supportedOnFpga`` is 0), hold
@@ -135,18 +114,14 @@ def dnn_partitioning_problem(data: Mapping, name: str = "workload") -> Placement
     CPUs (``cpu:j``) run ``cpuLatency``, have no memory cap and pay no communication: exactly the
     max-load rule of the workloads' README.
     """
-    where = f"workload {name!r}"
-    for key in ("maxSizePerFPGA", "maxFPGAs", "maxCPUs", "nodes", "edges"):
-        _require(data, key, where)
-    raw_nodes = sorted(data["nodes"], key=lambda node: int(_require(node, "id", f"a node of {where}")))
+    where = source or f"workload {name!r}"
+    schemas.validate(data, schemas.DNN_WORKLOAD, where, InvalidGraphError)
+    raw_nodes = sorted(data["nodes"], key=lambda node: node["id"])
     index_of = {}
     nodes, compute, memory = [], [], []
-    num_accelerators, num_cpus = int(data["maxFPGAs"]), int(data["maxCPUs"])
+    num_accelerators, num_cpus = data["maxFPGAs"], data["maxCPUs"]
     for node in raw_nodes:
-        node_where = f"node {node.get('id')} of {where}"
-        for key in ("cpuLatency", "fpgaLatency", "supportedOnFpga", "size"):
-            _require(node, key, node_where)
-        node_id = int(node["id"])
+        node_id = node["id"]
         if node_id in index_of:
             raise InvalidGraphError(f"{where} has two nodes with id {node_id}")
         index_of[node_id] = len(nodes)
@@ -163,9 +138,7 @@ def dnn_partitioning_problem(data: Mapping, name: str = "workload") -> Placement
     send_cost = np.zeros(len(nodes))
     edges = []
     for edge in data["edges"]:
-        for key in ("sourceId", "destId", "cost"):
-            _require(edge, key, f"an edge of {where}")
-        source, dest = int(edge["sourceId"]), int(edge["destId"])
+        source, dest = edge["sourceId"], edge["destId"]
         if source not in index_of or dest not in index_of:
             raise InvalidGraphError(
                 f"{where} has an edge {source} -> {dest} naming a node that does not exist"
@@ -198,11 +171,15 @@ def dnn_partitioning_problem(data: Mapping, name: str = "workload") -> Placement
 
 def load_dnn_partitioning(path: str | Path) -> PlacementProblem:
     """Read a dnn-partitioning workload file (see :func:`dnn_partitioning_problem`)."""
-    return dnn_partitioning_problem(_read_json(path, "workload"), name=Path(path).stem)
+    return dnn_partitioning_problem(_read_json(path, "workload"), Path(path).stem,
+                                    f"workload file {str(Path(path))!r}")
 
 
-def dnn_split_to_device_of(data: Mapping, problem: PlacementProblem) -> np.ndarray:
-    """The device of every node from a dnn-partitioning split (``fpgas[i]`` is ``acc:i``)."""
+def dnn_split_to_device_of(data: Mapping, problem: PlacementProblem,
+                           source: str = "the split") -> np.ndarray:
+    """The device of every node from a dnn-partitioning split (``fpgas[i]`` is ``acc:i``),
+    checked against :data:`tvm_place.schemas.DNN_SPLIT`; ``source`` names it in errors."""
+    schemas.validate(data, schemas.DNN_SPLIT, source, InvalidGraphError)
     index_of = {node.external_id: u for u, node in enumerate(problem.graph.nodes)}
     names = problem.device_names
     device_of = np.full(problem.num_ops, -1, dtype=np.int64)
@@ -227,7 +204,7 @@ def dnn_split_to_device_of(data: Mapping, problem: PlacementProblem) -> np.ndarr
 
 def load_dnn_split(path: str | Path, problem: PlacementProblem) -> np.ndarray:
     """Read a dnn-partitioning split file for ``problem``."""
-    return dnn_split_to_device_of(_read_json(path, "split"), problem)
+    return dnn_split_to_device_of(_read_json(path, "split"), problem, f"split file {str(Path(path))!r}")
 
 
 def dnn_split(problem: PlacementProblem, placement) -> dict:
@@ -249,14 +226,71 @@ def dnn_split(problem: PlacementProblem, placement) -> dict:
     return split
 
 
+PLACEMENT_FORMAT, PLAN_FORMAT = "tvm-place-placement", "tvm-place-plan"
+
+
+def read_plan(path: str | Path) -> dict:
+    """A plan file's data (``"format": "tvm-place-plan"``: ``tvm-place place --save-plan``, the
+    golden plans of ``tvm-place check``), checked against :data:`tvm_place.schemas.PLAN`."""
+    from .errors import InvalidPlacementError
+
+    source = f"plan file {str(Path(path))!r}"
+    return _checked_plan(schemas.read_file(path, "plan", InvalidPlacementError), source)
+
+
+def _checked_plan(data: Any, source: str) -> dict:
+    from .errors import InvalidPlacementError
+
+    if isinstance(data, Mapping) and data.get("format") == PLACEMENT_FORMAT:
+        raise InvalidPlacementError(
+            f"{source} holds a bare placement (written by `tvm-place solve --output`), not the plan "
+            "of a model: write the plan with `tvm-place place MODEL ... --save-plan FILE`")
+    schemas.validate(data, schemas.PLAN, source, InvalidPlacementError)
+    devices = data["devices"]
+    for u, (_, device) in enumerate(data["ops"]):
+        if device not in devices:
+            raise schemas.field_error(source, ("ops", u, 1), f"device {device!r} is not in the plan's "
+                                      f"devices {devices}", "name one of them", InvalidPlacementError)
+    return data
+
+
+def placement_from_plan(plan: Mapping, source: str = "the plan") -> "Placement":
+    """The :class:`Placement` a (checked) plan records."""
+    from .graph import Placement, check_placement_fields
+
+    devices = list(plan["devices"])
+    fields = {
+        "device_of": [devices.index(device) for _, device in plan["ops"]],
+        "operators": [name for name, _ in plan["ops"]],
+        "device_names": devices,
+        "order": plan.get("order"),
+    }
+    check_placement_fields(fields, source)
+    return Placement(
+        device_of=np.array(fields["device_of"], dtype=np.int64),
+        objective=plan["objective"],
+        value=float(plan["value"]),
+        lower_bound=float(plan.get("lower_bound", 0.0)),
+        method=plan.get("method", "plan"),
+        order=None if plan.get("order") is None else np.array(plan["order"], dtype=np.int64),
+        stats=dict(plan.get("stats") or {}),
+        device_names=devices,
+        replicas=[tuple(group) for group in plan.get("replicas") or []],
+        operators=fields["operators"],
+    )
+
+
 def load_placement(path: str | Path) -> "Placement":
-    """A placement saved with ``Placement.to_json()`` (a plan)."""
+    """The placement a plan file records (``tvm-place place --save-plan``), or a bare placement
+    (``Placement.to_json()``, ``tvm-place solve --output``)."""
+    from .errors import InvalidPlacementError
     from .graph import Placement
 
-    data = _read_json(path, "plan")
-    if not isinstance(data, Mapping):
-        raise InvalidGraphError(f"plan file {str(path)!r} holds no JSON object")
-    return Placement.from_dict(data)
+    source = f"plan file {str(Path(path))!r}"
+    data = schemas.read_file(path, "plan", InvalidPlacementError)
+    if isinstance(data, Mapping) and data.get("format") == PLACEMENT_FORMAT:
+        return Placement.from_dict(data, source)
+    return placement_from_plan(_checked_plan(data, source), source)
 
 
 # -- device files ----------------------------------------------------------------------------------
@@ -273,44 +307,25 @@ def load_device_file(path: str | Path) -> tuple[list, list]:
     ``{bandwidth_gbs, latency_us}``); any of those fields beside ``target`` overrides the named
     profile's (e.g. ``memory_bytes`` for a smaller card). See docs/problem-format.md.
     """
-    import dataclasses
-    import tomllib
-
-    from .cost.profiles import PROFILE_FIELDS, default_profile, device_profile, profile_from_dict
+    from .cost.profiles import default_profile, device_profile, profile_from_dict, profile_to_dict
     from .errors import InvalidTargetError
 
-    path = Path(path)
-    if path.suffix == ".toml":
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise InvalidTargetError(f"device file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as err:
-            raise InvalidTargetError(f"device file {str(path)!r} is not valid TOML ({err})") from None
-    else:
-        try:
-            data = _read_json(path, "device")
-        except InvalidGraphError as err:
-            raise InvalidTargetError(str(err)) from None
-    devices = data.get("devices") if isinstance(data, Mapping) else None
-    if not isinstance(devices, list) or not devices:
-        raise InvalidTargetError(
-            f"device file {str(path)!r} must hold a non-empty list 'devices', each with a 'target'"
-        )
+    source = f"device file {str(Path(path))!r}"
+    data = schemas.load(path, "device", schemas.DEVICE_FILE, InvalidTargetError)
     targets, profiles = [], []
-    for position, entry in enumerate(devices):
-        if not isinstance(entry, Mapping) or "target" not in entry:
-            raise InvalidTargetError(f"device {position} of {str(path)!r} has no 'target'")
+    for position, entry in enumerate(data["devices"]):
         target = entry["target"]
-        kind = target.get("kind") if isinstance(target, Mapping) else str(target)
+        kind = target["kind"] if isinstance(target, Mapping) else target
         profile = entry.get("profile")
-        overrides = {key: entry[key] for key in PROFILE_FIELDS if key in entry}
+        overrides = {key: entry[key] for key in schemas.PROFILE_PROPERTIES if key in entry}
+        where = ("devices", position)
         if isinstance(profile, Mapping):
-            profile = profile_from_dict(f"{path.stem}:{position}", {**profile, **overrides})
+            profile = profile_from_dict(f"{Path(path).stem}:{position}", {**profile, **overrides},
+                                        source, where)
         elif overrides:
             base = device_profile(profile or default_profile(str(kind)))
-            fields = {**dataclasses.asdict(base), "link": base.link.name, **overrides}
-            profile = profile_from_dict(f"{base.name}*", fields)
+            profile = profile_from_dict(f"{base.name}*", {**profile_to_dict(base), **overrides},
+                                        source, where)
         targets.append(dict(target) if isinstance(target, Mapping) else target)
         profiles.append(profile)
     return targets, profiles

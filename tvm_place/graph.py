@@ -363,25 +363,43 @@ class Placement:
         return json.dumps(self.to_dict(timings), indent=1, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping) -> "Placement":
-        if data.get("format") != "tvm-place-placement":
-            raise InvalidPlacementError(
-                "not a tvm-place placement: expected \"format\": \"tvm-place-placement\""
-            )
-        if data.get("version") != FORMAT_VERSION:
-            raise InvalidPlacementError(
-                f"placement format version {data.get('version')} is not supported "
-                f"(this tvm-place reads version {FORMAT_VERSION})"
-            )
+    def from_dict(cls, data: Mapping, source: str = "the placement") -> "Placement":
+        """A placement from its JSON form, checked against :data:`tvm_place.schemas.PLACEMENT`
+        (and its indices against each other); ``source`` names it in errors."""
+        from . import schemas
+
+        schemas.validate(data, schemas.PLACEMENT, source, InvalidPlacementError)
+        check_placement_fields(data, source)
         return cls(
-            device_of=np.array(data["device_of"]),
+            device_of=np.array(data["device_of"], dtype=np.int64),
             objective=data["objective"],
             value=float(data["value"]),
             lower_bound=float(data["lower_bound"]),
             method=data["method"],
-            order=None if data.get("order") is None else np.array(data["order"]),
+            order=None if data.get("order") is None else np.array(data["order"], dtype=np.int64),
             stats=dict(data.get("stats") or {}),
             device_names=data.get("device_names"),
             replicas=[tuple(group) for group in data.get("replicas") or []],
             operators=data.get("operators"),
         )
+
+
+def check_placement_fields(data: Mapping, source: str) -> None:
+    """What a placement's (or plan's) schema cannot say: its indices agree with each other (the
+    validator checks them against the problem's)."""
+    from . import schemas
+
+    def bad(path, problem: str, fix: str) -> InvalidPlacementError:
+        return schemas.field_error(source, path, problem, fix, InvalidPlacementError)
+
+    n = len(data["device_of"])
+    names = data.get("device_names")
+    if names is not None:
+        for u, d in enumerate(data["device_of"]):
+            if d >= len(names):
+                raise bad(("device_of", u), f"device {d} does not exist",
+                          f"the placement has devices 0..{len(names) - 1} ({names})")
+    order = data.get("order")
+    if order is not None and sorted(order) != list(range(n)):
+        raise bad(("order",), f"is not an order of the {n} operators",
+                  "list every operator index 0..n-1 once, or null")

@@ -117,6 +117,11 @@ def _python_model(file: Path, member: str | None, seed: int) -> LoadedModel:
         raise ModelConfigError(f"{file} does not exist")
     try:
         namespace = runpy.run_path(str(file))
+    except SystemExit as err:  # a script, not a model file
+        raise ModelConfigError(
+            f"{file} exited (sys.exit({err.code!r})) while tvm-place read it: a model file defines "
+            f"an IRModule or a function {DEFAULT_FUNCTION}() returning one, and runs no program"
+        ) from err
     except Exception as err:  # the user's file may raise anything while it runs
         raise ModelConfigError(
             f"running {file} failed: {type(err).__name__}: {err} (use --debug for the traceback)"
@@ -136,5 +141,11 @@ def _python_model(file: Path, member: str | None, seed: int) -> LoadedModel:
         raise ModelConfigError(f"{file} defines no {member!r}")
     value = namespace[member]
     if callable(value) and not isinstance(value, tvm.IRModule):
-        value = value()
+        try:
+            value = value()
+        except (Exception, SystemExit) as err:  # the user's function may raise anything
+            raise ModelConfigError(
+                f"calling {member}() of {file} failed: {type(err).__name__}: {err} (tvm-place calls "
+                "it with no arguments: give its parameters defaults; --debug shows the traceback)"
+            ) from err
     return _checked(f"{file}:{member}", value, seed)

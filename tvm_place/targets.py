@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import tvm
 
-from .cost.profiles import DeviceProfile, default_profile, device_profile, profile_for_arch
+from .cost.profiles import (DeviceProfile, default_profile, device_profile, profile_for_arch,
+                             profile_from_dict)
 from .errors import InvalidTargetError
 
 #: Target kinds tvm-place can place on, and the device kind each one is.
@@ -140,8 +141,13 @@ def resolve_targets(
                 config["mcpu"] = host
         if profile_name is None and arch is not None:
             profile_name = profile_for_arch(arch)
-        profile = (profile_name if isinstance(profile_name, DeviceProfile)
-                   else device_profile(profile_name or default_profile(kind_name)))
+        if isinstance(profile_name, DeviceProfile):
+            profile = profile_name
+        elif isinstance(profile_name, Mapping):  # a plan's record of a device file's profile
+            fields = {k: v for k, v in profile_name.items() if k != "name"}
+            profile = profile_from_dict(str(profile_name.get("name", f"profile {position}")), fields)
+        else:
+            profile = device_profile(profile_name or default_profile(kind_name))
         kind = DEVICE_KIND_OF_TARGET[kind_name]
         if profile.kind != kind:
             raise InvalidTargetError(

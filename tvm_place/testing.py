@@ -161,29 +161,15 @@ class PlanComparison:
 
 
 def read_plan(plan_path: str | Path) -> dict:
-    """A plan file's content, checked for format and version."""
+    """A plan file's content, checked against its schema (:func:`tvm_place.formats.read_plan`)."""
+    from .formats import read_plan as read
+
     path = Path(plan_path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         raise TvmPlaceError(
             f"no golden plan at {str(path)!r}; write it with {UPDATE_ENV}=1 (or update=True)"
-        ) from None
-    except json.JSONDecodeError as err:
-        raise TvmPlaceError(
-            f"golden plan {str(path)!r} is not valid JSON (line {err.lineno}: {err.msg})"
-        ) from None
-    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
-        raise TvmPlaceError(f"{str(path)!r} is not a tvm-place plan (\"format\": \"{PLAN_FORMAT}\")")
-    if data.get("version") != PLAN_VERSION:
-        raise TvmPlaceError(
-            f"plan {str(path)!r} has version {data.get('version')!r}; this tvm-place reads "
-            f"version {PLAN_VERSION}"
         )
-    for key in ("targets", "options", "ops", "value", "objective"):
-        if key not in data:
-            raise TvmPlaceError(f"plan {str(path)!r} has no {key!r} field")
-    return data
+    return read(path)
 
 
 def _snapshot_path(plan_path: Path) -> Path:
@@ -287,16 +273,29 @@ def compare_with_plan(plan: dict, placed, targets, options: dict, plan_path: Pat
     return comparison
 
 
-def make_plan(placed, targets, options: dict, plan_path: Path, model: dict | None = None) -> dict:
-    """The plan of a placement (``tvm_place.compiler.Placed``), as written to a golden file."""
-    problem, placement = placed.problem, placed.placement
+def _json_profile(profile: Any) -> Any:
+    from .cost.profiles import DeviceProfile, profile_to_dict
+
+    if isinstance(profile, DeviceProfile):
+        return {"name": profile.name, **profile_to_dict(profile)}
+    return profile
+
+
+def make_plan(problem, placement, targets, options: dict, plan_path: Path,
+              model: dict | None = None) -> dict:
+    """The plan of a placement, as ``tvm-place place --save-plan`` and golden plans write it
+    (``"format": "tvm-place-plan"``, read by :func:`tvm_place.formats.read_plan`)."""
     device_names = problem.device_names
-    return {
+    options = {key: options.get(key, default) for key, default in PLAN_OPTIONS.items()}
+    options["cost_model"] = _recorded_cost_model(options["cost_model"], plan_path)
+    if options["profiles"] is not None:
+        options["profiles"] = [_json_profile(profile) for profile in options["profiles"]]
+    plan = {
         "format": PLAN_FORMAT,
         "version": PLAN_VERSION,
         "model": model,
         "targets": [_json_target(t) for t in targets],
-        "options": {**options, "cost_model": _recorded_cost_model(options["cost_model"], plan_path)},
+        "options": options,
         "devices": device_names,
         "objective": placement.objective,
         "value": float(placement.value),
@@ -304,6 +303,26 @@ def make_plan(placed, targets, options: dict, plan_path: Path, model: dict | Non
         "method": placement.method,
         "ops": [[name, device_names[int(d)]] for name, d in zip(problem.graph.names, placement.device_of)],
     }
+    if placement.replicas:
+        plan["replicas"] = [list(group) for group in placement.replicas]
+    return plan
+
+
+def write_plan(plan_path: str | Path, problem, placement, targets, options: dict,
+               model: dict | None = None, tolerance: float | None = None) -> Path:
+    """Write the plan of a placement (and, for costs other than the analytical model's, the cost
+    snapshot beside it that a check replays)."""
+    from .cost import Snapshot
+
+    plan_path = Path(plan_path)
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    if options.get("cost_model", "analytical") != "analytical":
+        Snapshot.save(problem, _snapshot_path(plan_path))
+    plan = make_plan(problem, placement, targets, options, plan_path, model)
+    if tolerance is not None and tolerance != DEFAULT_TOLERANCE:
+        plan["tolerance"] = tolerance
+    plan_path.write_text(_plan_json(plan))
+    return plan_path
 
 
 @dataclass
@@ -374,7 +393,6 @@ def run_golden(
         model = plan.get("model")
     options = _options(options)
     cost_model = options["cost_model"]
-    snapshot_path = _snapshot_path(plan_path)
     if isinstance(cost_model, Mapping):  # a plan's record: {"snapshot": file beside the plan}
         cost_model = Snapshot(plan_path.parent / cost_model["snapshot"])
     elif cost_model != "analytical" and not update:
@@ -393,13 +411,7 @@ def run_golden(
         name=(model or {}).get("name", "module"),
     )
     if update:
-        plan_path.parent.mkdir(parents=True, exist_ok=True)
-        if options["cost_model"] != "analytical":
-            Snapshot.save(placed.problem, snapshot_path)
-        new_plan = make_plan(placed, targets, options, plan_path, model)
-        if tolerance != DEFAULT_TOLERANCE:
-            new_plan["tolerance"] = tolerance
-        plan_path.write_text(_plan_json(new_plan))
+        write_plan(plan_path, placed.problem, placed.placement, targets, options, model, tolerance)
         return GoldenResult(plan_path, placed.placement, placed.problem, True, None)
     comparison = compare_with_plan(plan, placed, targets, options, plan_path, tolerance)
     return GoldenResult(plan_path, placed.placement, placed.problem, False, comparison)

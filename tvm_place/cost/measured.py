@@ -37,6 +37,10 @@ def cpu_threads() -> int:
     return int(tvm.get_global_func("runtime.NumThreads")())
 
 
+class CostCacheWarning(UserWarning):
+    """A cost cache file that cannot be used as it is (it is ignored, and rewritten)."""
+
+
 class CostCache:
     """A JSON file of facts about kernels (by default measured seconds) per (TVM version, target,
     threads, kernel hash).
@@ -47,10 +51,37 @@ class CostCache:
 
     def __init__(self, directory: Path | str | None = None, filename: str = "measured-costs.json"):
         self.path = Path(directory or default_cache_dir()) / filename
+        self.entries: dict = self._read(warn=True)
+
+    def _read(self, warn: bool) -> dict:
+        """The entries of the file, checked against :data:`tvm_place.schemas.COST_CACHE`: a
+        missing file is empty; a corrupt one (not JSON, not an object of numbers and strings,
+        a directory, unreadable) is ignored, with a warning saying so, and rewritten whole by
+        the next measurement. Entries that break the format are dropped alone."""
+        import warnings
+
+        from .. import schemas
+        from ..errors import TvmPlaceError
+
+        if not self.path.exists():
+            return {}
         try:
-            self.entries: dict = json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            self.entries = {}
+            entries = schemas.read_file(self.path, "cost cache")
+            if not isinstance(entries, dict):
+                schemas.validate(entries, schemas.COST_CACHE, f"cost cache file {str(self.path)!r}")
+            kept = {key: value for key, value in entries.items()
+                    if schemas.is_valid(value, schemas.COST_CACHE_ENTRY)}
+        except TvmPlaceError as err:
+            if warn:
+                warnings.warn(f"{err}; ignoring the cost cache (kernels are measured again and the "
+                              "file rewritten; delete it to silence this)", CostCacheWarning,
+                              stacklevel=3)
+            return {}
+        if warn and len(kept) < len(entries):
+            warnings.warn(f"cost cache file {str(self.path)!r}: ignoring {len(entries) - len(kept)} "
+                          "entries that are not a number >= 0 or a string (delete the file to "
+                          "measure again)", CostCacheWarning, stacklevel=3)
+        return kept
 
     @staticmethod
     def key(prim_func, target: tvm.target.Target) -> str:
@@ -63,13 +94,29 @@ class CostCache:
         return self.entries.get(key)
 
     def put(self, key: str, value) -> None:
+        """Add an entry to the file (merged with other writers'); a file that cannot be written
+        (a read-only folder, a directory in its place) keeps it for this process only, with a
+        warning."""
+        try:
+            self._write(key, value)
+        except OSError as err:
+            import warnings
+
+            self.entries[key] = value
+            if not getattr(self, "_warned", False):
+                self._warned = True
+                folder = self.path.parent
+                why = (f"{str(folder)!r} is not a folder" if folder.exists() and not folder.is_dir()
+                       else err.strerror or str(err))
+                warnings.warn(f"cannot write the cost cache file {str(self.path)!r} ({why}); "
+                              "measurements are kept for this run only (give --cost-cache a "
+                              "writable folder)", CostCacheWarning, stacklevel=2)
+
+    def _write(self, key: str, value) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-            try:
-                self.entries = json.loads(self.path.read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
-                self.entries = {}
+            self.entries = self._read(warn=False)
             self.entries[key] = value
             handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
             with os.fdopen(handle, "w") as out:

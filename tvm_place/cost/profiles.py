@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from .. import schemas
 from ..errors import InvalidTargetError
 
 PROFILE_FILE = Path(__file__).parent / "profiles" / "devices.json"
@@ -51,7 +52,7 @@ def _profile_data() -> dict:
 def link_profile(name: str) -> LinkProfile:
     links = _profile_data()["links"]
     if name not in links:
-        raise InvalidTargetError(f"unknown link profile {name!r}; known: {sorted(links)}")
+        raise InvalidTargetError(schemas.unknown_name("link profile", name, links))
     entry = links[name]
     return LinkProfile(name, entry["bandwidth_gbs"], entry["latency_us"], entry.get("description", ""))
 
@@ -60,42 +61,41 @@ def device_profile(name: str) -> DeviceProfile:
     """The profile called ``name`` (see :func:`profile_names`)."""
     devices = _profile_data()["devices"]
     if name not in devices:
-        raise InvalidTargetError(f"unknown device profile {name!r}; known: {sorted(devices)}")
+        raise InvalidTargetError(schemas.unknown_name("device profile", name, devices))
     return profile_from_dict(name, devices[name])
 
 
 #: The fields a device profile must give (``devices.json`` or a user's device file).
-PROFILE_FIELDS = ("kind", "peak_gflops", "memory_bandwidth_gbs", "memory_bytes",
-                  "compute_efficiency", "memory_efficiency", "launch_overhead_us", "link")
+PROFILE_FIELDS = schemas.PROFILE_FIELDS
 
 
-def profile_from_dict(name: str, entry: Mapping) -> DeviceProfile:
-    """A profile from its fields; ``link`` is a link profile's name or a dict with
-    ``bandwidth_gbs`` and ``latency_us``."""
-    missing = [key for key in PROFILE_FIELDS if key not in entry]
-    if missing:
-        raise InvalidTargetError(
-            f"device profile {name!r} lacks {missing}; a profile gives {list(PROFILE_FIELDS)}"
-        )
+def profile_from_dict(name: str, entry: Mapping, source: str | None = None,
+                      prefix: tuple = ()) -> DeviceProfile:
+    """A profile from its fields, checked against :data:`tvm_place.schemas.PROFILE` (no unknown
+    keys, positive peaks and bandwidths, efficiencies in (0, 1]); ``link`` is a link profile's
+    name or a dict with ``bandwidth_gbs`` and ``latency_us``. ``source`` names the data in
+    errors (default: the profile's name), ``prefix`` the path to it there."""
+    source = source or f"device profile {name!r}"
+    schemas.validate(entry, schemas.PROFILE, source, InvalidTargetError, prefix)
     link = entry["link"]
     if isinstance(link, Mapping):
-        try:
-            link = LinkProfile(f"{name}-link", float(link["bandwidth_gbs"]),
-                               float(link["latency_us"]), link.get("description", ""))
-        except (KeyError, TypeError, ValueError):
-            raise InvalidTargetError(
-                f"the link of device profile {name!r} needs numbers bandwidth_gbs and latency_us"
-            ) from None
+        schemas.validate(link, schemas.LINK, source, InvalidTargetError, (*prefix, "link"))
+        link = LinkProfile(f"{name}-link", float(link["bandwidth_gbs"]), float(link["latency_us"]),
+                           link.get("description", ""))
     else:
-        link = link_profile(str(link))
-    try:
-        numbers = {key: float(entry[key]) for key in PROFILE_FIELDS[1:-1]}
-    except (TypeError, ValueError):
-        raise InvalidTargetError(
-            f"device profile {name!r}: {list(PROFILE_FIELDS[1:-1])} must be numbers"
-        ) from None
-    return DeviceProfile(name=name, kind=str(entry["kind"]), link=link, arch=entry.get("arch"),
+        link = link_profile(link)
+    numbers = {key: float(entry[key]) for key in PROFILE_FIELDS[1:-1]}
+    return DeviceProfile(name=name, kind=entry["kind"], link=link, arch=entry.get("arch"),
                          description=entry.get("description", ""), **numbers)
+
+
+def profile_to_dict(profile: DeviceProfile) -> dict:
+    """The fields of ``profile`` as :func:`profile_from_dict` reads them (its link as a dict)."""
+    fields = {key: getattr(profile, key) for key in PROFILE_FIELDS[:-1]}
+    fields["link"] = {"bandwidth_gbs": profile.link.bandwidth_gbs, "latency_us": profile.link.latency_us}
+    if profile.arch is not None:
+        fields["arch"] = profile.arch
+    return fields
 
 
 def profile_names() -> list[str]:

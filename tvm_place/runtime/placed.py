@@ -608,11 +608,12 @@ class PlacedModule:
         """Write one shared library per stage and a manifest that :meth:`load` reads back."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        libraries = {}
+        libraries, hashes = {}, {}
         for stage, executable in self.executables.items():
             library = f"{stage}.so"
             executable.export_library(str(directory / library))
             libraries[stage] = library
+            hashes[stage] = _sha256(directory / library)
         manifest = {
             "format": "tvm-place-artifacts",
             "version": FORMAT_VERSION,
@@ -621,6 +622,7 @@ class PlacedModule:
             "plan": None if self.plan is None else self.plan.to_dict(),
             "functions": {name: f.to_dict() for name, f in self.functions.items()},
             "libraries": libraries,
+            "sha256": hashes,
             "placement": None if self.placement is None else self.placement.to_dict(),
             "problem": None if self.problem is None else self.problem.to_dict(),
             "report": self._report_text,
@@ -631,44 +633,104 @@ class PlacedModule:
 
     @classmethod
     def load(cls, directory: str | Path) -> "PlacedModule":
-        """Load artifacts written by :meth:`export`."""
+        """Load artifacts written by :meth:`export`: the manifest checked against its schema, each
+        library against the sha256 the manifest records before TVM loads it (see
+        :func:`_checked_export`)."""
         from tvm_place.passes.build import StagePlan
 
-        directory = Path(directory)
-        try:
-            manifest = json.loads((directory / MANIFEST).read_text())
-        except FileNotFoundError:
-            raise TvmPlaceError(
-                f"{directory} has no {MANIFEST}: it is not a directory written by PlacedModule.export"
-            ) from None
-        except json.JSONDecodeError as err:
-            raise TvmPlaceError(f"{directory / MANIFEST} is not valid JSON ({err.msg})") from None
-        if manifest.get("format") != "tvm-place-artifacts" or manifest.get("version") != FORMAT_VERSION:
-            raise TvmPlaceError(
-                f"{directory / MANIFEST} is not a tvm-place artifact manifest of version "
-                f"{FORMAT_VERSION}; re-export it with this tvm-place"
-            )
-        executables = {
-            stage: tvm.runtime.load_module(str(directory / library))
-            for stage, library in manifest["libraries"].items()
-        }
-        placement = manifest.get("placement")
-        problem = manifest.get("problem")
-        if problem is not None:
-            from ..formats import problem_from_dict
-
-            problem = problem_from_dict(problem)
+        manifest, libraries, placement, problem = _checked_export(Path(directory))
+        executables = {stage: tvm.runtime.load_module(str(path)) for stage, path in libraries.items()}
         loaded = cls(
             plan=None if manifest.get("plan") is None else StagePlan.from_dict(manifest["plan"]),
             executables=executables,
             devices=manifest["devices"],
-            placement=None if placement is None else Placement.from_dict(placement),
+            placement=placement,
             report_text=manifest.get("report", ""),
             problem=problem,
             fallbacks=manifest.get("fallbacks", []),
             functions={name: EntryFunction.from_dict(f) for name, f in (manifest.get("functions") or {}).items()},
         )
-        loaded._libraries = {
-            stage: str((directory / library).resolve()) for stage, library in manifest["libraries"].items()
-        }
+        loaded._libraries = {stage: str(path) for stage, path in libraries.items()}
         return loaded
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as library:
+        for block in iter(lambda: library.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checked_export(directory: Path):
+    """``(manifest, {stage: library path}, placement, problem)`` of an export directory, every
+    part checked before anything runs: the manifest against :data:`tvm_place.schemas.MANIFEST`,
+    the placement and problem it holds against theirs; each library is a file inside the
+    directory (no absolute or ``..`` path) whose sha256 is the one recorded (a truncated library
+    would crash the process when TVM maps it). A TVM version other than the running one warns."""
+    import warnings
+
+    from .. import schemas
+    from ..errors import ArtifactVersionWarning, InvalidArtifactError
+    from ..formats import problem_from_dict
+
+    path = directory / MANIFEST
+    source = f"manifest {str(path)!r}"
+    again = "export the model again (tvm-place compile, PlacedModule.export)"
+    if not directory.is_dir():
+        raise InvalidArtifactError(
+            f"{str(directory)!r} {'is not a directory' if directory.exists() else 'does not exist'}:"
+            f" give a directory written by PlacedModule.export (tvm-place compile --output DIR), "
+            f"with its {MANIFEST}")
+    if not path.exists():
+        raise InvalidArtifactError(
+            f"{directory} has no {MANIFEST}: it is not a directory written by PlacedModule.export")
+    manifest = schemas.load(path, "manifest", schemas.MANIFEST, InvalidArtifactError)
+    if manifest["tvm_version"] != tvm.__version__:
+        warnings.warn(f"{source} was written with TVM {manifest['tvm_version']}, this is TVM "
+                      f"{tvm.__version__}: its libraries may not load or may run differently; "
+                      f"{again} with this TVM", ArtifactVersionWarning, stacklevel=3)
+    hashes = manifest.get("sha256")
+    if hashes is None:
+        raise InvalidArtifactError(f"{source} records no sha256 of its libraries (written by an "
+                                   f"older tvm-place), so they cannot be checked; {again}")
+    plans = [manifest["plan"]] if manifest["plan"] is not None else []
+    plans += [function["plan"] for function in (manifest.get("functions") or {}).values()]
+    if not plans:
+        raise schemas.field_error(source, ("plan",), "there is no stage plan (plan is null and no "
+                                  "functions are given)", again, InvalidArtifactError)
+    called = {step.get("stage") for plan in plans for step in plan["steps"] if step["kind"] == "call"}
+    without = sorted(map(str, called - set(manifest["libraries"])))
+    if without:
+        raise schemas.field_error(source, ("libraries",), f"the plan calls stages {without}, which "
+                                  "have no library", again, InvalidArtifactError)
+    root = directory.resolve()
+    libraries = {}
+    for stage, name in manifest["libraries"].items():
+        where = ("libraries", stage)
+        library = (root / name).resolve()
+        if Path(name).is_absolute() or ".." in Path(name).parts or not library.is_relative_to(root):
+            raise schemas.field_error(source, where, f"library {name!r} is outside the export "
+                                      "directory", "libraries are file names inside it; " + again,
+                                      InvalidArtifactError)
+        if not library.is_file():
+            raise schemas.field_error(source, where, f"library {name!r} is missing from {directory}",
+                                      "copy the whole export directory, or " + again,
+                                      InvalidArtifactError)
+        if stage not in hashes:
+            raise schemas.field_error(source, ("sha256",), f"no sha256 for stage {stage!r}", again,
+                                      InvalidArtifactError)
+        if _sha256(library) != hashes[stage]:
+            raise schemas.field_error(source, where, f"library {name!r} is not the one exported (its "
+                                      "sha256 differs: truncated, edited or replaced)", again,
+                                      InvalidArtifactError)
+        libraries[stage] = library
+    placement = manifest.get("placement")
+    if placement is not None:
+        placement = Placement.from_dict(placement, f"{source}, placement")
+    problem = manifest.get("problem")
+    if problem is not None:
+        problem = problem_from_dict(problem, f"{source}, problem")
+    return manifest, libraries, placement, problem

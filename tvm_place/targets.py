@@ -44,7 +44,8 @@ def _target_config(item: Any) -> dict | tvm.target.Target:
         if " " in item.strip() or not item.strip():
             raise InvalidTargetError(
                 f"target {item!r}: give a bare kind ('llvm', 'cuda'); TVM 0.27 rejects flags inside "
-                "a target string, so use a dict for them, e.g. {'kind': 'llvm', 'num-cores': 2}"
+                "a target string: in Python give a dict, e.g. {'kind': 'llvm', 'num-cores': 2}; on "
+                "the command line a device file (--devices FILE, whose target may be such a table)"
             )
         return {"kind": item.strip()}
     if isinstance(item, dict):

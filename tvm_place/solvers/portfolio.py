@@ -7,20 +7,28 @@ over contiguous splits is kept in ``stats["contiguous_lower_bound"]``, since it 
 non-contiguous placements the portfolio also searches). The portfolio stops early once a
 placement meets that bound.
 
+``greedy`` runs first, whatever the size: it is linear, finds a placement wherever filling the
+devices in order (or, failing that, a packing search) does, and so the portfolio never returns
+worse than greedy and never fails where greedy succeeds. A method that fails (finds no placement
+in its share of the time, or has none in its search space, e.g. no contiguous split under the
+pins) is recorded in ``stats["runs"]`` and skipped; the portfolio fails only when every method
+did.
+
 Plans (``n`` operators, ``D`` devices):
 
-- throughput: fastest-device, pipedream, then dp (exact over contiguous splits), slicegraph only
-  when dp could not prove its optimum, and the integer program ``ip`` for its bound and the
-  non-contiguous optimum;
-- latency: heft and etf, then the exact ``diviml-milp`` while the graph is small enough for it to
-  prove anything (n <= 60), else DiviML's ``split`` heuristic, which solves module by module.
+- throughput: greedy, fastest-device, pipedream, then dp (exact over contiguous splits), slicegraph
+  only when dp could not prove its optimum, and the integer program ``ip`` for its bound and the
+  non-contiguous optimum (n <= 400), else the multilevel ``comm-balanced`` partitioner;
+- latency: greedy, heft and etf, then the exact ``diviml-milp`` while the graph is small enough
+  for it to prove anything (n <= 60), else DiviML's ``split`` heuristic, which solves module by
+  module.
 """
 
 from __future__ import annotations
 
 import time
 
-from ..errors import InfeasibleError
+from ..errors import InfeasibleError, TvmPlaceError
 from ..graph import Placement, PlacementProblem
 from . import bounds
 
@@ -34,16 +42,20 @@ def plan(problem: PlacementProblem, objective: str) -> list[tuple[str, float]]:
     """``(method, share of the remaining time)`` in the order the portfolio runs them."""
     n = problem.num_ops
     if objective == "throughput":
-        steps = [("fastest-device", 0.05), ("pipedream", 0.05), ("dp", 0.5), ("slicegraph", 0.5)]
-        if n <= EXACT_THROUGHPUT_MAX_OPS:
-            steps.append(("ip", 1.0))
+        steps = [("greedy", 0.05), ("fastest-device", 0.05), ("pipedream", 0.05), ("dp", 0.5),
+                 ("slicegraph", 0.5)]
+        steps.append(("ip", 1.0) if n <= EXACT_THROUGHPUT_MAX_OPS else ("comm-balanced", 1.0))
         return steps
-    steps = [("heft", 0.1), ("etf", 0.1)]
+    steps = [("greedy", 0.05), ("heft", 0.1), ("etf", 0.1)]
     if n <= EXACT_LATENCY_MAX_OPS:
         steps.append(("diviml-milp", 1.0))
     else:
         steps.append(("split", 1.0))
     return steps
+
+
+#: Seconds under which a step is not started (it could not even read the problem).
+MIN_STEP_SECONDS = 0.01
 
 
 def solve(problem: PlacementProblem, objective: str, time_limit: float, progress=None) -> Placement:
@@ -52,7 +64,7 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
 
     deadline = time.perf_counter() + time_limit
     best: Placement | None = None
-    bound_all = bounds.lower_bound(problem, objective)
+    bound_all = bounds.lower_bound(problem, objective)  # raises for operators with no device
     bound_contiguous = bound_all
     runs = []
     failures = []
@@ -63,17 +75,19 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         if contiguous_optimum_found and METHODS[method].search_space == "contiguous":
             continue  # nothing over contiguous splits can beat a proven contiguous optimum
         remaining = deadline - time.perf_counter()
-        if remaining <= 0.01:
+        # The first step (greedy) always runs: without it there may be no answer at all.
+        if remaining <= MIN_STEP_SECONDS and best is not None:
             break
         if progress is not None:
             progress(f"auto: running {method}", None)
         try:
-            placement = solve_with(problem, objective, method, remaining * share, progress)
-        except InfeasibleError as err:
+            placement = solve_with(problem, objective, method, max(remaining * share,
+                                                                   MIN_STEP_SECONDS), progress)
+        except TvmPlaceError as err:
+            # No placement from this method (none in its search space, none found in its share
+            # of the time, or a problem it does not take): the others may still find one.
             failures.append(f"{method}: {err}")
-            runs.append({"method": method, "infeasible": True})
-            if METHODS[method].exact and METHODS[method].search_space == "all":
-                raise
+            runs.append({"method": method, "failed": str(err)[:200]})
             continue
         runs.append(
             {

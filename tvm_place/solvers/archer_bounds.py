@@ -228,6 +228,7 @@ import numpy as np
 from ..errors import InfeasibleError
 from ..evaluate import MEMORY_TOLERANCE
 from ..graph import PlacementProblem
+from . import budget
 from .native_output import solver_stdout_to_stderr
 
 #: Relative slack taken off every MIP dual bound, and added to memory caps in the MIPs.
@@ -1203,17 +1204,10 @@ HEAVIEST_SHARE = 0.75
 CHAIN_SHARE = 0.7
 
 
-#: Seconds building one of the CP-SAT or MIP models takes per group, group edge and sending
-#: pair (Python calls into the solver's API; 12 s for 200,000 groups measured under load),
-#: rounded up.
-MODEL_SECONDS_PER_ITEM = 2e-5
-
-
 def buildable(groups: Groups, seconds: float) -> bool:
-    """Whether a bound's model over ``groups`` can be built in half of ``seconds``: a model that
-    cannot leaves its solver no time to prove anything, and building it would overrun."""
-    items = groups.num_groups + len(groups.edges) + len(groups.comm)
-    return items * MODEL_SECONDS_PER_ITEM <= 0.5 * seconds
+    """Whether a bound's model over ``groups`` (a variable per group, constraints per group edge
+    and sending pair) can be built in time (:func:`tvm_place.solvers.budget.buildable`)."""
+    return budget.buildable(groups.num_groups + len(groups.edges) + len(groups.comm), seconds)
 
 
 def lower_bounds(

@@ -61,7 +61,7 @@ import numpy as np
 from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import MEMORY_TOLERANCE, evaluate, validate
 from ..graph import Placement, PlacementProblem
-from . import bounds
+from . import bounds, budget
 from .ip import BuildTimeout, check_deadline, colocation_units, placeable
 
 #: The horizon (an upper bound on the makespan) is scaled to this many integer time units.
@@ -278,6 +278,8 @@ def solve(
     scale = RESOLUTION / horizon if horizon > 0 else 1.0
     solver = cp_model.CpSolver()
     try:
+        if not budget.buildable(budget.model_items(problem), deadline - time.perf_counter()):
+            raise BuildTimeout("the program is too large to build in the time left")
         model, variables = build_makespan_program(
             problem, scale, RESOLUTION + 3 * problem.num_ops, deadline)
         if warm is not None:
@@ -314,6 +316,10 @@ def solve(
                  nodes=solver.num_branches if solved else 0,
                  conflicts=solver.num_conflicts if solved else 0)
 
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE) and warm is None:
+        cheap = budget.cheap_incumbent(problem, "latency")  # HEFT found none either
+        if cheap is not None:
+            warm, warm_latency = (cheap.device_of, cheap.order, "greedy"), cheap.value
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         x, start, finish = variables["x"], variables["Start"], variables["Latency"]
         device_of = np.array([

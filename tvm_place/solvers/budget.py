@@ -1,0 +1,45 @@
+"""Keeping to a time limit on large problems: what every method shares.
+
+Two rules (issue 15, "time limits at scale"):
+
+- a solver's model (CP-SAT, HiGHS, SCIP) is built through Python calls, one or more per variable
+  and constraint; on 10,000 operators building one can take longer than the whole time limit.
+  :func:`buildable` says whether a model of ``items`` variables and constraints can be built in
+  half of the time it would get; a method skips one that cannot (it could prove nothing) and keeps
+  its other answer;
+- a method that has nothing better when its time runs out returns :func:`cheap_incumbent`, the
+  ``greedy`` baseline's placement (linear time), rather than overrunning or failing.
+"""
+
+from __future__ import annotations
+
+from ..errors import InfeasibleError
+from ..graph import Placement, PlacementProblem
+
+#: Seconds building a model takes per variable or constraint (Python calls into the solvers' APIs:
+#: 12 s for about 800,000 of them, measured on the 2-core development machine under load),
+#: rounded up.
+MODEL_SECONDS_PER_ITEM = 2e-5
+
+
+def buildable(items: int, seconds: float) -> bool:
+    """Whether a model of about ``items`` variables and constraints can be built in half of
+    ``seconds``: one that cannot leaves its solver no time to prove anything."""
+    return items * MODEL_SECONDS_PER_ITEM <= 0.5 * seconds
+
+
+def model_items(problem: PlacementProblem) -> int:
+    """The size of a placement program over every operator: a variable per (operator, device)
+    and a constraint per (edge, device), as the exact methods' programs have at least."""
+    return (problem.num_ops + len(problem.graph.edges)) * problem.num_devices
+
+
+def cheap_incumbent(problem: PlacementProblem, objective: str) -> Placement | None:
+    """The ``greedy`` placement (time O(n D + m), plus a packing search where filling in order
+    runs out of memory), or ``None`` where it finds none."""
+    from .baselines import greedy
+
+    try:
+        return greedy(problem, objective, 0.0)
+    except InfeasibleError:
+        return None

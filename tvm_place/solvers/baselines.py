@@ -563,12 +563,16 @@ def _stage_loads(problem: PlacementProblem, order: np.ndarray, columns: list[int
         yield j, loads
 
 
+#: Where pipedream's program does not fit its time on all devices, the slicing of runs
+#: (:func:`tvm_place.solvers.slicegraph.sliced_runs`) gets this share of the time left.
+RUNS_SHARE = 0.7
+
+
 def pipedream(problem: PlacementProblem, objective: str, time_limit: float,
               progress=None) -> Placement:
     """The best slicing of :func:`pipeline_order` into pipeline stages on distinct devices."""
     context = Context.open(problem, objective, "pipedream", ("throughput",), time_limit, progress)
     n = problem.num_ops
-    order, forbidden = pipeline_order(problem)
     speed = device_speeds(problem)
     devices = sorted(range(problem.num_devices), key=lambda d: (-speed[d], d))
     time_limit = context.deadline - context.started
@@ -577,10 +581,23 @@ def pipedream(problem: PlacementProblem, objective: str, time_limit: float,
         counts = np.array([len(ds) for ds in types], dtype=np.int64)
         num_states = int(np.prod(counts + 1))
         work = len(types) * num_states * (n + 1) ** 2 / 2
-        if len(devices) == 1 or (num_states * (n + 1) <= PIPEDREAM_MAX_STATES
-                                 and work <= PIPEDREAM_RATE * time_limit):
+        fits = num_states * (n + 1) <= PIPEDREAM_MAX_STATES and work <= PIPEDREAM_RATE * time_limit
+        if len(devices) == problem.num_devices and not fits and n > 1:
+            # Too many operators for the O(n^2) program on every device (thousands): slice runs
+            # of consecutive operators of a topological order instead, on all the devices.
+            from .slicegraph import sliced_runs
+
+            left = context.deadline - time.perf_counter()
+            device_of = sliced_runs(problem, RUNS_SHARE * left)
+            if device_of is not None:
+                return context.placement(device_of, stats={
+                    "search_space": "contiguous slicings of runs of one linear order",
+                    "stopped_by": "too many operators: runs of consecutive ones sliced",
+                })
+        if len(devices) == 1 or fits:
             break
         devices = devices[:-1]
+    order, forbidden = pipeline_order(problem)
     # Usage vector v <-> state index in mixed radix (counts + 1).
     radix = np.concatenate([[1], np.cumprod(counts + 1)[:-1]]).astype(np.int64)
     usage = (np.arange(num_states)[:, None] // radix[None, :]) % (counts + 1)[None, :]

@@ -28,10 +28,13 @@ def buildable(items: int, seconds: float) -> bool:
     return items * MODEL_SECONDS_PER_ITEM <= 0.5 * seconds
 
 
-def model_items(problem: PlacementProblem) -> int:
+def model_items(problem: PlacementProblem, device_pairs: bool = False) -> int:
     """The size of a placement program over every operator: a variable per (operator, device)
-    and a constraint per (edge, device), as the exact methods' programs have at least."""
-    return (problem.num_ops + len(problem.graph.edges)) * problem.num_devices
+    and a constraint per (edge, device), as the exact methods' programs have at least;
+    ``device_pairs``: a constraint per (edge, device pair) instead, as the latency programs
+    have (a transfer delay when the two ends sit on different devices)."""
+    D = problem.num_devices
+    return problem.num_ops * D + len(problem.graph.edges) * (D * D if device_pairs else D)
 
 
 def cheap_incumbent(problem: PlacementProblem, objective: str) -> Placement | None:

@@ -69,6 +69,7 @@ chain. The refinement watches the clock; coarsening and the initial partitions a
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -269,8 +270,25 @@ class _Level:
     visit: list[int] = field(default_factory=list)
 
 
-def _node_work(problem: PlacementProblem, members: list[int], devices: list[int]) -> float:
-    return float(problem.compute_time[np.ix_(members, devices)].min(axis=1).sum())
+def _level_work(problem: PlacementProblem, members: list[list[int]],
+                devices: list[list[int]]) -> list[float]:
+    """Each node's work: its members' least compute over the node's devices. In NumPy, one
+    pass per distinct device set (a NumPy call per node took most of the method's time on
+    200,000 operators). Time O(n S) for ``S`` distinct sets."""
+    sizes = np.fromiter((len(m) for m in members), dtype=np.int64, count=len(members))
+    flat = np.fromiter(itertools.chain.from_iterable(members), dtype=np.int64, count=sizes.sum())
+    node = np.repeat(np.arange(len(members)), sizes)
+    index: dict[tuple[int, ...], int] = {}
+    set_of = np.array([index.setdefault(tuple(ds), len(index)) for ds in devices], dtype=np.int64)
+    least = np.stack([problem.compute_time[:, list(ds)].min(axis=1) for ds in index])
+    return np.bincount(node, weights=least[set_of[node], flat], minlength=len(members)).tolist()
+
+
+def _first_positions(position: np.ndarray, members: list[list[int]]) -> np.ndarray:
+    """Each node's least ``position`` over its members (non-empty), in NumPy."""
+    sizes = np.fromiter((len(m) for m in members), dtype=np.int64, count=len(members))
+    flat = np.fromiter(itertools.chain.from_iterable(members), dtype=np.int64, count=sizes.sum())
+    return np.minimum.reduceat(position[flat], np.concatenate([[0], np.cumsum(sizes)[:-1]]))
 
 
 def _hierarchy(problem: PlacementProblem, units: _Units, same_device, rng) -> list[_Level]:
@@ -289,7 +307,7 @@ def _hierarchy(problem: PlacementProblem, units: _Units, same_device, rng) -> li
         members=[list(m) for m in units.members],
         devices=[list(ds) for ds in units.devices],
         memory=list(units.memory),
-        work=[_node_work(problem, m, ds) for m, ds in zip(units.members, units.devices)],
+        work=_level_work(problem, units.members, units.devices),
         adjacency=adjacency,
     )
     levels = [finest]
@@ -310,8 +328,8 @@ def _hierarchy(problem: PlacementProblem, units: _Units, same_device, rng) -> li
     position = np.empty(problem.num_ops, dtype=np.int64)
     position[problem.graph.topological_order] = np.arange(problem.num_ops)
     for level in levels:
-        first = [int(position[m].min()) for m in level.members]
-        level.visit = sorted(range(len(level.members)), key=first.__getitem__)
+        first = _first_positions(position, level.members)
+        level.visit = np.argsort(first, kind="stable").tolist()
     return levels
 
 
@@ -364,7 +382,7 @@ def _coarsen(problem: PlacementProblem, level: _Level, work_limit: float, rng,
         members=members,
         devices=devices,
         memory=[sum(level.memory[a] for a in group) for group in groups],
-        work=[_node_work(problem, m, ds) for m, ds in zip(members, devices)],
+        work=_level_work(problem, members, devices),
         adjacency=adjacency,
     )
 

@@ -998,7 +998,7 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     budget = deadline - time.perf_counter() - SAFETY_SHARE * time_limit - SAFETY_SECONDS
     sub = Subproblem.whole(problem)
     hint = None if warm is None else warm.device_of
-    if not buildable(model_items(problem), budget):
+    if not buildable(model_items(problem, device_pairs=objective == "latency"), budget):
         # Building the program alone would overrun: the warm start (else greedy) answers.
         result = MilpResult("unknown", stats={"skipped": "the program is too large to build in "
                                                          f"{max(budget, 0.0):.3g} s"})

@@ -561,6 +561,45 @@ def coarsen(problem: PlacementProblem, groups: Groups, types: _Types, max_units:
     return groups_from(problem, run_of[groups.group_of])
 
 
+def _runs_for(problem: PlacementProblem, groups: Groups, types: _Types, slicer: "_Slicer",
+              seconds: float) -> Groups:
+    """``groups``, or runs of them (:func:`coarsen`) few enough that one order's evaluation
+    takes about ``seconds``."""
+    if _evaluation_seconds(slicer, groups.num_groups) <= seconds:
+        return groups
+    per_cell = max(_evaluation_seconds(slicer, 1000) / 1000**2, 1e-15)
+    return coarsen(problem, groups, types, max(2, int(math.sqrt(max(seconds, 0.0) / per_cell))))
+
+
+def slicing_seconds(problem: PlacementProblem, num_units: int) -> float:
+    """About how long the slicing program takes on one order of ``num_units`` units."""
+    return _evaluation_seconds(_Slicer(problem, _device_types(problem)), num_units)
+
+
+def sliced_runs(problem: PlacementProblem, time_limit: float) -> np.ndarray | None:
+    """A contiguous placement (a device per operator) in about ``time_limit`` seconds at any
+    size, or ``None`` where none is found: the best slicing of the groups' own numbering (a
+    topological order), merged into runs few enough to evaluate in time. The cheap answer of the
+    contiguous methods (dp, pipedream) when their own search cannot finish. Time O(n + m) plus
+    one evaluation, sized to the limit."""
+    started = time.perf_counter()
+    try:
+        groups = contract(problem)
+        check_placeable(problem, groups)
+        types = _device_types(problem)
+        slicer = _Slicer(problem, types)
+        slicer._usage(groups.num_groups)
+    except TvmPlaceError:  # no device for some group, or too many device types
+        return None
+    left = time_limit - (time.perf_counter() - started)
+    search = _runs_for(problem, groups, types, slicer, 0.5 * left)
+    if _evaluation_seconds(slicer, search.num_groups) > left:
+        return None
+    value, blocks = slicer.best(slicer.block_costs(search.group_of, search.num_groups),
+                                reconstruct=True)
+    return slicer.assign(search.group_of, blocks) if math.isfinite(value) else None
+
+
 def solve(
     problem: PlacementProblem,
     objective: str,
@@ -602,11 +641,7 @@ def solve(
     # The GA searches orders of ``search``: the groups, or runs of them where one evaluation of
     # the groups would leave the GA fewer than MIN_EVALUATIONS (the bounds stay on ``groups``).
     left = time_limit - (time.perf_counter() - started)
-    search = groups
-    if _evaluation_seconds(slicer, groups.num_groups) * MIN_EVALUATIONS > left:
-        units = max(2, int(math.sqrt(left / MIN_EVALUATIONS / max(
-            _evaluation_seconds(slicer, 1000) / 1000**2, 1e-15))))
-        search = coarsen(problem, groups, types, units)
+    search = _runs_for(problem, groups, types, slicer, left / MIN_EVALUATIONS)
     expected = _evaluation_seconds(slicer, search.num_groups)
     left = time_limit - (time.perf_counter() - started)
     if 3 * expected > left:

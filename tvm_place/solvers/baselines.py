@@ -322,9 +322,12 @@ def static_levels(problem: PlacementProblem, units: _Units) -> list[float]:
 
 
 def _etf_schedule(problem: PlacementProblem, units: _Units, memory_limit, level,
-                  fixed: np.ndarray | None = None):
+                  fixed: np.ndarray | None = None, deadline: float = math.inf):
     """ETF over the evaluator's rules. Returns ``(device_of, order, None, used)``, or
-    ``(None, None, stranded operator, used)`` when an operator finds every device full.
+    ``(None, None, stranded operator, used)`` when an operator finds every device full, or
+    ``(None, None, None, used)`` when ``deadline`` (``time.perf_counter()``) passed first.
+    Units that may use one device only (pins) have their memory set aside there from the start.
+    Time O(n D log n + m D).
 
     Per device two heaps hold the ready operators that may run there: ``waiting``, by the time
     their inputs arrive there, and ``available``, by decreasing static level, for those whose
@@ -348,6 +351,11 @@ def _etf_schedule(problem: PlacementProblem, units: _Units, memory_limit, level,
     if fixed is not None:
         for g, members in enumerate(units.members):
             unit_device[g] = int(fixed[members[0]])
+    else:
+        for g, devices in enumerate(units.devices):
+            if len(devices) == 1:
+                unit_device[g] = devices[0]
+                used[devices[0]] += unit_memory[g]
     waiting: list[list] = [[] for _ in range(num_devices)]
     available: list[list] = [[] for _ in range(num_devices)]
 
@@ -390,6 +398,8 @@ def _etf_schedule(problem: PlacementProblem, units: _Units, memory_limit, level,
             make_ready(u)
     order = []
     while True:
+        if len(order) % 1024 == 0 and time.perf_counter() > deadline:
+            return None, None, None, used
         choice = None
         for d in range(num_devices):
             option = best_on(d)
@@ -423,12 +433,16 @@ def etf(problem: PlacementProblem, objective: str, time_limit: float,
     context = Context.open(problem, objective, "etf", ("latency",), time_limit, progress)
     level = static_levels(problem, context.units)
     device_of, order, stuck_at, used = _etf_schedule(
-        problem, context.units, context.memory_limit, level)
-    packed = device_of is None
+        problem, context.units, context.memory_limit, level, deadline=context.deadline)
+    packed = device_of is None and stuck_at is not None
     if packed:
         fixed = context.pack(stuck_at, used)
         device_of, order, _, _ = _etf_schedule(
-            problem, context.units, context.memory_limit, level, fixed)
+            problem, context.units, context.memory_limit, level, fixed, context.deadline)
+    if device_of is None:  # out of time before the schedule was complete: greedy's answer
+        cheap = greedy(problem, objective, 0.0)
+        return context.placement(cheap.device_of, cheap.order, stats={
+            "memory_packing_fallback": packed, "stopped_by": "time_limit", "fallback": "greedy"})
     return context.placement(device_of, order, stats={"memory_packing_fallback": packed})
 
 

@@ -102,8 +102,13 @@ SEED = 0
 #: V-cycles (coarsen within devices, refine down) after the first descent, at most.
 MAX_CYCLES = 4
 
-#: Share of the time left that the second start's pipeline slicing may take.
+#: Share of the time left that the second start's pipeline slicing may take, and the share of
+#: the limit that must be left for it to be tried.
 PIPELINE_SHARE = 0.25
+PIPELINE_MIN_LEFT = 0.25
+
+#: Share of the time limit after which the first hierarchy builds no further level.
+HIERARCHY_SHARE = 0.3
 
 #: A move must lower the objective by this relative amount to count, so float noise cannot cycle.
 RELATIVE_IMPROVEMENT = 1e-12
@@ -117,7 +122,8 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float,
     units = context.units
     rng = np.random.default_rng(SEED)
     order = _latency_order(problem, units) if objective == "latency" else None
-    levels = _hierarchy(problem, units, None, rng)
+    levels = _hierarchy(problem, units, None, rng,
+                        context.started + HIERARCHY_SHARE * (context.deadline - context.started))
     context.report(f"{len(levels)} levels, coarsest {len(levels[-1].members)} nodes", 0.05)
     stats = {"levels": [len(level.members) for level in levels], "moves_kept": 0,
              "moves_tried": 0}
@@ -157,7 +163,9 @@ def _pipeline_start(problem: PlacementProblem, context: Context):
     """``("pipeline slicing", device_of)`` from the ``pipedream`` baseline, or ``(None, None)``
     when it finds no slicing or too little time is left."""
     left = context.deadline - time.perf_counter()
-    if left <= 0:
+    # pipedream's preparation alone is O(n + m) Python steps (seconds at 200,000 operators):
+    # only with a fair share of the limit left.
+    if left <= PIPELINE_MIN_LEFT * (context.deadline - context.started):
         return None, None
     try:
         return "pipeline slicing", pipedream(problem, "throughput", PIPELINE_SHARE * left).device_of
@@ -210,7 +218,7 @@ def _v_cycles(problem: PlacementProblem, units: _Units, state, context: Context,
         before = state.key()
         state = state.reordered()
         unit_device = [state.device_of[members[0]] for members in units.members]
-        levels = _hierarchy(problem, units, unit_device, rng)
+        levels = _hierarchy(problem, units, unit_device, rng, context.deadline)
         for level in reversed(levels):
             stats["stopped_by"] = _refine(state, level, context, stats)
         stats["cycles"] += 1
@@ -291,10 +299,13 @@ def _first_positions(position: np.ndarray, members: list[list[int]]) -> np.ndarr
     return np.minimum.reduceat(position[flat], np.concatenate([[0], np.cumsum(sizes)[:-1]]))
 
 
-def _hierarchy(problem: PlacementProblem, units: _Units, same_device, rng) -> list[_Level]:
+def _hierarchy(problem: PlacementProblem, units: _Units, same_device, rng,
+               stop_at: float = math.inf) -> list[_Level]:
     """The finest level (units) and coarser ones by heavy-edge matching.
 
     ``same_device`` (a device per unit, or ``None``) forbids joining units on different devices.
+    No level is started after ``stop_at`` (``time.perf_counter()``): each costs O(n + m) Python
+    steps, seconds on 200,000 operators, and the coarsest level built so far serves.
     """
     edge_weight = 2.0 * problem.transfer_time.mean(axis=1)
     adjacency: list[dict[int, float]] = [{} for _ in units.members]
@@ -315,7 +326,7 @@ def _hierarchy(problem: PlacementProblem, units: _Units, same_device, rng) -> li
     work_limit = total_work / (NODE_WORK_SHARE * problem.num_devices)
     target = max(COARSEST_MIN, COARSEST_PER_DEVICE * problem.num_devices)
     label = same_device
-    while len(levels[-1].members) > target:
+    while len(levels[-1].members) > target and time.perf_counter() < stop_at:
         coarse = _coarsen(problem, levels[-1], work_limit, rng, label)
         if coarse is None:
             break
@@ -491,6 +502,8 @@ def _refine(state, level: _Level, context: Context, stats: dict) -> str:
             for d in level.devices[a]:
                 if d == current or used[d] + level.memory[a] > memory_limit[d]:
                     continue
+                if time.perf_counter() > context.deadline:  # a latency trial re-times a tail
+                    return "time_limit"
                 stats["moves_tried"] += 1
                 key = state.trial(ops, d, reference)
                 if state.better(key, reference):

@@ -880,6 +880,28 @@ def solve(
         )
     deadline = time.perf_counter() + time_limit
     n = problem.num_ops
+    from .slicegraph import sliced_runs, slicing_seconds
+
+    if slicing_seconds(problem, len(problem.colocation_groups())) > CHAIN_SHARE * time_limit:
+        # Thousands of groups: not even one order's program would finish, and the lattice's
+        # bitsets over the operators take O(n^2 / 64) to build; slice runs of groups instead.
+        device_of = sliced_runs(problem, RUNS_SHARE * time_limit)
+        if device_of is None:
+            raise InfeasibleError(
+                f"dp found no contiguous placement of the {n} operators within {time_limit:g} s "
+                "(too many for its program; a slicing of runs of them found none either); raise "
+                "the time limit or use 'greedy'"
+            )
+        return Placement(
+            device_of=device_of,
+            objective="throughput",
+            value=evaluate(problem, device_of).max_load,
+            lower_bound=bounds.work_bound(problem),
+            method="dp",
+            stats={"search_space": "contiguous", "optimal": False, "ideals": None,
+                   "fallback": "best slicing of runs of consecutive groups",
+                   "reason": "too many groups for one order's program in the time"},
+        )
     types = _device_types(problem)
     groups = _contract(problem)
     _check_groups_placeable(problem, types, groups.group_of)
@@ -896,8 +918,6 @@ def solve(
     bound = math.inf
     # At most half the limit: where even one order's program cannot finish (thousands of
     # groups), runs of groups are sliced instead in part of the rest.
-    from .slicegraph import sliced_runs, slicing_seconds
-
     chain_deadline = min(deadline, time.perf_counter() + CHAIN_SHARE * time_limit)
     try:
         if slicing_seconds(problem, len(groups)) > CHAIN_SHARE * time_limit:

@@ -69,6 +69,8 @@ RESOLUTION = 10**9
 
 #: Share of the time limit HEFT gets for the warm start, and its cap in seconds.
 HEFT_SHARE, HEFT_SECONDS = 0.1, 2.0
+#: HEFT is the warm start only where its passes fit in this share of the limit (else greedy).
+HEFT_WITHIN = 0.4
 
 #: Memory is scaled so each capacity is this many units (rounded so no fit is lost to rounding
 #: beyond the evaluator's tolerance; see :func:`_memory_units`).
@@ -217,14 +219,10 @@ def _horizon(problem: PlacementProblem, allowed: np.ndarray, known: float | None
     return min(serial, known) if known is not None else serial
 
 
-def _heft_start(problem, seconds: float):
-    from . import heft
-
-    try:
-        placement = heft.solve(problem, "latency", seconds)
-    except InfeasibleError:
-        return None
-    return placement
+def _heft_start(problem, seconds: float, within: float = math.inf):
+    """HEFT's placement (greedy's where HEFT's passes would not fit in ``within`` seconds), or
+    ``None``."""
+    return budget.heft_or_greedy(problem, seconds, within)
 
 
 def solve(
@@ -265,8 +263,9 @@ def solve(
         warm = (initial, np.asarray(initial_order), "initial")
     else:
         heft_seconds = min(HEFT_SECONDS, HEFT_SHARE * max(0.0, time_limit))
-        placement = _heft_start(problem, heft_seconds)
-        warm = None if placement is None else (placement.device_of, placement.order, "heft")
+        placement = _heft_start(problem, heft_seconds, HEFT_WITHIN * time_limit)
+        warm = None if placement is None else (placement.device_of, placement.order,
+                                               placement.method)
     warm_latency = None
     if warm is not None:
         warm_latency = evaluate(problem, warm[0], warm[1]).latency

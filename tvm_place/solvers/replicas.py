@@ -55,6 +55,7 @@ from .diviml import (
     TIME_UNITS,
     WARM_START_SECONDS,
     WARM_START_SHARE,
+    WARM_START_WITHIN,
     _floor,
     _solver,
     _status,
@@ -255,8 +256,8 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     known = bounds.lower_bound(problem, "throughput", replicas=True)
     single = {group[0]: g for g, group in enumerate(groups) if len(group) == 1}
     starts = [data_parallel_start(problem, groups, choices)]
-    listed = warm_start(problem, min(WARM_START_SECONDS, WARM_START_SHARE * time_limit))
-    listed = budget.cheap_incumbent(problem, objective) if listed is None else listed
+    listed = warm_start(problem, min(WARM_START_SECONDS, WARM_START_SHARE * time_limit),
+                        WARM_START_WITHIN * time_limit)
     if listed is not None:
         starts.append(np.array([single[d] for d in listed.device_of]))
     starts = [c for c in starts if c is not None]

@@ -381,7 +381,8 @@ def _latency_sequential(problem, allowed, parts, clock: _Clock, report):
     """DiviML's sequential scheme: each module with the boundary's device and finish time, the
     devices' ready times and the memory left."""
     warm = diviml.warm_start(problem, min(diviml.WARM_START_SECONDS,
-                                          diviml.WARM_START_SHARE * clock.left()))
+                                          diviml.WARM_START_SHARE * clock.left()),
+                             diviml.WARM_START_WITHIN * clock.left())
     r = len(parts)
     device_of = np.full(problem.num_ops, -1, dtype=np.int64)
     order: list[int] = []
@@ -520,7 +521,8 @@ def _throughput(problem, allowed, parts, clock: _Clock, report, known: float):
         _, device_of, contribution, memory = best
         start_from = "filling passes"
     else:
-        warm = diviml.warm_start(problem, min(diviml.WARM_START_SECONDS, 0.1 * clock.left()))
+        warm = diviml.warm_start(problem, min(diviml.WARM_START_SECONDS, 0.1 * clock.left()),
+                                 diviml.WARM_START_WITHIN * clock.left())
         if warm is None:
             raise InfeasibleError(
                 f"split could not place the modules of {problem.num_ops} operators in the memory "

@@ -64,11 +64,14 @@ def heft_or_greedy(problem: PlacementProblem, search_seconds: float,
     one. The warm start of the exact latency methods and DiviML's."""
     from . import heft
 
-    passes = HEFT_SECONDS_PER_ITEM * (problem.num_ops + len(problem.graph.edges)) \
-        * problem.num_devices
-    if passes <= max(within, HEFT_ALWAYS_SECONDS):
+    if heft_pass_seconds(problem) <= max(within, HEFT_ALWAYS_SECONDS):
         try:
             return heft.solve(problem, "latency", search_seconds)
         except InfeasibleError:
             pass
     return cheap_incumbent(problem, "latency")
+
+
+def heft_pass_seconds(problem: PlacementProblem) -> float:
+    """About how long HEFT's passes (or ETF's schedule) take on ``problem``, local search apart."""
+    return HEFT_SECONDS_PER_ITEM * (problem.num_ops + len(problem.graph.edges)) * problem.num_devices

@@ -175,9 +175,9 @@ def render(rows: list[dict], loads: list[float]) -> str:
         f"Machine: {tables.machine()}; load average during the run "
         f"{min(loads):.2f} to {max(loads):.2f}. {tables.versions()}. {tables.today()}.",
         "",
-        "| operators | devices | objective | limit (s) | method | seconds | within limit | "
+        "| operators | devices | objective | limit (s) | method | seconds | within limit | value | "
         "value / greedy | gap | note |",
-        "|---:|---:|---|---:|---|---:|---|---:|---:|---|",
+        "|---:|---:|---|---:|---|---:|---|---:|---:|---:|---|",
     ]
     for row in rows:
         ok = row["seconds"] <= 1.1 * row["limit"] + 2.0
@@ -186,9 +186,10 @@ def render(rows: list[dict], loads: list[float]) -> str:
         ratio = (f"{row['value'] / greedy:.3f}" if "value" in row and greedy else "")
         gap = f"{row['gap']:.1%}" if "gap" in row else ""
         note = row.get("error", row.get("method_used", ""))[:120].replace("|", "/")
+        value = f"{row['value']:.4g}" if "value" in row else ""
         out.append(f"| {row['ops']:,} | {row['devices']} | {row['objective']} | {row['limit']:g} | "
                    f"{row['method']} | {row['seconds']:.2f} | {'yes' if ok else '**no**'} | "
-                   f"{ratio} | {gap} | {note} |")
+                   f"{value} | {ratio} | {gap} | {note} |")
     return "\n".join(out) + "\n"
 
 
@@ -225,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row.get('value', row.get('error'))} (load {loads[-1]:.2f})", flush=True)
     loads.append(os.getloadavg()[0])
     table = render(rows, loads)
+    Path(tempfile.gettempdir(), "time-limits-rows.json").write_text(
+        json.dumps([{k: v for k, v in row.items() if k != "case"} for row in rows], indent=1))
     if args.no_doc:
         print(table)
     else:

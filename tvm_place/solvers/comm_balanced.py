@@ -110,6 +110,9 @@ PIPELINE_MIN_LEFT = 0.25
 #: Share of the time limit after which the first hierarchy builds no further level.
 HIERARCHY_SHARE = 0.3
 
+#: Passes over the graph (each the time of one state's set-up) kept back at the end.
+FINISH_PASSES = 3
+
 #: A move must lower the objective by this relative amount to count, so float noise cannot cycle.
 RELATIVE_IMPROVEMENT = 1e-12
 
@@ -133,7 +136,14 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float,
         start_level, starts = 0, [("packing", context.pack(*stuck))]
     state, stats["initial_partition"] = None, None
     for name, device_of in starts:
+        timed = time.perf_counter()
         candidate = _state(problem, objective, device_of, order)
+        if state is None:
+            # A state's set-up is one pass over the graph; the refinement stops that many passes
+            # (FINISH_PASSES) early, leaving room for the resyncs and the final evaluation,
+            # which on 200,000 operators took it past its limit otherwise.
+            context = dataclasses.replace(context, deadline=context.deadline - FINISH_PASSES * (
+                time.perf_counter() - timed))
         _refine(candidate, levels[start_level], context, stats)
         if state is None or candidate.better(candidate.key(), state.key()):
             state, stats["initial_partition"] = candidate, name

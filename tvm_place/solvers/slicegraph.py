@@ -73,6 +73,7 @@ bound on the contiguous optimum, with the bound's gap as the only guarantee.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import time
@@ -541,8 +542,6 @@ def coarsen(problem: PlacementProblem, groups: Groups, types: _Types, max_units:
     sorted_capacity = capacity[by_capacity].tolist()
     # room[i]: the types whose capacity is at least the i-th smallest one's.
     room = [int(sum(1 << int(t) for t in by_capacity[i:])) for i in range(T + 1)]
-    import bisect
-
     run_length = max(1, -(-G // max(1, max_units)))
     memory = groups.memory.tolist()
     run_of = np.empty(G, dtype=np.int64)

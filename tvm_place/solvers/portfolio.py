@@ -18,8 +18,8 @@ Plans (``n`` operators, ``D`` devices):
 
 - throughput: greedy, fastest-device, pipedream, then dp (exact over contiguous splits), slicegraph
   only when dp could not prove its optimum, and the integer program ``ip`` for its bound and the
-  non-contiguous optimum (n <= 400); beyond, greedy, the multilevel ``comm-balanced``
-  partitioner, then the contiguous methods;
+  non-contiguous optimum (n <= 400); beyond, greedy, DiviML's program (or its HEFT warm start),
+  the multilevel ``comm-balanced`` partitioner, then the contiguous methods;
 - latency: greedy, heft and etf, then the exact ``diviml-milp`` while the graph is small enough
   for it to prove anything (n <= 60), else DiviML's ``split`` heuristic, which solves module by
   module.
@@ -48,10 +48,12 @@ def plan(problem: PlacementProblem, objective: str) -> list[tuple[str, float]]:
     n = problem.num_ops
     if objective == "throughput":
         if n > EXACT_THROUGHPUT_MAX_OPS:
-            # Large graphs: the partitioner first, which improves on greedy where anything
-            # does; the contiguous methods then only slice runs of operators.
-            return [("greedy", 0.05), ("comm-balanced", 0.6), ("fastest-device", 0.05),
-                    ("pipedream", 0.05), ("dp", 0.5), ("slicegraph", 1.0)]
+            # Large graphs: DiviML's program (HEFT's placement where the program is too large
+            # to build: 20% under greedy's max load at 10,000 operators) and the partitioner
+            # first; the contiguous methods then only slice runs of operators.
+            return [("greedy", 0.05), ("diviml-milp", 0.3), ("comm-balanced", 0.6),
+                    ("fastest-device", 0.05), ("pipedream", 0.05), ("dp", 0.5),
+                    ("slicegraph", 1.0)]
         return [("greedy", 0.05), ("fastest-device", 0.05), ("pipedream", 0.05), ("dp", 0.5),
                 ("slicegraph", 0.5), ("ip", 1.0)]
     steps = [("greedy", 0.05), ("heft", 0.1), ("etf", 0.1)]

@@ -298,21 +298,25 @@ def evaluate(
         for group in replicas:  # each member starts its group's stages for every other input
             stages[list(group)] = stages[group[0]] / len(group)
         calls = stages * overhead
-    start = np.zeros(n)
-    finish = np.zeros(n)
-    device_free = np.zeros(num_devices)
-    transfer = problem.transfer_time
-    for u in order:
-        d = device_of[u]
+    # The recurrence runs on Python lists: NumPy scalar indexing made it seconds at 200,000.
+    start = [0.0] * n
+    finish = [0.0] * n
+    device_free = [0.0] * num_devices
+    transfer = problem.transfer_time.tolist()
+    devices, opening, durations = device_of.tolist(), opens.tolist(), op_time.tolist()
+    predecessors = problem.graph.predecessors
+    for u in np.asarray(order).tolist():
+        d = devices[u]
         ready = device_free[d]
-        for p in problem.graph.predecessors[u]:
-            e = device_of[p]
-            arrival = finish[p] if e == d else finish[p] + transfer[p, e] + transfer[p, d]
+        for p in predecessors[u]:
+            e = devices[p]
+            arrival = finish[p] if e == d else finish[p] + transfer[p][e] + transfer[p][d]
             if arrival > ready:
                 ready = arrival
-        start[u] = ready + opens[u]
-        finish[u] = start[u] + op_time[u]
+        start[u] = ready + opening[u]
+        finish[u] = start[u] + durations[u]
         device_free[d] = finish[u]
+    start, finish = np.array(start), np.array(finish)
     memory = _replicated(np.bincount(device_of, weights=problem.memory, minlength=num_devices),
                          replicas)
     return Evaluation(

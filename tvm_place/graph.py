@@ -190,6 +190,8 @@ class PlacementProblem:
     def colocation_groups(self) -> list[list[int]]:
         """Operators that must share a device: overlapping colour classes merged, every other
         operator alone; each group sorted, groups sorted by first member."""
+        if not self.colour_classes:  # the common case, without a Python union-find pass
+            return [[u] for u in range(self.num_ops)]
         parent = list(range(self.num_ops))
 
         def root(u: int) -> int:

@@ -228,6 +228,7 @@ import numpy as np
 from ..errors import InfeasibleError
 from ..evaluate import MEMORY_TOLERANCE
 from ..graph import PlacementProblem
+from . import budget
 from .native_output import solver_stdout_to_stderr
 
 #: Relative slack taken off every MIP dual bound, and added to memory caps in the MIPs.
@@ -295,8 +296,21 @@ def _costless(problem: PlacementProblem) -> np.ndarray:
 
 
 def contract(problem: PlacementProblem, merge_costless: bool = True) -> Groups:
-    """Group the operators (colour classes, costless satellites, quotient cycles); see above."""
+    """Group the operators (colour classes, costless satellites, quotient cycles); see above.
+
+    Time O(n + m) in NumPy when nothing merges (no colour class, no costless operator, no
+    backward node: the groups are the operators in the graph's topological order); otherwise a
+    union-find and a condensation in Python, O((n + m) * rounds of satellite merging)."""
     n = problem.num_ops
+    order_edges_array = contiguity_edges(problem)
+    costless = _costless(problem) if merge_costless else np.zeros(n, dtype=bool)
+    if (not problem.colour_classes and not costless.any()
+            and np.array_equal(order_edges_array, problem.graph.edges)):
+        # The quotient is the graph itself (acyclic), and the numbering below (a topological
+        # sort taking the smallest operator first) is the graph's own topological order.
+        group_of = np.empty(n, dtype=np.int64)
+        group_of[problem.graph.topological_order] = np.arange(n)
+        return groups_from(problem, group_of)
     root = list(range(n))
 
     def find(u: int) -> int:
@@ -309,9 +323,8 @@ def contract(problem: PlacementProblem, merge_costless: bool = True) -> Groups:
         for u in colour[1:]:
             root[find(u)] = find(colour[0])
     all_edges = [(int(u), int(v)) for u, v in problem.graph.edges]
-    order_edges = [(int(u), int(v)) for u, v in contiguity_edges(problem)]
-    if merge_costless:
-        costless = _costless(problem)
+    order_edges = [(int(u), int(v)) for u, v in order_edges_array]
+    if merge_costless and costless.any():
         while True:
             neighbours: dict[int, set[int]] = {}
             all_costless: dict[int, bool] = {}
@@ -344,30 +357,41 @@ def contract(problem: PlacementProblem, merge_costless: bool = True) -> Groups:
     numbering = list(nx.lexicographical_topological_sort(condensed, key=smallest.__getitem__))
     number = {component: g for g, component in enumerate(numbering)}
     group_of = np.array([number[component_of[find(u)]] for u in range(n)], dtype=np.int64)
-    num_groups = len(numbering)
-    members = [np.flatnonzero(group_of == g) for g in range(num_groups)]
+    return groups_from(problem, group_of)
+
+
+def groups_from(problem: PlacementProblem, group_of: np.ndarray) -> Groups:
+    """The :class:`Groups` of a grouping ``group_of`` (groups ``0..G-1`` numbered in a topological
+    order of their quotient over the contiguity edges). Time O(n D + m log m), in NumPy."""
+    num_groups = int(group_of.max()) + 1
+    by_group = np.argsort(group_of, kind="stable")
+    sizes = np.bincount(group_of, minlength=num_groups)
+    if num_groups == len(group_of):  # singletons: views of one array, faster than a split
+        members = list(by_group.reshape(-1, 1))
+    else:
+        members = np.split(by_group, np.cumsum(sizes)[:-1])
 
     edges = contiguity_edges(problem)
     if len(edges):
-        pairs = np.stack([group_of[edges[:, 0]], group_of[edges[:, 1]]], axis=1)
-        pairs = np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
+        pairs = _unique_pairs(group_of[edges[:, 0]], group_of[edges[:, 1]], num_groups)
     else:
         pairs = np.zeros((0, 2), dtype=np.int64)
     graph_edges = problem.graph.edges
     if len(graph_edges):
-        comm = np.stack([graph_edges[:, 0], group_of[graph_edges[:, 1]]], axis=1)
-        comm = np.unique(comm[group_of[comm[:, 0]] != comm[:, 1]], axis=0)
+        comm = _unique_pairs(graph_edges[:, 0], group_of[graph_edges[:, 1]], num_groups,
+                             keep=group_of[graph_edges[:, 0]] != group_of[graph_edges[:, 1]])
     else:
         comm = np.zeros((0, 2), dtype=np.int64)
     allowed = problem.allowed()
-    compute = np.zeros((num_groups, problem.num_devices))
-    np.add.at(compute, group_of, np.where(allowed, problem.compute_time, np.inf))
+    costs = np.where(allowed, problem.compute_time, np.inf)
+    compute = np.stack([np.bincount(group_of, costs[:, d], num_groups)
+                        for d in range(problem.num_devices)], axis=1)
     memory = np.bincount(group_of, weights=problem.memory, minlength=num_groups)
-    successors: list[list[int]] = [[] for _ in range(num_groups)]
-    num_predecessors = np.zeros(num_groups, dtype=np.int64)
-    for g, h in pairs:
-        successors[int(g)].append(int(h))
-        num_predecessors[int(h)] += 1
+    # ``pairs`` is sorted by tail: each group's successors are one slice of the heads.
+    heads = pairs[:, 1].tolist()
+    ends = np.cumsum(np.bincount(pairs[:, 0], minlength=num_groups)).tolist()
+    successors = [heads[a:b] for a, b in zip([0] + ends[:-1], ends)]
+    num_predecessors = np.bincount(pairs[:, 1], minlength=num_groups).astype(np.int64)
     return Groups(
         group_of=group_of,
         members=members,
@@ -378,6 +402,15 @@ def contract(problem: PlacementProblem, merge_costless: bool = True) -> Groups:
         successors=successors,
         num_predecessors=num_predecessors,
     )
+
+
+def _unique_pairs(a: np.ndarray, b: np.ndarray, width: int, keep: np.ndarray | None = None):
+    """Sorted unique pairs ``(a, b)``, ``b < width``, with ``a != b`` unless ``keep`` says which
+    to keep (a 1-D key: ``np.unique`` over rows is several times slower)."""
+    keep = a != b if keep is None else keep
+    keys = np.sort(a[keep].astype(np.int64) * width + b[keep])
+    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
+    return np.stack([keys // width, keys % width], axis=1)
 
 
 def check_placeable(problem: PlacementProblem, groups: Groups) -> None:
@@ -1171,6 +1204,12 @@ HEAVIEST_SHARE = 0.75
 CHAIN_SHARE = 0.7
 
 
+def buildable(groups: Groups, seconds: float) -> bool:
+    """Whether a bound's model over ``groups`` (a variable per group, constraints per group edge
+    and sending pair) can be built in time (:func:`tvm_place.solvers.budget.buildable`)."""
+    return budget.buildable(groups.num_groups + len(groups.edges) + len(groups.comm), seconds)
+
+
 def lower_bounds(
     problem: PlacementProblem,
     time_limit: float,
@@ -1188,7 +1227,8 @@ def lower_bounds(
     bottleneck MIP is not asked for): a solved guess position already dominates the bottleneck
     MIP (its rows are a superset), so that MIP, which gets what is left, rarely raises the best
     bound; it is there to be reported. ``target``: the value of a placement at hand; the bounds
-    stop once one proves it optimal (the others are then skipped)."""
+    stop once one proves it optimal (the others are then skipped). A bound whose model could not
+    be built in half its time is skipped (:func:`buildable`)."""
     started = time.perf_counter()
     deadline = started + time_limit
     groups = contract(problem) if groups is None else groups
@@ -1224,13 +1264,15 @@ def lower_bounds(
     if "heaviest" in which:
         left = left_for("heaviest", HEAVIEST_SHARE)
         results["heaviest"] = (
-            heaviest_block_bound(problem, left, groups, target) if left > 0.05 else skipped
+            heaviest_block_bound(problem, left, groups, target)
+            if left > 0.05 and buildable(groups, left) else skipped
         )
     if "chain" in which:
         if chain_applies(problem, groups) and not reached():
             left = left_for("chain", CHAIN_SHARE)
             results["chain"] = (
-                chain_bound(problem, left, groups, best(), target) if left > 0.05 else skipped
+                chain_bound(problem, left, groups, best(), target)
+                if left > 0.05 and buildable(groups, left) else skipped
             )
         else:
             results["chain"] = skipped
@@ -1240,14 +1282,15 @@ def lower_bounds(
         if reached():
             left = 0.0
         results["guess"] = (
-            guess_bottleneck_bound(problem, left, groups, best(), target) if left > 0.01
-            else skipped
+            guess_bottleneck_bound(problem, left, groups, best(), target)
+            if left > 0.01 and buildable(groups, left) else skipped
         )
     if "bottleneck" in which:
         left = deadline - time.perf_counter()
         if reached() or ("guess" in results and results["guess"].status == "target"):
             left = 0.0
         results["bottleneck"] = (
-            bottleneck_bound(problem, left, groups, best()) if left > 0.01 else skipped
+            bottleneck_bound(problem, left, groups, best())
+            if left > 0.01 and buildable(groups, left) else skipped
         )
     return results

@@ -230,7 +230,9 @@ def fill_in_order(problem: PlacementProblem, items, weight, devices, memory, mem
     ``memory[k]``. Device ``d`` gets the share ``speed[d] / sum(speed)`` of the total weight
     (:func:`device_speeds`); an item goes to the device whose share interval holds its midpoint,
     or, if that device may not run it or has no room, to the first later (then earlier) device in
-    the ranking that may and has room; a device too full for an item it may run is done.
+    the ranking that may and has room; a device too full for an item it may run is done. Items
+    that may use one device only (pins) have their memory set aside on it from the start: filled
+    in order, a device would otherwise run out before a pinned item late in the order reaches it.
 
     Returns ``(device per item, None, overflowed)`` or ``(None, (k, used memory), overflowed)``
     when item ``k`` finds no device with room.
@@ -242,6 +244,12 @@ def fill_in_order(problem: PlacementProblem, items, weight, devices, memory, mem
     share_end[-1] = math.inf
     placed = [-1] * len(items)
     used = [0.0] * num_devices
+    reserved = [len(devices[k]) == 1 for k in range(len(items))]
+    for k in np.flatnonzero(reserved).tolist():
+        used[devices[k][0]] += memory[k]
+    for k in np.flatnonzero(reserved).tolist():
+        if used[devices[k][0]] > memory_limit[devices[k][0]]:
+            return None, (k, used), 0  # the pinned items alone overfill their device
     current, done, overflowed = 0, 0.0, 0
     for k in range(len(items)):
         while current < num_devices - 1 and done + weight[k] / 2 > share_end[current]:
@@ -252,7 +260,7 @@ def fill_in_order(problem: PlacementProblem, items, weight, devices, memory, mem
             d = ranking[rank]
             if d not in devices[k]:
                 continue
-            if used[d] + memory[k] <= memory_limit[d]:
+            if reserved[k] or used[d] + memory[k] <= memory_limit[d]:
                 break
             if rank == current and current < num_devices - 1:
                 current += 1  # it may run there but the device is full: it is done
@@ -260,7 +268,7 @@ def fill_in_order(problem: PlacementProblem, items, weight, devices, memory, mem
             return None, (k, used), overflowed
         overflowed += d != ranking[current]
         placed[k] = d
-        used[d] += memory[k]
+        used[d] += 0.0 if reserved[k] else memory[k]
     return placed, None, overflowed
 
 
@@ -272,11 +280,16 @@ def greedy(problem: PlacementProblem, objective: str, time_limit: float,
     units = context.units
     position = np.empty(problem.num_ops, dtype=np.int64)
     position[problem.graph.topological_order] = np.arange(problem.num_ops)
-    walk = sorted(range(len(units.members)), key=lambda g: position[units.members[g]].min())
-    fastest = bounds.fastest_times(problem)
+    # Per unit in NumPy (its first position, its work): a Python step per unit was most of
+    # greedy's time on 200,000 operators.
+    unit_of = np.asarray(units.unit_of, dtype=np.int64)
+    first = np.full(len(units.members), problem.num_ops, dtype=np.int64)
+    np.minimum.at(first, unit_of, position)
+    walk = np.argsort(first, kind="stable").tolist()
+    work = np.bincount(unit_of, weights=bounds.fastest_times(problem), minlength=len(first))
     placed, stuck, overflowed = fill_in_order(
         problem, walk,
-        [float(fastest[units.members[g]].sum()) for g in walk],
+        work[walk].tolist(),
         [units.devices[g] for g in walk],
         [units.memory[g] for g in walk],
         context.memory_limit,
@@ -286,9 +299,9 @@ def greedy(problem: PlacementProblem, objective: str, time_limit: float,
         return context.placement(context.pack(units.members[walk[k]][0], used), stats={
             "memory_packing_fallback": True
         })
-    device_of = np.zeros(problem.num_ops, dtype=np.int64)
-    for g, d in zip(walk, placed):
-        device_of[units.members[g]] = d
+    device_of_unit = np.empty(len(walk), dtype=np.int64)
+    device_of_unit[walk] = placed
+    device_of = device_of_unit[unit_of]
     return context.placement(device_of, stats={
         "memory_packing_fallback": False,
         "overflowed_units": overflowed,
@@ -309,9 +322,12 @@ def static_levels(problem: PlacementProblem, units: _Units) -> list[float]:
 
 
 def _etf_schedule(problem: PlacementProblem, units: _Units, memory_limit, level,
-                  fixed: np.ndarray | None = None):
+                  fixed: np.ndarray | None = None, deadline: float = math.inf):
     """ETF over the evaluator's rules. Returns ``(device_of, order, None, used)``, or
-    ``(None, None, stranded operator, used)`` when an operator finds every device full.
+    ``(None, None, stranded operator, used)`` when an operator finds every device full, or
+    ``(None, None, None, used)`` when ``deadline`` (``time.perf_counter()``) passed first.
+    Units that may use one device only (pins) have their memory set aside there from the start.
+    Time O(n D log n + m D).
 
     Per device two heaps hold the ready operators that may run there: ``waiting``, by the time
     their inputs arrive there, and ``available``, by decreasing static level, for those whose
@@ -335,6 +351,11 @@ def _etf_schedule(problem: PlacementProblem, units: _Units, memory_limit, level,
     if fixed is not None:
         for g, members in enumerate(units.members):
             unit_device[g] = int(fixed[members[0]])
+    else:
+        for g, devices in enumerate(units.devices):
+            if len(devices) == 1:
+                unit_device[g] = devices[0]
+                used[devices[0]] += unit_memory[g]
     waiting: list[list] = [[] for _ in range(num_devices)]
     available: list[list] = [[] for _ in range(num_devices)]
 
@@ -377,6 +398,8 @@ def _etf_schedule(problem: PlacementProblem, units: _Units, memory_limit, level,
             make_ready(u)
     order = []
     while True:
+        if len(order) % 1024 == 0 and time.perf_counter() > deadline:
+            return None, None, None, used
         choice = None
         for d in range(num_devices):
             option = best_on(d)
@@ -410,12 +433,16 @@ def etf(problem: PlacementProblem, objective: str, time_limit: float,
     context = Context.open(problem, objective, "etf", ("latency",), time_limit, progress)
     level = static_levels(problem, context.units)
     device_of, order, stuck_at, used = _etf_schedule(
-        problem, context.units, context.memory_limit, level)
-    packed = device_of is None
+        problem, context.units, context.memory_limit, level, deadline=context.deadline)
+    packed = device_of is None and stuck_at is not None
     if packed:
         fixed = context.pack(stuck_at, used)
         device_of, order, _, _ = _etf_schedule(
-            problem, context.units, context.memory_limit, level, fixed)
+            problem, context.units, context.memory_limit, level, fixed, context.deadline)
+    if device_of is None:  # out of time before the schedule was complete: greedy's answer
+        cheap = greedy(problem, objective, 0.0)
+        return context.placement(cheap.device_of, cheap.order, stats={
+            "memory_packing_fallback": packed, "stopped_by": "time_limit", "fallback": "greedy"})
     return context.placement(device_of, order, stats={"memory_packing_fallback": packed})
 
 
@@ -550,12 +577,16 @@ def _stage_loads(problem: PlacementProblem, order: np.ndarray, columns: list[int
         yield j, loads
 
 
+#: Where pipedream's program does not fit its time on all devices, the slicing of runs
+#: (:func:`tvm_place.solvers.slicegraph.sliced_runs`) gets this share of the time left.
+RUNS_SHARE = 0.7
+
+
 def pipedream(problem: PlacementProblem, objective: str, time_limit: float,
               progress=None) -> Placement:
     """The best slicing of :func:`pipeline_order` into pipeline stages on distinct devices."""
     context = Context.open(problem, objective, "pipedream", ("throughput",), time_limit, progress)
     n = problem.num_ops
-    order, forbidden = pipeline_order(problem)
     speed = device_speeds(problem)
     devices = sorted(range(problem.num_devices), key=lambda d: (-speed[d], d))
     time_limit = context.deadline - context.started
@@ -564,10 +595,23 @@ def pipedream(problem: PlacementProblem, objective: str, time_limit: float,
         counts = np.array([len(ds) for ds in types], dtype=np.int64)
         num_states = int(np.prod(counts + 1))
         work = len(types) * num_states * (n + 1) ** 2 / 2
-        if len(devices) == 1 or (num_states * (n + 1) <= PIPEDREAM_MAX_STATES
-                                 and work <= PIPEDREAM_RATE * time_limit):
+        fits = num_states * (n + 1) <= PIPEDREAM_MAX_STATES and work <= PIPEDREAM_RATE * time_limit
+        if len(devices) == problem.num_devices and not fits and n > 1:
+            # Too many operators for the O(n^2) program on every device (thousands): slice runs
+            # of consecutive operators of a topological order instead, on all the devices.
+            from .slicegraph import sliced_runs
+
+            left = context.deadline - time.perf_counter()
+            device_of = sliced_runs(problem, RUNS_SHARE * left)
+            if device_of is not None:
+                return context.placement(device_of, stats={
+                    "search_space": "contiguous slicings of runs of one linear order",
+                    "stopped_by": "too many operators: runs of consecutive ones sliced",
+                })
+        if len(devices) == 1 or fits:
             break
         devices = devices[:-1]
+    order, forbidden = pipeline_order(problem)
     # Usage vector v <-> state index in mixed radix (counts + 1).
     radix = np.concatenate([[1], np.cumprod(counts + 1)[:-1]]).astype(np.int64)
     usage = (np.arange(num_states)[:, None] // radix[None, :]) % (counts + 1)[None, :]

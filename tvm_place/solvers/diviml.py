@@ -92,6 +92,7 @@ import numpy as np
 from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import OBJECTIVES, Placement, PlacementProblem
+from .budget import buildable, cheap_incumbent, heft_or_greedy, model_items
 from .native_output import solver_stdout_to_stderr
 
 #: The reference horizon (a known solution's value, or a safe upper bound) maps to about this
@@ -120,6 +121,13 @@ MEMORY_UNITS = 2**46
 #: :data:`WARM_START_SECONDS`.
 WARM_START_SHARE = 0.1
 WARM_START_SECONDS = 2.0
+#: HEFT is the warm start only where its passes fit in this share of the time limit (greedy's
+#: placement is, elsewhere).
+WARM_START_WITHIN = 0.4
+
+#: The share of the time limit :func:`lower_bound` may take in :func:`solve` (it returns a
+#: weaker bound rather than overrun).
+BOUND_SHARE = 0.2
 
 #: The solver stops this share of the time limit (plus :data:`SAFETY_SECONDS`) before the deadline,
 #: leaving room to read and re-time the solution.
@@ -175,7 +183,16 @@ def feasible_devices(problem: PlacementProblem) -> np.ndarray:
             f"operator {names[u]!r} can run on no device: {why}; add a device that supports it "
             "or change the pin"
         )
-    for group in colour_groups(problem):
+    # Operators alone (no colour class) in NumPy at once; a NumPy step per group took seconds
+    # on 200,000 operators. The checks below then run per colour class only.
+    fits = allowed & (problem.memory[:, None] <= limit[None, :])
+    if fits.any(axis=1).all():  # every operator fits alone somewhere: check the classes only
+        allowed = fits
+        groups = [group for group in colour_groups(problem) if len(group) > 1] \
+            if problem.colour_classes else []
+    else:  # some operator fits nowhere: the loop below names it
+        groups = colour_groups(problem)
+    for group in groups:
         shared = allowed[group].all(axis=0)
         if len(group) > 1 and not shared.any():
             raise InfeasibleError(
@@ -747,7 +764,7 @@ def _loads(problem, sub: Subproblem, devices: dict[int, int], charged, backgroun
 # -- DiviML's lower bound ------------------------------------------------------------------------
 
 
-def lower_bound(problem: PlacementProblem, objective: str) -> float:
+def lower_bound(problem: PlacementProblem, objective: str, time_limit: float = math.inf) -> float:
     """A lower bound on the optimum of ``objective`` over every valid placement (and order).
 
     DiviML's bound is ``max(CP, W)``: ``CP`` the critical path with every operator at its fastest
@@ -788,29 +805,37 @@ def lower_bound(problem: PlacementProblem, objective: str) -> float:
        every finish. With all delays zero it is DiviML's ``CP``; it adds every transfer that
        support, pins, memory or colour classes make unavoidable.
 
+    Within ``time_limit`` seconds (about: the LP gets a share and is skipped where it cannot be
+    built in it; the critical path stops at the deadline with the part computed, still valid as
+    each ``f`` is): a weaker bound, never an invalid one. Time O(n D^2 + m D^2) besides the LP.
+
     Raises :class:`InfeasibleError` (from :func:`feasible_devices`) if some operator has no device.
     """
     if objective not in OBJECTIVES:
         raise UnknownMethodError(f"unknown objective {objective!r}; use one of {list(OBJECTIVES)}")
+    deadline = time.perf_counter() + time_limit
     allowed = feasible_devices(problem)
     p = np.where(allowed, problem.compute_time, np.inf)
-    best = max(float(p.min(axis=1).max()), _weighted_work(problem, allowed, objective))
+    best = max(float(p.min(axis=1).max()),
+               _weighted_work(problem, allowed, objective, 0.5 * time_limit))
     if objective == "latency":
-        best = max(best, _device_critical_path(problem, allowed))
+        best = max(best, _device_critical_path(problem, allowed, deadline))
     return best
 
 
-def _device_critical_path(problem: PlacementProblem, allowed: np.ndarray) -> float:
+def _device_critical_path(problem: PlacementProblem, allowed: np.ndarray,
+                          deadline: float = math.inf) -> float:
     sub = Subproblem.whole(problem)
     choices = {u: np.flatnonzero(allowed[u]).tolist() for u in sub.ops}
-    return subproblem_latency_bound(problem, sub, choices, work=False)
+    return subproblem_latency_bound(problem, sub, choices, work=False, deadline=deadline)
 
 
 def subproblem_latency_bound(problem: PlacementProblem, sub: Subproblem, choices,
-                             work: bool = True) -> float:
+                             work: bool = True, deadline: float = math.inf) -> float:
     """Term 3 of :func:`lower_bound` (the device-aware critical path) over ``sub``, its inputs'
     arrivals and devices' ready times included, and (``work``) DiviML's work term over ``sub``:
-    each device is busy at most the makespan, so ``sum of fastest times / D`` bounds it."""
+    each device is busy at most the makespan, so ``sum of fastest times / D`` bounds it. Past
+    ``deadline`` (``time.perf_counter()``) the path stops at the operators timed so far."""
     transfer = problem.transfer_time
     n_devices = problem.num_devices
     same = np.eye(n_devices, dtype=bool)
@@ -820,7 +845,9 @@ def subproblem_latency_bound(problem: PlacementProblem, sub: Subproblem, choices
     inside = set(sub.ops)
     f: dict[int, np.ndarray] = {}
     latest = 0.0
-    for v in sorted(sub.ops, key=position.__getitem__):
+    for step, v in enumerate(sorted(sub.ops, key=position.__getitem__)):
+        if step % 1024 == 0 and time.perf_counter() > deadline:
+            break  # each f(v) bounds v's finish alone: the maximum so far is a valid bound
         ready = ready0.copy()
         for u in problem.graph.predecessors[v]:
             delays = np.where(same, 0.0, transfer[u][:, None] + transfer[u][None, :])
@@ -853,21 +880,26 @@ def subproblem_throughput_bound(problem: PlacementProblem, sub: Subproblem, choi
                float(single))
 
 
-def _weighted_work(problem: PlacementProblem, allowed: np.ndarray, objective: str) -> float:
-    w, mu = _work_duals(problem, allowed)
+def _weighted_work(problem: PlacementProblem, allowed: np.ndarray, objective: str,
+                   time_limit: float = math.inf) -> float:
+    w, mu = _work_duals(problem, allowed, time_limit)
     capacity = problem.capacity
     finite = np.isfinite(capacity)
     mu = np.where(finite, mu, 0.0)
     p = problem.compute_time
     cost = np.where(allowed, w[None, :] * np.where(allowed, p, 0.0)
                     + mu[None, :] * problem.memory[:, None], np.inf)
-    if objective == "throughput":
+    edges = problem.graph.edges
+    if objective == "throughput" and len(edges):
         transfer = problem.transfer_time
-        for u in range(problem.num_ops):
-            receivers = np.zeros(problem.num_devices, dtype=bool)
-            for v in problem.graph.successors[u]:
-                if not (allowed[u] & allowed[v]).any():
-                    receivers |= allowed[v]
+        # The receivers of each value that must leave its device (edges whose ends share no
+        # device), gathered in NumPy: a Python pass over every edge took seconds at scale.
+        src, dst = edges[:, 0], edges[:, 1]
+        apart = ~(allowed[src] & allowed[dst]).any(axis=1)
+        receivers_of = np.zeros_like(allowed)
+        np.logical_or.at(receivers_of, src[apart], allowed[dst[apart]])
+        for u in np.unique(src[apart]).tolist():
+            receivers = receivers_of[u]
             if not receivers.any():
                 continue
             recv = w * transfer[u]
@@ -881,13 +913,17 @@ def _weighted_work(problem: PlacementProblem, allowed: np.ndarray, objective: st
     return max(0.0, total * (1 - 1e-12))
 
 
-def _work_duals(problem: PlacementProblem, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _work_duals(problem: PlacementProblem, allowed: np.ndarray,
+                time_limit: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
     """Device weights ``w`` (summing to 1) and memory prices ``mu`` from the fractional
     assignment LP ``min T: sum_k y[u, k] = 1, sum_u p[u, k] y[u, k] <= T, memory``; uniform
-    weights if the LP cannot be solved. Any ``w >= 0`` summing to 1, ``mu >= 0`` give a valid
-    bound; the LP's make it tightest."""
+    weights if the LP cannot be built and solved within ``time_limit``. Any ``w >= 0`` summing
+    to 1, ``mu >= 0`` give a valid bound; the LP's make it tightest."""
     n_devices = problem.num_devices
     uniform = (np.full(n_devices, 1.0 / n_devices), np.zeros(n_devices))
+    started = time.perf_counter()
+    if not buildable(3 * problem.num_ops * n_devices, time_limit):
+        return uniform
     try:
         from ortools.linear_solver import pywraplp
     except ImportError:  # pragma: no cover - ortools is a dependency
@@ -918,6 +954,11 @@ def _work_duals(problem: PlacementProblem, allowed: np.ndarray) -> tuple[np.ndar
                     row.SetCoefficient(y[u, k], float(problem.memory[u]))
             memory.append((k, row))
     lp.Minimize(T)
+    if math.isfinite(time_limit):
+        left = time_limit - (time.perf_counter() - started)
+        if left <= 0.01:
+            return uniform
+        lp.SetTimeLimit(max(1, int(left * 1000)))
     if lp.Solve() not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
         return uniform
     w = np.array([abs(row.dual_value()) for row in work])
@@ -934,15 +975,12 @@ def _work_duals(problem: PlacementProblem, allowed: np.ndarray) -> tuple[np.ndar
 # -- the method ------------------------------------------------------------------------------------
 
 
-def warm_start(problem: PlacementProblem, time_limit: float):
-    """HEFT's placement and order (the solver's hint), or ``None`` if HEFT finds no placement
+def warm_start(problem: PlacementProblem, time_limit: float, within: float = math.inf):
+    """HEFT's placement and order (the solver's hint; ``time_limit`` seconds of its local
+    search), or greedy's where HEFT's passes would not fit in ``within`` seconds
+    (:func:`~tvm_place.solvers.budget.heft_or_greedy`); ``None`` if neither finds a placement
     that fits memory (the program may still find one)."""
-    from . import heft
-
-    try:
-        return heft.solve(problem, "latency", time_limit)
-    except InfeasibleError:
-        return None
+    return heft_or_greedy(problem, time_limit, within)
 
 
 def solve(problem: PlacementProblem, objective: str, time_limit: float, progress=None) -> Placement:
@@ -963,13 +1001,20 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
             progress(message, fraction)
 
     allowed = feasible_devices(problem)
-    warm = warm_start(problem, min(WARM_START_SECONDS, WARM_START_SHARE * time_limit))
+    warm = warm_start(problem, min(WARM_START_SECONDS, WARM_START_SHARE * time_limit),
+                      WARM_START_WITHIN * time_limit)
     report(f"diviml-milp: warm start {'none' if warm is None else f'{warm.value:.6g}'}", 0.0)
-    known = lower_bound(problem, objective)
+    known = lower_bound(problem, objective, BOUND_SHARE * time_limit)
     budget = deadline - time.perf_counter() - SAFETY_SHARE * time_limit - SAFETY_SECONDS
     sub = Subproblem.whole(problem)
     hint = None if warm is None else warm.device_of
-    if objective == "latency":
+    if not buildable(model_items(problem, device_pairs=objective == "latency"), budget):
+        # Building the program alone would overrun: the warm start (else greedy) answers.
+        result = MilpResult("unknown", stats={"skipped": "the program is too large to build in "
+                                                         f"{max(budget, 0.0):.3g} s"})
+        if warm is None:
+            warm = cheap_incumbent(problem, objective)
+    elif objective == "latency":
         result = latency_milp(problem, sub, allowed, budget, hint,
                               None if warm is None else warm.order, progress, known)
     else:

@@ -96,6 +96,11 @@ from . import bounds
 
 #: Enumeration stops beyond this many ideals: the graph is too wide for the exact program.
 DEFAULT_MAX_IDEALS = 200_000
+#: The one-order program may take this share of the time limit; where it cannot finish (or is
+#: estimated not to), the slicing of runs of groups
+#: (:func:`tvm_place.solvers.slicegraph.sliced_runs`) gets this share of what is left.
+CHAIN_SHARE = 0.5
+RUNS_SHARE = 0.5
 
 #: The program keeps a value and a choice per (ideal, device-usage vector): about 14 bytes each.
 _MAX_STATES = 20_000_000
@@ -875,6 +880,28 @@ def solve(
         )
     deadline = time.perf_counter() + time_limit
     n = problem.num_ops
+    from .slicegraph import sliced_runs, slicing_seconds
+
+    if slicing_seconds(problem, len(problem.colocation_groups())) > CHAIN_SHARE * time_limit:
+        # Thousands of groups: not even one order's program would finish, and the lattice's
+        # bitsets over the operators take O(n^2 / 64) to build; slice runs of groups instead.
+        device_of = sliced_runs(problem, RUNS_SHARE * time_limit)
+        if device_of is None:
+            raise InfeasibleError(
+                f"dp found no contiguous placement of the {n} operators within {time_limit:g} s "
+                "(too many for its program; a slicing of runs of them found none either); raise "
+                "the time limit or use 'greedy'"
+            )
+        return Placement(
+            device_of=device_of,
+            objective="throughput",
+            value=evaluate(problem, device_of).max_load,
+            lower_bound=bounds.work_bound(problem),
+            method="dp",
+            stats={"search_space": "contiguous", "optimal": False, "ideals": None,
+                   "fallback": "best slicing of runs of consecutive groups",
+                   "reason": "too many groups for one order's program in the time"},
+        )
     types = _device_types(problem)
     groups = _contract(problem)
     _check_groups_placeable(problem, types, groups.group_of)
@@ -889,20 +916,33 @@ def solve(
     # value bounds the complete program, and it is the answer kept if that cannot finish.
     fallback = None
     bound = math.inf
+    # At most half the limit: where even one order's program cannot finish (thousands of
+    # groups), runs of groups are sliced instead in part of the rest.
+    chain_deadline = min(deadline, time.perf_counter() + CHAIN_SHARE * time_limit)
     try:
-        chain = _enumerate_ideals(*lattice_inputs, deadline, max_ideals, progress, chain=True)
+        if slicing_seconds(problem, len(groups)) > CHAIN_SHARE * time_limit:
+            raise _Stopped("one order's program would not finish in time")
+        chain = _enumerate_ideals(*lattice_inputs, chain_deadline, max_ideals, progress,
+                                  chain=True)
         bound, blocks, _ = _best_split(
-            chain, types, groups.group_of, math.inf, deadline, progress, "one-order"
+            chain, types, groups.group_of, math.inf, chain_deadline, progress, "one-order"
         )
         if blocks:
             fallback = _assign(blocks, types, n)
-    except _Stopped:
-        pass
+    except _Stopped as stop:
+        chain_stopped = stop  # the complete program, a superset of this one, cannot finish
+        fallback = sliced_runs(problem, RUNS_SHARE * max(0.0, deadline - time.perf_counter()))
+        if fallback is not None:
+            stats["fallback"] = "best slicing of runs of consecutive groups"
+    else:
+        chain_stopped = None
     stats["upper_bound"] = bound if math.isfinite(bound) else None
 
     try:
         if progress is not None:
             progress("dp: enumerating ideals", None)
+        if chain_stopped is not None:
+            raise chain_stopped
         lattice = _enumerate_ideals(*lattice_inputs, deadline, max_ideals, progress, chain=False)
         stats["ideals"] = len(lattice)
         value, blocks, pairs = _best_split(
@@ -911,9 +951,8 @@ def solve(
         stats["block_pairs"] = pairs
     except _Stopped as stop:
         stats.setdefault("ideals", None)
-        stats.update(
-            optimal=False, reason=str(stop), fallback="best slicing of one topological order"
-        )
+        stats.setdefault("fallback", "best slicing of one topological order")
+        stats.update(optimal=False, reason=str(stop))
         if fallback is None:
             fallback = _single_device(problem)
             stats["fallback"] = "all operators on one device"

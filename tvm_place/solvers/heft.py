@@ -119,8 +119,10 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     report(f"heft: latency before local search {initial_latency:.6g}", 0.1)
 
     search = {"local_search_passes": 0, "moves_tried": 0, "moves_kept": 0}
+    # The answer is evaluated once more after the search (about one re-timing): leave room.
     search["stopped_by"] = _local_search(
-        schedule, device_of, used, units, memory_limit, deadline, report, search
+        schedule, device_of, used, units, memory_limit, deadline - schedule.longest_trial, report,
+        search
     )
     order = np.array(schedule.order, dtype=np.int64)
     latency = evaluate(problem, np.array(device_of), order).latency
@@ -156,25 +158,42 @@ class _Units:
 
     @classmethod
     def of(cls, problem: PlacementProblem) -> "_Units":
+        """Time O(n D + m) in NumPy (a Python step per unit only to make its lists): 200,000
+        operators take a fraction of a second."""
         members = problem.colocation_groups()
-        unit_of = [0] * problem.num_ops
-        for g, group in enumerate(members):
-            for u in group:
-                unit_of[u] = g
+        sizes = np.fromiter((len(group) for group in members), dtype=np.int64, count=len(members))
+        flat = np.concatenate([np.asarray(group, dtype=np.int64) for group in members]) \
+            if len(members) < problem.num_ops else np.arange(problem.num_ops)
+        unit_index = np.repeat(np.arange(len(members)), sizes)
+        unit_of = np.empty(problem.num_ops, dtype=np.int64)
+        unit_of[flat] = unit_index
         allowed = _allowed_devices(problem)
-        devices = []
-        for group in members:
-            shared = allowed[group].all(axis=0)
-            if not shared.any():
-                raise InfeasibleError(
-                    f"operators {[problem.graph.names[u] for u in group][:6]} must share a device "
-                    f"(colour class), but no device of {problem.device_names} is allowed for all "
-                    "of them (support or pins); drop the colour class, relax the pins, or add a "
-                    "device that runs them all"
-                )
-            devices.append(np.flatnonzero(shared).tolist())
-        memory = [float(problem.memory[group].sum()) for group in members]
-        return cls(members, unit_of, devices, memory)
+        # A device is shared by a unit when no member is barred from it.
+        barred = np.zeros((len(members), problem.num_devices), dtype=np.int64)
+        for d in range(problem.num_devices):
+            barred[:, d] = np.bincount(unit_of, weights=~allowed[:, d], minlength=len(members))
+        shared = barred == 0
+        empty = np.flatnonzero(~shared.any(axis=1))
+        if empty.size:
+            group = members[int(empty[0])]
+            raise InfeasibleError(
+                f"operators {[problem.graph.names[u] for u in group][:6]} must share a device "
+                f"(colour class), but no device of {problem.device_names} is allowed for all "
+                "of them (support or pins); drop the colour class, relax the pins, or add a "
+                "device that runs them all"
+            )
+        # Units share few distinct device sets: build each list once (a set as a bit mask where
+        # the devices fit in one, since np.unique over rows is slow).
+        if problem.num_devices <= 62:
+            keys = shared.astype(np.int64) @ (np.int64(1) << np.arange(problem.num_devices))
+            _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            codes = shared[first]
+        else:
+            codes, inverse = np.unique(shared, axis=0, return_inverse=True)
+        lists = [np.flatnonzero(code).tolist() for code in codes]
+        devices = [lists[i] for i in inverse.reshape(-1).tolist()]
+        memory = np.bincount(unit_of, weights=problem.memory, minlength=len(members)).tolist()
+        return cls(members, unit_of.tolist(), devices, memory)
 
 
 def _allowed_devices(problem: PlacementProblem) -> np.ndarray:
@@ -264,7 +283,8 @@ def _greedy_placement(problem, order, units: _Units, memory_limit):
     """HEFT's earliest-finish-time choice along ``order``.
 
     Returns ``(device_of, None, used)``, or ``(None, stuck operator, used)`` when every device an
-    operator may use is too full for its unit.
+    operator may use is too full for its unit. Units that may use one device only (pins) have
+    their memory set aside there from the start, so that the others do not fill it first.
     """
     compute = problem.compute_time.tolist()
     transfer = problem.transfer_time.tolist()
@@ -272,6 +292,14 @@ def _greedy_placement(problem, order, units: _Units, memory_limit):
     device_of = [-1] * problem.num_ops
     unit_device = [-1] * len(units.members)
     used = [0.0] * problem.num_devices
+    for g, devices in enumerate(units.devices):
+        if len(devices) == 1:
+            unit_device[g] = devices[0]
+            used[devices[0]] += units.memory[g]
+    if any(used[d] > memory_limit[d] for d in range(problem.num_devices)):
+        d = next(d for d in range(problem.num_devices) if used[d] > memory_limit[d])
+        return None, next(u for u in range(problem.num_ops)
+                          if units.devices[units.unit_of[u]] == [d]), used
     finish = [0.0] * problem.num_ops
     free = [0.0] * problem.num_devices
     for u in order.tolist():
@@ -305,16 +333,26 @@ def _greedy_placement(problem, order, units: _Units, memory_limit):
 def _pack_memory(problem, units: _Units, memory_limit):
     """Depth-first search for any assignment of the units that fits every memory capacity.
 
-    Largest units first, each trying its devices from the fastest for it. Returns
+    Units allowed on fewest devices first (pinned ones: leaving them to the end strands them on a
+    device the others filled, and a depth-first search rarely backtracks that far), then largest
+    first, each trying its devices from the fastest for it. Returns
     ``(device_of, True)`` on success, ``(None, exhaustive)`` on failure, ``exhaustive`` saying
     whether the whole space was searched (rather than cut at :data:`PACKING_STEPS`).
     """
-    by_size = sorted(range(len(units.members)), key=lambda g: (-units.memory[g], g))
-    preference = [
-        sorted(units.devices[g],
-               key=lambda d: (problem.compute_time[units.members[g], d].sum(), d))
-        for g in by_size
-    ]
+    by_size = sorted(range(len(units.members)),
+                     key=lambda g: (len(units.devices[g]), -units.memory[g], g))
+    # Each unit's devices from the fastest for it; the sums per unit in NumPy (a NumPy sum per
+    # unit and device took seconds on 200,000 operators).
+    unit_of = np.asarray(units.unit_of, dtype=np.int64)
+    unit_compute = np.stack([
+        np.bincount(unit_of, problem.compute_time[:, d], len(units.members))
+        for d in range(problem.num_devices)
+    ], axis=1)
+    fastest_first = np.argsort(unit_compute, axis=1, kind="stable").tolist()
+    preference = []
+    for g in by_size:
+        allowed = set(units.devices[g])
+        preference.append([d for d in fastest_first[g] if d in allowed])
     size = [units.memory[g] for g in by_size]
     # Memory still to place after each depth, to prune branches whose leftovers cannot fit.
     remaining_after = np.cumsum(size[::-1])[::-1].tolist()[1:] + [0.0]
@@ -372,6 +410,8 @@ class _OrderedSchedule:
         self.cause: list[int] = []
         self.critical: list[bool] = []
         self.latency = 0.0
+        #: Seconds of the longest trial or re-timing so far: the local search looks ahead by it.
+        self.longest_trial = 0.0
 
     def reorder(self, order: list[int]) -> None:
         """Adopt a new order (call :meth:`retime` before the next trial)."""
@@ -382,6 +422,11 @@ class _OrderedSchedule:
 
     def retime(self, device_of: list[int]) -> None:
         """Time every operator under ``device_of``; remember the state before each position."""
+        started = time.perf_counter()
+        self._retime(device_of)
+        self.longest_trial = max(self.longest_trial, time.perf_counter() - started)
+
+    def _retime(self, device_of: list[int]) -> None:
         preds, compute, transfer = self.preds, self.compute, self.transfer
         n = len(self.order)
         finish = [0.0] * n
@@ -417,6 +462,13 @@ class _OrderedSchedule:
 
         Returns ``inf`` as soon as some operator finishes at or after ``give_up_at``.
         """
+        started = time.perf_counter()
+        try:
+            return self._trial(device_of, first, give_up_at, suffix)
+        finally:
+            self.longest_trial = max(self.longest_trial, time.perf_counter() - started)
+
+    def _trial(self, device_of: list[int], first: int, give_up_at: float, suffix) -> float:
         preds, compute, transfer = self.preds, self.compute, self.transfer
         finish = self.finish[:]
         free = list(self.free_before[first])
@@ -459,6 +511,10 @@ def _local_search(schedule, device_of, used, units: _Units, memory_limit, deadli
             threshold = schedule.latency * (1 - RELATIVE_IMPROVEMENT)
             best_move = None
             for move in _unit_moves(g, device_of, used, units, memory_limit, first_position):
+                # One trial re-times the order's tail (a second on 200,000 operators): look
+                # ahead by the longest so far, not only check once per unit.
+                if time.perf_counter() + schedule.longest_trial > deadline:
+                    return "time_limit"
                 undo = _assign(move, units, device_of)
                 latency = schedule.trial(device_of, min(first_position[h] for h, _ in move),
                                          threshold)
@@ -493,7 +549,7 @@ def _promote_operators(schedule, device_of, deadline, stats) -> bool | None:
     """
     promoted = False
     for u in list(schedule.order):
-        if time.perf_counter() > deadline:
+        if time.perf_counter() + schedule.longest_trial > deadline:
             return None
         waited_for = schedule.cause[u]
         if not schedule.critical[u] or waited_for < 0 or device_of[waited_for] != device_of[u]:

@@ -86,7 +86,7 @@ import numpy as np
 from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import MEMORY_TOLERANCE, evaluate, validate
 from ..graph import Placement, PlacementProblem
-from . import bounds
+from . import bounds, budget
 from .native_output import solver_stdout_to_stderr
 
 #: Above this many per-edge CommIn/CommOut rows (``2 * m * D``) the program aggregates them into
@@ -297,9 +297,11 @@ def single_device(problem: PlacementProblem) -> np.ndarray | None:
 
 
 def _fallback(problem: PlacementProblem, initial, deadline: float):
-    """A placement when the solver found none: the warm start, every operator on one device, the
-    DP's contiguous split (given what is left of the time, at least :data:`FALLBACK_SECONDS`), or
-    HEFT's memory-aware greedy placement. ``(None, None)`` if none of them finds one."""
+    """A placement when the solver found none: the warm start, every operator on one device, or
+    the better of greedy's placement (linear time) and the DP's contiguous split (only where at
+    least :data:`FALLBACK_SECONDS` are left: given those regardless, it overran the limit on
+    large graphs whose program took all the time to build), else HEFT's memory-aware greedy
+    placement. ``(None, None)`` if none of them finds one."""
     if initial is not None:
         return initial, "warm start"
     device_of = single_device(problem)
@@ -307,11 +309,20 @@ def _fallback(problem: PlacementProblem, initial, deadline: float):
         return device_of, "all operators on one device"
     from . import dp, heft
 
-    try:
-        seconds = max(FALLBACK_SECONDS, deadline - time.perf_counter())
-        return dp.solve(problem, "throughput", seconds).device_of, "dp (contiguous split)"
-    except InfeasibleError:
-        pass
+    found = []
+    cheap = budget.cheap_incumbent(problem, "throughput")
+    if cheap is not None:
+        found.append((cheap.value, "greedy", cheap.device_of))
+    seconds = deadline - time.perf_counter()
+    if seconds >= FALLBACK_SECONDS:
+        try:
+            split = dp.solve(problem, "throughput", seconds)
+            found.append((split.value, "dp (contiguous split)", split.device_of))
+        except InfeasibleError:
+            pass
+    if found:
+        _, how, device_of = min(found, key=lambda f: f[0])
+        return device_of, how
     try:
         return heft.solve(problem, "latency", 0.0).device_of, "heft (greedy, memory-aware)"
     except InfeasibleError:
@@ -413,6 +424,8 @@ def solve(
     on_lines = _highs_progress(progress, started, time_limit) if progress else None
     reason, device_of, bound = None, None, -math.inf
     try:
+        if not budget.buildable(budget.model_items(problem), deadline - time.perf_counter()):
+            raise BuildTimeout("the program is too large to build in the time left")
         program = build_max_load_program(problem, deadline=deadline)
         stats.update(build_seconds=time.perf_counter() - started,
                      variables=program.model.get_num_variables(),
@@ -456,8 +469,8 @@ def solve(
         if device_of is None:
             raise InfeasibleError(
                 f"the integer program found no placement within {time_limit:g} s, nor did the "
-                "fallbacks (one device, the contiguous DP, HEFT); the memory capacities and pins "
-                "may leave none: raise time_limit, capacities, or drop pins"
+                "fallbacks (one device, greedy, the contiguous DP, HEFT); the memory capacities "
+                "and pins may leave none: raise time_limit, capacities, or drop pins"
             )
     value = evaluate(problem, device_of).max_load
     lower_bound = min(value, max(bound, bounds.work_bound(problem)))

@@ -61,7 +61,7 @@ import numpy as np
 from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import MEMORY_TOLERANCE, evaluate, validate
 from ..graph import Placement, PlacementProblem
-from . import bounds
+from . import bounds, budget
 from .ip import BuildTimeout, check_deadline, colocation_units, placeable
 
 #: The horizon (an upper bound on the makespan) is scaled to this many integer time units.
@@ -69,6 +69,8 @@ RESOLUTION = 10**9
 
 #: Share of the time limit HEFT gets for the warm start, and its cap in seconds.
 HEFT_SHARE, HEFT_SECONDS = 0.1, 2.0
+#: HEFT is the warm start only where its passes fit in this share of the limit (else greedy).
+HEFT_WITHIN = 0.4
 
 #: Memory is scaled so each capacity is this many units (rounded so no fit is lost to rounding
 #: beyond the evaluator's tolerance; see :func:`_memory_units`).
@@ -217,14 +219,10 @@ def _horizon(problem: PlacementProblem, allowed: np.ndarray, known: float | None
     return min(serial, known) if known is not None else serial
 
 
-def _heft_start(problem, seconds: float):
-    from . import heft
-
-    try:
-        placement = heft.solve(problem, "latency", seconds)
-    except InfeasibleError:
-        return None
-    return placement
+def _heft_start(problem, seconds: float, within: float = math.inf):
+    """HEFT's placement (greedy's where HEFT's passes would not fit in ``within`` seconds), or
+    ``None``."""
+    return budget.heft_or_greedy(problem, seconds, within)
 
 
 def solve(
@@ -265,8 +263,9 @@ def solve(
         warm = (initial, np.asarray(initial_order), "initial")
     else:
         heft_seconds = min(HEFT_SECONDS, HEFT_SHARE * max(0.0, time_limit))
-        placement = _heft_start(problem, heft_seconds)
-        warm = None if placement is None else (placement.device_of, placement.order, "heft")
+        placement = _heft_start(problem, heft_seconds, HEFT_WITHIN * time_limit)
+        warm = None if placement is None else (placement.device_of, placement.order,
+                                               placement.method)
     warm_latency = None
     if warm is not None:
         warm_latency = evaluate(problem, warm[0], warm[1]).latency
@@ -278,6 +277,8 @@ def solve(
     scale = RESOLUTION / horizon if horizon > 0 else 1.0
     solver = cp_model.CpSolver()
     try:
+        if not budget.buildable(budget.model_items(problem), deadline - time.perf_counter()):
+            raise BuildTimeout("the program is too large to build in the time left")
         model, variables = build_makespan_program(
             problem, scale, RESOLUTION + 3 * problem.num_ops, deadline)
         if warm is not None:
@@ -314,6 +315,10 @@ def solve(
                  nodes=solver.num_branches if solved else 0,
                  conflicts=solver.num_conflicts if solved else 0)
 
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE) and warm is None:
+        cheap = budget.cheap_incumbent(problem, "latency")  # HEFT found none either
+        if cheap is not None:
+            warm, warm_latency = (cheap.device_of, cheap.order, "greedy"), cheap.value
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         x, start, finish = variables["x"], variables["Start"], variables["Latency"]
         device_of = np.array([

@@ -47,7 +47,7 @@ import numpy as np
 from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
-from . import bounds
+from . import bounds, budget
 from .diviml import (
     MEMORY_UNITS,
     SAFETY_SECONDS,
@@ -55,6 +55,7 @@ from .diviml import (
     TIME_UNITS,
     WARM_START_SECONDS,
     WARM_START_SHARE,
+    WARM_START_WITHIN,
     _floor,
     _solver,
     _status,
@@ -93,14 +94,19 @@ def device_groups(problem: PlacementProblem) -> list[tuple[int, ...]]:
 
 def group_choices(problem: PlacementProblem, groups) -> dict[int, list[int]]:
     """For each operator, the indices of the groups it may run on: every member allows it (and
-    its colour class) and the smallest member's memory holds it."""
+    its colour class) and the smallest member's memory holds it. Time O(n D G) in NumPy, and a
+    Python step per distinct answer and per operator."""
     allowed = feasible_devices(problem)
     limit = problem.capacity * (1 + MEMORY_TOLERANCE)
-    return {
-        u: [g for g, group in enumerate(groups)
-            if allowed[u, list(group)].all() and problem.memory[u] <= limit[list(group)].min()]
-        for u in range(problem.num_ops)
-    }
+    member = np.zeros((len(groups), problem.num_devices), dtype=bool)
+    for g, group in enumerate(groups):
+        member[g, list(group)] = True
+    smallest = np.array([limit[list(group)].min() for group in groups])
+    fits = ((~allowed).astype(np.int64) @ member.T.astype(np.int64) == 0) \
+        & (problem.memory[:, None] <= smallest[None, :])
+    rows, inverse = np.unique(fits, axis=0, return_inverse=True)
+    lists = [np.flatnonzero(row).tolist() for row in rows]
+    return {u: lists[i] for u, i in enumerate(inverse.reshape(-1).tolist())}
 
 
 def group_loads(problem: PlacementProblem, groups, group_of: np.ndarray) -> float:
@@ -250,7 +256,8 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     known = bounds.lower_bound(problem, "throughput", replicas=True)
     single = {group[0]: g for g, group in enumerate(groups) if len(group) == 1}
     starts = [data_parallel_start(problem, groups, choices)]
-    listed = warm_start(problem, min(WARM_START_SECONDS, WARM_START_SHARE * time_limit))
+    listed = warm_start(problem, min(WARM_START_SECONDS, WARM_START_SHARE * time_limit),
+                        WARM_START_WITHIN * time_limit)
     if listed is not None:
         starts.append(np.array([single[d] for d in listed.device_of]))
     starts = [c for c in starts if c is not None]
@@ -260,6 +267,10 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
                  f"{'none' if warm is None else f'{group_loads(problem, groups, warm):.6g}'}", 0.0)
     deadline = started + time_limit - SAFETY_SHARE * time_limit - SAFETY_SECONDS
     try:
+        # A variable per (operator, group) and constraints per edge: skip what cannot be built.
+        items = budget.model_items(problem) * max(1, len(groups)) // problem.num_devices
+        if not budget.buildable(items, deadline - time.perf_counter()):
+            raise BuildTimeout("the program is too large to build in the time left")
         status, group_of, bound, stats = replicas_milp(problem, groups, choices, deadline, warm,
                                                        known, progress)
     except BuildTimeout:

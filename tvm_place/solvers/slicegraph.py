@@ -73,6 +73,7 @@ bound on the contiguous optimum, with the bound's gap as the only guarantee.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import time
@@ -85,7 +86,7 @@ from ..errors import InfeasibleError, TvmPlaceError, UnknownMethodError
 from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
 from . import archer_bounds
-from .archer_bounds import Groups, check_placeable, contract
+from .archer_bounds import Groups, check_placeable, contract, groups_from
 
 Progress = Callable[[str, float | None], None]
 
@@ -103,10 +104,13 @@ _GA_SHARE, _BOUNDS_END, _GA_END = 0.6, 0.93, 0.97
 _OPTIMAL_TOLERANCE = 2 * archer_bounds.MIP_SAFETY
 #: Usage-vector states the slicing program accepts (types x vectors x units^2 work per order).
 MAX_USAGE_VECTORS = 4096
-#: Seconds one order's evaluation takes per (unit^2 x device type), measured on the 2-core
-#: development machine (1.6 s for 3,200 units and 3 types), rounded up: the search starts only
-#: when the time limit holds three evaluations (the first order and the final rebuild).
-EVALUATION_SECONDS_PER_CELL = 6e-8
+#: Seconds one order's evaluation takes per (unit^2 x device type x (usage vectors + 1)),
+#: measured on the 2-core development machine (1.6 s for 3,200 units and 3 types, 8 vectors),
+#: rounded up (:func:`_evaluation_seconds`).
+EVALUATION_SECONDS_PER_CELL = 7e-9
+#: Evaluations the GA should get at least: where one evaluation of every group would take more
+#: than this share of the time, consecutive groups are merged first (:func:`coarsen`).
+MIN_EVALUATIONS = 40
 
 
 @dataclass
@@ -294,17 +298,12 @@ class _Slicer:
 
     def assign(self, unit_of: np.ndarray, blocks) -> np.ndarray:
         """Device per operator: each block on its own device of its type."""
-        device_of = np.zeros(len(unit_of), dtype=np.int64)
         used = [0] * self.num_types
-        block_device = {}
+        unit_device = np.zeros(max((i for _, i, _ in blocks), default=0), dtype=np.int64)
         for j, i, t in blocks:
-            device = self.types.devices[t][used[t]]
+            unit_device[j:i] = self.types.devices[t][used[t]]
             used[t] += 1
-            for unit in range(j, i):
-                block_device[unit] = device
-        for u, unit in enumerate(unit_of):
-            device_of[u] = block_device[int(unit)]
-        return device_of
+        return unit_device[np.asarray(unit_of, dtype=np.int64)]
 
 
 def slice_order(problem: PlacementProblem, order) -> tuple[float, np.ndarray | None]:
@@ -516,6 +515,90 @@ def _single_device_answer(problem: PlacementProblem, time_limit: float, started:
     )
 
 
+def _evaluation_seconds(slicer: "_Slicer", num_units: int) -> float:
+    """About how long one order's evaluation takes (the program is ``O(U^2 T (V + 1))``)."""
+    num_vectors = int(np.prod(np.minimum(slicer.counts, num_units) + 1))
+    return EVALUATION_SECONDS_PER_CELL * num_units**2 * slicer.num_types * (num_vectors + 1)
+
+
+def coarsen(problem: PlacementProblem, groups: Groups, types: _Types, max_units: int) -> Groups:
+    """Groups merged into runs of consecutive ones, about ``max_units`` runs, each still fitting
+    some device type (support, pins, memory).
+
+    The groups are numbered in a topological order of the contiguity quotient, so every edge
+    between runs goes forward: the runs' quotient is acyclic, any slicing of an order of the runs
+    is a contiguous placement, and the search over them is a restriction of the search over the
+    groups (its answers are valid; its bounds are not, and are computed on ``groups``). Why: one
+    evaluation costs ``O(U^2)``, hours at 200,000 groups. Time O(G T) plus :func:`groups_from`.
+    """
+    G, T = groups.num_groups, len(types.devices)
+    first = [ds[0] for ds in types.devices]
+    supported = np.isfinite(groups.compute[:, first])
+    masks = (supported.astype(np.int64) << np.arange(T)).sum(axis=1).tolist() if T <= 62 else None
+    if masks is None:
+        return groups
+    capacity = types.capacity * (1 + MEMORY_TOLERANCE)
+    by_capacity = np.argsort(capacity)
+    sorted_capacity = capacity[by_capacity].tolist()
+    # room[i]: the types whose capacity is at least the i-th smallest one's.
+    room = [int(sum(1 << int(t) for t in by_capacity[i:])) for i in range(T + 1)]
+    run_length = max(1, -(-G // max(1, max_units)))
+    memory = groups.memory.tolist()
+    run_of = np.empty(G, dtype=np.int64)
+    run, mask, used, count = 0, 0, 0.0, 0
+    for g in range(G):
+        joined, total = mask & masks[g], used + memory[g]
+        # Join the current run while it is short enough and some type still holds all of it.
+        if count and count < run_length and joined & room[bisect.bisect_left(sorted_capacity,
+                                                                              total)]:
+            mask, used, count = joined, total, count + 1
+        else:
+            if count:
+                run += 1
+            mask, used, count = masks[g], memory[g], 1
+        run_of[g] = run
+    return groups_from(problem, run_of[groups.group_of])
+
+
+def _runs_for(problem: PlacementProblem, groups: Groups, types: _Types, slicer: "_Slicer",
+              seconds: float) -> Groups:
+    """``groups``, or runs of them (:func:`coarsen`) few enough that one order's evaluation
+    takes about ``seconds``."""
+    if _evaluation_seconds(slicer, groups.num_groups) <= seconds:
+        return groups
+    per_cell = max(_evaluation_seconds(slicer, 1000) / 1000**2, 1e-15)
+    return coarsen(problem, groups, types, max(2, int(math.sqrt(max(seconds, 0.0) / per_cell))))
+
+
+def slicing_seconds(problem: PlacementProblem, num_units: int) -> float:
+    """About how long the slicing program takes on one order of ``num_units`` units."""
+    return _evaluation_seconds(_Slicer(problem, _device_types(problem)), num_units)
+
+
+def sliced_runs(problem: PlacementProblem, time_limit: float) -> np.ndarray | None:
+    """A contiguous placement (a device per operator) in about ``time_limit`` seconds at any
+    size, or ``None`` where none is found: the best slicing of the groups' own numbering (a
+    topological order), merged into runs few enough to evaluate in time. The cheap answer of the
+    contiguous methods (dp, pipedream) when their own search cannot finish. Time O(n + m) plus
+    one evaluation, sized to the limit."""
+    started = time.perf_counter()
+    try:
+        groups = contract(problem)
+        check_placeable(problem, groups)
+        types = _device_types(problem)
+        slicer = _Slicer(problem, types)
+        slicer._usage(groups.num_groups)
+    except TvmPlaceError:  # no device for some group, or too many device types
+        return None
+    left = time_limit - (time.perf_counter() - started)
+    search = _runs_for(problem, groups, types, slicer, 0.5 * left)
+    if _evaluation_seconds(slicer, search.num_groups) > left:
+        return None
+    value, blocks = slicer.best(slicer.block_costs(search.group_of, search.num_groups),
+                                reconstruct=True)
+    return slicer.assign(search.group_of, blocks) if math.isfinite(value) else None
+
+
 def solve(
     problem: PlacementProblem,
     objective: str,
@@ -554,18 +637,28 @@ def solve(
     }
     lower = bound_results["combinatorial"].value
 
-    expected = EVALUATION_SECONDS_PER_CELL * groups.num_groups**2 * len(types.devices)
-    if 3 * expected > time_limit - (time.perf_counter() - started):
+    # The GA searches orders of ``search``: the groups, or runs of them where one evaluation of
+    # the groups would leave the GA fewer than MIN_EVALUATIONS (the bounds stay on ``groups``).
+    left = time_limit - (time.perf_counter() - started)
+    search = _runs_for(problem, groups, types, slicer, left / MIN_EVALUATIONS)
+    expected = _evaluation_seconds(slicer, search.num_groups)
+    left = time_limit - (time.perf_counter() - started)
+    if 3 * expected > left:
         single = _single_device_answer(problem, time_limit, started, lower, expected)
         if single is not None:
             return single
+        raise InfeasibleError(
+            f"slicegraph cannot evaluate one order of the {search.num_groups} groups in the "
+            f"{left:.3g} s left (about {expected:.2g} s each), and no single device holds the "
+            "model; raise the time limit"
+        )
 
     phase_end = [started + _GA_SHARE * time_limit]
     ga = _Brkga(
-        groups,
+        search,
         slicer,
         np.random.default_rng(seed),
-        _population(population, groups.num_groups),
+        _population(population, search.num_groups),
         lambda ahead: time.perf_counter() + ahead > phase_end[0],
     )
     finished = []  # why the GA stopped for good
@@ -581,7 +674,7 @@ def solve(
         if finished:
             return
         if not ga.initialised:
-            if not ga.initialise(_structured_orders(groups)):
+            if not ga.initialise(_structured_orders(search)):
                 return
         while True:
             if reached_bound():
@@ -620,6 +713,7 @@ def solve(
     stats = {
         "search_space": "contiguous",
         "groups": groups.num_groups,
+        "searched_units": search.num_groups,
         "device_types": len(types.devices),
         "seed": seed,
         "population": ga.size,
@@ -643,8 +737,8 @@ def solve(
                 "proven infeasible: give more time, or check capacities and pins)"
             )
         )
-    unit_of = ga.best_rank[groups.group_of]
-    value, blocks = slicer.best(slicer.block_costs(unit_of, groups.num_groups), reconstruct=True)
+    unit_of = ga.best_rank[search.group_of]
+    value, blocks = slicer.best(slicer.block_costs(unit_of, search.num_groups), reconstruct=True)
     device_of = slicer.assign(unit_of, blocks)
     measured = evaluate(problem, device_of).max_load
     # A bound above a placement found would be a bug (or a solver's numerical failure): never let

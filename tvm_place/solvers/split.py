@@ -213,6 +213,8 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         return placement
 
     clock = _Clock(deadline, time_limit)
+    # Once, on a share of the time: the LP behind it alone took seconds on 10,000 operators.
+    known = diviml.lower_bound(problem, objective, diviml.BOUND_SHARE * time_limit)
     if objective == "latency":
         if scheme in (None, "sequential") or _memory_binds(problem, allowed):
             device_of, order, stats = _latency_sequential(problem, allowed, parts, clock, report)
@@ -220,10 +222,10 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         else:
             device_of, order, bound, stats = _latency_dp(problem, allowed, parts, clock, report)
     else:
-        device_of, order, stats = _throughput(problem, allowed, parts, clock, report)
+        device_of, order, stats = _throughput(problem, allowed, parts, clock, report, known)
         bound = 0.0
     value = evaluate(problem, device_of, order).objective(objective)
-    bound = min(value, max(bound, diviml.lower_bound(problem, objective)))
+    bound = min(value, max(bound, known))
     report(f"split: {objective} {value:.6g}, bound {bound:.6g}", 1.0)
     return Placement(
         device_of=device_of,
@@ -379,7 +381,8 @@ def _latency_sequential(problem, allowed, parts, clock: _Clock, report):
     """DiviML's sequential scheme: each module with the boundary's device and finish time, the
     devices' ready times and the memory left."""
     warm = diviml.warm_start(problem, min(diviml.WARM_START_SECONDS,
-                                          diviml.WARM_START_SHARE * clock.left()))
+                                          diviml.WARM_START_SHARE * clock.left()),
+                             diviml.WARM_START_WITHIN * clock.left())
     r = len(parts)
     device_of = np.full(problem.num_ops, -1, dtype=np.int64)
     order: list[int] = []
@@ -442,7 +445,7 @@ def _latency_sequential(problem, allowed, parts, clock: _Clock, report):
 # -- throughput ----------------------------------------------------------------------------------
 
 
-def _throughput(problem, allowed, parts, clock: _Clock, report):
+def _throughput(problem, allowed, parts, clock: _Clock, report, known: float):
     """Filling passes searching the target, then block-coordinate descent over the modules."""
     r = len(parts)
     n_devices = problem.num_devices
@@ -487,7 +490,7 @@ def _throughput(problem, allowed, parts, clock: _Clock, report):
     # Filling passes: a pass that keeps every device within its target proves that target
     # reachable, one that overflows suggests a higher one: bisect between the lower bound and
     # the best bottleneck found.
-    low = diviml.lower_bound(problem, "throughput")
+    low = known
     best = None
     targets_tried = []
     high = math.inf
@@ -518,7 +521,8 @@ def _throughput(problem, allowed, parts, clock: _Clock, report):
         _, device_of, contribution, memory = best
         start_from = "filling passes"
     else:
-        warm = diviml.warm_start(problem, min(diviml.WARM_START_SECONDS, 0.1 * clock.left()))
+        warm = diviml.warm_start(problem, min(diviml.WARM_START_SECONDS, 0.1 * clock.left()),
+                                 diviml.WARM_START_WITHIN * clock.left())
         if warm is None:
             raise InfeasibleError(
                 f"split could not place the modules of {problem.num_ops} operators in the memory "

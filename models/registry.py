@@ -152,9 +152,11 @@ def get(name: str, batch: int = 1, seed: int = 0, training: bool = False, loss: 
             f"model {name!r} has no size {', '.join(unknown)}; it accepts: {', '.join(accepted)}"
         )
     for key, value in sorted(overrides.items()):
-        if isinstance(value, bool) or (isinstance(value, (int, float)) and value < 1):
-            raise ModelConfigError(f"size {key}={value!r} of model {name!r}: give a whole number "
-                                   "of at least 1")
+        # Sizes and multipliers are above 0 (a seed may be 0).
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and
+                                       (value < 0 if key.endswith("seed") else value <= 0)):
+            raise ModelConfigError(f"size {key}={value!r} of model {name!r}: give a number above 0"
+                                   + (" (a seed: at least 0)" if key.endswith("seed") else ""))
     weights_seed, inputs_seed = np.random.SeedSequence(seed).spawn(2)
     network = entry.build(batch=batch, rng=np.random.default_rng(weights_seed), **overrides)
     try:

@@ -194,10 +194,10 @@ def test_cli_compiles_several_entry_functions_and_runs_one(tmp_path):
 
 def test_bound_weights_stay_on_the_workers_and_calls_take_the_data_only(two_functions):
     mod, weights, vm = two_functions
+    problem = tvm_place.place(mod, ["llvm", "llvm"], entries={"prefill": 1, "decode": 4},
+                              shape_hints={"n": 16}, method="greedy").problem
     placed = tvm_place.compile(mod, ["llvm", "llvm"], entries={"prefill": 1, "decode": 4},
-                               shape_hints={"n": 16}, time_limit=5)
-    placed = tvm_place.compile(mod, ["llvm", "llvm"], entries={"prefill": 1, "decode": 4},
-                               shape_hints={"n": 16}, placement=spread(placed.problem))
+                               shape_hints={"n": 16}, placement=spread(problem))
     names = placed.functions["decode"].plan.inputs[1:]
     with pytest.raises(TvmPlaceError, match="no input 'fc1.weigth'; did you mean 'fc1.weight'"):
         placed.bind({"fc1.weigth": weights[0]})
@@ -215,10 +215,10 @@ def test_bound_weights_stay_on_the_workers_and_calls_take_the_data_only(two_func
 @pytest.mark.xdist_group("ray")
 def test_entry_functions_share_ray_actors_that_hold_the_bound_weights(two_functions, ray_session):
     mod, weights, vm = two_functions
-    solved = tvm_place.compile(mod, ["llvm", "llvm"], entries=["prefill", "decode"],
-                               shape_hints={"n": 16}, time_limit=5)
+    problem = tvm_place.place(mod, ["llvm", "llvm"], entries=["prefill", "decode"],
+                              shape_hints={"n": 16}, method="greedy").problem
     placed = tvm_place.compile(mod, ["llvm", "llvm"], entries=["prefill", "decode"],
-                               shape_hints={"n": 16}, placement=spread(solved.problem))
+                               shape_hints={"n": 16}, placement=spread(problem))
     names = placed.functions["decode"].plan.inputs[1:]
     placed.attach_workers("ray", calibrate=False)
     try:

@@ -112,7 +112,7 @@ def test_a_llama_with_a_kv_cache_generates_pipelined_the_tokens_of_one_device_an
     import tvm_place
     from tvm_place.models import llama_kv
 
-    config = llama_kv.config("tiny", num_layers=2)
+    config = llama_kv.config("tiny", num_layers=1)
     mod, params = llama_kv.build(config, batch=2)
     placed = tvm_place.compile(mod, ["llvm", "llvm"], objective="throughput", method="greedy",
                                entries={"prefill": 1, "decode": 8}, shape_hints={"n": 8, "m": 12},
@@ -129,7 +129,7 @@ def test_a_llama_with_a_kv_cache_generates_pipelined_the_tokens_of_one_device_an
     entries = [Entry(name, f.problem, f.calls, f.weights) for name, f in placed.functions.items()]
     joint = joint_problem(entries, "throughput")
     layers = llm.operator_layers(entries[1].problem, entries[1].weights)
-    assert set(layers.tolist()) == {0, 1}
+    assert set(layers.tolist()) == {0}
     for name, device_of in llm.baseline_splits(joint, entries).items():
         figures = llm.llm_figures(joint, entries, device_of, batch=2)
         assert figures.decode_tokens_per_second > 0 and figures.fits, name

@@ -24,6 +24,9 @@ from tvm_place.passes import collect_op_graph
 from tvm_place.passes.tuning_database import ApplyTunedSchedules, TuningDatabase, target_key, workload
 from tvm_place.targets import resolve_targets
 
+# One pytest worker runs this file, so its module-scoped tuned database is built once.
+pytestmark = pytest.mark.xdist_group("tuning")
+
 
 @tvm.script.ir_module
 class TwoKernels:
@@ -106,6 +109,7 @@ def test_second_tune_runs_no_trial_and_second_compile_builds_the_same_kernels(tu
     assert untuned.kernel_sources() != builds[0].kernel_sources()
 
 
+@pytest.mark.slow
 def test_retune_searches_kernels_in_the_database_again_and_keeps_the_best(tmp_path):
     directory = tmp_path / "db"
     tvm_place.tune(TwoKernels, ["llvm"], database=directory, trials=1, time_limit=300)
@@ -263,6 +267,7 @@ def test_relax_pipeline_route_applies_the_database(tuned_database):
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bench_tuning_reduced_run(tmp_path):
     """scripts/bench_tuning.py on one tiny model, one trial per kernel: the record it writes."""
     import sys

@@ -620,3 +620,12 @@ def test_joining_a_ray_that_does_not_authenticate_warns(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ray_engine._warn_unauthenticated(None)
+
+
+def test_a_worker_writes_stage_libraries_only_inside_its_own_folder():
+    from tvm_place.runtime.ray_engine import StageActor
+
+    actor = StageActor("cpu", None, None)  # the actor's class, here in this process
+    for name in ("../outside", "/tmp/abs", "..", ""):
+        with pytest.raises(ValueError, match="not a plain file name"):
+            actor.load(name, b"not a library")

@@ -247,6 +247,8 @@ MANIFEST = _object({
     "functions": {"type": "object", "additionalProperties": ENTRY_FUNCTION},
     # stage name -> library file name, inside the export directory
     "libraries": {"type": "object", "minProperties": 1,
+                  # a stage name is a plain file name (workers write its library under it)
+                  "propertyNames": {"pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"},
                   "additionalProperties": {"type": "string", "minLength": 1}},
     "sha256": {"type": "object", "additionalProperties": SHA256},
     "placement": {"type": ["object", "null"]},  # checked as a PLACEMENT

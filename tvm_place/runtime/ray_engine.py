@@ -147,6 +147,9 @@ class StageActor:
     def load(self, stage: str, library: bytes) -> None:
         from tvm import relax
 
+        if os.path.basename(stage) != stage or stage in ("", ".", ".."):
+            raise ValueError(f"stage name {stage!r} is not a plain file name: refused (a library "
+                             "is written only inside the worker's own folder)")
         path = os.path.join(self._directory.name, f"{stage}.so")
         with open(path, "wb") as file:
             file.write(library)

@@ -142,3 +142,21 @@ def test_cost_cache_merges_concurrent_writers(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "measured-costs.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_measured_kernels_get_indices_in_bounds():
+    """A gather kernel is timed on index arrays of zeros: random integers could fall outside
+    the table, which TVM's "fast" take does not check (the process would crash)."""
+    from tvm_place.passes import prepare_pipeline
+
+    bb = relax.BlockBuilder()
+    table = relax.Var("table", relax.TensorType((50, 8), "float32"))
+    ids = relax.Var("ids", relax.TensorType((64,), "int64"))
+    with bb.function("main", [table, ids]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.take(table, ids, axis=0, mode="fast"))
+        bb.emit_func_output(out)
+    kernel = collect_op_graph(prepare_pipeline()(bb.get())).kernels[0]
+    model = MeasuredCostModel()
+    arguments = [model._argument(param) for param in kernel.params]
+    assert [a.dtype.kind for a in arguments] == ["f", "i", "f"] and not arguments[1].any()

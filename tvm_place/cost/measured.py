@@ -162,18 +162,21 @@ class MeasuredCostModel:
         self.cache.put(key, seconds)
         return seconds, "measured"
 
+    def _argument(self, param) -> np.ndarray:
+        """Data for one kernel parameter: standard normal floats; zeros for integers and
+        booleans, which index any table in bounds (random integers could be out of range, and
+        a gather in TVM's "fast" mode does not check: it would crash the process)."""
+        shape, dtype = [int(d) for d in param.shape], np.dtype(str(param.dtype))
+        if dtype.kind == "f":
+            return self.rng.standard_normal(shape).astype(dtype)
+        return np.zeros(shape, dtype)
+
     def _measure(self, prim_func, device) -> float:
         from tvm_place.passes.build import build_kernel
 
         executable = build_kernel(prim_func, device.target)
         runtime_device = device.runtime_device()
-        arguments = [
-            tvm.runtime.tensor(
-                self.rng.standard_normal([int(d) for d in param.shape]).astype(str(param.dtype)),
-                runtime_device,
-            )
-            for param in prim_func.params
-        ]
+        arguments = [tvm.runtime.tensor(self._argument(param), runtime_device) for param in prim_func.params]
         timer = executable.mod.time_evaluator(
             "main",
             runtime_device,

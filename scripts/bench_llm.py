@@ -131,7 +131,7 @@ def run_setup(model: str, layers: int, setup: str, args) -> list[dict]:
             built.bind(params)
             _attach(built, speeds)
             generation = llm.generate(built, prompts, args.tokens)
-            ttft = built["prefill"].measure_latency([prompts[0]], repeat=3)
+            ttft = built["prefill"].measure_latency([prompts[0]], repeat=args.repeat)
         row.update(predicted_tps=figures.decode_tokens_per_second, measured_tps=generation.decode_tokens_per_second,
                    predicted_ttft=figures.time_to_first_token, measured_ttft=ttft,
                    tokens=[t.tolist() for t in generation.tokens])
@@ -181,6 +181,7 @@ def main() -> None:
     parser.add_argument("--micro-batches", type=int, default=2)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--time-limit", type=float, default=30.0)
+    parser.add_argument("--repeat", type=int, default=1, help="timed prefills for the first token")
     args = parser.parse_args()
     from tvm_place.runtime.ray_engine import ensure_ray
 

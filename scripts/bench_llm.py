@@ -111,17 +111,18 @@ def run_setup(model: str, layers: int, setup: str, args) -> list[dict]:
                                        speeds)
     entries = [Entry(e.name, with_links(e.problem, links, overheads), e.calls, e.weights) for e in entries]
     joint = joint_problem(entries, "throughput")
-    solved = solvers.solve(joint, "throughput", "auto", args.time_limit)
+    candidates = {"solver": solvers.solve(joint, "throughput", "auto", args.time_limit).device_of,
+                  "solver (contiguous)": solvers.solve(joint, "throughput", "dp", args.time_limit).device_of}
     baselines = llm.baseline_splits(joint, entries)
-    chosen, source = llm.best_split(joint, entries, solved.device_of, baselines)
+    chosen, source = llm.best_split(joint, entries, {**candidates, **baselines}, args.batch, args.micro_batches)
     splits = {"tvm-place": chosen, **baselines}
     rng = np.random.default_rng(0)
     prompts = [rng.integers(0, config.vocab, (args.batch, args.prompt)) for _ in range(args.micro_batches)]
     rows = []
     for name, device_of in splits.items():
-        figures = llm.llm_figures(joint, entries, device_of, args.batch)
+        figures = llm.llm_figures(joint, entries, device_of, args.batch, micro_batches=args.micro_batches)
         row = {"model": f"{model} x{layers} layers ({config.num_weights() / 1e6:,.0f}M weights)", "setup": setup,
-               "split": name + (f" ({source})" if name == "tvm-place" and source != "solver" else ""),
+               "split": name + (f" ({source})" if name == "tvm-place" else ""),
                "fits": figures.fits, "layers": _layers(entries, device_of)}
         if not figures.fits:
             rows.append(row)

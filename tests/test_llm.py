@@ -139,8 +139,27 @@ def test_a_llama_with_a_kv_cache_generates_pipelined_the_tokens_of_one_device_an
 def test_best_split_keeps_a_baseline_that_beats_the_solvers_placement_and_fits():
     entries, joint, splits = decoder_functions("throughput")
     one_device = np.zeros(joint.num_ops, dtype=np.int64)  # as a solver cut short might leave it
-    chosen, name = llm.best_split(joint, entries, one_device, splits)
+    chosen, name = llm.best_split(joint, entries, {"solver": one_device, **splits}, batch=1)
     # Layers 0-2 | 3 (by parameters, and by 300:100 of memory) fit; uniform's 2 | 2 does not.
     assert name == "parameters" and np.array_equal(chosen, splits["parameters"])
-    chosen, name = llm.best_split(joint, entries, splits["memory"], {"uniform": splits["uniform"]})
+    chosen, name = llm.best_split(joint, entries, {"solver": splits["memory"], "uniform": splits["uniform"]},
+                                  batch=1)
     assert name == "solver"
+    with pytest.raises(InvalidPlacementError, match="fits"):
+        llm.best_split(joint, entries, {"uniform": splits["uniform"]}, batch=1)
+
+
+def test_few_micro_batches_in_flight_give_at_most_their_tokens_per_step_latency():
+    from tvm_place.evaluate import evaluate
+    from tvm_place.graph import Placement
+
+    entries, joint, splits = decoder_functions("throughput")
+    decode = entries[1]
+    step = evaluate(decode.problem, Placement(splits["memory"][decode.nodes], "latency", 0, 0, "given"))
+    assert step.latency > step.max_load  # one micro-batch cannot keep both devices busy
+    one = llm.llm_figures(joint, entries, splits["memory"], batch=4, micro_batches=1)
+    assert one.decode_tokens_per_second == pytest.approx(4 / step.latency)
+    many = llm.llm_figures(joint, entries, splits["memory"], batch=4, micro_batches=100)
+    assert many.decode_tokens_per_second == pytest.approx(4 / step.max_load)
+    assert many.decode_tokens_per_second == pytest.approx(
+        llm.llm_figures(joint, entries, splits["memory"], batch=4).decode_tokens_per_second)

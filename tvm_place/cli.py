@@ -424,13 +424,16 @@ def _llm(args: argparse.Namespace) -> int:
     placed = compiler.place(mod, name=f"{args.config}-{config.num_layers}layers", **options)
     entries = [part.entry for part in placed.entries]
     baselines = llm.baseline_splits(placed.problem, entries)
-    chosen, source = llm.best_split(placed.problem, entries, placed.placement.device_of, baselines)
+    candidates = {"solver": placed.placement.device_of, **_contiguous(placed.problem, args.time_limit)}
+    chosen, source = llm.best_split(placed.problem, entries, {**candidates, **baselines}, args.batch,
+                                    args.micro_batches)
     splits = {"tvm-place": chosen, **baselines}
     result = {"model": args.config, "layers": config.num_layers, "batch": args.batch,
               "weights": config.num_weights(), "placement": placed.placement.to_dict(timings=False),
               "tvm_place_split": source, "predicted": {}, "measured": {}}
     for name, device_of in splits.items():
-        figures = llm.llm_figures(placed.problem, entries, device_of, args.batch)
+        figures = llm.llm_figures(placed.problem, entries, device_of, args.batch,
+                                  micro_batches=args.micro_batches)
         result["predicted"][name] = {"decode_tokens_per_second": figures.decode_tokens_per_second,
                                      "time_to_first_token": figures.time_to_first_token,
                                      "seconds_per_round": figures.seconds_per_round,
@@ -446,7 +449,8 @@ def _llm(args: argparse.Namespace) -> int:
           f"{', '.join(placed.problem.device_names)}")
     print(f"  objective {placement.objective} per round (prefill once, decode {args.tokens - 1} times): "
           f"method {placement.method}, gap {placement.gap:.2%}"
-          + ("" if source == "solver" else f"; the {source} split is shorter: tvm-place keeps it"))
+          + ("" if source == "solver" else f"; tvm-place takes the {source} placement, which "
+             f"decodes fastest with {args.micro_batches} micro-batches in flight"))
     print(llm.format_llm_report(placed.problem, entries, splits, args.batch))
     if result["measured"]:
         print(f"\n  measured on {args.workers} workers ({args.micro_batches} micro-batches in flight), "
@@ -461,6 +465,17 @@ def _llm(args: argparse.Namespace) -> int:
         same = len({json.dumps(m["tokens"]) for m in result["measured"].values()}) == 1
         print(f"  generated tokens {'identical' if same else 'DIFFER'} across the splits")
     return 0
+
+
+def _contiguous(problem, time_limit: float) -> dict:
+    """The exact contiguous split (a pipeline of one stage per device: short step latency,
+    where few micro-batches are in flight), if dp finds one."""
+    from . import solvers
+
+    try:
+        return {"solver (contiguous)": solvers.solve(problem, "throughput", "dp", time_limit).device_of}
+    except TvmPlaceError:  # no contiguous split fits: the other candidates remain
+        return {}
 
 
 def _llm_runs(args, config, mod, splits: dict, options: dict) -> dict:
@@ -486,7 +501,8 @@ def _llm_runs(args, config, mod, splits: dict, options: dict) -> dict:
             built.attach_workers(args.workers, probe_sizes=sorted({1024, max(4096, largest)}))
             entries = [llm.Entry(f, built[f].problem, function.calls, function.weights)
                        for f, function in built.functions.items()]
-            predicted = llm.llm_figures(built.problem, entries, device_of, args.batch)
+            predicted = llm.llm_figures(built.problem, entries, device_of, args.batch,
+                                        micro_batches=args.micro_batches)
             generation = llm.generate(built, prompts, args.tokens)
             ttft = built["prefill"].measure_latency([prompts[0]], repeat=3)
         measured[name] = {"decode_tokens_per_second": generation.decode_tokens_per_second,
@@ -711,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm_.add_argument("--run", dest="measure", action="store_true",
                       help="build every split, generate with random weights and measure")
     llm_.add_argument("--micro-batches", type=_positive(int), default=2,
-                      help="micro-batches in flight when running (default 2)")
+                      help="micro-batches in flight (default 2): priced, and run with --run")
     llm_.add_argument("--workers", default="threads", choices=["threads", "ray"],
                       help="where the devices' stages run with --run")
     llm_.add_argument("--seed", type=int, default=0, help="of the random weights and prompts")

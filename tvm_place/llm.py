@@ -133,30 +133,31 @@ def baseline_splits(problem: PlacementProblem, entries: Sequence[Entry]) -> dict
     return {name: split_by_layers(problem, entries, layers, count) for name, count in counts.items()}
 
 
-def best_split(problem: PlacementProblem, entries: Sequence[Entry], solved: np.ndarray,
-               splits: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
-    """The solver's placement ``solved``, or the split of ``splits`` (that fits) whose round of
-    calls is shorter, with its name ("solver" for the first): a solver stopped by its time
-    limit never returns worse than the splits users already have."""
-    objective = "latency" if any(node.kind == BOUNDARY for node in problem.graph.nodes) else "throughput"
-
-    def round_of(device_of):
-        return evaluate(_uncapped(problem), Placement(device_of, objective, 0.0, 0.0, "given")).objective(objective)
-
-    best, name, value = solved, "solver", round_of(solved)
-    capacity = problem.capacity * (1 + MEMORY_TOLERANCE)
-    for split, device_of in splits.items():
-        fits = np.all(np.bincount(device_of, weights=problem.memory, minlength=problem.num_devices) <= capacity)
-        if fits and round_of(device_of) < value:
-            best, name, value = device_of, split, round_of(device_of)
-    return best, name
+def best_split(problem: PlacementProblem, entries: Sequence[Entry], candidates: dict[str, np.ndarray],
+               batch: int, micro_batches: int | None = None) -> tuple[np.ndarray, str]:
+    """Of ``candidates`` (the solvers' placements first, then the splits users make), the one
+    that fits with the most decode tokens/s (:func:`llm_figures` with ``micro_batches``), and
+    its name; a tie goes to the earlier. So a solver stopped by its time limit, or one that
+    minimised the busiest device's load where too few micro-batches are in flight to hide a
+    long chain of stages, never gives less than the splits users already have."""
+    best = None
+    for name, device_of in candidates.items():
+        figures = llm_figures(problem, entries, device_of, batch, micro_batches=micro_batches)
+        if figures.fits and (best is None or figures.decode_tokens_per_second > best[0]):
+            best = (figures.decode_tokens_per_second, device_of, name)
+    if best is None:
+        raise InvalidPlacementError(
+            f"none of {list(candidates)} fits the devices' memory: add devices or memory")
+    return best[1], best[2]
 
 
 @dataclass
 class LLMFigures:
     """What a placement gives a language model, by the evaluator: ``decode_tokens_per_second``
-    (a pipeline of micro-batches: the batch over the busiest device's time per decode step),
-    ``time_to_first_token`` (one prefill's latency), and whether it fits each device's memory."""
+    (a pipeline of micro-batches: the batch over the busiest device's time per decode step, or,
+    where too few micro-batches are in flight to keep every device busy, their tokens over one
+    step's latency), ``time_to_first_token`` (one prefill's latency), and whether it fits each
+    device's memory."""
 
     decode_tokens_per_second: float
     time_to_first_token: float
@@ -166,9 +167,12 @@ class LLMFigures:
 
 
 def llm_figures(problem: PlacementProblem, entries: Sequence[Entry], device_of: np.ndarray,
-                batch: int, prefill: str = "prefill", decode: str = "decode") -> LLMFigures:
+                batch: int, prefill: str = "prefill", decode: str = "decode",
+                micro_batches: int | None = None) -> LLMFigures:
     """:class:`LLMFigures` of the joint placement ``device_of`` of ``entries`` (each function
-    priced on its own problem: one call)."""
+    priced on its own problem: one call). ``micro_batches``: how many are in flight; a
+    micro-batch's next step waits for its last, so they give at most ``micro_batches`` steps
+    per step latency (None: as many as the pipeline takes)."""
     by_name = {entry.name: entry for entry in entries}
     missing = [name for name in (prefill, decode) if name not in by_name]
     if missing:
@@ -178,13 +182,16 @@ def llm_figures(problem: PlacementProblem, entries: Sequence[Entry], device_of: 
         # Priced whether or not it fits: a split that does not is still compared, marked so.
         return evaluate(_uncapped(entry.problem), Placement(device_of[entry.nodes], objective, 0.0, 0.0, "given"))
 
-    step = evaluation(by_name[decode], "throughput").max_load
+    decoded = evaluation(by_name[decode], "throughput")
+    rate = 1.0 / decoded.max_load if decoded.max_load > 0 else math.inf
+    if micro_batches is not None and decoded.latency > 0:
+        rate = min(rate, micro_batches / decoded.latency)
     ttft = evaluation(by_name[prefill], "latency").latency
     used = np.bincount(device_of, weights=problem.memory, minlength=problem.num_devices)
     fits = bool(np.all(used <= problem.capacity * (1 + MEMORY_TOLERANCE)))
     objective = "latency" if any(node.kind == BOUNDARY for node in problem.graph.nodes) else "throughput"
     round_ = evaluate(_uncapped(problem), Placement(device_of, objective, 0.0, 0.0, "given")).objective(objective)
-    return LLMFigures(batch / step if step > 0 else math.inf, ttft, fits, round_)
+    return LLMFigures(batch * rate, ttft, fits, round_)
 
 
 def format_llm_report(problem: PlacementProblem, entries: Sequence[Entry], placements: dict[str, np.ndarray],

@@ -46,7 +46,7 @@ CORES = [[0], [1]]
 CGROUP = Path("/sys/fs/cgroup/cpu/tvm-place-slow-device")
 PERIOD_US = 100_000
 
-#: name -> (speed of each device, memory cap of each as a fraction of the model's weights)
+#: name -> (speed of each device, memory cap of each as a fraction of the model's memory)
 SETUPS = {
     "2x": ((1.0, 0.5), (None, None)),
     "2x-capped": ((1.0, 0.5), (0.55, 1.2)),
@@ -97,12 +97,14 @@ def run_setup(model: str, layers: int, setup: str, args) -> list[dict]:
     speeds, fractions = SETUPS[setup]
     config = llama_kv.config(model, num_layers=layers)
     mod, params = llama_kv.build(config, batch=args.batch)
-    weight_bytes = sum(p.nbytes for p in params.values())
-    caps = [None if f is None else f * weight_bytes for f in fractions]
     options = dict(objective="throughput", cost_model="measured",
                    entries={"prefill": 1, "decode": args.tokens - 1},
                    shape_hints={"n": args.prompt, "m": args.prompt + args.tokens // 2})
     placed = tvm_place.place(mod, ["llvm", "llvm"], method="greedy", time_limit=args.time_limit, **options)
+    # Caps as fractions of the model's memory as placement counts it (weights once, and every
+    # operator's output at the longest sequence).
+    footprint = float(placed.problem.memory.sum())
+    caps = [None if f is None else f * footprint for f in fractions]
     entries = [Entry(p.entry.name, described(p.entry.problem, speeds, caps), p.entry.calls, p.entry.weights)
                for p in placed.entries]
     # The machine as the runtime pays it: links and stage starts measured on the two actors
@@ -183,6 +185,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--time-limit", type=float, default=30.0)
     parser.add_argument("--repeat", type=int, default=1, help="timed prefills for the first token")
+    parser.add_argument("--table", default="llm", help="the docs/benchmarks.md block to write")
     args = parser.parse_args()
     from tvm_place.runtime.ray_engine import ensure_ray
 
@@ -216,9 +219,12 @@ def main() -> None:
     header = (f"`{command}` on {today()}: {machine()}; {versions()}; load average {load.summary()}; "
               f"{time.monotonic() - started:.0f} s in all. Two Ray actors pinned to one core each, one "
               "TVM thread; the second held to its setup's speed by a cgroup CPU quota; setups: "
-              + "; ".join(f"{name}: speeds {s}, memory caps {c} of the weights" for name, (s, c) in SETUPS.items())
+              + "; ".join(f"{name}: speeds {s}, memory caps {c} of the model's memory (weights and every "
+                         "output at the longest sequence)" for name, (s, c) in SETUPS.items()
+                         if name in args.setups.split(","))
               + f". Generated tokens {'identical' if identical else 'DIFFER'} across the splits.")
-    write_block("llm", "## LLM decode on unequal devices (issue 16)", header + "\n\n" + "\n".join(table))
+    write_block(args.table, f"## LLM decode on unequal devices (issue 16): {args.models}",
+                header + "\n\n" + "\n".join(table))
     print("\n".join(table))
     print(header)
 

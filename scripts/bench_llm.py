@@ -205,7 +205,7 @@ def main() -> None:
         if "tokens" in row:
             same.setdefault((row["model"], row["setup"]), set()).add(str(row["tokens"]))
     command = "python " + " ".join(shlex.quote(a) for a in [shown(__file__), *sys.argv[1:]])
-    table = ["| model | setup | split | layers per device | decode tokens/s measured | predicted | "
+    table = ["| model | setup | split | layers on each device (a layer cut between them counts on both) | decode tokens/s measured | predicted | "
              "first token measured | predicted |", "| --- | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for row in rows:
         if "measured_tps" not in row:

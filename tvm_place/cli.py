@@ -131,12 +131,13 @@ def _entries(values: list[str] | None) -> tuple[str, dict | None]:
     for value in values or ["main"]:
         name, sep, count = value.partition("=")
         try:
-            calls[name.strip()] = float(count) if sep else 1.0
+            number = float(count) if sep else 1.0
         except ValueError:
-            count = None
-        if not name.strip() or count is None or not 0 < calls.get(name.strip(), 0) < float("inf"):
+            number = math.nan
+        if not name.strip() or not 0 < number < math.inf:
             raise TvmPlaceError(f"--entry {value!r}: write NAME, or NAME=CALLS with CALLS a number "
                                 "above 0, e.g. --entry prefill --entry decode=32")
+        calls[name.strip()] = number
     if len(calls) == 1:
         return next(iter(calls)), None
     return "main", calls

@@ -8,7 +8,7 @@ import pytest
 
 from tvm_place.errors import InvalidGraphError, InvalidPlacementError
 from tvm_place.evaluate import evaluate, validate
-from tvm_place.formats import load_problem, problem_from_dict
+from tvm_place.formats import load_problem, problem_from_dict, problem_to_json
 from tvm_place.graph import Device, OpGraph, OpNode, Placement, PlacementProblem
 from tvm_place.solvers import bounds
 
@@ -95,7 +95,7 @@ def test_json_round_trip(tmp_path):
     problem.compute_time[2, 1] = math.inf
     problem.pins = {0: (1,)}
     path = tmp_path / "problem.json"
-    path.write_text(problem.to_json())
+    path.write_text(problem_to_json(problem))
     loaded = load_problem(path)
     assert np.array_equal(loaded.compute_time, problem.compute_time)
     assert np.array_equal(loaded.transfer_time, problem.transfer_time)
@@ -116,11 +116,11 @@ def test_malformed_problem_files_get_clear_errors(tmp_path):
         load_problem(tmp_path / "missing.json")
     with pytest.raises(InvalidGraphError, match="tvm-place problem"):
         problem_from_dict({"nodes": []})
-    data = json.loads(fan_out_problem().to_json())
+    data = json.loads(problem_to_json(fan_out_problem()))
     data["nodes"][0]["compute_time"] = [1.0]
     with pytest.raises(InvalidGraphError, match="one per device"):
         problem_from_dict(data)
-    data = json.loads(fan_out_problem().to_json())
+    data = json.loads(problem_to_json(fan_out_problem()))
     data["edges"].append([3, 0])
     with pytest.raises(InvalidGraphError, match="cycle"):
         problem_from_dict(data)
@@ -167,6 +167,6 @@ def test_call_overhead_delays_each_stage_start_and_loads_its_device():
     priced = evaluate(slow, placement)
     assert plain.latency == 16.0 and priced.latency == 19.0
     assert (priced.load - plain.load).tolist() == [3.0, 1.0]
-    again = problem_from_dict(json.loads(slow.to_json()))
+    again = problem_from_dict(json.loads(problem_to_json(slow)))
     assert [d.call_overhead for d in again.devices] == [1.0, 1.0]
     assert evaluate(again, placement).latency == 19.0

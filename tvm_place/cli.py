@@ -652,7 +652,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-place", description=__doc__.splitlines()[0],
         epilog="Run `tvm-place COMMAND --help` for each command's options and examples.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks of errors and TVM's own log lines")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, run) -> argparse.ArgumentParser:
@@ -770,6 +771,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        from .tvm_log import show
+
+        show()  # TVM's own log lines too
     try:
         with warnings.catch_warnings():
             # one line per warning, not the line of tvm-place that gave it (unless --debug, or

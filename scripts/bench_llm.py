@@ -118,6 +118,14 @@ def run_setup(model: str, layers: int, setup: str, args) -> list[dict]:
     baselines = llm.baseline_splits(joint, entries)
     chosen, source = llm.best_split(joint, entries, {**candidates, **baselines}, args.batch, args.micro_batches)
     splits = {"tvm-place": chosen, **baselines}
+    if args.predict_only:  # the candidates as the evaluator prices them; nothing run
+        for name, device_of in {**candidates, **baselines}.items():
+            figures = llm.llm_figures(joint, entries, device_of, args.batch, micro_batches=args.micro_batches)
+            print(f"{model} x{layers} {setup} {name}: predicted {figures.decode_tokens_per_second:.3f} "
+                  f"tokens/s, first token {figures.time_to_first_token:.3f} s, layers "
+                  f"{_layers(entries, device_of)}{'' if figures.fits else ', does not fit'}", flush=True)
+        print(f"chosen: {source}")
+        return []
     rng = np.random.default_rng(0)
     prompts = [rng.integers(0, config.vocab, (args.batch, args.prompt)) for _ in range(args.micro_batches)]
     rows = []
@@ -186,6 +194,8 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=30.0)
     parser.add_argument("--repeat", type=int, default=1, help="timed prefills for the first token")
     parser.add_argument("--table", default="llm", help="the docs/benchmarks.md block to write")
+    parser.add_argument("--predict-only", action="store_true",
+                        help="print every candidate split's predicted figures, run nothing")
     args = parser.parse_args()
     from tvm_place.runtime.ray_engine import ensure_ray
 
@@ -200,6 +210,8 @@ def main() -> None:
                     rows += run_setup(model, int(layers or 2), setup, args)
     finally:
         _remove_cgroup()
+    if args.predict_only:
+        return
     same = {}
     for row in rows:
         if "tokens" in row:

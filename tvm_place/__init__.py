@@ -18,6 +18,7 @@ from .errors import (
 )
 from .graph import Device, OpGraph, OpNode, Placement, PlacementProblem
 from .lazy import lazy_getattr
+from .options import PlaceOptions
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "InvalidTargetError",
     "OpGraph",
     "OpNode",
+    "PlaceOptions",
     "PlacedModule",
     "Placement",
     "PlacementProblem",

@@ -13,7 +13,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .errors import TvmPlaceError
+from .errors import TvmPlaceError, UnknownMethodError
 from .graph import OBJECTIVES, Placement
 
 
@@ -48,9 +48,10 @@ class PlaceOptions:
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise TvmPlaceError(f"unknown objective {self.objective!r}; use one of {list(OBJECTIVES)}")
-        if not isinstance(self.time_limit, (int, float)) or not self.time_limit > 0:
-            raise TvmPlaceError(f"time_limit must be a positive number of seconds, not {self.time_limit!r}")
+            raise UnknownMethodError(f"unknown objective {self.objective!r}; use one of {list(OBJECTIVES)}")
+        if isinstance(self.time_limit, bool) or not isinstance(self.time_limit, (int, float)) \
+                or not self.time_limit >= 0:
+            raise TvmPlaceError(f"time_limit must be a number of seconds >= 0, not {self.time_limit!r}")
 
     @classmethod
     def of(cls, options: "PlaceOptions | None" = None, **overrides) -> "PlaceOptions":

@@ -1,4 +1,4 @@
-"""Real architectures through the torch and ONNX import routes (issue 4).
+"""Real architectures through the torch and ONNX import routes.
 
 The same architectures as the `tvm.relax.frontend.nn` models (ResNet-18 and -50, a BERT encoder
 layer, the BERT-base encoder, a GPT-2 block), written once more in plain torch and imported with

@@ -124,7 +124,7 @@ def get(name: str, batch: int = 1, seed: int = 0, training: bool = False, loss: 
         Seeds the random weights and the random inputs (two independent streams, so the
         inputs of two models with the same input shape are the same).
     training : bool
-        Return a training step instead (:func:`tvm_place.models.training.training_module`):
+        Return a training step instead (:func:`tvm_place.passes.training_module`):
         `main(*data, label, *weights) -> (loss, grad_1, ..., grad_k)`, backward operators marked
         and tied to their forward operators; `inputs` then holds the data, a random label and
         the weights, and `params` the weight parameters by name.
@@ -170,7 +170,7 @@ def get(name: str, batch: int = 1, seed: int = 0, training: bool = False, loss: 
             f"number: give a whole number (this model takes no symbolic size there: {err})"
         ) from None
     if training:
-        from .training import training_inputs, training_module
+        from tvm_place.passes.training import training_inputs, training_module
 
         mod, weights, kind = training_module(network.mod, network.params, loss)
         inputs = training_inputs(mod, inputs, weights, kind, np.random.default_rng([seed, 1]))

@@ -8,6 +8,8 @@ Each works alone inside a user's own ``tvm.ir.transform.Sequential``:
 - :class:`SplitByDevice`: per-device stage functions joined by explicit ``R.to_vdevice`` copies;
 - :func:`build_stages`: one compiled executable per stage, for its own target, and the plan;
 - :func:`convert_conv_layout`: convolutions in channels-last layout, which tunes faster on CPUs;
+- :func:`training_module`: a training step of any inference module (loss, every weight's
+  gradient), its backward operators marked so that placement keeps each with its forward one;
 - :mod:`.multi_device`: the split module as one multi-device VM module instead (stages inlined,
   constants copied to their device, each kernel bound to its device's target), for
   ``tvm_place.pipeline``.
@@ -33,6 +35,7 @@ from .build import StagePlan, build_stages, compile_stage, stage_module, stage_p
 from .collect import CollectedGraph, CollectOpGraph, collect_op_graph, prepare_pipeline
 from .layout import convert_conv_layout
 from .split import SplitByDevice, split_by_device
+from .training import training_module
 
 __all__ = [
     "AnnotatePlacement",
@@ -49,4 +52,5 @@ __all__ = [
     "split_by_device",
     "stage_module",
     "stage_plan",
+    "training_module",
 ]

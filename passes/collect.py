@@ -31,7 +31,7 @@ from ._ir import (
 #: DLPack device type codes of ``R.device(device_type, index)`` in ``R.hint_on_device``.
 DEVICE_KIND_OF_DL_TYPE = {1: "cpu", 2: "gpu"}
 
-#: Function attribute of a training ``main`` (tvm_place.models.training): its binding names say
+#: Function attribute of a training ``main`` (tvm_place.passes.training): its binding names say
 #: which bindings are backward and which forward binding each one differentiates.
 TRAINING_ATTR = "tvm_place.training"
 #: A backward binding of forward binding ``y`` is named ``y__grad<j>``.

@@ -70,12 +70,12 @@ def build_problem(name: str, sizes: dict, cache_dir: Path | None):
     cached as JSON in ``cache_dir`` (None: no cache)."""
     from tvm_place import models
     from tvm_place.compiler import place
-    from tvm_place.graph import PlacementProblem
+    from tvm_place.formats import problem_from_dict, problem_to_json
 
     tag = name + "".join(f"-{k}={v}" for k, v in sorted(sizes.items()))
     path = None if cache_dir is None else cache_dir / f"{tag}.json"
     if path is not None and path.exists():
-        return PlacementProblem.from_dict(json.loads(path.read_text())), 0.0, True
+        return problem_from_dict(json.loads(path.read_text())), 0.0, True
     started = time.perf_counter()
     model = models.get(name, batch=1, **sizes)
     placed = place(model.mod, TARGETS, objective="latency", method="fastest-device",
@@ -84,7 +84,7 @@ def build_problem(name: str, sizes: dict, cache_dir: Path | None):
     seconds = time.perf_counter() - started
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(problem.to_json())
+        path.write_text(problem_to_json(problem))
     return problem, seconds, False
 
 

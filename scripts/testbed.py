@@ -140,6 +140,8 @@ def build_model_problems(name: str, hardware: list[str], quick: bool, max_ops: i
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tvm_place.formats import problem_to_json
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="registry names (default: all)")
     parser.add_argument("--exclude", nargs="*", default=[], help="registry names to leave out")
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         for hw, problem in problems.items():
             targets, profiles, tags = HARDWARE[hw]
             file = Path("problems") / f"{name}@{hw}.json"
-            (out / file).write_text(problem.to_json())
+            (out / file).write_text(problem_to_json(problem))
             entries.append({
                 "model": name,
                 "training": training,

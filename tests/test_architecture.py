@@ -15,3 +15,71 @@ def test_architecture_names_every_module(package):
     assert modules
     missing = [str(path.relative_to(ROOT)) for path in modules if f"`{path.name}`" not in text]
     assert not missing, f"docs/architecture.md does not name {missing}: say where they fit"
+
+
+# -- the import graph ----------------------------------------------------------------------------
+
+#: Installed package name of each top-level folder (pyproject maps passes/ and models/ into
+#: tvm_place).
+INSTALLED = {"tvm_place": "tvm_place", "passes": "tvm_place.passes", "models": "tvm_place.models"}
+
+
+def _module_name(path: Path) -> str:
+    folder, *rest = path.relative_to(ROOT).with_suffix("").parts
+    parts = [INSTALLED[folder], *rest]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, name: str, known: set[str]) -> set[str]:
+    """The project modules ``path`` imports, at module level or inside functions."""
+    import ast
+
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # ``from pkg import mod`` imports the module ``pkg.mod`` where one exists.
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base
+                       for alias in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def _import_graph():
+    import networkx as nx
+
+    files = {_module_name(p): p for folder in INSTALLED for p in (ROOT / folder).rglob("*.py")}
+    graph = nx.DiGraph()
+    for name, path in files.items():
+        graph.add_node(name)
+        for target in _imports(path, name, set(files)):
+            # A package's __init__ re-exporting its modules is not a dependency of theirs on it.
+            if not name.startswith(target + "."):
+                graph.add_edge(name, target)
+    return graph
+
+
+def test_no_import_cycle_among_the_projects_modules():
+    import networkx as nx
+
+    cycles = [sorted(c) for c in nx.strongly_connected_components(_import_graph()) if len(c) > 1]
+    assert not cycles, f"import cycles (module-level and function-level imports): {cycles}"
+
+
+def test_the_runtime_imports_no_solver():
+    graph = _import_graph()
+    reaching = {(m, t) for m, t in graph.edges
+                if m.startswith("tvm_place.runtime") and t.startswith("tvm_place.solvers")}
+    assert not reaching, f"runtime modules import solvers: {sorted(reaching)}"

@@ -6,14 +6,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from brute_force import (  # noqa: E402
     best_latency,

@@ -34,10 +34,10 @@ def test_solve_dnn_partitioning_writes_a_split_and_prints_json(tmp_path):
 
 
 def test_solve_round_trips_the_tvm_place_format(tmp_path):
-    from tvm_place.formats import load_dnn_partitioning
+    from tvm_place.formats import load_dnn_partitioning, problem_to_json
 
     problem_file = tmp_path / "problem.json"
-    problem_file.write_text(load_dnn_partitioning(BERT24).to_json())
+    problem_file.write_text(problem_to_json(load_dnn_partitioning(BERT24)))
     output = tmp_path / "placement.json"
     result = run("solve", str(problem_file), "--method", "dp", "--output", str(output), "--quiet")
     assert result.returncode == 0, result.stderr

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from brute_force import (  # noqa: E402
     best_latency,

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import tvm
 from tvm import relax
-from tvm.relax.frontend import nn
 
 import tvm_place
 from tvm_place.entries import BOUNDARY, Entry, joint_problem

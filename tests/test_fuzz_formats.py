@@ -274,9 +274,10 @@ VALUES = st.sampled_from(["1", "0", "-3", "inf", "nan", "1e400", "abc", "", "gre
 def problem_file():
     import numpy as np
     from brute_force import random_problem
+    from tvm_place.formats import problem_to_json
 
     problem = random_problem(np.random.default_rng(1), 4, 2)
-    return as_file(json.loads(problem.to_json()), "cli-problem.json")
+    return as_file(json.loads(problem_to_json(problem)), "cli-problem.json")
 
 
 def test_cli_options(problem_file, monkeypatch):

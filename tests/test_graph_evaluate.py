@@ -8,7 +8,7 @@ import pytest
 
 from tvm_place.errors import InvalidGraphError, InvalidPlacementError
 from tvm_place.evaluate import evaluate, validate
-from tvm_place.formats import load_problem, problem_from_dict
+from tvm_place.formats import load_problem, problem_from_dict, problem_to_json
 from tvm_place.graph import Device, OpGraph, OpNode, Placement, PlacementProblem
 from tvm_place.solvers import bounds
 
@@ -95,7 +95,7 @@ def test_json_round_trip(tmp_path):
     problem.compute_time[2, 1] = math.inf
     problem.pins = {0: (1,)}
     path = tmp_path / "problem.json"
-    path.write_text(problem.to_json())
+    path.write_text(problem_to_json(problem))
     loaded = load_problem(path)
     assert np.array_equal(loaded.compute_time, problem.compute_time)
     assert np.array_equal(loaded.transfer_time, problem.transfer_time)
@@ -116,11 +116,11 @@ def test_malformed_problem_files_get_clear_errors(tmp_path):
         load_problem(tmp_path / "missing.json")
     with pytest.raises(InvalidGraphError, match="tvm-place problem"):
         problem_from_dict({"nodes": []})
-    data = json.loads(fan_out_problem().to_json())
+    data = json.loads(problem_to_json(fan_out_problem()))
     data["nodes"][0]["compute_time"] = [1.0]
     with pytest.raises(InvalidGraphError, match="one per device"):
         problem_from_dict(data)
-    data = json.loads(fan_out_problem().to_json())
+    data = json.loads(problem_to_json(fan_out_problem()))
     data["edges"].append([3, 0])
     with pytest.raises(InvalidGraphError, match="cycle"):
         problem_from_dict(data)
@@ -167,6 +167,42 @@ def test_call_overhead_delays_each_stage_start_and_loads_its_device():
     priced = evaluate(slow, placement)
     assert plain.latency == 16.0 and priced.latency == 19.0
     assert (priced.load - plain.load).tolist() == [3.0, 1.0]
-    again = problem_from_dict(json.loads(slow.to_json()))
+    again = problem_from_dict(json.loads(problem_to_json(slow)))
     assert [d.call_overhead for d in again.devices] == [1.0, 1.0]
     assert evaluate(again, placement).latency == 19.0
+
+
+def chain_problem(times) -> PlacementProblem:
+    """A chain of operators taking ``times[u]`` seconds on either of two devices, copies free."""
+    n = len(times)
+    graph = OpGraph([OpNode(f"op{u}") for u in range(n)], [(u, u + 1) for u in range(n - 1)])
+    compute = np.repeat(np.asarray(times, dtype=float)[:, None], 2, axis=1)
+    devices = [Device("cpu:0", "cpu"), Device("cpu:1", "cpu")]
+    return PlacementProblem(graph, devices, compute, np.zeros((n, 2)), memory=np.zeros(n))
+
+
+def test_stream_interval_of_a_contiguous_split_is_its_max_stage_time_once_enough_inputs_fly():
+    from tvm_place.evaluate import stream_interval
+
+    problem = chain_problem([1.0, 2.0, 3.0, 1.0])
+    split = np.array([0, 0, 1, 1])  # loads 3 and 4
+    evaluation = evaluate(problem, split)
+    assert stream_interval(problem, split, depth=1) == pytest.approx(evaluation.latency)
+    assert stream_interval(problem, split, depth=2) == pytest.approx(evaluation.max_load)
+    assert stream_interval(problem, split, depth=8) == pytest.approx(evaluation.max_load)
+
+
+def test_stream_interval_sees_a_back_and_forth_split_overlap_less_than_its_bound():
+    """Stages 3, 1, 1, 3 seconds on devices A, B, A, B with two inputs in flight: A takes the
+    second input's long first stage while the first input's short A stage waits for it, so an
+    input leaves every 5 s rather than the max-stage time's 4 s (= latency 8 / 2 inputs)."""
+    from tvm_place.evaluate import stream_interval
+
+    problem = chain_problem([3.0, 1.0, 1.0, 3.0])
+    split = np.array([0, 1, 0, 1])
+    evaluation = evaluate(problem, split)
+    bound = max(evaluation.max_load, evaluation.latency / 2)
+    assert bound == pytest.approx(4.0)
+    assert stream_interval(problem, split, depth=2) == pytest.approx(5.0)
+    for depth in (1, 2, 3, 8):  # never better than the max-stage time
+        assert stream_interval(problem, split, depth) >= evaluation.max_load - 1e-9

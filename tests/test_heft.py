@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from brute_force import best_latency, random_problem, topological_orders  # noqa: E402
 

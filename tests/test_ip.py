@@ -10,14 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from brute_force import best_latency, best_throughput, random_problem  # noqa: E402
 

@@ -6,14 +6,10 @@ from __future__ import annotations
 import importlib
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-sys.path.insert(0, str(SCRIPTS))
 
 table_diviml = importlib.import_module("table_diviml")
 table_cost_model = importlib.import_module("table_cost_model")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ SCRIPTS = ROOT / "scripts"
 
 
 def _script(name: str):
-    sys.path.insert(0, str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(f"_bench_{name}", SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -4,7 +4,6 @@ finish in time, and still returns a valid placement with a valid bound; at 10,00
 worse than ``greedy`` (issue 15, "time limits at scale")."""
 
 import functools
-import sys
 import time
 from pathlib import Path
 
@@ -52,7 +51,6 @@ def test_time_limit_holds_at_3200_operators(method):
 
 @functools.lru_cache(maxsize=1)
 def large_problem():
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     from table_scaling import random_layered_problem
 
     return random_layered_problem(3200, 0)
@@ -67,7 +65,6 @@ def scale_cases():
 
 @functools.lru_cache(maxsize=4)
 def layered(num_ops: int, num_devices: int):
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     from time_limits_at_scale import layered_problem
 
     return layered_problem(num_ops, num_devices)

@@ -1,7 +1,7 @@
-"""Training graphs (tvm_place.models.training): gradients, backward marks, colour classes, placement.
+"""Training graphs (tvm_place.passes.training): gradients, backward marks, colour classes, placement.
 
 Small sizes only: a two-layer MLP built here, and registry models shrunk with their size
-overrides. The gradients TVM 0.27 lacks (registered by tvm_place.models.training) are checked
+overrides. The gradients TVM 0.27 lacks (registered by tvm_place.passes.training) are checked
 against central finite differences in float64; a registry model's weight gradients are checked the
 same way through its training module; a placed, split and compiled training step is compared with
 the unsplit module built by tvm.compile.
@@ -17,7 +17,7 @@ from tvm_place import models
 from tvm_place.compiler import place
 from tvm_place.errors import UnsupportedModelError
 from tvm_place.evaluate import validate
-from tvm_place.models.training import register_missing_gradients, training_module
+from tvm_place.passes.training import register_missing_gradients, training_module
 from tvm_place.passes import collect_op_graph, prepare_pipeline
 from tvm_place.passes._ir import CALL_TIR, is_call_to
 

@@ -270,10 +270,6 @@ def test_relax_pipeline_route_applies_the_database(tuned_database):
 @pytest.mark.slow
 def test_bench_tuning_reduced_run(tmp_path):
     """scripts/bench_tuning.py on one tiny model, one trial per kernel: the record it writes."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
     import bench_tuning
 
     results = tmp_path / "tuning.json"

@@ -17,33 +17,25 @@ from .errors import (
     UntunedKernelWarning,
 )
 from .graph import Device, OpGraph, OpNode, Placement, PlacementProblem
+from .lazy import lazy_getattr
+from .options import PlaceOptions
 
 __version__ = "0.1.0"
 
 # The TVM-facing parts load on first use, so plain-data work (solvers, `tvm-place solve`) does not
 # pay for importing TVM.
 _LAZY = {
-    "compile": ("tvm_place.compiler", "compile"),
-    "place": ("tvm_place.compiler", "place"),
-    "PlacedModule": ("tvm_place.runtime.placed", "PlacedModule"),
-    "load": ("tvm_place.runtime.placed", "PlacedModule.load"),
-    "pipeline": ("tvm_place.relax_pipeline", "pipeline"),
-    "devices_of": ("tvm_place.relax_pipeline", "devices_of"),
-    "tune": ("tvm_place.tuning", "tune"),
-    "convert_conv_layout": ("tvm_place.passes", "convert_conv_layout"),
+    "compile": "compiler",
+    "place": "compiler",
+    "PlacedModule": "runtime.placed",
+    "load": "runtime.placed:PlacedModule.load",
+    "pipeline": "relax_pipeline",
+    "devices_of": "relax_pipeline",
+    "tune": "tuning",
+    "convert_conv_layout": "passes",
 }
 
-
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'tvm_place' has no attribute {name!r}")
-    import importlib
-
-    module_name, attribute = _LAZY[name]
-    value = importlib.import_module(module_name)
-    for part in attribute.split("."):
-        value = getattr(value, part)
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 __all__ = [
     "Device",
@@ -53,6 +45,7 @@ __all__ = [
     "InvalidTargetError",
     "OpGraph",
     "OpNode",
+    "PlaceOptions",
     "PlacedModule",
     "Placement",
     "PlacementProblem",

@@ -86,14 +86,23 @@ def _progress(args: argparse.Namespace, log: list | None = None):
     return show
 
 
-def _sizes(pairs: list[str]) -> dict:
-    sizes = {}
+def _name_values(flag: str, pairs: list[str] | None, form: str, example: str, valid=None,
+                 at_last: bool = False) -> list[tuple[str, str]]:
+    """``NAME=VALUE`` option values split at the first ``=`` (the last with ``at_last``); a
+    malformed one (or one ``valid(name, value)`` refuses) is an error showing ``form``."""
+    split = []
     for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise TvmPlaceError(f"--size {pair!r}: write NAME=VALUE, e.g. --size image_size=64")
-        sizes[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
-    return sizes
+        name, sep, value = pair.rpartition("=") if at_last else pair.partition("=")
+        name, value = (name, value) if at_last else (name.strip(), value.strip())
+        if not sep or not name or (valid is not None and not valid(name, value)):
+            raise TvmPlaceError(f"{flag} {pair!r}: write {form}, e.g. {flag} {example}")
+        split.append((name, value))
+    return split
+
+
+def _sizes(pairs: list[str]) -> dict:
+    return {name: int(value) if value.lstrip("-").isdigit() else value
+            for name, value in _name_values("--size", pairs, "NAME=VALUE", "image_size=64")}
 
 
 def _positive(kind: type, allow_zero: bool = False):
@@ -116,13 +125,9 @@ def _positive(kind: type, allow_zero: bool = False):
 
 
 def _shapes(pairs: list[str]) -> dict:
-    hints = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip() or not value.strip().isdigit():
-            raise TvmPlaceError(f"--shape {pair!r}: write NAME=SIZE for a symbolic dimension, e.g. --shape n=128")
-        hints[name.strip()] = int(value)
-    return hints
+    return {name: int(value) for name, value in _name_values(
+        "--shape", pairs, "NAME=SIZE for a symbolic dimension", "n=128",
+        valid=lambda name, value: value.isdigit())}
 
 
 def _entries(values: list[str] | None) -> tuple[str, dict | None]:
@@ -144,13 +149,7 @@ def _entries(values: list[str] | None) -> tuple[str, dict | None]:
 
 
 def _pins(pairs: list[str]) -> dict:
-    pins = {}
-    for pair in pairs or []:
-        pattern, sep, device = pair.rpartition("=")
-        if not sep or not pattern:
-            raise TvmPlaceError(f"--pin {pair!r}: write PATTERN=DEVICE, e.g. --pin 'conv*=gpu:0'")
-        pins[pattern] = device
-    return pins
+    return dict(_name_values("--pin", pairs, "PATTERN=DEVICE", "'conv*=gpu:0'", at_last=True))
 
 
 def _output_file(path: str | None, option: str) -> None:
@@ -328,18 +327,20 @@ def _compile(args: argparse.Namespace) -> int:
 
 
 def _tune(args: argparse.Namespace) -> int:
+    from .options import PlaceOptions
     from .tuning import tune
 
     if not args.database:
         raise TvmPlaceError("tune writes its records to a database: give --database DIR")
     model, log = _model(args), []
     options = _placement_options(args, log)
-    options["solve_time_limit"] = options.pop("time_limit")
     hints, entry, entries = options.pop("shape_hints"), options.pop("entry"), options.pop("entries")
     if hints or entry != "main" or entries:
         raise TvmPlaceError("tune takes a static `main`: drop --shape/--entry (bind the symbolic "
                             "dimensions with relax.transform.BindSymbolicVars to tune at one size)")
-    result = tune(model.mod, trials=args.trials, time_limit=args.tuning_time, strategy=args.strategy,
+    solving = PlaceOptions(time_limit=options.pop("time_limit"))  # --tuning-time is tune's own
+    result = tune(model.mod, options.pop("targets"), options.pop("database"), solving,
+                  trials=args.trials, time_limit=args.tuning_time, strategy=args.strategy,
                   retune=args.retune, **options)
     if args.json:
         print(json.dumps({"model": model.name, **result.to_dict()}))
@@ -652,7 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tvm-place", description=__doc__.splitlines()[0],
         epilog="Run `tvm-place COMMAND --help` for each command's options and examples.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("--debug", action="store_true",
+                        help="show tracebacks of errors and TVM's own log lines")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str, run) -> argparse.ArgumentParser:
@@ -770,6 +772,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:
+        from .tvm_log import show
+
+        show()  # TVM's own log lines too
     try:
         with warnings.catch_warnings():
             # one line per warning, not the line of tvm-place that gave it (unless --debug, or

@@ -23,6 +23,7 @@ from .errors import InfeasibleError, InvalidPlacementError, InvalidTargetError, 
 from .evaluate import evaluate, validate
 from .entries import SEPARATOR, Entry, entry_placement, joint_problem
 from .graph import Device, Placement, PlacementProblem
+from .options import PlaceOptions
 from .report import format_report
 from .runtime.placed import EntryFunction, PlacedModule, format_entries
 from .targets import TargetDevice, resolve_targets
@@ -285,16 +286,16 @@ def _hints_by_function(mod, calls: dict, shape_hints) -> dict:
     return shares
 
 
-def _cost_entry(mod, entry: str, devices, model, pins, name, progress, shape_hints, calls=1.0,
-                external_costs=None):
+def _cost_entry(mod, entry: str, devices, model, options: PlaceOptions, progress, shape_hints,
+                calls=1.0):
     """One entry function lowered, collected and costed: a :class:`PlacedEntry` without its
     placement, and the function's collected graph."""
     from .passes import collect_op_graph
 
     prepared = prepare(mod, entry)
     collected = collect_op_graph(prepared, shape_hints)
-    problem, sources = build_problem(prepared, collected, devices, model, pins, name, progress,
-                                     external_costs)
+    problem, sources = build_problem(prepared, collected, devices, model, options.pins, options.name,
+                                     progress, options.external_costs)
     problem, fallbacks = _without_unbuildable(problem, collected, devices, model, progress)
     return PlacedEntry(Entry(entry, problem, calls, collected.weights), prepared, sources,
                        shape_values=collected.shape_values, fallbacks=fallbacks)
@@ -320,48 +321,34 @@ def _given_placement(problem: PlacementProblem, placement, objective: str, time_
     )
 
 
-def place(
-    mod: tvm.IRModule,
-    targets: Sequence[Any],
-    objective: str = "latency",
-    method: str = "auto",
-    time_limit: float = 60.0,
-    cost_model: Any = "analytical",
-    profiles: Sequence[str | None] | None = None,
-    pins: Mapping[str, str] | None = None,
-    placement: Placement | Sequence[int] | None = None,
-    progress=None,
-    name: str = "module",
-    database: Any = None,
-    shape_hints: Mapping[str, int] | None = None,
-    entry: str = "main",
-    entries: Sequence[str] | Mapping[str, float] | None = None,
-    external_costs: Mapping[str, Any] | None = None,
-) -> Placed:
-    """Lower, cost and place ``mod`` without building it (the options of :func:`compile`).
+def place(mod: tvm.IRModule, targets: Sequence[Any], options: PlaceOptions | None = None, *,
+          progress=None, **option_values) -> Placed:
+    """Lower, cost and place ``mod`` without building it (the options of :func:`compile`, as a
+    :class:`~tvm_place.options.PlaceOptions` or as keywords).
 
     ``progress`` is a callback ``(message, fraction)`` or None.
     """
-    calls = _entry_calls(entry, entries)
-    devices = resolve_targets(targets, profiles)
-    model = _cost_model(cost_model)
-    if database is not None and not hasattr(model, "restore_costs"):  # a snapshot keeps its costs
-        model = TunedCostModel(tuning_database(database), model)
-    hints = _hints_by_function(mod, calls, shape_hints) if calls else {entry: shape_hints}
-    parts = [_cost_entry(mod, function, devices, model, pins, name, progress, hints[function], count,
-                         external_costs)
+    options = PlaceOptions.of(options, **option_values)
+    objective, time_limit, entry = options.objective, options.time_limit, options.entry
+    calls = _entry_calls(entry, options.entries)
+    devices = resolve_targets(targets, options.profiles)
+    model = _cost_model(options.cost_model)
+    if options.database is not None and not hasattr(model, "restore_costs"):  # a snapshot keeps its costs
+        model = TunedCostModel(tuning_database(options.database), model)
+    hints = _hints_by_function(mod, calls, options.shape_hints) if calls else {entry: options.shape_hints}
+    parts = [_cost_entry(mod, function, devices, model, options, progress, hints[function], count)
              for function, count in (calls or {entry: 1.0}).items()]
     if calls is None:
         problem, sources = parts[0].entry.problem, parts[0].sources
     else:
-        problem = joint_problem([part.entry for part in parts], objective, name)
+        problem = joint_problem([part.entry for part in parts], objective, options.name)
         boundary = [["entry boundary"] * len(devices)]
         sources = [row for position, part in enumerate(parts)
                    for row in (boundary if position and objective == "latency" else []) + part.sources]
-    if placement is None:
-        placement = solvers.solve(problem, objective, method, time_limit, progress)
+    if options.placement is None:
+        placement = solvers.solve(problem, objective, options.method, time_limit, progress)
     else:
-        placement = _given_placement(problem, placement, objective, time_limit)
+        placement = _given_placement(problem, options.placement, objective, time_limit)
     for group in placement.replicas:
         targets_of_group = {str(devices[d].target) for d in group}
         if calls is not None or len(targets_of_group) > 1:
@@ -418,22 +405,16 @@ def _without_unbuildable(problem: PlacementProblem, collected, devices, model, p
 def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     mod: tvm.IRModule,
     targets: Sequence[Any],
-    objective: str = "latency",
-    method: str = "auto",
-    time_limit: float = 60.0,
-    cost_model: Any = "analytical",
-    profiles: Sequence[str | None] | None = None,
-    pins: Mapping[str, str] | None = None,
-    placement: Placement | Sequence[int] | None = None,
+    options: PlaceOptions | None = None,
+    *,
     progress: Any = False,
-    name: str = "module",
-    database: Any = None,
-    shape_hints: Mapping[str, int] | None = None,
-    entry: str = "main",
-    entries: Sequence[str] | Mapping[str, float] | None = None,
-    external_costs: Mapping[str, Any] | None = None,
+    **option_values,
 ) -> PlacedModule:
     """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
+
+    The options are one :class:`~tvm_place.options.PlaceOptions` (``options=``), or keywords
+    (``objective="throughput"``), which override it; ``progress``: True prints progress on
+    stderr, a callable ``(message, fraction)`` receives it.
 
     ``targets``: a list of target strings, dicts or ``tvm.target.Target``; a repeated target is
     another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
@@ -465,11 +446,9 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     Their stages run on thread workers (this process has the function).
     """
     show = progress if callable(progress) else _progress_printer(progress)
-    database = None if database is None else tuning_database(database)
-    placed = place(
-        mod, targets, objective, method, time_limit, cost_model, profiles, pins, placement, show, name,
-        database, shape_hints, entry, entries, external_costs,
-    )
+    options = PlaceOptions.of(options, **option_values)
+    database = None if options.database is None else tuning_database(options.database)
+    placed = place(mod, targets, options.replace(database=database), progress=show)
     devices, problem, placement = placed.devices, placed.problem, placed.placement
     if not placed.entries:
         plan, executables, split = _build(placed.prepared, placement, devices, show, database)

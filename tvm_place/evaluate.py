@@ -330,3 +330,100 @@ def evaluate(
         copies=copies,
         calls=calls,
     )
+
+
+def stream_interval(problem: PlacementProblem, placement: Placement | np.ndarray, depth: int,
+                    inputs: int | None = None, order: np.ndarray | None = None) -> float:
+    """Seconds per input in steady state of a stream with at most ``depth`` inputs in flight,
+    input ``k`` entering when input ``k - depth`` has left (as ``run_stream(depth=...)`` admits
+    them, and as a decode loop feeds a micro-batch's next step once its last one is out).
+
+    The runtime's rule, simulated stage by stage (:func:`tvm_place.schedule.stage_of`): each
+    device runs one stage at a time, in its stage order per input; a free device takes the
+    earliest input whose next stage has its inputs, and a stage of input ``k`` waits for the
+    same stage of input ``k - 1``. A stage occupies its device for its operators' compute, its
+    ``call_overhead`` and its halves of the copies it receives and sends (the loads of
+    :func:`evaluate`; on Ray a copy's export and import run on the workers). The interval is at
+    least ``max_load``, which a contiguous split reaches with enough inputs in flight; with
+    few in flight and a split that goes back and forth between devices it is larger, which
+    the bound ``max(max_load, latency / depth)`` misses. With ``depth=1`` it is the latency
+    with copies occupying their devices (:func:`evaluate`'s latency lets them overlap).
+
+    ``inputs``: how many are simulated (default ``8 * depth + 8``); the interval is measured
+    over the second half. Time O(inputs * (n + m)).
+    """
+    device_of, order, replicas = placement_arrays(placement, order)
+    if replicas:
+        raise InvalidPlacementError("stream_interval does not simulate replica groups")
+    validate(problem, placement, order)
+    if depth < 1:
+        raise InvalidPlacementError(f"depth must be at least 1, not {depth}")
+    n = problem.num_ops
+    if n == 0:
+        return 0.0
+    order = problem.graph.topological_order if order is None else np.asarray(order)
+    stage = schedule.stage_of(device_of, problem.graph.edges, order)
+    num_stages = int(stage.max()) + 1
+    stage_device = np.zeros(num_stages, dtype=np.int64)
+    stage_device[stage] = device_of
+    overhead = np.array([d.call_overhead for d in problem.devices])
+    busy = overhead[stage_device].astype(np.float64)
+    np.add.at(busy, stage, problem.compute_time[np.arange(n), device_of])
+    copies = cross_device_copies(problem, device_of)
+    for u, e in copies:  # the receiver's half, at its first stage that reads the value
+        receiving = [v for v in problem.graph.successors[u] if device_of[v] == e]
+        busy[min(stage[v] for v in receiving)] += problem.transfer_time[u, e]
+    for u in sorted({u for u, _ in copies}):  # the sender's half, once per value
+        busy[stage[u]] += problem.transfer_time[u, device_of[u]]
+    needs: list[set[int]] = [set() for _ in range(num_stages)]
+    for u, v in np.asarray(problem.graph.edges, dtype=np.int64).reshape(-1, 2).tolist():
+        if stage[u] != stage[v]:
+            needs[stage[v]].add(int(stage[u]))
+    sequences = [[s for s in range(num_stages) if stage_device[s] == d] for d in range(problem.num_devices)]
+    total = inputs if inputs is not None else 8 * depth + 8
+    finish = np.full((total, num_stages), np.inf)
+    done = np.full(total, np.inf)
+    admitted = np.full(total, np.inf)
+    admitted[:depth] = 0.0
+    progress = [[0] * total for _ in range(problem.num_devices)]
+    first = [0] * problem.num_devices  # per device: the earliest input it has not finished
+    free = [0.0] * problem.num_devices
+    left = total * num_stages
+    while left:
+        best = None  # (start, input, device, stage)
+        for d, sequence in enumerate(sequences):
+            while first[d] < total and progress[d][first[d]] >= len(sequence):
+                first[d] += 1
+            candidate = None
+            for k in range(first[d], total):
+                i = progress[d][k]
+                if i >= len(sequence):
+                    continue
+                if not np.isfinite(admitted[k]):
+                    break  # inputs enter in order
+                s = sequence[i]
+                if k and finish[k - 1, s] == np.inf:
+                    break  # the same stage of the previous input goes first
+                ready = max([admitted[k]] + [finish[k, p] for p in needs[s]])
+                if not np.isfinite(ready):
+                    continue
+                start = max(free[d], ready)
+                if candidate is None or start < candidate[0] or (start == candidate[0] and k < candidate[1]):
+                    candidate = (start, k, d, s)
+                if ready <= free[d]:
+                    break  # the earliest input ready when the device frees up
+            if candidate is not None and (best is None or candidate < best):
+                best = candidate
+        if best is None:
+            raise InvalidPlacementError("stream_interval: the stream cannot proceed (a cycle?)")
+        start, k, d, s = best
+        finish[k, s] = start + busy[s]
+        free[d] = finish[k, s]
+        progress[d][k] += 1
+        left -= 1
+        if np.isfinite(finish[k]).all():
+            done[k] = finish[k].max()
+            if k + depth < total:
+                admitted[k + depth] = done[k]
+    half = total // 2
+    return float((done[total - 1] - done[half - 1]) / (total - half))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -10,7 +11,7 @@ import numpy as np
 
 from . import schemas
 from .errors import InvalidGraphError
-from .graph import Device, OpGraph, OpNode, PlacementProblem
+from .graph import FORMAT_VERSION, Device, OpGraph, OpNode, PlacementProblem
 
 if TYPE_CHECKING:
     from .graph import Placement
@@ -91,6 +92,52 @@ def problem_from_dict(data: Mapping, source: str = "the problem") -> PlacementPr
         colour_classes=[[int(u) for u in c] for c in classes],
         name=data.get("name", "problem"),
     )
+
+
+def problem_to_dict(problem: PlacementProblem) -> dict:
+    """``problem`` as a problem file's data (the format :func:`problem_from_dict` reads)."""
+    def cost(x: float) -> float | None:
+        return None if math.isinf(x) else float(x)
+
+    return {
+        "format": "tvm-place-problem",
+        "version": FORMAT_VERSION,
+        "name": problem.name,
+        "devices": [
+            {
+                "name": d.name,
+                "kind": d.kind,
+                "memory_capacity": cost(d.memory_capacity),
+                "target": d.target,
+                "profile": d.profile,
+                **({"call_overhead": d.call_overhead} if d.call_overhead else {}),
+            }
+            for d in problem.devices
+        ],
+        "nodes": [
+            {
+                "name": node.name,
+                "kind": node.kind,
+                "flops": node.flops,
+                "bytes_accessed": node.bytes_accessed,
+                "output_bytes": node.output_bytes,
+                "param_bytes": node.param_bytes,
+                "is_backward": node.is_backward,
+                "memory": float(problem.memory[u]),
+                "compute_time": [cost(t) for t in problem.compute_time[u]],
+                "transfer_time": [float(t) for t in problem.transfer_time[u]],
+            }
+            for u, node in enumerate(problem.graph.nodes)
+        ],
+        "edges": problem.graph.edges.tolist(),
+        "pins": {str(u): list(ds) for u, ds in sorted(problem.pins.items())},
+        "colour_classes": problem.colour_classes,
+    }
+
+
+def problem_to_json(problem: PlacementProblem) -> str:
+    """``problem`` as a problem file's text."""
+    return json.dumps(problem_to_dict(problem), indent=1, sort_keys=True)
 
 
 def load_problem(path: str | Path) -> PlacementProblem:

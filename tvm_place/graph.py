@@ -228,55 +228,6 @@ class PlacementProblem:
             allowed[u] &= mask
         return allowed
 
-    # -- JSON -------------------------------------------------------------------------------
-    def to_dict(self) -> dict:
-        def cost(x: float) -> float | None:
-            return None if math.isinf(x) else float(x)
-
-        return {
-            "format": "tvm-place-problem",
-            "version": FORMAT_VERSION,
-            "name": self.name,
-            "devices": [
-                {
-                    "name": d.name,
-                    "kind": d.kind,
-                    "memory_capacity": cost(d.memory_capacity),
-                    "target": d.target,
-                    "profile": d.profile,
-                    **({"call_overhead": d.call_overhead} if d.call_overhead else {}),
-                }
-                for d in self.devices
-            ],
-            "nodes": [
-                {
-                    "name": node.name,
-                    "kind": node.kind,
-                    "flops": node.flops,
-                    "bytes_accessed": node.bytes_accessed,
-                    "output_bytes": node.output_bytes,
-                    "param_bytes": node.param_bytes,
-                    "is_backward": node.is_backward,
-                    "memory": float(self.memory[u]),
-                    "compute_time": [cost(t) for t in self.compute_time[u]],
-                    "transfer_time": [float(t) for t in self.transfer_time[u]],
-                }
-                for u, node in enumerate(self.graph.nodes)
-            ],
-            "edges": self.graph.edges.tolist(),
-            "pins": {str(u): list(ds) for u, ds in sorted(self.pins.items())},
-            "colour_classes": self.colour_classes,
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: Mapping) -> "PlacementProblem":
-        from .formats import problem_from_dict
-
-        return problem_from_dict(data)
-
 
 def _without_timings(value: Any) -> Any:
     """``value`` without the entries that record run times (keys ``seconds``, ``*_seconds``)."""

@@ -23,7 +23,7 @@ import numpy as np
 
 from .entries import BOUNDARY, Entry
 from .errors import InvalidPlacementError
-from .evaluate import MEMORY_TOLERANCE, evaluate
+from .evaluate import MEMORY_TOLERANCE, evaluate, stream_interval
 from .graph import Placement, PlacementProblem
 
 #: A weight of decoder layer ``i``: ``layers.<i>.`` at the start of its name or after a dot.
@@ -171,8 +171,10 @@ def llm_figures(problem: PlacementProblem, entries: Sequence[Entry], device_of: 
                 micro_batches: int | None = None) -> LLMFigures:
     """:class:`LLMFigures` of the joint placement ``device_of`` of ``entries`` (each function
     priced on its own problem: one call). ``micro_batches``: how many are in flight; a
-    micro-batch's next step waits for its last, so they give at most ``micro_batches`` steps
-    per step latency (None: as many as the pipeline takes)."""
+    micro-batch's next step waits for its last, so the decode rate is the evaluator's stream
+    with that many inputs in flight (:func:`tvm_place.evaluate.stream_interval`: a split that
+    goes back and forth between devices overlaps less than its max-stage time says). None: as
+    many as the pipeline takes (the max-stage time)."""
     by_name = {entry.name: entry for entry in entries}
     missing = [name for name in (prefill, decode) if name not in by_name]
     if missing:
@@ -183,9 +185,11 @@ def llm_figures(problem: PlacementProblem, entries: Sequence[Entry], device_of: 
         return evaluate(_uncapped(entry.problem), Placement(device_of[entry.nodes], objective, 0.0, 0.0, "given"))
 
     decoded = evaluation(by_name[decode], "throughput")
-    rate = 1.0 / decoded.max_load if decoded.max_load > 0 else math.inf
-    if micro_batches is not None and decoded.latency > 0:
-        rate = min(rate, micro_batches / decoded.latency)
+    interval = decoded.max_load
+    if micro_batches is not None:
+        interval = stream_interval(_uncapped(by_name[decode].problem), device_of[by_name[decode].nodes],
+                                   micro_batches)
+    rate = 1.0 / interval if interval > 0 else math.inf
     ttft = evaluation(by_name[prefill], "latency").latency
     used = np.bincount(device_of, weights=problem.memory, minlength=problem.num_devices)
     fits = bool(np.all(used <= problem.capacity * (1 + MEMORY_TOLERANCE)))

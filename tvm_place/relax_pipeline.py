@@ -26,28 +26,15 @@ from tvm import relax
 
 from .errors import InvalidPlacementError, InvalidTargetError, TvmPlaceError
 from .graph import Placement
+from .options import PlaceOptions
 
 #: Options of :func:`pipeline`, their defaults, and what they mean. Each can also be given as an
 #: IRModule attribute ``"tvm_place.<name>"`` (e.g. ``mod.with_attr("tvm_place.objective",
 #: "throughput")``) or, where TVM allows it, a PassContext config entry of the same name.
-OPTIONS: dict[str, tuple[Any, str]] = {
-    "targets": (None, "list of targets (strings, dicts or tvm.target.Target); a repeated kind is "
-                      "another device: ['llvm', 'llvm'] is cpu:0 and cpu:1"),
-    "objective": ("latency", "'latency' (one input, start to end) or 'throughput' (max stage time)"),
-    "method": ("auto", "solver method (`tvm-place solve --help` lists them)"),
-    "time_limit": (60.0, "seconds the solver may take"),
-    "cost_model": ("analytical", "'analytical' (roofline from device profiles; the same on every "
-                                 "machine), 'measured' (time kernels here), a cost snapshot file "
-                                 "(path to a .json saved by tvm_place.cost.Snapshot.save), or a "
-                                 "CostModel object"),
-    "profiles": (None, "a device profile name per target, e.g. [None, 'h100'] (None: from the "
-                       "target)"),
-    "pins": (None, "operator-name glob -> device name, e.g. {'fused_conv2d*': 'gpu:0'}"),
-    "database": (None, "tuning database directory (tvm_place.tune): its kernels are built with "
-                       "their tuned schedules and costed by their tuned times"),
-    "shape_hints": (None, "size each symbolic dimension of main is costed at, e.g. {'n': 128} "
-                          "(None: main's tir_var_upper_bound); the module runs at any size"),
-}
+#: The placement options (:class:`~tvm_place.options.PlaceOptions`) a module attribute or the
+#: PassContext may set, besides ``targets``.
+OPTIONS = ("targets", "objective", "method", "time_limit", "cost_model", "profiles", "pins",
+           "database", "shape_hints")
 
 #: Prefix of the IRModule attributes and PassContext config keys the pass reads.
 CONFIG_PREFIX = "tvm_place."
@@ -146,7 +133,8 @@ class PlacementPipeline:
     def resolved_options(self, mod: tvm.IRModule) -> dict[str, Any]:
         """The options this pass uses on ``mod``: arguments, then module attributes, then the
         PassContext config, then defaults."""
-        resolved = {name: default for name, (default, _) in OPTIONS.items()}
+        defaults = PlaceOptions()
+        resolved = {name: None if name == "targets" else getattr(defaults, name) for name in OPTIONS}
         for source in (_context_options(), _module_options(mod), self.options):
             for name, value in source.items():
                 if name in OPTIONS and value is not None:
@@ -178,16 +166,10 @@ class PlacementPipeline:
         placed = place(
             mod,
             options["targets"],
-            objective=options["objective"],
-            method=options["method"],
-            time_limit=options["time_limit"],
-            cost_model=_cost_model(options["cost_model"]),
-            profiles=options["profiles"],
-            pins=options["pins"],
-            placement=self.given_placement,
+            PlaceOptions.of(**{name: options[name] for name in OPTIONS if name != "targets"})
+            .replace(cost_model=_cost_model(options["cost_model"]), database=database,
+                     placement=self.given_placement),
             progress=_progress_printer(self.progress),
-            database=database,
-            shape_hints=options["shape_hints"],
         )
         if placed.placement.replicas:
             raise InvalidPlacementError(

@@ -39,7 +39,7 @@ class LoadedModel:
 def load_model(spec: str, batch: int = 1, sizes: dict | None = None, seed: int = 0,
                training: bool = False, layout: str = "NCHW") -> LoadedModel:
     """The model ``spec`` names (see the module docstring); ``training``: a registry model's
-    training step (:mod:`tvm_place.models.training`); ``layout``: its convolutions' layout
+    training step (:mod:`tvm_place.passes.training`); ``layout``: its convolutions' layout
     (:func:`tvm_place.passes.convert_conv_layout`; inputs keep their shapes)."""
     from tvm_place.passes import convert_conv_layout
 

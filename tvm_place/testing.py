@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import InvalidPlacementError, TvmPlaceError
+from .options import PlaceOptions
 
 #: Environment variable that turns every comparison into an update of the golden plan.
 UPDATE_ENV = "TVM_PLACE_UPDATE_GOLDEN"
@@ -44,15 +45,9 @@ PLAN_FORMAT = "tvm-place-plan"
 PLAN_VERSION = 1
 #: Default relative tolerance on the predicted objective (only float noise passes).
 DEFAULT_TOLERANCE = 1e-6
-#: Options a plan records, with the defaults used when a plan or a call leaves one out.
-PLAN_OPTIONS: dict[str, Any] = {
-    "objective": "latency",
-    "method": "auto",
-    "time_limit": 60.0,
-    "cost_model": "analytical",
-    "profiles": None,
-    "pins": None,
-}
+#: Options a plan records (:class:`~tvm_place.options.PlaceOptions` fields; their defaults fill
+#: what a plan or a call leaves out).
+PLAN_OPTIONS = ("objective", "method", "time_limit", "cost_model", "profiles", "pins")
 
 
 def update_requested(update: bool | None = None) -> bool:
@@ -189,8 +184,8 @@ def _options(given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(PLAN_OPTIONS))
     if unknown:
         raise TypeError(f"unknown placement options {unknown}; the options are {sorted(PLAN_OPTIONS)}")
-    options = dict(PLAN_OPTIONS)
-    options.update({k: v for k, v in given.items() if v is not None})
+    checked = PlaceOptions.of(**{k: v for k, v in given.items() if v is not None})
+    options = {name: getattr(checked, name) for name in PLAN_OPTIONS}
     options["time_limit"] = float(options["time_limit"])
     return options
 
@@ -286,7 +281,8 @@ def make_plan(problem, placement, targets, options: dict, plan_path: Path,
     """The plan of a placement, as ``tvm-place place --save-plan`` and golden plans write it
     (``"format": "tvm-place-plan"``, read by :func:`tvm_place.formats.read_plan`)."""
     device_names = problem.device_names
-    options = {key: options.get(key, default) for key, default in PLAN_OPTIONS.items()}
+    defaults = PlaceOptions()
+    options = {key: options.get(key, getattr(defaults, key)) for key in PLAN_OPTIONS}
     options["cost_model"] = _recorded_cost_model(options["cost_model"], plan_path)
     if options["profiles"] is not None:
         options["profiles"] = [_json_profile(profile) for profile in options["profiles"]]

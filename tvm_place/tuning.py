@@ -26,7 +26,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import tvm
 from tvm.ir.utils import derived_object
@@ -35,6 +35,7 @@ from tvm.s_tir import meta_schedule as ms
 from .compiler import _progress_printer, place, tuning_database
 from .errors import InvalidTargetError, MissingDependencyError, UntunedKernelWarning
 from .graph import Placement
+from .options import PlaceOptions
 from .passes import collect_op_graph
 from .passes.tuning_database import expected_slowdown, target_key, workload
 
@@ -105,26 +106,23 @@ def tune(
     mod: tvm.IRModule,
     targets: Sequence[Any],
     database: str | os.PathLike,
+    options: PlaceOptions | None = None,
+    *,
     trials: int = 32,
     time_limit: float = 600.0,
     strategy: str = "replay-trace",
-    objective: str = "latency",
-    method: str = "auto",
-    cost_model: Any = "analytical",
-    profiles: Sequence[str | None] | None = None,
-    pins: Mapping[str, str] | None = None,
-    placement: Placement | Sequence[int] | None = None,
-    solve_time_limit: float = 60.0,
     progress: Any = False,
     seed: int = 0,
     retune: bool = False,
+    **option_values,
 ) -> TuningResult:
     """Tune, for each target, the kernels the placement puts on it; records go to ``database``.
 
     ``trials``: MetaSchedule trials per kernel; ``time_limit``: seconds for the whole search (it
     stops after the batch of trials running when the limit passes, and what was found is kept).
-    ``strategy``: one of :data:`STRATEGIES`. The placement comes from the other arguments, as in
-    :func:`tvm_place.compile` (``solve_time_limit`` is the solver's limit); costs come from the
+    ``strategy``: one of :data:`STRATEGIES`. The placement comes from ``options`` (a
+    :class:`~tvm_place.options.PlaceOptions`) and the other keywords, as in
+    :func:`tvm_place.compile` (the options' ``time_limit`` is the solver's); costs come from the
     database where it already has kernels. ``retune``: search the kernels the database already
     has again, ``trials`` more each (each search's random seed is moved on by the records the
     kernel has, so it samples new schedules; compile keeps using the best record). Returns a
@@ -138,8 +136,8 @@ def tune(
     deadline = start + time_limit
     show = progress if callable(progress) else _progress_printer(progress)
     db = tuning_database(database)
-    placed = place(mod, targets, objective, method, solve_time_limit, cost_model, profiles, pins,
-                   placement, show, database=db)
+    placed = place(mod, targets, PlaceOptions.of(options, **option_values).replace(database=db),
+                   progress=show)
     collected = collect_op_graph(placed.prepared)
     # External calls have no TIR to tune.
     callees = [None if u in collected.externals else c for u, c in enumerate(collected.callees)]

@@ -1,25 +1,29 @@
-"""Cost models: per-target operator time (analytical roofline, measured, a saved snapshot) and link
-transfer time."""
+"""Cost models: per-target operator time (analytical roofline, measured, a saved snapshot),
+link transfer time, and the correction of costs by what a run measured.
 
-from .analytical import AnalyticalCostModel
-from .base import CostModel, compute_costs, transfer_costs
-from .measured import CostCache, MeasuredCostModel
-from .profiles import DeviceProfile, LinkProfile, device_profile, link_profile, profile_names
-from .snapshot import Snapshot
-from .tuned import TunedCostModel
+The models that need TVM load on first use, so plain-data work (solvers, profiles, links, cost
+correction) does not pay for importing TVM.
+"""
 
-__all__ = [
-    "AnalyticalCostModel",
-    "CostCache",
-    "CostModel",
-    "DeviceProfile",
-    "LinkProfile",
-    "MeasuredCostModel",
-    "Snapshot",
-    "TunedCostModel",
-    "compute_costs",
-    "device_profile",
-    "link_profile",
-    "profile_names",
-    "transfer_costs",
-]
+from ..lazy import lazy_getattr
+
+_LAZY = {
+    "AnalyticalCostModel": "analytical",
+    "CostModel": "base",
+    "compute_costs": "base",
+    "transfer_costs": "base",
+    "CostCache": "measured",
+    "MeasuredCostModel": "measured",
+    "DeviceProfile": "profiles",
+    "LinkProfile": "profiles",
+    "device_profile": "profiles",
+    "link_profile": "profiles",
+    "profile_names": "profiles",
+    "Snapshot": "snapshot",
+    "TunedCostModel": "tuned",
+}
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
+
+__all__ = sorted(_LAZY)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidGraphError
+from ..formats import problem_to_json
 from ..graph import Device, OpNode, PlacementProblem
 
 #: Relative difference of FLOPs or bytes above which an operator is not the one the snapshot saw.
@@ -59,7 +60,7 @@ class Snapshot:
         """Write ``problem`` (e.g. ``placed.problem``) as a snapshot file; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(problem.to_json() + "\n")
+        path.write_text(problem_to_json(problem) + "\n")
         return path
 
     def _where(self) -> str:

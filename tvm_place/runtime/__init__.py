@@ -16,8 +16,10 @@ from .errors import (
     WorkerUnreachableError,
 )
 
-# Loaded on first use: a Ray actor imports this package and must set its affinity and thread
-# count before anything loads TVM.
+from ..lazy import lazy_getattr
+
+# Loaded on first use (tvm_place.lazy): a Ray actor imports this package and must set its
+# affinity and thread count before anything loads TVM.
 _LAZY = {
     "StreamStats": "stats",
     "LocalWorker": "workers",
@@ -27,12 +29,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'tvm_place.runtime' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

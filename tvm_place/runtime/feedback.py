@@ -1,31 +1,27 @@
-"""Measured feedback: what the evaluator predicted beside what a real run measured, and a new
-placement from the measured costs.
+"""Measured feedback: what the evaluator predicted beside what a real run measured
+(:func:`compare`), and the run's measurements in the form cost correction reads.
 
 A run measures each stage's time on its worker and each copy's two halves
-(:class:`~tvm_place.runtime.stats.StreamStats`). Corrections:
+(:class:`~tvm_place.runtime.stats.StreamStats`). From them:
 
 - compute: per device, the measured compute time divided by the predicted one is that device's
-  factor; every operator's cost on the device is scaled by it (an operator that ran there gets
-  ``predicted * factor`` as its measured time; :func:`tvm_place.solvers.comm_balanced.corrected_problem`).
+  factor (:func:`device_factors`); each operator's measured time is its predicted time scaled by
+  its device's factor (:func:`measured_op_times`);
 - copies: per device, the mean excess of a measured send or receive over its predicted transfer
-  time (a fixed cost per copy: RPC round trips, thread hand-offs) is added to every transfer
-  time of that device (devices that copied nothing get the mean of the others), so a re-solve
-  does not cut more edges than the runtime can afford.
+  time (a fixed cost per copy: dispatch, hand-offs) is that device's copy overhead
+  (:func:`transfer_overheads`; devices that copied nothing get the mean of the others), so a
+  re-solve does not cut more edges than the runtime can afford.
 
-The placement is then re-solved on the corrected costs: by Tavarageri et al.'s runtime
-rebalancing (:func:`tvm_place.solvers.comm_balanced.rebalance`, moving few operators from the
-current placement; ``method="rebalance"``) or from scratch by a solver method (default ``"dp"``
-for throughput: the exact contiguous split, what a pipeline runs best).
+Correcting the costs is :mod:`tvm_place.cost.correction`'s job; re-planning from them,
+:mod:`tvm_place.replan`'s. The runtime imports no solver.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 
-from ..errors import TvmPlaceError
 from ..evaluate import evaluate
 from ..graph import Placement, PlacementProblem
 from .stats import StreamStats
@@ -122,54 +118,3 @@ def compare(problem: PlacementProblem, placement: Placement, stats: StreamStats,
             f"  latency          predicted {_ms(evaluation.latency)} ms, measured {_ms(latency)} ms"
         )
     return "\n".join(lines)
-
-
-def rebalance(problem: PlacementProblem, placement: Placement, stats: StreamStats,
-              method: str | None = None, objective: str = "throughput",
-              time_limit: float = 10.0) -> Placement:
-    """A new placement from the measured stage and copy times.
-
-    ``method="rebalance"``: :func:`tvm_place.solvers.comm_balanced.rebalance` from the current
-    placement; a solver method name (``"dp"``, ``"auto"``, ...) re-solves the corrected problem
-    from scratch; default ``"dp"`` for throughput, ``"rebalance"`` for latency. The result's
-    ``stats`` hold the device factors, the copy overheads, and the old placement's value on the
-    corrected costs (``value_before``).
-    """
-    from ..solvers import comm_balanced, solve
-
-    if not stats.compute:
-        raise TvmPlaceError("the run measured no stage; run a stream first (placed.run_stream)")
-    if method is None:
-        method = "dp" if objective == "throughput" else "rebalance"
-    measured = measured_op_times(problem, placement, stats)
-    overheads = transfer_overheads(problem, placement, stats)
-    with_copies = dataclasses.replace(problem, transfer_time=problem.transfer_time + overheads[None, :])
-    current = placement
-    if placement.objective != objective or placement.order is not None:
-        value = evaluate(with_copies, placement.device_of).objective(objective)
-        current = dataclasses.replace(placement, objective=objective, value=value,
-                                      lower_bound=min(value, placement.lower_bound), order=None,
-                                      stats=dict(placement.stats))
-    if method == "rebalance":
-        result = comm_balanced.rebalance(with_copies, current, measured, time_limit=time_limit)
-    else:
-        corrected, _ = comm_balanced.corrected_problem(with_copies, placement.device_of, measured)
-        result = solve(corrected, objective, method, time_limit)
-        result.stats["value_before"] = evaluate(corrected, placement.device_of).objective(objective)
-        result.stats["moved_ops"] = int((result.device_of != placement.device_of).sum())
-    result.stats["device_factor"] = [float(f) for f in device_factors(problem, placement, stats)]
-    result.stats["copy_overhead"] = [float(o) for o in overheads]
-    result.stats["measured_max_stage"] = stats.max_stage_seconds
-    return result
-
-
-def corrected_problem(problem: PlacementProblem, placement: Placement, stats: StreamStats) -> PlacementProblem:
-    """``problem`` with its compute and transfer times corrected by the run's measurements."""
-    from ..solvers import comm_balanced
-
-    overheads = transfer_overheads(problem, placement, stats)
-    with_copies = dataclasses.replace(problem, transfer_time=problem.transfer_time + overheads[None, :])
-    corrected, _ = comm_balanced.corrected_problem(
-        with_copies, placement.device_of, measured_op_times(problem, placement, stats)
-    )
-    return corrected

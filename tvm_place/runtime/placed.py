@@ -6,7 +6,7 @@ arrive, all devices at once) and throughput (``placed.run_stream(items)``: the s
 in flight). Workers (:mod:`tvm_place.runtime.workers`): threads of this process, or Ray actors
 on this host or a Ray cluster (:mod:`tvm_place.runtime.ray_engine`): ``placed.attach_workers``,
 which also measures the links between them. Measured times go back into the placement through
-``placed.compare()`` and ``placed.rebalance()`` (:mod:`tvm_place.runtime.feedback`).
+``placed.compare()`` (:mod:`tvm_place.runtime.feedback`) and ``placed.rebalance()`` (:mod:`tvm_place.replan`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ import tvm
 from tvm import relax
 
 from ..errors import TvmPlaceError
+from ..formats import problem_from_dict, problem_to_dict
 from ..graph import FORMAT_VERSION, Placement
+from ..tvm_log import tvm_quiet
 from .errors import DeviceUnavailableError, WorkerError
 
 #: LLVM names type-based alias metadata after object addresses (``!{!"0x5635...", ...}``).
@@ -66,12 +68,11 @@ class EntryFunction:
     def to_dict(self) -> dict:
         return {"plan": self.plan.to_dict(), "calls": self.calls, "report": self.report,
                 "weights": {k: list(v) for k, v in (self.weights or {}).items()},
-                "problem": None if self.problem is None else self.problem.to_dict(),
+                "problem": None if self.problem is None else problem_to_dict(self.problem),
                 "placement": None if self.placement is None else self.placement.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "EntryFunction":
-        from ..formats import problem_from_dict
         from ..passes.build import StagePlan
 
         return cls(plan=StagePlan.from_dict(data["plan"]), calls=float(data.get("calls", 1.0)),
@@ -104,30 +105,6 @@ class _Shared:
         self.library_dir: tempfile.TemporaryDirectory | None = None
         #: Bound inputs (``PlacedModule.bind``) by name, as host arrays.
         self.kept: dict[str, np.ndarray] = {}
-
-
-class _quiet_stderr:
-    """Send file descriptor 2 to a temporary file for a while; replay it if an error escapes."""
-
-    def __enter__(self):
-        import os
-        import sys
-
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        self._file = tempfile.TemporaryFile()
-        os.dup2(self._file.fileno(), 2)
-        return self
-
-    def __exit__(self, kind, error, trace):
-        import os
-
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        if kind is not None:
-            self._file.seek(0)
-            os.write(2, self._file.read()[-4000:])
-        self._file.close()
 
 
 class PlacedModule:
@@ -481,7 +458,7 @@ class PlacedModule:
         if missing:
             if self._library_dir is None:
                 self._library_dir = tempfile.TemporaryDirectory(prefix="tvm-place-stages-")
-            with _quiet_stderr():  # TVM logs a "Scope Saving" warning per constant here
+            with tvm_quiet():  # TVM logs a "Scope Saving" warning per constant here
                 for stage in missing:
                     path = Path(self._library_dir.name) / f"{stage}.so"
                     self.executables[stage].export_library(str(path))
@@ -573,17 +550,17 @@ class PlacedModule:
     def rebalance(self, stats=None, method: str | None = None, objective: str = "throughput",
                   time_limit: float = 10.0, problem=None) -> Placement:
         """A placement re-solved with the measured stage and copy times (see
-        :mod:`tvm_place.runtime.feedback`; ``method``: ``"rebalance"`` for Tavarageri et al.'s
+        :mod:`tvm_place.replan`; ``method``: ``"rebalance"`` for Tavarageri et al.'s
         runtime rebalancing, or a solver method; default ``"dp"`` for throughput). Compile it
         with ``tvm_place.compile(..., placement=new)``. ``problem``: the costs the placement was
         made with (default: this module's)."""
-        from . import feedback
+        from .. import replan  # planning, not the runtime's: imported on use
 
         stats = stats if stats is not None else self.last_stats
         if stats is None:
             raise TvmPlaceError("nothing measured yet: run a stream first (placed.run_stream)")
         problem, placement = self._problem_and_placement(problem)
-        return feedback.rebalance(problem, placement, stats, method, objective, time_limit)
+        return replan.rebalance(problem, placement, stats, method, objective, time_limit)
 
     def example_inputs(self, seed: int = 0) -> list[np.ndarray]:
         """Random inputs of the types the module takes (symbolic dimensions at the sizes it was
@@ -611,7 +588,8 @@ class PlacedModule:
         libraries, hashes = {}, {}
         for stage, executable in self.executables.items():
             library = f"{stage}.so"
-            executable.export_library(str(directory / library))
+            with tvm_quiet():  # a "Scope Saving" warning per constant
+                executable.export_library(str(directory / library))
             libraries[stage] = library
             hashes[stage] = _sha256(directory / library)
         manifest = {
@@ -624,7 +602,7 @@ class PlacedModule:
             "libraries": libraries,
             "sha256": hashes,
             "placement": None if self.placement is None else self.placement.to_dict(),
-            "problem": None if self.problem is None else self.problem.to_dict(),
+            "problem": None if self.problem is None else problem_to_dict(self.problem),
             "report": self._report_text,
             "fallbacks": self.fallbacks,
         }
@@ -674,7 +652,6 @@ def _checked_export(directory: Path):
 
     from .. import schemas
     from ..errors import ArtifactVersionWarning, InvalidArtifactError
-    from ..formats import problem_from_dict
 
     path = directory / MANIFEST
     source = f"manifest {str(path)!r}"

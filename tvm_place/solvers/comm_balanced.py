@@ -53,7 +53,7 @@ V. Kumar, SIAM J. Sci. Comput. 20(1), 1998), on the cost model of :mod:`tvm_plac
    operators out of order wherever that lowers the objective.
 
 *Runtime rebalancing* (our reading of the hardware scheduling assistants) is :func:`rebalance`: from
-the operators' measured times it corrects the costs (a measured operator gets its time on its
+the operators' measured times it corrects the costs (:func:`tvm_place.cost.correction.corrected_compute`: a measured operator gets its time on its
 device; every other cost on a device is scaled by that device's measured / predicted ratio), then
 runs the V-cycles of step 5 from the current placement: chunks of operators that share a device
 move first, then single units, and only while the objective drops, so the placement changes where
@@ -76,7 +76,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InfeasibleError, InvalidGraphError
+from ..cost.correction import corrected_compute
+from ..errors import InfeasibleError
 from ..evaluate import evaluate
 from ..graph import Placement, PlacementProblem
 from . import bounds
@@ -193,7 +194,7 @@ def rebalance(problem: PlacementProblem, placement: Placement, measured_compute_
     placement's value is measured on the corrected costs; ``stats`` says how many operators moved
     and the value the old placement has on the corrected costs.
     """
-    corrected, factor = corrected_problem(problem, placement.device_of, measured_compute_time)
+    corrected, factor = corrected_compute(problem, placement.device_of, measured_compute_time)
     objective = placement.objective
     context = Context.open(corrected, objective, "comm-balanced", ("throughput", "latency"),
                            time_limit, progress)
@@ -235,35 +236,6 @@ def _v_cycles(problem: PlacementProblem, units: _Units, state, context: Context,
         if not state.better(state.key(), before):
             break
     return state
-
-
-def corrected_problem(problem: PlacementProblem, device_of, measured_compute_time):
-    """``problem`` with compute times corrected by measurements; also the per-device factors."""
-    device_of = np.asarray(device_of, dtype=np.int64)
-    n, num_devices = problem.num_ops, problem.num_devices
-    measured = np.asarray(measured_compute_time, dtype=np.float64)
-    if measured.shape == (n,):
-        full = np.full((n, num_devices), np.nan)
-        full[np.arange(n), device_of] = measured
-        measured = full
-    elif measured.shape != (n, num_devices):
-        raise InvalidGraphError(
-            f"measured_compute_time has shape {measured.shape}; expected ({n},) (each operator "
-            f"on its current device) or ({n}, {num_devices}) (per device), nan where not measured"
-        )
-    predicted = problem.compute_time
-    given = np.isfinite(measured) & np.isfinite(predicted)
-    if (measured[given] < 0).any():
-        raise InvalidGraphError("measured_compute_time holds a negative time")
-    factor = np.ones(num_devices)
-    for d in range(num_devices):
-        rows = given[:, d]
-        expected = predicted[rows, d].sum()
-        if rows.any() and expected > 0:
-            factor[d] = measured[rows, d].sum() / expected
-    corrected = np.where(np.isfinite(predicted), predicted * factor[None, :], np.inf)
-    corrected[given] = measured[given]
-    return dataclasses.replace(problem, compute_time=corrected), factor
 
 
 def _latency_order(problem: PlacementProblem, units: _Units) -> np.ndarray:

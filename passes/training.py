@@ -1,6 +1,7 @@
-"""Training graphs: a registry model's forward pass, a scalar loss, and the gradient of every weight.
+"""Training graphs: a model's forward pass, a scalar loss, and the gradient of every weight.
 
-:func:`training_module` turns an inference module (``main`` takes the data inputs, the weights are
+Any inference module (a user's own or a registry model's) becomes a training step that placement
+understands: :func:`training_module` turns an inference module (``main`` takes the data inputs, the weights are
 constants inside it) into a training step:
 
 1. every weight constant becomes a parameter of ``main`` (after the data inputs and the label),
@@ -41,8 +42,9 @@ import tvm
 from tvm import relax
 
 from tvm_place.errors import UnsupportedModelError
-from tvm_place.passes._ir import substitute, var_operands
-from tvm_place.passes.collect import GRAD_SEPARATOR, TRAINING_ATTR
+
+from ._ir import substitute, var_operands
+from .collect import GRAD_SEPARATOR, TRAINING_ATTR
 
 LOSSES = ("auto", "cross-entropy", "mse")
 

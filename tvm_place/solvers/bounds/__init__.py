@@ -1,0 +1,71 @@
+"""Every lower bound of the solvers, and :func:`best_bound`, the one every answer is graded by.
+
+- :mod:`.compute_only`: transfers relaxed to zero (work, speed shares, critical path); O(n D + m),
+  valid for every placement, replicas included;
+- :mod:`.device_aware`: DiviML's bound strengthened (each operator's feasible devices, the
+  assignment LP's weights, unavoidable transfers, a device-aware critical path); valid for every
+  placement without replicas;
+- :mod:`.cut`: max-load with transfers charged, one max-flow per group; every placement without
+  replicas (over contiguous ones on groups with contiguity cycles merged);
+- :mod:`.contiguous`: bounds on the best contiguous split (combinatorial, MIP relaxations, the
+  chain model, the heaviest block), which only the contiguous methods may claim;
+- :mod:`.result`: :class:`BoundResult`, what a bound run under a time limit reports.
+
+:func:`tvm_place.solvers.solve` raises every answer's bound to :func:`best_bound` for its method's
+search space, so every placement states the same kind of gap whatever made it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ...graph import PlacementProblem
+from .compute_only import (
+    critical_path_bound,
+    fastest_times,
+    lower_bound,
+    replicated_times,
+    speed_shares,
+    work_bound,
+)
+from .cut import cut_bound
+from .device_aware import device_aware_bound
+from .result import BoundResult
+
+#: Shares of :func:`best_bound`'s time: the device-aware bound may take this share, the cut bound
+#: what is left.
+DEVICE_AWARE_SHARE = 0.5
+
+
+def best_bound(problem: PlacementProblem, objective: str, replicas: bool, time_limit: float) -> float:
+    """The best bound on ``objective`` over every placement (``replicas``: placements with
+    replica groups too) that the bounds valid there prove within about ``time_limit`` seconds:
+    :func:`lower_bound`; without replicas also :func:`device_aware_bound`, and for throughput
+    :func:`cut_bound` on the groups every placement may be taken to keep whole. Each stops at its
+    share of the time with a weaker, still valid, bound."""
+    started = time.perf_counter()
+    bound = lower_bound(problem, objective, replicas)
+    if replicas:
+        return bound
+    bound = max(bound, device_aware_bound(problem, objective, DEVICE_AWARE_SHARE * time_limit))
+    if objective == "throughput":
+        left = time_limit - (time.perf_counter() - started)
+        if left > 0:
+            cut = cut_bound(problem, left, floor=bound).value
+            bound = max(bound, cut) if math.isfinite(cut) else bound
+    return bound
+
+
+__all__ = [
+    "BoundResult",
+    "best_bound",
+    "critical_path_bound",
+    "cut_bound",
+    "device_aware_bound",
+    "fastest_times",
+    "lower_bound",
+    "replicated_times",
+    "speed_shares",
+    "work_bound",
+]

@@ -285,6 +285,11 @@ def feasible_devices(problem: PlacementProblem) -> np.ndarray:
     supports it, is within its pin, and may run and hold its whole colocation group (colour
     classes sharing an operator merged). Raises :class:`InfeasibleError` (:func:`check_placeable`)
     if an operator or a class has no such device."""
+    if not problem.colour_classes:  # operators alone, in NumPy: no groups to build
+        fits = problem.allowed() & (
+            problem.memory[:, None] <= problem.capacity[None, :] * (1 + MEMORY_TOLERANCE))
+        if fits.any(axis=1).all():
+            return fits
     groups = contract(problem, merge_costless=False, contiguous=False)
     check_placeable(problem, groups)
     return groups.fits(problem)[groups.group_of]

@@ -63,7 +63,7 @@ def cut_bound(problem: PlacementProblem, time_limit: float, groups: Groups | Non
     transfer = problem.transfer_time.min(axis=1)
     if not len(groups.comm) or not (transfer > 0).any():
         # Nothing to cut: f(S) is the compute of S, least for S = {g}.
-        return BoundResult(float(compute.max(initial=0.0)), "optimal",
+        return BoundResult(max(float(compute.max(initial=0.0)), floor), "optimal",
                            time.perf_counter() - started)
     scale = max(compute.max(initial=0.0), compute.sum() / problem.num_devices, floor)
     scale = scale if scale > 0 else float(transfer.max())

@@ -172,15 +172,19 @@ def _weighted_work(problem: PlacementProblem, allowed: np.ndarray, objective: st
         apart = ~(allowed[src] & allowed[dst]).any(axis=1)
         receivers_of = np.zeros_like(allowed)
         np.logical_or.at(receivers_of, src[apart], allowed[dst[apart]])
-        for u in np.unique(src[apart]).tolist():
-            receivers = receivers_of[u]
-            if not receivers.any():
-                continue
-            recv = w * transfer[u]
-            for k in np.flatnonzero(allowed[u]).tolist():
-                others = receivers.copy()
-                others[k] = False
-                cost[u, k] += w[k] * transfer[u, k] + (recv[others].min() if others.any() else 0.0)
+        senders = np.flatnonzero(receivers_of.any(axis=1))
+        if senders.size:
+            # min over the receivers e != k of w[e] t[u, e], for every k at once: the least
+            # receiver's cost, or the second least where the least is k itself.
+            recv = np.where(receivers_of[senders], w[None, :] * transfer[senders], np.inf)
+            by_cost = np.argsort(recv, axis=1)
+            rows = np.arange(senders.size)
+            least = recv[rows, by_cost[:, 0]]
+            second = recv[rows, by_cost[:, 1]] if recv.shape[1] > 1 else np.full_like(least, np.inf)
+            other = np.where(np.arange(recv.shape[1])[None, :] == by_cost[:, :1],
+                             second[:, None], least[:, None])
+            charge = w[None, :] * transfer[senders] + np.where(np.isfinite(other), other, 0.0)
+            cost[senders] += np.where(allowed[senders], charge, 0.0)
     total = float(cost.min(axis=1).sum())
     total -= float((mu[finite] * capacity[finite] * (1 + MEMORY_TOLERANCE)).sum())
     # Guard the float sums against rounding up.

@@ -4,7 +4,7 @@ For each k in {2, 4, 8, 16, 32, 64} and each k-stage problem of the testbed (``a
 A100s, the throughput objective = max-load of a contiguous k-stage pipeline), this runs
 
 - ``slicegraph`` (SliceGraph DP + BRKGA, with the combinatorial and MIP lower bounds of
-  ``tvm_place/solvers/archer_bounds.py``) under ``--time-limit`` seconds, and
+  ``tvm_place/solvers/bounds/contiguous.py``) under ``--time-limit`` seconds, and
 - ``dp`` (the exact DP over ideals) under ``--dp-time-limit`` seconds, where it finishes (it gives
   up on graphs with too many ideals or at its time limit; that is recorded),
 
@@ -153,15 +153,15 @@ def render(table: list[dict], rows: list[dict], skipped: list[dict], meta: dict)
     lines += [
         "",
         "Columns: *combinatorial* is the heaviest group or total work / k (no communication); "
-        "*cut bound*: `archer_bounds.cut_bound`, the least load of a device holding a given group "
+        "*cut bound*: `bounds.cut_bound`, the least load of a device holding a given group "
         "(one max-flow per group; the largest over groups); *heaviest block*: "
-        "`archer_bounds.heaviest_block_bound`, the least load of a pipeline block holding at "
+        "`bounds.contiguous.heaviest_block_bound`, the least load of a pipeline block holding at "
         "least 1/k of the work, transfers charged (one block's CP-SAT model); these three and the "
         "next are each shown where at least the combinatorial bound. They run in that order "
         "inside slicegraph's bound phase and each is skipped (0, shown as the combinatorial "
         "bound) once an earlier one proves the placement optimal or the time is spent, so their "
         "columns show what each added in turn, not its strength alone; "
-        "*chain model*: the bound of `archer_bounds.chain_bound` (Archer et al.'s full "
+        "*chain model*: the bound of `bounds.contiguous.chain_bound` (Archer et al.'s full "
         "formulation: all k blocks as one chain of ideals, the block index being the device, "
         "solved by CP-SAT with the best placement's value as the cap, then probes below it); "
         "*chain solved*: problems where CP-SAT solved it to optimality (the contiguous optimum) inside slicegraph's limit; *our best bound* is "

@@ -141,9 +141,9 @@ def test_lower_bound_is_valid_and_at_least_diviml_formula(cases, objective):
         problem, optimum, _, _ = cases[objective, seed]
         if math.isinf(optimum):
             continue
-        bound = diviml.lower_bound(problem, objective)
+        bound = bounds.device_aware_bound(problem, objective)
         assert bound <= optimum * (1 + 1e-12), (seed, bound, optimum)
-        # DiviML's max(critical path at fastest times, fastest work / devices), in bounds.py.
+        # DiviML's max(critical path at fastest times, fastest work / devices), sharpened.
         assert bound >= bounds.lower_bound(problem, objective) * (1 - 1e-9), seed
 
 
@@ -156,9 +156,9 @@ def test_lower_bound_counts_unavoidable_transfers():
         compute_time=np.array([[1.0, math.inf], [math.inf, 1.0]]),
         transfer_time=np.array([[2.0, 3.0], [0.0, 0.0]]),
     )
-    assert diviml.lower_bound(problem, "latency") == pytest.approx(7.0)
+    assert bounds.device_aware_bound(problem, "latency") == pytest.approx(7.0)
     assert bounds.lower_bound(problem, "latency") == pytest.approx(2.0)
-    assert diviml.lower_bound(problem, "throughput") == pytest.approx(4.0, rel=1e-9)
+    assert bounds.device_aware_bound(problem, "throughput") == pytest.approx(4.0, rel=1e-9)
     assert best_throughput(problem) == pytest.approx(4.0)
     assert best_latency(problem) == pytest.approx(7.0)
 
@@ -225,7 +225,7 @@ def test_split_with_binding_memory(objective):
     placement = split.solve(problem, objective, 10.0, module_ops=9)
     _check_placement(problem, placement, objective)
     assert placement.stats["modules"] >= 3
-    assert placement.value >= diviml.lower_bound(problem, objective)
+    assert placement.value >= bounds.device_aware_bound(problem, objective)
 
 
 def _infeasible_problems():
@@ -262,7 +262,7 @@ def test_unknown_objective():
     problem = _residual_chain(1)
     for call in (lambda: diviml.solve(problem, "energy", 1.0),
                  lambda: split.solve(problem, "energy", 1.0),
-                 lambda: diviml.lower_bound(problem, "energy")):
+                 lambda: bounds.device_aware_bound(problem, "energy")):
         with pytest.raises(UnknownMethodError):
             call()
     with pytest.raises(UnknownMethodError):

@@ -17,6 +17,7 @@ from tvm_place.errors import InvalidTargetError, TvmPlaceError, UnsupportedModel
 from tvm_place.evaluate import evaluate, validate
 from tvm_place.graph import Device, OpGraph, OpNode, Placement, PlacementProblem
 from tvm_place.runtime.placed import PlacedModule
+from tvm_place.solvers.grouping import colocation_groups
 
 MODEL_FILE = '''
 from tvm.relax.frontend import nn
@@ -95,7 +96,7 @@ def spread(problem: PlacementProblem) -> np.ndarray:
     keeps every shared weight's readers together; a boundary goes with the output before it
     (elsewhere, that output's copy to it would be priced)."""
     device_of = np.zeros(problem.num_ops, dtype=np.int64)
-    for position, group in enumerate(problem.colocation_groups()):
+    for position, group in enumerate(colocation_groups(problem)):
         device_of[group] = position % 2
     for u, node in enumerate(problem.graph.nodes):
         if node.kind == BOUNDARY:

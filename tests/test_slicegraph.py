@@ -14,7 +14,9 @@ from tvm_place.errors import InfeasibleError, UnknownMethodError
 from tvm_place.evaluate import evaluate, validate
 from tvm_place.formats import load_dnn_partitioning
 from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem
-from tvm_place.solvers import archer_bounds, slicegraph
+from tvm_place.solvers import slicegraph
+from tvm_place.solvers.bounds import contiguous
+from tvm_place.solvers.common import DeviceTypes
 
 #: Brute force enumerates num_devices ** num_ops assignments; keep each problem below this.
 MAX_ASSIGNMENTS = 2500
@@ -95,8 +97,8 @@ def test_every_lower_bound_is_at_most_the_contiguous_optimum(seed):
     # Alternate generous and tight budgets, so both solved MIPs and stopped ones (dual bounds)
     # are checked.
     budget = 1.0 if seed % 3 else 0.15
-    results = archer_bounds.lower_bounds(problem, budget)
-    assert set(results) == set(archer_bounds.BOUNDS)
+    results = contiguous.lower_bounds(problem, budget)
+    assert set(results) == set(contiguous.BOUNDS)
     for name, result in results.items():
         if math.isinf(optimum):
             continue  # every bound, inf included, is valid
@@ -111,7 +113,7 @@ def test_bounds_are_not_trivial_on_small_graphs():
         problem, optimum = _case(seed)
         if not math.isfinite(optimum) or optimum <= 0:
             continue
-        results = archer_bounds.lower_bounds(problem, 10.0)
+        results = contiguous.lower_bounds(problem, 10.0)
         ratios.append(max(r.value for r in results.values()) / optimum)
     assert np.mean(ratios) > 0.9
 
@@ -156,7 +158,7 @@ def test_block_costs_match_the_evaluator_in_any_unit_order():
     rng = np.random.default_rng(7)
     for trial in range(20):
         problem = random_problem(rng, int(rng.integers(3, 9)), 3, edge_probability=0.4)
-        slicer = slicegraph._Slicer(problem, slicegraph._device_types(problem))
+        slicer = slicegraph._Slicer(problem, DeviceTypes.of(problem))
         n = problem.num_ops
         num_units = int(rng.integers(1, n + 1))
         unit_of = np.sort(rng.integers(0, num_units, n))
@@ -312,7 +314,7 @@ def test_bounds_below_a_published_optimum():
     # LayerGraphs/resnet50_inference, k = 6 accelerators + 1 CPU: exact contiguous optimum 33.7747
     # (README). Every bound, with the MIPs stopped early or not, stays below it.
     problem = load_dnn_partitioning(WORKLOADS / "LayerGraphs/resnet50_inference.json")
-    results = archer_bounds.lower_bounds(problem, 3.0)
+    results = contiguous.lower_bounds(problem, 3.0)
     for name, result in results.items():
         assert result.value <= 33.7747, (name, result)
     assert results["combinatorial"].value > 0.8 * 33.7747

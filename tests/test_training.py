@@ -20,6 +20,7 @@ from tvm_place.evaluate import validate
 from tvm_place.passes.training import register_missing_gradients, training_module
 from tvm_place.passes import collect_op_graph, prepare_pipeline
 from tvm_place.passes._ir import CALL_TIR, is_call_to
+from tvm_place.solvers.grouping import colocation_groups
 
 FAST_LLVM = tvm.target.Target({"kind": "llvm", "opt-level": 0})
 TINY_BERT = {"seq_len": 8, "hidden": 32, "heads": 4, "ffn": 64}
@@ -194,7 +195,7 @@ def test_training_step_placed_on_two_devices_matches_unsplit():
     problem = placed.problem
     # Alternate the colocation groups over the two devices: many cuts, colour classes kept.
     device_of = np.zeros(problem.num_ops, dtype=int)
-    for i, group in enumerate(problem.colocation_groups()):
+    for i, group in enumerate(colocation_groups(problem)):
         device_of[group] = i % 2
     compiled = tvm_place.compile(model.mod, ["llvm", "llvm"], placement=device_of)
     assert set(compiled.placement.device_of.tolist()) == {0, 1}

@@ -314,7 +314,7 @@ def _given_placement(problem: PlacementProblem, placement, objective: str, time_
         objective=objective,
         value=value,
         lower_bound=min(value, solvers.bounds.best_bound(
-            problem, objective, bool(given.replicas), solvers.CUT_BOUND_SHARE * time_limit)),
+            problem, objective, bool(given.replicas), solvers.BOUND_SHARE * time_limit)),
         method="given",
         device_names=problem.device_names,
         operators=list(problem.graph.names),

@@ -187,27 +187,6 @@ class PlacementProblem:
     def device_names(self) -> list[str]:
         return [d.name for d in self.devices]
 
-    def colocation_groups(self) -> list[list[int]]:
-        """Operators that must share a device: overlapping colour classes merged, every other
-        operator alone; each group sorted, groups sorted by first member."""
-        if not self.colour_classes:  # the common case, without a Python union-find pass
-            return [[u] for u in range(self.num_ops)]
-        parent = list(range(self.num_ops))
-
-        def root(u: int) -> int:
-            while parent[u] != u:
-                parent[u] = parent[parent[u]]
-                u = parent[u]
-            return u
-
-        for colour in self.colour_classes:
-            for u in colour[1:]:
-                parent[root(u)] = root(colour[0])
-        groups: dict[int, list[int]] = {}
-        for u in range(self.num_ops):
-            groups.setdefault(root(u), []).append(u)
-        return sorted(groups.values())
-
     def identical_devices(self) -> list[list[int]]:
         """Devices no placement can tell apart (equal compute, transfer, capacity and allowed
         columns), in classes ordered by first device."""

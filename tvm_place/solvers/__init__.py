@@ -18,6 +18,7 @@ from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import evaluate
 from ..graph import OBJECTIVES, Placement, PlacementProblem
 from . import bounds
+from .common import Progress, require_objective
 
 
 @dataclass(frozen=True)
@@ -96,12 +97,9 @@ METHODS: dict[str, Method] = {
     ),
 }
 
-#: The share of a solve's time limit the transfer-charging throughput bound may take
-#: (:func:`bounds.cut_bound`; it stops early, with a valid bound).
-CUT_BOUND_SHARE = 0.02
-
-#: A progress callback receives a short message and, where known, the fraction done.
-Progress = Callable[[str, float | None], None]
+#: The share of a solve's time limit :func:`bounds.best_bound` may take (its bounds stop early,
+#: with a valid bound).
+BOUND_SHARE = 0.02
 
 
 def method_function(method: str) -> Callable[..., Placement]:
@@ -125,16 +123,13 @@ def solve(
             f"unknown method {method!r}; available: {sorted(METHODS)}"
         )
     entry = METHODS[method]
-    if objective not in entry.objectives:
-        raise UnknownMethodError(
-            f"method {method!r} solves {list(entry.objectives)}, not {objective!r}; "
-            "use method='auto'"
-        )
+    require_objective(method, objective, entry.objectives)
     started = time.perf_counter()
     general_bound = bounds.best_bound(problem, objective, entry.search_space == "replicated",
-                                      CUT_BOUND_SHARE * time_limit)
-    # The bound's time (its network is built before its deadline is watched) counts in the limit.
-    left = max(time_limit - (time.perf_counter() - started), (1 - CUT_BOUND_SHARE) * time_limit)
+                                      BOUND_SHARE * time_limit)
+    # The bound's time (parts of it are built before their deadline is watched) counts in the
+    # limit.
+    left = max(time_limit - (time.perf_counter() - started), (1 - BOUND_SHARE) * time_limit)
     placement = method_function(method)(problem, objective, left, progress)
     seconds = time.perf_counter() - started
     if not math.isfinite(placement.value):

@@ -68,14 +68,16 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import networkx as nx
 import numpy as np
 
-from ..errors import InfeasibleError, UnknownMethodError
-from ..evaluate import MEMORY_TOLERANCE, contiguity_edges, evaluate
+from ..errors import InfeasibleError
+from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
-from . import bounds
-from .heft import PACKING_STEPS, _no_room_message, _pack_memory, _Units
+from . import bounds, heft
+from .budget import HEFT_ALWAYS_SECONDS, heft_pass_seconds
+from .common import require_objective, single_device
+from .grouping import contract
+from .heft import PACKING_STEPS, _no_room_message, _pack_memory, _set_aside, _Units
 
 #: The pipedream program keeps a value and a choice per (usage vector, prefix); past this many it
 #: plans on the fastest devices only.
@@ -109,19 +111,11 @@ class Context:
              objectives: tuple[str, ...], time_limit: float, progress=None) -> "Context":
         """Check the objective and that each operator and colour class fits somewhere alone."""
         started = time.perf_counter()
-        if objective not in objectives:
-            raise UnknownMethodError(
-                f"method {method!r} solves {list(objectives)}, not {objective!r}; use "
-                f"objective={objectives[0]!r} or method='auto'"
-            )
+        require_objective(method, objective, objectives,
+                          f"use objective={objectives[0]!r} or method='auto'")
         lower_bound = bounds.lower_bound(problem, objective)  # raises for stranded operators
-        units = _Units.of(problem)  # raises for colour classes no device may run
+        units = _Units.of(problem)  # raises for a unit that no device may run or hold
         memory_limit = (problem.capacity * (1 + MEMORY_TOLERANCE)).tolist()
-        for g in range(len(units.members)):
-            if not any(units.memory[g] <= memory_limit[d] for d in units.devices[g]):
-                raise InfeasibleError(_no_room_message(
-                    problem, units, g, [0.0] * problem.num_devices, "even when empty"
-                ))
         return cls(problem, objective, method, units, memory_limit, lower_bound, started,
                    started + max(0.0, time_limit), progress)
 
@@ -201,23 +195,44 @@ def fastest_device(problem: PlacementProblem, objective: str, time_limit: float,
     """Everything on the single device with the best value that holds every operator."""
     context = Context.open(problem, objective, "fastest-device", ("throughput", "latency"),
                            time_limit, progress)
-    options, blockers = [], []
-    for d in range(problem.num_devices):
-        blocker = single_device_blocker(problem, d)
-        if blocker is None:
-            # One device: no transfer, so both objectives are its total compute time.
-            options.append((float(problem.compute_time[:, d].sum()), d))
-        else:
-            blockers.append(f"{problem.devices[d].name}: {blocker}")
-    if not options:
+    device_of = single_device(problem)
+    if device_of is None:
+        blockers = [f"{device.name}: {single_device_blocker(problem, d)}"
+                    for d, device in enumerate(problem.devices)]
         raise InfeasibleError(
             "no single device can run the whole model: " + "; ".join(blockers) + ". Use a "
             "method that splits it over several devices (e.g. 'greedy', 'comm-balanced', 'dp')"
         )
-    _, best = min(options)
-    return context.placement(np.full(problem.num_ops, best), stats={
-        "device": problem.devices[best].name, "single_device_options": len(options)
+    options = sum(single_device_blocker(problem, d) is None for d in range(problem.num_devices))
+    return context.placement(device_of, stats={
+        "device": problem.devices[int(device_of[0])].name, "single_device_options": options
     })
+
+
+# -- cheap answers for the other methods -----------------------------------------------------------
+
+
+def cheap_incumbent(problem: PlacementProblem, objective: str) -> Placement | None:
+    """The ``greedy`` placement (time O(n D + m), plus a packing search where filling in order
+    runs out of memory), or ``None`` where it finds none: what a method returns when its time
+    runs out with nothing better (:mod:`tvm_place.solvers.budget`)."""
+    try:
+        return greedy(problem, objective, 0.0)
+    except InfeasibleError:
+        return None
+
+
+def heft_or_greedy(problem: PlacementProblem, search_seconds: float,
+                   within: float) -> Placement | None:
+    """HEFT's placement with ``search_seconds`` of local search where its passes fit in
+    ``within`` seconds, else :func:`cheap_incumbent`'s (latency); ``None`` where neither finds
+    one. The warm start of the exact latency methods and DiviML's."""
+    if heft_pass_seconds(problem) <= max(within, HEFT_ALWAYS_SECONDS):
+        try:
+            return heft.solve(problem, "latency", search_seconds)
+        except InfeasibleError:
+            pass
+    return cheap_incumbent(problem, "latency")
 
 
 # -- greedy ---------------------------------------------------------------------------------------
@@ -346,16 +361,13 @@ def _etf_schedule(problem: PlacementProblem, units: _Units, memory_limit, level,
     finish = [0.0] * n
     device_of = [-1] * n
     free = [0.0] * num_devices
-    used = [0.0] * num_devices
-    unit_device = [-1] * len(units.members)
     if fixed is not None:
-        for g, members in enumerate(units.members):
-            unit_device[g] = int(fixed[members[0]])
+        used = [0.0] * num_devices
+        unit_device = [int(fixed[members[0]]) for members in units.members]
     else:
-        for g, devices in enumerate(units.devices):
-            if len(devices) == 1:
-                unit_device[g] = devices[0]
-                used[devices[0]] += unit_memory[g]
+        unit_device, used, stuck = _set_aside(problem, units, memory_limit)
+        if stuck is not None:
+            return None, None, stuck, used
     waiting: list[list] = [[] for _ in range(num_devices)]
     available: list[list] = [[] for _ in range(num_devices)]
 
@@ -472,23 +484,15 @@ def pipeline_order(problem: PlacementProblem) -> tuple[np.ndarray, np.ndarray]:
     which no pipeline can split).
     """
     n = problem.num_ops
-    unit_of = [0] * n
-    for group in problem.colocation_groups():
-        for u in group:
-            unit_of[u] = group[0]
-    graph = nx.DiGraph()
-    graph.add_nodes_from(sorted(set(unit_of)))
-    graph.add_edges_from((unit_of[u], unit_of[v]) for u, v in contiguity_edges(problem).tolist()
-                         if unit_of[u] != unit_of[v])
-    condensed = nx.condensation(graph)
+    groups = contract(problem, merge_costless=False)  # colour classes and cycles through them
     topological_position = np.empty(n, dtype=np.int64)
     topological_position[problem.graph.topological_order] = np.arange(n)
     members: dict[int, list[int]] = {}
     for u in problem.graph.topological_order.tolist():
-        members.setdefault(condensed.graph["mapping"][unit_of[u]], []).append(u)
+        members.setdefault(int(groups.group_of[u]), []).append(u)
     first = {c: topological_position[ops[0]] for c, ops in members.items()}
     by_first = sorted(members, key=first.__getitem__)
-    successors = {c: sorted(condensed.successors(c), key=first.__getitem__) for c in by_first}
+    successors = {c: sorted(groups.successors[c], key=first.__getitem__) for c in by_first}
     finished, seen = [], set()
     for start in by_first:  # iterative depth-first search, post-order
         if start in seen:

@@ -7,15 +7,18 @@ Two rules (issue 15, "time limits at scale"):
   :func:`buildable` says whether a model of ``items`` variables and constraints can be built in
   half of the time it would get; a method skips one that cannot (it could prove nothing) and keeps
   its other answer;
-- a method that has nothing better when its time runs out returns :func:`cheap_incumbent`, the
-  ``greedy`` baseline's placement (linear time), rather than overrunning or failing; and a warm
-  start from HEFT (:func:`heft_or_greedy`) is taken only where HEFT's own passes fit the time.
+- a method that has nothing better when its time runs out returns
+  :func:`tvm_place.solvers.baselines.cheap_incumbent`, the ``greedy`` baseline's placement
+  (linear time), rather than overrunning or failing; and a warm start from HEFT
+  (:func:`tvm_place.solvers.baselines.heft_or_greedy`) is taken only where HEFT's own passes fit
+  the time (:func:`heft_pass_seconds`).
+
+Nothing here runs a solver, so every module may import it.
 """
 
 from __future__ import annotations
 
-from ..errors import InfeasibleError
-from ..graph import Placement, PlacementProblem
+from ..graph import PlacementProblem
 
 #: Seconds building a model takes per variable or constraint (Python calls into the solvers' APIs:
 #: 12 s for about 800,000 of them, measured on the 2-core development machine under load),
@@ -44,32 +47,6 @@ def model_items(problem: PlacementProblem, device_pairs: bool = False) -> int:
     have (a transfer delay when the two ends sit on different devices)."""
     D = problem.num_devices
     return problem.num_ops * D + len(problem.graph.edges) * (D * D if device_pairs else D)
-
-
-def cheap_incumbent(problem: PlacementProblem, objective: str) -> Placement | None:
-    """The ``greedy`` placement (time O(n D + m), plus a packing search where filling in order
-    runs out of memory), or ``None`` where it finds none."""
-    from .baselines import greedy
-
-    try:
-        return greedy(problem, objective, 0.0)
-    except InfeasibleError:
-        return None
-
-
-def heft_or_greedy(problem: PlacementProblem, search_seconds: float,
-                   within: float) -> Placement | None:
-    """HEFT's placement with ``search_seconds`` of local search where its passes fit in
-    ``within`` seconds, else :func:`cheap_incumbent`'s (latency); ``None`` where neither finds
-    one. The warm start of the exact latency methods and DiviML's."""
-    from . import heft
-
-    if heft_pass_seconds(problem) <= max(within, HEFT_ALWAYS_SECONDS):
-        try:
-            return heft.solve(problem, "latency", search_seconds)
-        except InfeasibleError:
-            pass
-    return cheap_incumbent(problem, "latency")
 
 
 def heft_pass_seconds(problem: PlacementProblem) -> float:

@@ -68,15 +68,15 @@ puts SCIP's absolute tolerances near 1e-9 of the objective; its bound is reporte
 less a margin; on the limit the best solution found (or the warm start, whichever is better) is
 returned with the best bound proven.
 
-**Lower bound** (:func:`lower_bound`): DiviML grades heuristics against ``max(critical path with
-every operator on its fastest device, sum of fastest times / #devices)``; :func:`lower_bound`
-computes two valid strengthenings of both terms (unavoidable transfers, heterogeneous devices and
-memory); see its docstring for the proofs.
+**Lower bound**: DiviML grades heuristics against ``max(critical path with every operator on its
+fastest device, sum of fastest times / #devices)``;
+:func:`tvm_place.solvers.bounds.device_aware.device_aware_bound` computes valid strengthenings of
+both terms (unavoidable transfers, heterogeneous devices and memory), with their proofs.
 
 Complexity: the latency program has ``n D`` booleans, ``2 n`` integers, ``n D`` optional intervals
 and ``m D^2`` conditional precedences; the throughput program ``n D`` binaries, at most ``2 n D``
 continuous variables and ``2 m D`` inequalities. Both problems are NP-hard; model building is
-``O(n D + m D^2)``, :func:`lower_bound` one LP (GLOP) of ``n D`` variables plus ``O(m D^2)``.
+``O(n D + m D^2)``, the bound one LP (GLOP) of ``n D`` variables plus ``O(m D^2)``.
 """
 
 from __future__ import annotations
@@ -89,10 +89,18 @@ from datetime import timedelta
 
 import numpy as np
 
-from ..errors import InfeasibleError, UnknownMethodError
+from ..errors import InfeasibleError
 from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import OBJECTIVES, Placement, PlacementProblem
-from .budget import buildable, cheap_incumbent, heft_or_greedy, model_items
+from .baselines import cheap_incumbent, heft_or_greedy
+from .bounds.device_aware import (
+    device_aware_bound,
+    subproblem_latency_bound,
+    subproblem_throughput_bound,
+)
+from .budget import buildable, model_items
+from .common import reporter, require_objective
+from .grouping import feasible_devices
 from .native_output import solver_stdout_to_stderr
 
 #: The reference horizon (a known solution's value, or a safe upper bound) maps to about this
@@ -125,7 +133,7 @@ WARM_START_SECONDS = 2.0
 #: placement is, elsewhere).
 WARM_START_WITHIN = 0.4
 
-#: The share of the time limit :func:`lower_bound` may take in :func:`solve` (it returns a
+#: The share of the time limit the device-aware bound may take in :func:`solve` (it returns a
 #: weaker bound rather than overrun).
 BOUND_SHARE = 0.2
 
@@ -157,66 +165,6 @@ def _workers(num_ops: int) -> int:
     if num_ops <= SMALL_OPS:
         return SMALL_WORKERS
     return max(4, min(8, os.cpu_count() or 1))
-
-
-# -- feasibility of single operators ---------------------------------------------------------
-
-
-def feasible_devices(problem: PlacementProblem) -> np.ndarray:
-    """``(n, D)`` bool: where each operator may run in *some* valid placement.
-
-    An operator may use a device that supports it, is within its pin, can hold its memory, and on
-    which its whole colour class (classes sharing an operator are merged) is allowed and fits.
-    Raises :class:`InfeasibleError` if an operator or a class has no such device.
-    """
-    allowed = problem.allowed()
-    names = problem.graph.names
-    devices = problem.device_names
-    limit = problem.capacity * (1 + MEMORY_TOLERANCE)
-    for u in np.flatnonzero(~allowed.any(axis=1)).tolist():
-        why = (
-            f"it is pinned to {[devices[d] for d in problem.pins[u]]}, none of which supports it"
-            if u in problem.pins
-            else f"no device of {devices} supports it"
-        )
-        raise InfeasibleError(
-            f"operator {names[u]!r} can run on no device: {why}; add a device that supports it "
-            "or change the pin"
-        )
-    # Operators alone (no colour class) in NumPy at once; a NumPy step per group took seconds
-    # on 200,000 operators. The checks below then run per colour class only.
-    fits = allowed & (problem.memory[:, None] <= limit[None, :])
-    if fits.any(axis=1).all():  # every operator fits alone somewhere: check the classes only
-        allowed = fits
-        groups = [group for group in colour_groups(problem) if len(group) > 1] \
-            if problem.colour_classes else []
-    else:  # some operator fits nowhere: the loop below names it
-        groups = colour_groups(problem)
-    for group in groups:
-        shared = allowed[group].all(axis=0)
-        if len(group) > 1 and not shared.any():
-            raise InfeasibleError(
-                f"operators {[names[u] for u in group][:6]} must share a device (colour class), "
-                f"but no device of {devices} is allowed for all of them (support or pins); drop "
-                "the colour class, relax the pins, or add a device that runs them all"
-            )
-        fits = shared & (problem.memory[group].sum() <= limit)
-        if not fits.any():
-            what = (f"operator {names[group[0]]!r}" if len(group) == 1
-                    else f"colour class {[names[u] for u in group][:6]}")
-            raise InfeasibleError(
-                f"{what} needs {problem.memory[group].sum():.4g} bytes, more than the memory "
-                f"capacity of every device it may run on ({devices}); raise a capacity, add a "
-                "device, or relax the pins and colour classes that confine it"
-            )
-        allowed[group] = fits
-    return allowed
-
-
-def colour_groups(problem: PlacementProblem) -> list[list[int]]:
-    """The operators that must share a device: colour classes with common members merged, and
-    every other operator alone; each group sorted, groups sorted by first member."""
-    return problem.colocation_groups()
 
 
 # -- subproblems --------------------------------------------------------------------------------
@@ -761,224 +709,13 @@ def _loads(problem, sub: Subproblem, devices: dict[int, int], charged, backgroun
     return loads
 
 
-# -- DiviML's lower bound ------------------------------------------------------------------------
-
-
-def lower_bound(problem: PlacementProblem, objective: str, time_limit: float = math.inf) -> float:
-    """A lower bound on the optimum of ``objective`` over every valid placement (and order).
-
-    DiviML's bound is ``max(CP, W)``: ``CP`` the critical path with every operator at its fastest
-    time, ``W`` the sum of fastest times over the number of devices (both in
-    :mod:`~tvm_place.solvers.bounds`). This function returns the maximum of the terms below, each
-    at least as strong as its DiviML counterpart; ``A[u]`` is :func:`feasible_devices` (support,
-    pins, memory, colour classes), a superset of the devices ``u`` can take in a valid placement.
-
-    1. *Largest operator*: every operator runs somewhere, and a device's load (throughput) and
-       the makespan (latency) are at least its compute time: ``max_u min_{k in A[u]} p[u, k]``.
-    2. *Weighted work* (latency and throughput), for any weights ``w >= 0`` with ``sum w = 1`` and
-       memory prices ``mu >= 0``::
-
-           LB(w, mu) = sum_u min_{k in A[u]} (w[k] p[u, k] + mu[k] m[u] + c_u(k))
-                       - sum_k mu[k] capacity[k] (1 + tolerance)
-
-       where ``c_u(k) = 0`` for latency. Proof: for a valid placement with device ``k(u)`` per
-       operator, the objective ``z`` is at least every device's busy time (latency: a device runs
-       its operators one at a time within the makespan; throughput: load >= compute), so
-       ``z >= sum_k w[k] load[k] >= sum_u w[k(u)] p[u, k(u)] (+ transfers)``; adding
-       ``sum_k mu[k] (used[k] - capacity[k] (1 + tolerance)) <= 0`` and taking each operator's
-       minimum over ``A[u]`` gives ``LB``. With ``w = 1/D, mu = 0`` it is DiviML's ``W``; the
-       weights used are the duals of the fractional assignment LP (GLOP), which makes it the LP
-       bound (heterogeneous speeds and memory included); any dual error only weakens it, because
-       it is recomputed from ``w`` and ``mu`` exactly as written.
-       *Unavoidable transfers* (throughput): if ``u`` has a successor ``v`` with ``A[u]`` and
-       ``A[v]`` disjoint, ``u``'s value must leave its device ``k``: the sender pays
-       ``t[u, k]`` and some device ``e != k`` allowed to such a ``v`` receives it, paying
-       ``t[u, e]``, once per value. So ``c_u(k) = w[k] t[u, k] + min_{e in R_u, e != k} w[e]
-       t[u, e]`` (``R_u``: the devices allowed to those successors) is charged to distinct load
-       terms for distinct ``u``, and ``LB`` stays valid.
-    3. *Device-aware critical path* (latency): ``f(v, e) = p[v, e] + max_{u in pred(v)}
-       min_{d in A[u]} (f(u, d) + delay(u, d, e))`` with ``delay = 0`` if ``d = e`` else
-       ``t[u, d] + t[u, e]``; ``LB = max_v min_{e in A[v]} f(v, e)``. Proof, by induction in
-       topological order: in any schedule of the evaluator's model, ``finish(v) >= f(v, k(v))``:
-       ``v`` starts no earlier than each input arrives, ``finish(u) + delay(u, k(u), k(v)) >=
-       f(u, k(u)) + delay >= min_d (...)``, then runs ``p[v, k(v)]``. The makespan is at least
-       every finish. With all delays zero it is DiviML's ``CP``; it adds every transfer that
-       support, pins, memory or colour classes make unavoidable.
-
-    Within ``time_limit`` seconds (about: the LP gets a share and is skipped where it cannot be
-    built in it; the critical path stops at the deadline with the part computed, still valid as
-    each ``f`` is): a weaker bound, never an invalid one. Time O(n D^2 + m D^2) besides the LP.
-
-    Raises :class:`InfeasibleError` (from :func:`feasible_devices`) if some operator has no device.
-    """
-    if objective not in OBJECTIVES:
-        raise UnknownMethodError(f"unknown objective {objective!r}; use one of {list(OBJECTIVES)}")
-    deadline = time.perf_counter() + time_limit
-    allowed = feasible_devices(problem)
-    p = np.where(allowed, problem.compute_time, np.inf)
-    best = max(float(p.min(axis=1).max()),
-               _weighted_work(problem, allowed, objective, 0.5 * time_limit))
-    if objective == "latency":
-        best = max(best, _device_critical_path(problem, allowed, deadline))
-    return best
-
-
-def _device_critical_path(problem: PlacementProblem, allowed: np.ndarray,
-                          deadline: float = math.inf) -> float:
-    sub = Subproblem.whole(problem)
-    choices = {u: np.flatnonzero(allowed[u]).tolist() for u in sub.ops}
-    return subproblem_latency_bound(problem, sub, choices, work=False, deadline=deadline)
-
-
-def subproblem_latency_bound(problem: PlacementProblem, sub: Subproblem, choices,
-                             work: bool = True, deadline: float = math.inf) -> float:
-    """Term 3 of :func:`lower_bound` (the device-aware critical path) over ``sub``, its inputs'
-    arrivals and devices' ready times included, and (``work``) DiviML's work term over ``sub``:
-    each device is busy at most the makespan, so ``sum of fastest times / D`` bounds it. Past
-    ``deadline`` (``time.perf_counter()``) the path stops at the operators timed so far."""
-    transfer = problem.transfer_time
-    n_devices = problem.num_devices
-    same = np.eye(n_devices, dtype=bool)
-    ready0 = np.zeros(n_devices) if sub.ready is None else np.asarray(sub.ready, dtype=float)
-    position = np.empty(problem.num_ops, dtype=np.int64)
-    position[problem.graph.topological_order] = np.arange(problem.num_ops)
-    inside = set(sub.ops)
-    f: dict[int, np.ndarray] = {}
-    latest = 0.0
-    for step, v in enumerate(sorted(sub.ops, key=position.__getitem__)):
-        if step % 1024 == 0 and time.perf_counter() > deadline:
-            break  # each f(v) bounds v's finish alone: the maximum so far is a valid bound
-        ready = ready0.copy()
-        for u in problem.graph.predecessors[v]:
-            delays = np.where(same, 0.0, transfer[u][:, None] + transfer[u][None, :])
-            if u in inside:
-                # arrive[d, e] = f(u, d) + delay(u, d, e); rows of devices u may not use stay inf.
-                ready = np.maximum(ready, (f[u][:, None] + delays).min(axis=0))
-            elif u in sub.inputs:
-                ready = np.maximum(ready, sub.input_finish.get(u, 0.0) + delays[sub.inputs[u]])
-        mask = np.zeros(n_devices, dtype=bool)
-        mask[choices[v]] = True
-        f[v] = np.where(mask, problem.compute_time[v] + ready, np.inf)
-        latest = max(latest, float(f[v].min()))
-    if work:
-        fastest = [min(problem.compute_time[u, k] for k in choices[u]) for u in sub.ops]
-        latest = max(latest, float(sum(fastest)) / n_devices)
-    return latest
-
-
-def subproblem_throughput_bound(problem: PlacementProblem, sub: Subproblem, choices) -> float:
-    """DiviML's work terms over ``sub`` with its ``background`` loads: the bottleneck is at least
-    the largest background, the mean of (background + fastest times) over the devices, and for
-    each operator the least of (background + its time) over its devices."""
-    n_devices = problem.num_devices
-    background = (np.zeros(n_devices) if sub.background is None
-                  else np.asarray(sub.background, dtype=float))
-    fastest = [min(problem.compute_time[u, k] for k in choices[u]) for u in sub.ops]
-    single = max((min(background[k] + problem.compute_time[u, k] for k in choices[u])
-                  for u in sub.ops), default=0.0)
-    return max(float(background.max()), (float(background.sum()) + float(sum(fastest))) / n_devices,
-               float(single))
-
-
-def _weighted_work(problem: PlacementProblem, allowed: np.ndarray, objective: str,
-                   time_limit: float = math.inf) -> float:
-    w, mu = _work_duals(problem, allowed, time_limit)
-    capacity = problem.capacity
-    finite = np.isfinite(capacity)
-    mu = np.where(finite, mu, 0.0)
-    p = problem.compute_time
-    cost = np.where(allowed, w[None, :] * np.where(allowed, p, 0.0)
-                    + mu[None, :] * problem.memory[:, None], np.inf)
-    edges = problem.graph.edges
-    if objective == "throughput" and len(edges):
-        transfer = problem.transfer_time
-        # The receivers of each value that must leave its device (edges whose ends share no
-        # device), gathered in NumPy: a Python pass over every edge took seconds at scale.
-        src, dst = edges[:, 0], edges[:, 1]
-        apart = ~(allowed[src] & allowed[dst]).any(axis=1)
-        receivers_of = np.zeros_like(allowed)
-        np.logical_or.at(receivers_of, src[apart], allowed[dst[apart]])
-        for u in np.unique(src[apart]).tolist():
-            receivers = receivers_of[u]
-            if not receivers.any():
-                continue
-            recv = w * transfer[u]
-            for k in np.flatnonzero(allowed[u]).tolist():
-                others = receivers.copy()
-                others[k] = False
-                cost[u, k] += w[k] * transfer[u, k] + (recv[others].min() if others.any() else 0.0)
-    total = float(cost.min(axis=1).sum())
-    total -= float((mu[finite] * capacity[finite] * (1 + MEMORY_TOLERANCE)).sum())
-    # Guard the float sums against rounding up.
-    return max(0.0, total * (1 - 1e-12))
-
-
-def _work_duals(problem: PlacementProblem, allowed: np.ndarray,
-                time_limit: float = math.inf) -> tuple[np.ndarray, np.ndarray]:
-    """Device weights ``w`` (summing to 1) and memory prices ``mu`` from the fractional
-    assignment LP ``min T: sum_k y[u, k] = 1, sum_u p[u, k] y[u, k] <= T, memory``; uniform
-    weights if the LP cannot be built and solved within ``time_limit``. Any ``w >= 0`` summing
-    to 1, ``mu >= 0`` give a valid bound; the LP's make it tightest."""
-    n_devices = problem.num_devices
-    uniform = (np.full(n_devices, 1.0 / n_devices), np.zeros(n_devices))
-    started = time.perf_counter()
-    if not buildable(3 * problem.num_ops * n_devices, time_limit):
-        return uniform
-    try:
-        from ortools.linear_solver import pywraplp
-    except ImportError:  # pragma: no cover - ortools is a dependency
-        return uniform
-    lp = pywraplp.Solver.CreateSolver("GLOP")
-    if lp is None:  # pragma: no cover
-        return uniform
-    T = lp.NumVar(0.0, lp.infinity(), "T")
-    y = {}
-    for u in range(problem.num_ops):
-        row = lp.Constraint(1.0, 1.0)
-        for k in np.flatnonzero(allowed[u]).tolist():
-            y[u, k] = lp.NumVar(0.0, 1.0, "")
-            row.SetCoefficient(y[u, k], 1.0)
-    work, memory = [], []
-    capacity = problem.capacity
-    for k in range(n_devices):
-        row = lp.Constraint(-lp.infinity(), 0.0)
-        row.SetCoefficient(T, -1.0)
-        for u in range(problem.num_ops):
-            if (u, k) in y:
-                row.SetCoefficient(y[u, k], float(problem.compute_time[u, k]))
-        work.append(row)
-        if math.isfinite(capacity[k]):
-            row = lp.Constraint(-lp.infinity(), float(capacity[k]) * (1 + MEMORY_TOLERANCE))
-            for u in range(problem.num_ops):
-                if (u, k) in y:
-                    row.SetCoefficient(y[u, k], float(problem.memory[u]))
-            memory.append((k, row))
-    lp.Minimize(T)
-    if math.isfinite(time_limit):
-        left = time_limit - (time.perf_counter() - started)
-        if left <= 0.01:
-            return uniform
-        lp.SetTimeLimit(max(1, int(left * 1000)))
-    if lp.Solve() not in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
-        return uniform
-    w = np.array([abs(row.dual_value()) for row in work])
-    if not np.isfinite(w).all() or w.sum() <= 0:
-        return uniform
-    w = w / w.sum()
-    mu = np.zeros(n_devices)
-    for k, row in memory:
-        mu[k] = abs(row.dual_value())
-    mu[~np.isfinite(mu)] = 0.0
-    return w, mu
-
-
 # -- the method ------------------------------------------------------------------------------------
 
 
 def warm_start(problem: PlacementProblem, time_limit: float, within: float = math.inf):
     """HEFT's placement and order (the solver's hint; ``time_limit`` seconds of its local
     search), or greedy's where HEFT's passes would not fit in ``within`` seconds
-    (:func:`~tvm_place.solvers.budget.heft_or_greedy`); ``None`` if neither finds a placement
+    (:func:`~tvm_place.solvers.baselines.heft_or_greedy`); ``None`` if neither finds a placement
     that fits memory (the program may still find one)."""
     return heft_or_greedy(problem, time_limit, within)
 
@@ -989,22 +726,16 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     On the time limit the best placement found is returned with the best bound proven
     (``stats["status"]`` says ``"optimal"`` or ``"time_limit"``).
     """
-    if objective not in OBJECTIVES:
-        raise UnknownMethodError(
-            f"method 'diviml-milp' solves {list(OBJECTIVES)}, not {objective!r}"
-        )
+    require_objective("diviml-milp", objective, OBJECTIVES)
     started = time.perf_counter()
     deadline = started + max(0.0, time_limit)
-
-    def report(message: str, fraction: float | None) -> None:
-        if progress is not None:
-            progress(message, fraction)
+    report = reporter(progress)
 
     allowed = feasible_devices(problem)
     warm = warm_start(problem, min(WARM_START_SECONDS, WARM_START_SHARE * time_limit),
                       WARM_START_WITHIN * time_limit)
     report(f"diviml-milp: warm start {'none' if warm is None else f'{warm.value:.6g}'}", 0.0)
-    known = lower_bound(problem, objective, BOUND_SHARE * time_limit)
+    known = device_aware_bound(problem, objective, BOUND_SHARE * time_limit)
     budget = deadline - time.perf_counter() - SAFETY_SHARE * time_limit - SAFETY_SECONDS
     sub = Subproblem.whole(problem)
     hint = None if warm is None else warm.device_of

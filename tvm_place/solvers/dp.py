@@ -42,11 +42,9 @@ successors outside ``J``); few signatures recur across all ideals, so ``δ`` is 
     dp[I][v]  = min over ideals J ⊊ I, types t with v_t > 0 of max(dp[J][v - e_t], load_t(I \\ J))
     answer    = min over v <= c of dp[V][v]          (devices may stay unused)
 
-Preprocessing, exact over contiguous splits: each colour class is contracted into one group;
-cycles of the group graph along contiguity edges are contracted too (a contiguous split keeps
-them on one device); a group whose operators have zero compute on every device, no pin, and
-memory no capacity can notice, and whose edges all join one other group, joins that group
-(repeatedly), since that never raises a load. Ideals are enumerated over the groups.
+Preprocessing, exact over contiguous splits (:func:`tvm_place.solvers.grouping.contract`, whose
+docstring proves it): colour classes, costless satellites and the cycles of the group graph along
+contiguity edges become groups. Ideals are enumerated over the groups.
 
 Pruning, exact (it only drops what no split of max load ``<= U`` uses):
 
@@ -75,13 +73,13 @@ enumeration ``O(N * (w + b) * d)`` big-integer operations (``d``: out-degree), t
 ``O(C + N * w + N * S + P * (b + V * T))`` vectorised time and ``O(N * (V + W + b) + C_level)``
 memory, ``C_level`` the candidates of two consecutive levels. Wide graphs have exponentially many
 ideals, so enumeration stops at ``max_ideals``; on that cap or the time limit the solver returns
-the best slicing of one topological order, flagged not optimal, with the lower bound of
-:func:`_contiguous_lower_bound`.
+the best slicing of one topological order, flagged not optimal, with the lower bounds of
+:func:`tvm_place.solvers.bounds.work_bound` and
+:func:`tvm_place.solvers.bounds.contiguous.combinatorial_bound`.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from dataclasses import dataclass
@@ -89,10 +87,13 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InfeasibleError, UnknownMethodError
-from ..evaluate import MEMORY_TOLERANCE, contiguity_edges, evaluate
+from ..errors import InfeasibleError
+from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
 from . import bounds
+from .bounds import contiguous
+from .common import DeviceTypes, require_objective, single_device
+from .grouping import Groups, check_placeable, colocation_groups, contract
 
 #: Enumeration stops beyond this many ideals: the graph is too wide for the exact program.
 DEFAULT_MAX_IDEALS = 200_000
@@ -118,25 +119,6 @@ _BOUND_SLACK = 1e-9
 
 class _Stopped(Exception):
     """The search ran out of time or ideals; ``args[0]`` says which."""
-
-
-@dataclass
-class _DeviceTypes:
-    """Devices grouped by identical cost columns; ``(n, T)`` arrays hold one column per type."""
-
-    devices: list[list[int]]
-    compute: np.ndarray  # inf (unsupported) replaced by 0: ``allowed`` carries that information
-    transfer: np.ndarray
-    allowed: np.ndarray
-    capacity: np.ndarray
-    #: ``cheapest[u] <= share[t] * compute[u, t]`` for every ``u`` allowed on type ``t``, where
-    #: ``cheapest[u]`` is ``u``'s least compute over the types that allow it.
-    cheapest: np.ndarray
-    share: np.ndarray
-
-    @property
-    def counts(self) -> np.ndarray:
-        return np.array([len(ds) for ds in self.devices], dtype=np.int64)
 
 
 @dataclass
@@ -206,197 +188,35 @@ def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.repeat(starts - ends + counts, counts) + np.arange(total)
 
 
-def _device_types(problem: PlacementProblem) -> _DeviceTypes:
-    allowed = problem.allowed()
-    devices = problem.identical_devices()
-    representative = [ds[0] for ds in devices]
-    compute = problem.compute_time[:, representative]
-    type_allowed = allowed[:, representative]
-    cheapest = np.where(type_allowed, compute, np.inf).min(axis=1)
-    cheapest = np.where(np.isfinite(cheapest), cheapest, 0.0)
-    positive = type_allowed & (compute > 0)
-    ratio = np.divide(cheapest[:, None], compute, out=np.zeros_like(compute), where=positive)
-    return _DeviceTypes(
-        devices=devices,
-        compute=np.where(np.isfinite(compute), compute, 0.0),
-        transfer=problem.transfer_time[:, representative],
-        allowed=type_allowed,
-        capacity=problem.capacity[representative],
-        cheapest=cheapest,
-        share=ratio.max(axis=0, initial=0.0),
-    )
-
-
-def _costless(problem: PlacementProblem) -> np.ndarray:
-    """Operators that cost nothing wherever they go: zero compute on every device, no pin, and
-    memory that no capacity can notice (none, or all operators fit on every device)."""
-    pinned = np.zeros(problem.num_ops, dtype=bool)
-    pinned[list(problem.pins)] = True
-    fits_anywhere = problem.memory.sum() <= problem.capacity.min() * (1 + MEMORY_TOLERANCE)
-    memory_free = (problem.memory == 0) | fits_anywhere
-    return (problem.compute_time == 0).all(axis=1) & memory_free & ~pinned
-
-
-def _number_components(root_of: list[int], edges: list[tuple[int, int]]) -> list[int]:
-    """The group of every node: the strongly connected components of the graph that ``edges``
-    draw between the roots ``root_of[u]``, numbered in a topological order that takes the ready
-    component holding the smallest node first. Tarjan's algorithm (iterative) and Kahn's with a
-    heap: O(n log n + m)."""
-    successors: dict[int, list[int]] = {}
-    for a, b in edges:
-        if a != b:
-            successors.setdefault(a, []).append(b)
-    index: dict[int, int] = {}
-    low: dict[int, int] = {}
-    component: dict[int, int] = {}
-    stack: list[int] = []
-    num_components = 0
-    for start in dict.fromkeys(root_of):
-        if start in index:
-            continue
-        index[start] = low[start] = len(index)
-        stack.append(start)
-        work = [(start, iter(successors.get(start, ())))]
-        while work:
-            v, pending = work[-1]
-            w = next(pending, None)
-            if w is None:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
-                if low[v] == index[v]:
-                    while True:
-                        w = stack.pop()
-                        component[w] = num_components
-                        if w == v:
-                            break
-                    num_components += 1
-            elif w not in index:
-                index[w] = low[w] = len(index)
-                stack.append(w)
-                work.append((w, iter(successors.get(w, ()))))
-            elif w not in component:  # still on the stack
-                low[v] = min(low[v], index[w])
-    smallest_node = [0] * num_components
-    for u in reversed(range(len(root_of))):
-        smallest_node[component[root_of[u]]] = u
-    after: list[set[int]] = [set() for _ in range(num_components)]
-    for a, b in edges:
-        if component[a] != component[b]:
-            after[component[a]].add(component[b])
-    indegree = [0] * num_components
-    for later in after:
-        for c in later:
-            indegree[c] += 1
-    ready = [(smallest_node[c], c) for c in range(num_components) if indegree[c] == 0]
-    heapq.heapify(ready)
-    number = [0] * num_components
-    for position in range(num_components):
-        _, c = heapq.heappop(ready)
-        number[c] = position
-        for d in after[c]:
-            indegree[d] -= 1
-            if indegree[d] == 0:
-                heapq.heappush(ready, (smallest_node[d], d))
-    return [number[component[r]] for r in root_of]
-
-
-def _contract(problem: PlacementProblem) -> _Groups:
-    """Group the operators: colour classes, costless groups with one neighbour, contiguity
-    cycles."""
-    n = problem.num_ops
-    root = list(range(n))
-
-    def find(u: int) -> int:
-        while root[u] != u:
-            root[u] = root[root[u]]
-            u = root[u]
-        return u
-
-    def union(u: int, v: int) -> None:
-        root[find(u)] = find(v)
-
-    for colour in problem.colour_classes:
-        for u in colour[1:]:
-            union(u, colour[0])
-    # A costless group whose edges all join one other group joins it: moving it there drops
-    # transfers and adds nothing. Repeat, since merged groups can become such groups.
-    costless = _costless(problem)
-    edges = [(int(u), int(v)) for u, v in problem.graph.edges]
-    while True:
-        neighbours: dict[int, set[int]] = {}
-        all_costless: dict[int, bool] = {}
-        for u in range(n):
-            r = find(u)
-            all_costless[r] = all_costless.get(r, True) and bool(costless[u])
-        for u, v in edges:
-            ru, rv = find(u), find(v)
-            if ru != rv:
-                neighbours.setdefault(ru, set()).add(rv)
-                neighbours.setdefault(rv, set()).add(ru)
-        lonely = [
-            (r, next(iter(near)))
-            for r, near in neighbours.items()
-            if len(near) == 1 and all_costless[r]
-        ]
-        if not lonely:
-            break
-        for r, neighbour in lonely:
-            union(r, neighbour)
-    # Contract the cycles along contiguity edges (a contiguous split keeps each on one device) and
-    # number the groups in a topological order, smallest member first among ready ones, so that
-    # their prefixes are ideals: the chain the upper bound slices.
-    root_of = [find(u) for u in range(n)]
-    contiguity = contiguity_edges(problem).tolist()
-    group_of = _number_components(root_of, [(root_of[u], root_of[v]) for u, v in contiguity])
-    num_groups = max(group_of) + 1
+def _bit_groups(problem: PlacementProblem, groups: Groups) -> _Groups:
+    """``groups`` (:func:`tvm_place.solvers.grouping.contract`: colour classes, costless
+    satellites, contiguity cycles, numbered in a topological order) as the bitmasks the
+    enumeration works on. Time O(n + m) big-integer operations."""
+    group_of = groups.group_of.tolist()
+    num_groups = groups.num_groups
     members = [0] * num_groups
-    for u in range(n):
-        members[group_of[u]] |= 1 << u
+    for u, g in enumerate(group_of):
+        members[g] |= 1 << u
     feeders = [0] * num_groups
-    for u, v in edges:
+    for u, v in problem.graph.edges.tolist():
         if group_of[u] != group_of[v]:
             feeders[group_of[v]] |= 1 << u
     contiguity_preds = [0] * num_groups
-    contiguity_succs: list[set[int]] = [set() for _ in range(num_groups)]
-    for u, v in contiguity:
-        ga, gb = group_of[u], group_of[v]
-        if ga != gb:
-            contiguity_preds[gb] |= 1 << ga
-            contiguity_succs[ga].add(gb)
+    for g, h in groups.edges.tolist():
+        contiguity_preds[h] |= 1 << g
     return _Groups(
-        group_of=np.array(group_of, dtype=np.int64),
+        group_of=groups.group_of,
         members=members,
         feeders=feeders,
         contiguity_preds=contiguity_preds,
-        contiguity_succs=[sorted(s) for s in contiguity_succs],
+        contiguity_succs=[sorted(successors) for successors in groups.successors],
     )
-
-
-def _check_groups_placeable(problem: PlacementProblem, types: _DeviceTypes, group_of) -> None:
-    """Raise if a group may run on no device type at all (the search would find nothing)."""
-    num_groups = int(group_of.max()) + 1
-    disallowed = np.zeros((num_groups, types.allowed.shape[1]), dtype=np.int64)
-    np.add.at(disallowed, group_of, ~types.allowed)
-    for g in np.flatnonzero((disallowed > 0).all(axis=1)):
-        names = [problem.graph.nodes[u].name for u in np.flatnonzero(group_of == g)]
-        if len(names) == 1:
-            raise InfeasibleError(
-                f"operator {names[0]!r} can run on no device of {problem.device_names}: it is "
-                "unsupported everywhere or pinned where it is unsupported; add a device or change "
-                "the pin"
-            )
-        raise InfeasibleError(
-            f"operators {names[:6]} must share one device (a colour class, or operators on a path "
-            f"between members of one), but no device of {problem.device_names} may run all of "
-            "them; check their pins and supported devices"
-        )
 
 
 def _enumerate_ideals(
     problem: PlacementProblem,
     groups: _Groups,
-    types: _DeviceTypes,
+    types: DeviceTypes,
     deadline: float,
     max_ideals: int,
     progress: Callable | None,
@@ -548,7 +368,7 @@ def _enumerate_ideals(
 
 def _best_split(
     lattice: _Lattice,
-    types: _DeviceTypes,
+    types: DeviceTypes,
     group_of: np.ndarray,
     bound: float,
     deadline: float,
@@ -712,7 +532,7 @@ def _level_of(lattice: _Lattice, ideal: int) -> int:
 
 def _block_loads(
     lattice: _Lattice,
-    types: _DeviceTypes,
+    types: DeviceTypes,
     pair_ideal: np.ndarray,
     pair_sub: np.ndarray,
     first: int,
@@ -797,7 +617,7 @@ def _add_boundary_transfer(
         )
 
 
-def _assign(blocks: list[tuple[int, int]], types: _DeviceTypes, num_ops: int) -> np.ndarray:
+def _assign(blocks: list[tuple[int, int]], types: DeviceTypes, num_ops: int) -> np.ndarray:
     """Give each block its own device of its type."""
     device_of = np.zeros(num_ops, dtype=np.int64)
     next_of_type = [0] * len(types.devices)
@@ -808,64 +628,6 @@ def _assign(blocks: list[tuple[int, int]], types: _DeviceTypes, num_ops: int) ->
     return device_of
 
 
-def _contiguous_lower_bound(types: _DeviceTypes, groups: _Groups) -> float:
-    """A lower bound on the max load of every contiguous split, for when the program stops early.
-
-    A group shares one block, which carries at least its compute on the cheapest type allowed for
-    all of it; and a device of type ``t`` carries at least ``m(X) / share_t`` (module docstring),
-    so the devices together carry ``m(V)`` only if ``max load * sum_t c_t * share_t >= m(V)``.
-    Time O(n * T).
-    """
-    num_groups = len(groups)
-    num_types = len(types.devices)
-    group_compute = np.zeros((num_groups, num_types))
-    np.add.at(group_compute, groups.group_of, types.compute)
-    group_disallowed = np.zeros((num_groups, num_types), dtype=np.int64)
-    np.add.at(group_disallowed, groups.group_of, ~types.allowed)
-    heaviest = np.where(group_disallowed == 0, group_compute, np.inf).min(axis=1).max()
-    capacity = float(types.counts @ types.share)
-    spread = float(types.cheapest.sum()) / capacity if capacity > 0 else 0.0
-    return float(max(heaviest, spread))
-
-
-def _single_device(problem: PlacementProblem) -> np.ndarray | None:
-    """All operators on the device where they run fastest together, if one may hold them all."""
-    allowed = problem.allowed().all(axis=0) & (
-        problem.memory.sum() <= problem.capacity * (1 + MEMORY_TOLERANCE)
-    )
-    if not allowed.any():
-        return None
-    total = np.where(allowed, problem.compute_time.sum(axis=0), np.inf)
-    return np.full(problem.num_ops, int(total.argmin()), dtype=np.int64)
-
-
-def _infeasible(problem: PlacementProblem, types: _DeviceTypes, group_of: np.ndarray):
-    """The error for a problem the complete program found no contiguous split for."""
-    num_groups = int(group_of.max()) + 1
-    group_memory = np.bincount(group_of, weights=problem.memory, minlength=num_groups)
-    disallowed = np.zeros((num_groups, len(types.devices)), dtype=np.int64)
-    np.add.at(disallowed, group_of, ~types.allowed)
-    room = np.where(disallowed == 0, types.capacity * (1 + MEMORY_TOLERANCE), -np.inf).max(axis=1)
-    too_big = np.flatnonzero(group_memory > room)
-    if too_big.size:
-        g = int(too_big[0])
-        names = [problem.graph.nodes[u].name for u in np.flatnonzero(group_of == g)]
-        what = (
-            f"operator {names[0]!r} needs"
-            if len(names) == 1
-            else f"operators {names[:6]} must share one device and need"
-        )
-        return InfeasibleError(
-            f"{what} {group_memory[g]:.4g} bytes, more than any device that may run them holds "
-            f"({room[g]:.4g}); raise the capacity, or drop the pin or colour class"
-        )
-    return InfeasibleError(
-        f"no contiguous split of the {problem.num_ops} operators over {problem.device_names} fits "
-        f"the memory capacities and pins ({problem.memory.sum():.4g} bytes in all, capacities "
-        f"{problem.capacity.tolist()}); add devices, raise capacities or drop pins"
-    )
-
-
 def solve(
     problem: PlacementProblem,
     objective: str,
@@ -874,15 +636,12 @@ def solve(
     max_ideals: int = DEFAULT_MAX_IDEALS,
 ) -> Placement:
     """Minimise the max device load over contiguous splits; see the module docstring."""
-    if objective != "throughput":
-        raise UnknownMethodError(
-            f"the dp method minimises the max device load ('throughput'), not {objective!r}"
-        )
+    require_objective("dp", objective, ("throughput",))
     deadline = time.perf_counter() + time_limit
     n = problem.num_ops
     from .slicegraph import sliced_runs, slicing_seconds
 
-    if slicing_seconds(problem, len(problem.colocation_groups())) > CHAIN_SHARE * time_limit:
+    if slicing_seconds(problem, len(colocation_groups(problem))) > CHAIN_SHARE * time_limit:
         # Thousands of groups: not even one order's program would finish, and the lattice's
         # bitsets over the operators take O(n^2 / 64) to build; slice runs of groups instead.
         device_of = sliced_runs(problem, RUNS_SHARE * time_limit)
@@ -902,9 +661,10 @@ def solve(
                    "fallback": "best slicing of runs of consecutive groups",
                    "reason": "too many groups for one order's program in the time"},
         )
-    types = _device_types(problem)
-    groups = _contract(problem)
-    _check_groups_placeable(problem, types, groups.group_of)
+    types = DeviceTypes.of(problem)
+    contracted = contract(problem)
+    check_placeable(problem, contracted)
+    groups = _bit_groups(problem, contracted)
     lattice_inputs = (problem, groups, types)
     stats = {
         "search_space": "contiguous",
@@ -954,7 +714,7 @@ def solve(
         stats.setdefault("fallback", "best slicing of one topological order")
         stats.update(optimal=False, reason=str(stop))
         if fallback is None:
-            fallback = _single_device(problem)
+            fallback = single_device(problem)
             stats["fallback"] = "all operators on one device"
         if fallback is None:
             raise InfeasibleError(
@@ -965,13 +725,19 @@ def solve(
             device_of=fallback,
             objective="throughput",
             value=evaluate(problem, fallback).max_load,
-            lower_bound=max(bounds.work_bound(problem), _contiguous_lower_bound(types, groups)),
+            lower_bound=max(bounds.work_bound(problem),
+                            contiguous.combinatorial_bound(problem, contracted)),
             method="dp",
             stats=stats,
         )
 
     if not math.isfinite(value):
-        raise _infeasible(problem, types, groups.group_of)
+        # Every group fits some device (checked above): the split as a whole does not.
+        raise InfeasibleError(
+            f"no contiguous split of the {n} operators over {problem.device_names} fits the "
+            f"memory capacities and pins ({problem.memory.sum():.4g} bytes in all, capacities "
+            f"{problem.capacity.tolist()}); add devices, raise capacities or drop pins"
+        )
     device_of = _assign(blocks, types, n)
     measured = evaluate(problem, device_of).max_load
     stats.update(optimal=True, blocks=len(blocks))

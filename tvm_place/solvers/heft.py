@@ -50,10 +50,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InfeasibleError, UnknownMethodError
+from ..errors import InfeasibleError
 from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
 from . import bounds
+from .common import reporter, require_objective
+from .grouping import check_placeable, contract
 
 #: Local-search passes at most; they rarely run out before the search converges.
 MAX_PASSES = 10
@@ -70,25 +72,13 @@ RELATIVE_IMPROVEMENT = 1e-12
 
 def solve(problem: PlacementProblem, objective: str, time_limit: float, progress=None) -> Placement:
     """Place ``problem`` for minimum latency: HEFT, then local search for up to ``time_limit`` s."""
-    if objective != "latency":
-        raise UnknownMethodError(
-            f"method 'heft' minimises latency, not {objective!r}; use objective='latency' or "
-            "method='auto'"
-        )
+    require_objective("heft", objective, ("latency",), "use objective='latency' or method='auto'")
     started = time.perf_counter()
     deadline = started + max(0.0, time_limit)
+    report = reporter(progress)
 
-    def report(message: str, fraction: float | None) -> None:
-        if progress is not None:
-            progress(message, fraction)
-
-    units = _Units.of(problem)
+    units = _Units.of(problem)  # raises for a unit that no device may run or hold
     memory_limit = (problem.capacity * (1 + MEMORY_TOLERANCE)).tolist()
-    for g in range(len(units.members)):
-        if not any(units.memory[g] <= memory_limit[d] for d in units.devices[g]):
-            raise InfeasibleError(
-                _no_room_message(problem, units, g, [0.0] * problem.num_devices, "even when empty")
-            )
 
     ranks = _upward_ranks(problem, units)
     order = _rank_order(problem, ranks)
@@ -160,28 +150,13 @@ class _Units:
     def of(cls, problem: PlacementProblem) -> "_Units":
         """Time O(n D + m) in NumPy (a Python step per unit only to make its lists): 200,000
         operators take a fraction of a second."""
-        members = problem.colocation_groups()
-        sizes = np.fromiter((len(group) for group in members), dtype=np.int64, count=len(members))
-        flat = np.concatenate([np.asarray(group, dtype=np.int64) for group in members]) \
-            if len(members) < problem.num_ops else np.arange(problem.num_ops)
-        unit_index = np.repeat(np.arange(len(members)), sizes)
-        unit_of = np.empty(problem.num_ops, dtype=np.int64)
-        unit_of[flat] = unit_index
-        allowed = _allowed_devices(problem)
-        # A device is shared by a unit when no member is barred from it.
-        barred = np.zeros((len(members), problem.num_devices), dtype=np.int64)
-        for d in range(problem.num_devices):
-            barred[:, d] = np.bincount(unit_of, weights=~allowed[:, d], minlength=len(members))
-        shared = barred == 0
-        empty = np.flatnonzero(~shared.any(axis=1))
-        if empty.size:
-            group = members[int(empty[0])]
-            raise InfeasibleError(
-                f"operators {[problem.graph.names[u] for u in group][:6]} must share a device "
-                f"(colour class), but no device of {problem.device_names} is allowed for all "
-                "of them (support or pins); drop the colour class, relax the pins, or add a "
-                "device that runs them all"
-            )
+        groups = contract(problem, merge_costless=False, contiguous=False)
+        check_placeable(problem, groups)  # raises for a unit no device may run or hold
+        shared = groups.fits(problem)
+        # Singletons (no colour class) as plain lists at once: 200,000 array views are slower.
+        members = ([[u] for u in range(problem.num_ops)] if groups.num_groups == problem.num_ops
+                   else [group.tolist() for group in groups.members])
+        unit_of = groups.group_of
         # Units share few distinct device sets: build each list once (a set as a bit mask where
         # the devices fit in one, since np.unique over rows is slow).
         if problem.num_devices <= 62:
@@ -192,25 +167,7 @@ class _Units:
             codes, inverse = np.unique(shared, axis=0, return_inverse=True)
         lists = [np.flatnonzero(code).tolist() for code in codes]
         devices = [lists[i] for i in inverse.reshape(-1).tolist()]
-        memory = np.bincount(unit_of, weights=problem.memory, minlength=len(members)).tolist()
-        return cls(members, unit_of.tolist(), devices, memory)
-
-
-def _allowed_devices(problem: PlacementProblem) -> np.ndarray:
-    """``problem.allowed()``, after checking that every operator may run somewhere."""
-    allowed = problem.allowed()
-    devices = problem.device_names
-    for u in np.flatnonzero(~allowed.any(axis=1)).tolist():
-        if u in problem.pins:
-            why = (f"it is pinned to {[devices[d] for d in problem.pins[u]]}, none of which "
-                   "supports it")
-        else:
-            why = f"no device of {devices} supports it"
-        raise InfeasibleError(
-            f"operator {problem.graph.names[u]!r} can run on no device: {why}; add a device that "
-            "supports it or change the pin"
-        )
-    return allowed
+        return cls(members, unit_of.tolist(), devices, groups.memory.tolist())
 
 
 def _no_room_message(problem, units: _Units, g: int, used, situation: str, finding="") -> str:
@@ -279,6 +236,22 @@ def _rank_order(problem: PlacementProblem, ranks: np.ndarray) -> np.ndarray:
     return np.array(order, dtype=np.int64)
 
 
+def _set_aside(problem: PlacementProblem, units: _Units, memory_limit):
+    """``(unit_device, used, stuck)``: the units that may use one device only (pins, support,
+    memory) placed there, their memory set aside from the start so that the others do not fill it
+    first; ``stuck`` is an operator of such a unit that overflows its device (else ``None``)."""
+    unit_device = [-1] * len(units.members)
+    used = [0.0] * problem.num_devices
+    for g, devices in enumerate(units.devices):
+        if len(devices) == 1:
+            unit_device[g] = devices[0]
+            used[devices[0]] += units.memory[g]
+    for g, d in enumerate(unit_device):
+        if d >= 0 and used[d] > memory_limit[d]:
+            return unit_device, used, units.members[g][0]
+    return unit_device, used, None
+
+
 def _greedy_placement(problem, order, units: _Units, memory_limit):
     """HEFT's earliest-finish-time choice along ``order``.
 
@@ -290,16 +263,9 @@ def _greedy_placement(problem, order, units: _Units, memory_limit):
     transfer = problem.transfer_time.tolist()
     preds = problem.graph.predecessors
     device_of = [-1] * problem.num_ops
-    unit_device = [-1] * len(units.members)
-    used = [0.0] * problem.num_devices
-    for g, devices in enumerate(units.devices):
-        if len(devices) == 1:
-            unit_device[g] = devices[0]
-            used[devices[0]] += units.memory[g]
-    if any(used[d] > memory_limit[d] for d in range(problem.num_devices)):
-        d = next(d for d in range(problem.num_devices) if used[d] > memory_limit[d])
-        return None, next(u for u in range(problem.num_ops)
-                          if units.devices[units.unit_of[u]] == [d]), used
+    unit_device, used, stuck = _set_aside(problem, units, memory_limit)
+    if stuck is not None:
+        return None, stuck, used
     finish = [0.0] * problem.num_ops
     free = [0.0] * problem.num_devices
     for u in order.tolist():

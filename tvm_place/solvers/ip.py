@@ -83,10 +83,13 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InfeasibleError, UnknownMethodError
+from ..errors import InfeasibleError
 from ..evaluate import MEMORY_TOLERANCE, evaluate, validate
 from ..graph import Placement, PlacementProblem
 from . import bounds, budget
+from .baselines import cheap_incumbent
+from .common import reporter, require_objective, single_device
+from .grouping import colocation_groups, feasible_devices
 from .native_output import solver_stdout_to_stderr
 
 #: Above this many per-edge CommIn/CommOut rows (``2 * m * D``) the program aggregates them into
@@ -121,44 +124,12 @@ class MaxLoadProgram:
 
 def colocation_units(problem: PlacementProblem) -> tuple[list[int], list[list[int]]]:
     """Merge overlapping colour classes: ``(unit of each operator, members of each unit)``."""
-    units = problem.colocation_groups()
+    units = colocation_groups(problem)
     unit_of = [0] * problem.num_ops
     for g, group in enumerate(units):
         for u in group:
             unit_of[u] = g
     return unit_of, units
-
-
-def placeable(problem: PlacementProblem) -> np.ndarray:
-    """``problem.allowed()`` narrowed so each colour class may only use devices all its members
-    may use; raises :class:`InfeasibleError` for an operator or class with nowhere to go.
-
-    Shared by the throughput and latency programs.
-    """
-    bounds.fastest_times(problem)  # raises for an operator no device may run
-    allowed = problem.allowed()
-    names = problem.graph.names
-    capacity = problem.capacity * (1 + MEMORY_TOLERANCE)
-    _, units = colocation_units(problem)
-    for group in units:
-        shared = allowed[group].all(axis=0)
-        if not shared.any():
-            raise InfeasibleError(
-                f"operators {[names[u] for u in group][:6]} must share a device (colour class), "
-                f"but no device of {problem.device_names} is allowed for all of them (support or "
-                "pins); drop the colour class, relax the pins, or add a device that runs them all"
-            )
-        need = float(problem.memory[group].sum())
-        if not (shared & (need <= capacity)).any():
-            what = (f"operator {names[group[0]]!r} needs" if len(group) == 1 else
-                    f"operators {[names[u] for u in group][:6]} must share a device and need")
-            raise InfeasibleError(
-                f"{what} {need:.4g} bytes, more than any device that may run them holds "
-                f"({max(capacity[shared]):.4g}); raise the capacity, or drop the pin or colour "
-                "class"
-            )
-        allowed[group] = shared
-    return allowed
 
 
 class BuildTimeout(Exception):
@@ -181,7 +152,7 @@ def build_max_load_program(
     from ortools.math_opt.python import mathopt
 
     n, num_devices = problem.num_ops, problem.num_devices
-    allowed = placeable(problem)
+    allowed = feasible_devices(problem)
     compute = np.where(allowed, problem.compute_time, 0.0).tolist()
     transfer = problem.transfer_time.tolist()
     memory = problem.memory.tolist()
@@ -284,18 +255,6 @@ def hint_values(program: MaxLoadProgram, problem: PlacementProblem, device_of) -
     return values
 
 
-def single_device(problem: PlacementProblem) -> np.ndarray | None:
-    """Every operator on the one device where they run fastest together, if one may hold all."""
-    fits = problem.allowed().all(axis=0) & (
-        problem.memory.sum() <= problem.capacity * (1 + MEMORY_TOLERANCE)
-    )
-    if not fits.any():
-        return None
-    total = np.where(fits, np.where(np.isfinite(problem.compute_time), problem.compute_time, 0)
-                     .sum(axis=0), np.inf)
-    return np.full(problem.num_ops, int(total.argmin()), dtype=np.int64)
-
-
 def _fallback(problem: PlacementProblem, initial, deadline: float):
     """A placement when the solver found none: the warm start, every operator on one device, or
     the better of greedy's placement (linear time) and the DP's contiguous split (only where at
@@ -310,7 +269,7 @@ def _fallback(problem: PlacementProblem, initial, deadline: float):
     from . import dp, heft
 
     found = []
-    cheap = budget.cheap_incumbent(problem, "throughput")
+    cheap = cheap_incumbent(problem, "throughput")
     if cheap is not None:
         found.append((cheap.value, "greedy", cheap.device_of))
     seconds = deadline - time.perf_counter()
@@ -400,18 +359,12 @@ def solve(
     ``initial``: a valid placement (``device_of`` array or :class:`Placement`) to warm-start from;
     it is also returned if the solver finds nothing better in time.
     """
-    if objective != "throughput":
-        raise UnknownMethodError(
-            f"the ip method minimises the max device load ('throughput'), not {objective!r}; "
-            "use method 'latency-ip' for latency"
-        )
+    require_objective("ip", objective, ("throughput",), "use method 'latency-ip' for latency")
     started = time.perf_counter()
     deadline = started + max(0.0, time_limit)
     from ortools.math_opt.python import mathopt
 
-    def report(message: str, fraction: float | None) -> None:
-        if progress is not None:
-            progress(message, fraction)
+    report = reporter(progress)
 
     if isinstance(initial, Placement):
         initial = initial.device_of

@@ -58,11 +58,14 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import InfeasibleError, UnknownMethodError
+from ..errors import InfeasibleError
 from ..evaluate import MEMORY_TOLERANCE, evaluate, validate
 from ..graph import Placement, PlacementProblem
 from . import bounds, budget
-from .ip import BuildTimeout, check_deadline, colocation_units, placeable
+from .baselines import cheap_incumbent, heft_or_greedy
+from .common import reporter, require_objective
+from .grouping import feasible_devices
+from .ip import BuildTimeout, check_deadline, colocation_units
 
 #: The horizon (an upper bound on the makespan) is scaled to this many integer time units.
 RESOLUTION = 10**9
@@ -131,7 +134,7 @@ def build_makespan_program(
     from ortools.sat.python import cp_model
 
     n, num_devices = problem.num_ops, problem.num_devices
-    allowed = placeable(problem)
+    allowed = feasible_devices(problem)
     unit_of, units = colocation_units(problem)
     devices = range(num_devices)
     p = np.floor(np.where(allowed, problem.compute_time, 0.0) * scale).astype(np.int64).tolist()
@@ -222,7 +225,7 @@ def _horizon(problem: PlacementProblem, allowed: np.ndarray, known: float | None
 def _heft_start(problem, seconds: float, within: float = math.inf):
     """HEFT's placement (greedy's where HEFT's passes would not fit in ``within`` seconds), or
     ``None``."""
-    return budget.heft_or_greedy(problem, seconds, within)
+    return heft_or_greedy(problem, seconds, within)
 
 
 def solve(
@@ -233,20 +236,14 @@ def solve(
     initial: np.ndarray | Placement | None = None,
 ) -> Placement:
     """Minimise the makespan over all placements and execution orders (module docstring)."""
-    if objective != "latency":
-        raise UnknownMethodError(
-            f"the latency-ip method minimises latency (makespan), not {objective!r}; use method "
-            "'ip' for throughput"
-        )
+    require_objective("latency-ip", objective, ("latency",), "use method 'ip' for throughput")
     started = time.perf_counter()
     deadline = started + max(0.0, time_limit)
     from ortools.sat.python import cp_model
 
-    def report(message: str, fraction: float | None) -> None:
-        if progress is not None:
-            progress(message, fraction)
+    report = reporter(progress)
 
-    allowed = placeable(problem)  # raises InfeasibleError for an operator with nowhere to go
+    allowed = feasible_devices(problem)  # raises InfeasibleError for an operator with nowhere to go
     stats: dict = {"solver": "cp-sat", "search_space": "all"}
 
     # Warm start: the caller's placement, else HEFT's.
@@ -316,7 +313,7 @@ def solve(
                  conflicts=solver.num_conflicts if solved else 0)
 
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE) and warm is None:
-        cheap = budget.cheap_incumbent(problem, "latency")  # HEFT found none either
+        cheap = cheap_incumbent(problem, "latency")  # HEFT found none either
         if cheap is not None:
             warm, warm_latency = (cheap.device_of, cheap.order, "greedy"), cheap.value
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):

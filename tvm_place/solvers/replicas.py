@@ -59,9 +59,10 @@ from .diviml import (
     _floor,
     _solver,
     _status,
-    feasible_devices,
     warm_start,
 )
+from .common import reporter, require_objective
+from .grouping import feasible_devices
 from .ip import BuildTimeout, check_deadline
 from .native_output import solver_stdout_to_stderr
 
@@ -239,12 +240,10 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     On the time limit the best placement found (or the data-parallel warm start) is returned with
     the best bound proven; ``stats["status"]`` says ``"optimal"`` or ``"time_limit"``.
     """
-    if objective != "throughput":
-        raise UnknownMethodError(
-            f"method 'diviml-replicas' solves throughput, not {objective!r}: replicas do not "
-            "shorten one input's latency"
-        )
+    require_objective("diviml-replicas", objective, ("throughput",),
+                      "replicas do not shorten one input's latency")
     started = time.perf_counter()
+    report = reporter(progress)
     groups = device_groups(problem)
     choices = group_choices(problem, groups)
     stranded = [u for u, c in choices.items() if not c]
@@ -262,9 +261,8 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         starts.append(np.array([single[d] for d in listed.device_of]))
     starts = [c for c in starts if c is not None]
     warm = min(starts, key=lambda c: group_loads(problem, groups, c)) if starts else None
-    if progress is not None:
-        progress(f"diviml-replicas: {len(groups)} groups, data-parallel start "
-                 f"{'none' if warm is None else f'{group_loads(problem, groups, warm):.6g}'}", 0.0)
+    report(f"diviml-replicas: {len(groups)} groups, data-parallel start "
+           f"{'none' if warm is None else f'{group_loads(problem, groups, warm):.6g}'}", 0.0)
     deadline = started + time_limit - SAFETY_SHARE * time_limit - SAFETY_SECONDS
     try:
         # A variable per (operator, group) and constraints per edge: skip what cannot be built.
@@ -288,8 +286,7 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
         )
     best = min(candidates, key=lambda c: group_loads(problem, groups, c))
     value = group_loads(problem, groups, best)
-    if progress is not None:
-        progress(f"diviml-replicas: throughput {value:.6g}, bound {max(bound, known):.6g}", 1.0)
+    report(f"diviml-replicas: throughput {value:.6g}, bound {max(bound, known):.6g}", 1.0)
     return as_placement(
         groups, best, value=value, lower_bound=min(value, max(bound, known)),
         stats={"status": status, "optimal": status == "optimal",

@@ -5,7 +5,7 @@ Pipelined DNN Inference", ICML 2024 (arXiv 2311.03703): SliceGraph, an exact dyn
 cuts one topological order into at most ``k`` consecutive blocks minimising the largest block cost
 (communication included), searched over topological orders with a BRKGA (J. F. Gonçalves and
 M. G. C. Resende, "Biased random-key genetic algorithms for combinatorial optimization", J.
-Heuristics 17, 2011). Lower bounds: :mod:`tvm_place.solvers.archer_bounds`.
+Heuristics 17, 2011). Lower bounds: :mod:`tvm_place.solvers.bounds.contiguous`.
 
 Why slicing orders suffices. A placement is contiguous when the devices' quotient graph over the
 contiguity edges is acyclic. Slicing a topological order into consecutive blocks on distinct
@@ -15,7 +15,7 @@ quotient, each device's operators in a topological order": so the best slicing o
 is the contiguous optimum, and each order's best slicing is an upper bound on it.
 
 Units. Operators that must share a device (colour classes, the quotient cycles they create) and
-costless satellites are grouped first (:func:`archer_bounds.contract`); orders are orders of the
+costless satellites are grouped first (:func:`tvm_place.solvers.grouping.contract`); orders are orders of the
 groups and cuts fall between groups. :func:`slice_order` slices an order of the operators instead,
 cutting only where no colour class straddles the cut.
 
@@ -55,9 +55,9 @@ ends by its generation cap, its patience (generations without improvement) or by
 lower bound rather than by the clock.
 
 Time budget (``time_limit`` seconds): the GA runs up to 60% of it, the lower bounds of
-:mod:`archer_bounds` (combinatorial at once, then the MIPs, each under its own time limit, skipped
-when too little time is left for them to prove anything) up to 93%, and the GA resumes in what is
-left, up to 97% less two evaluations, which rebuild the answer. The clock is checked before each
+:mod:`tvm_place.solvers.bounds.contiguous` (combinatorial at once, then the MIPs, each under its
+own time limit, skipped when too little time is left for them to prove anything) up to 93%, and
+the GA resumes in what is left, up to 97% less two evaluations, which rebuild the answer. The clock is checked before each
 evaluation, looking ahead by the longest evaluation so far; an interrupted generation resumes
 where it stopped. The population is 50 up to 200 groups and shrinks beyond (at least 20), since
 an evaluation costs about ``groups^2``. The Placement's ``lower_bound`` is the best bound proven
@@ -77,18 +77,16 @@ import bisect
 import heapq
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from ..errors import InfeasibleError, TvmPlaceError, UnknownMethodError
+from ..errors import InfeasibleError, TvmPlaceError
 from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
-from . import archer_bounds
-from .archer_bounds import Groups, check_placeable, contract, groups_from
-
-Progress = Callable[[str, float | None], None]
+from .bounds import contiguous
+from .common import DeviceTypes, Progress, require_objective, single_device
+from .grouping import Groups, check_placeable, contract, groups_from
 
 #: GA parameters (Gonçalves and Resende's usual ranges).
 DEFAULT_POPULATION = 50
@@ -101,7 +99,7 @@ DEFAULT_PATIENCE_EVALUATIONS = 2000
 #: Shares of the time limit: GA first, then bounds, then GA again (see the module docstring).
 _GA_SHARE, _BOUNDS_END, _GA_END = 0.6, 0.93, 0.97
 #: Relative gap under which the answer counts as proven optimal (covers the bounds' safety margin).
-_OPTIMAL_TOLERANCE = 2 * archer_bounds.MIP_SAFETY
+_OPTIMAL_TOLERANCE = 2 * contiguous.MIP_SAFETY
 #: Usage-vector states the slicing program accepts (types x vectors x units^2 work per order).
 MAX_USAGE_VECTORS = 4096
 #: Seconds one order's evaluation takes per (unit^2 x device type x (usage vectors + 1)),
@@ -113,37 +111,10 @@ EVALUATION_SECONDS_PER_CELL = 7e-9
 MIN_EVALUATIONS = 40
 
 
-@dataclass
-class _Types:
-    devices: list[list[int]]
-    compute: np.ndarray  # (n, T), unsupported -> 0 (``allowed`` says it)
-    transfer: np.ndarray  # (n, T)
-    allowed: np.ndarray  # (n, T)
-    capacity: np.ndarray  # (T,)
-
-    @property
-    def counts(self) -> np.ndarray:
-        return np.array([len(ds) for ds in self.devices], dtype=np.int64)
-
-
-def _device_types(problem: PlacementProblem) -> _Types:
-    devices = problem.identical_devices()
-    first = [ds[0] for ds in devices]
-    allowed = problem.allowed()[:, first]
-    compute = problem.compute_time[:, first]
-    return _Types(
-        devices=devices,
-        compute=np.where(allowed, compute, 0.0),
-        transfer=problem.transfer_time[:, first],
-        allowed=allowed,
-        capacity=problem.capacity[first],
-    )
-
-
 class _Slicer:
     """The slicing program of the module docstring, for any order of any units."""
 
-    def __init__(self, problem: PlacementProblem, types: _Types):
+    def __init__(self, problem: PlacementProblem, types: DeviceTypes):
         self.problem = problem
         self.types = types
         edges = problem.graph.edges
@@ -324,7 +295,7 @@ def slice_order(problem: PlacementProblem, order) -> tuple[float, np.ndarray | N
     unit_at_position = np.concatenate([[0], np.cumsum(open_cut)])
     unit_of = unit_at_position[position]
     num_units = int(unit_at_position[-1]) + 1
-    slicer = _Slicer(problem, _device_types(problem))
+    slicer = _Slicer(problem, DeviceTypes.of(problem))
     value, blocks = slicer.best(slicer.block_costs(unit_of, num_units), reconstruct=True)
     if not math.isfinite(value):
         return math.inf, None
@@ -494,20 +465,18 @@ def _structured_orders(groups: Groups) -> list[np.ndarray]:
     return orders
 
 
-def _single_device_answer(problem: PlacementProblem, time_limit: float, started: float,
-                          lower: float, expected: float) -> Placement | None:
+def _single_device_answer(problem: PlacementProblem, started: float, lower: float,
+                          expected: float) -> Placement | None:
     """The answer when not even one order can be evaluated in time: everything on the best
     single device (a contiguous placement), with the combinatorial bound; ``None`` where no single
     device holds the model."""
-    from .baselines import fastest_device
-
-    try:
-        single = fastest_device(problem, "throughput", time_limit)
-    except InfeasibleError:
+    device_of = single_device(problem)
+    if device_of is None:
         return None
+    value = evaluate(problem, device_of).max_load
     return Placement(
-        device_of=single.device_of, objective="throughput", value=single.value,
-        lower_bound=min(single.value, lower), method="slicegraph",
+        device_of=device_of, objective="throughput", value=value,
+        lower_bound=min(value, lower), method="slicegraph",
         stats={"search_space": "contiguous", "optimal": False, "evaluations": 0,
                "stopped": f"time limit: one order's evaluation takes about {expected:.2g} s, "
                           "so the best single device is returned",
@@ -521,7 +490,7 @@ def _evaluation_seconds(slicer: "_Slicer", num_units: int) -> float:
     return EVALUATION_SECONDS_PER_CELL * num_units**2 * slicer.num_types * (num_vectors + 1)
 
 
-def coarsen(problem: PlacementProblem, groups: Groups, types: _Types, max_units: int) -> Groups:
+def coarsen(problem: PlacementProblem, groups: Groups, types: DeviceTypes, max_units: int) -> Groups:
     """Groups merged into runs of consecutive ones, about ``max_units`` runs, each still fitting
     some device type (support, pins, memory).
 
@@ -560,7 +529,7 @@ def coarsen(problem: PlacementProblem, groups: Groups, types: _Types, max_units:
     return groups_from(problem, run_of[groups.group_of])
 
 
-def _runs_for(problem: PlacementProblem, groups: Groups, types: _Types, slicer: "_Slicer",
+def _runs_for(problem: PlacementProblem, groups: Groups, types: DeviceTypes, slicer: "_Slicer",
               seconds: float) -> Groups:
     """``groups``, or runs of them (:func:`coarsen`) few enough that one order's evaluation
     takes about ``seconds``."""
@@ -572,7 +541,7 @@ def _runs_for(problem: PlacementProblem, groups: Groups, types: _Types, slicer: 
 
 def slicing_seconds(problem: PlacementProblem, num_units: int) -> float:
     """About how long the slicing program takes on one order of ``num_units`` units."""
-    return _evaluation_seconds(_Slicer(problem, _device_types(problem)), num_units)
+    return _evaluation_seconds(_Slicer(problem, DeviceTypes.of(problem)), num_units)
 
 
 def sliced_runs(problem: PlacementProblem, time_limit: float) -> np.ndarray | None:
@@ -585,7 +554,7 @@ def sliced_runs(problem: PlacementProblem, time_limit: float) -> np.ndarray | No
     try:
         groups = contract(problem)
         check_placeable(problem, groups)
-        types = _device_types(problem)
+        types = DeviceTypes.of(problem)
         slicer = _Slicer(problem, types)
         slicer._usage(groups.num_groups)
     except TvmPlaceError:  # no device for some group, or too many device types
@@ -609,7 +578,7 @@ def solve(
     population: int | None = None,
     generations: int | None = None,
     patience: int | None | str = "auto",
-    bounds: tuple[str, ...] = archer_bounds.BOUNDS,
+    bounds: tuple[str, ...] = contiguous.BOUNDS,
 ) -> Placement:
     """Best contiguous placement SliceGraph + BRKGA finds within ``time_limit``; see above.
 
@@ -617,22 +586,20 @@ def solve(
     beyond 200 groups); ``generations`` caps it; ``patience`` stops it after
     that many generations without improvement (``None``: never; ``"auto"``: 40 generations, more
     for a population under 50, about 2,000 evaluations); ``bounds`` names the lower bounds
-    of :mod:`archer_bounds` to compute (``()``: only the combinatorial one, always cheap).
+    of :mod:`~tvm_place.solvers.bounds.contiguous` to compute (``()``: only the combinatorial
+    one, always cheap).
     """
-    if objective != "throughput":
-        raise UnknownMethodError(
-            f"the slicegraph method minimises the max device load ('throughput'), not {objective!r}"
-        )
+    require_objective("slicegraph", objective, ("throughput",))
     started = time.perf_counter()
     groups = contract(problem)
     check_placeable(problem, groups)
-    types = _device_types(problem)
+    types = DeviceTypes.of(problem)
     slicer = _Slicer(problem, types)
     slicer._usage(groups.num_groups)  # fail early on too many device types
 
     bound_results = {
-        "combinatorial": archer_bounds.BoundResult(
-            archer_bounds.combinatorial_bound(problem, groups), "optimal", 0.0
+        "combinatorial": contiguous.BoundResult(
+            contiguous.combinatorial_bound(problem, groups), "optimal", 0.0
         )
     }
     lower = bound_results["combinatorial"].value
@@ -644,7 +611,7 @@ def solve(
     expected = _evaluation_seconds(slicer, search.num_groups)
     left = time_limit - (time.perf_counter() - started)
     if 3 * expected > left:
-        single = _single_device_answer(problem, time_limit, started, lower, expected)
+        single = _single_device_answer(problem, started, lower, expected)
         if single is not None:
             return single
         raise InfeasibleError(
@@ -699,7 +666,7 @@ def solve(
         if budget > 0.05:
             if progress is not None:
                 progress("slicegraph: lower bounds (MIP)", None)
-            computed = archer_bounds.lower_bounds(
+            computed = contiguous.lower_bounds(
                 problem, budget, groups, which=mip_bounds, target=ga.best_value
             )
             bound_results.update(computed)

@@ -51,7 +51,7 @@ transfer is charged exactly once.
    (earlier modules' included) within a target ``tau`` at the least work: ``10 x overflow +
    transfers + compute`` (:func:`~tvm_place.solvers.diviml.throughput_milp` with ``target``),
    like filling bins; chains then come out as pipelines. ``tau`` starts at
-   :func:`~tvm_place.solvers.diviml.lower_bound` and is bisected (:data:`TARGET_STEPS` passes)
+   :func:`~tvm_place.solvers.bounds.device_aware.device_aware_bound` and is bisected (:data:`TARGET_STEPS` passes)
    between the targets a pass overflowed and the best bottleneck found.
 2. *Block-coordinate descent* from the best pass: each window of :data:`WINDOW` consecutive
    modules is re-solved minimising the bottleneck (plus :data:`TOTAL_WEIGHT` times the total
@@ -81,7 +81,10 @@ from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import evaluate
 from ..graph import OBJECTIVES, Placement, PlacementProblem
 from . import diviml
+from .bounds.device_aware import device_aware_bound
+from .common import reporter, require_objective
 from .diviml import Subproblem
+from .grouping import colocation_groups, feasible_devices
 
 #: Default least number of operators per module, per objective (measured: see the module's tests
 #: and the task report; larger modules lose less quality and cost more time per solve).
@@ -189,8 +192,7 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     ``scheme`` (latency): ``"sequential"`` (DiviML's: one solve per module, in order; the
     default) or ``"dp"`` (every pair of boundary devices, then a shortest path: exact
     composition, ``D^2`` solves per module; only where memory cannot bind, else sequential)."""
-    if objective not in OBJECTIVES:
-        raise UnknownMethodError(f"method 'split' solves {list(OBJECTIVES)}, not {objective!r}")
+    require_objective("split", objective, OBJECTIVES)
     if scheme not in (None, "dp", "sequential"):
         raise UnknownMethodError(f"unknown split scheme {scheme!r}; use 'dp' or 'sequential'")
     started = time.perf_counter()
@@ -198,11 +200,9 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
     if module_ops is None:
         module_ops = MODULE_OPS[objective]
 
-    def report(message: str, fraction: float | None) -> None:
-        if progress is not None:
-            progress(message, fraction)
+    report = reporter(progress)
 
-    allowed = diviml.feasible_devices(problem)
+    allowed = feasible_devices(problem)
     parts = modules(problem, module_ops)
     report(f"split: {len(parts)} modules of {problem.num_ops} operators "
            f"(sizes {min(map(len, parts))}..{max(map(len, parts))})", 0.0)
@@ -214,7 +214,7 @@ def solve(problem: PlacementProblem, objective: str, time_limit: float, progress
 
     clock = _Clock(deadline, time_limit)
     # Once, on a share of the time: the LP behind it alone took seconds on 10,000 operators.
-    known = diviml.lower_bound(problem, objective, diviml.BOUND_SHARE * time_limit)
+    known = device_aware_bound(problem, objective, diviml.BOUND_SHARE * time_limit)
     if objective == "latency":
         if scheme in (None, "sequential") or _memory_binds(problem, allowed):
             device_of, order, stats = _latency_sequential(problem, allowed, parts, clock, report)
@@ -274,7 +274,7 @@ def _simple_hint(problem: PlacementProblem, allowed: np.ndarray, ops: list[int],
     colour classes and ``fixed``, memory aside: each colour group on the device fastest for it."""
     hint = np.zeros(problem.num_ops, dtype=np.int64)
     inside = set(ops)
-    for group in diviml.colour_groups(problem):
+    for group in colocation_groups(problem):
         members = [u for u in group if u in inside]
         if not members:
             continue

@@ -30,16 +30,12 @@ contiguity DAG (closed under predecessors), since each contiguity edge goes from
 same or a later one. ``OPT`` is the least max-load of a valid contiguous placement; every bound
 below is ``<= OPT`` (``inf`` only when no valid contiguous placement exists).
 
-Preprocessing (:func:`contract`): operators that every contiguous placement keeps on one device,
-or that some optimal one does, become one *group*: colour classes; the strongly connected sets
-their union creates in the contiguity quotient graph (two devices on one cycle of the quotient
-would form a cycle); and, repeatedly, a group of *costless* operators (zero compute on every
-device, no pin, no colour class, memory that no capacity notices) whose edges all join one other
-group ``Y``: moving it onto ``Y``'s device drops every transfer it caused and adds no compute, no
-memory a cap notices and no quotient edge, so some optimal contiguous placement keeps it with
-``Y``. The optimum over placements that keep groups whole is ``OPT``, so bounds on the grouped
-problem bound ``OPT``. ``c[g, d]``, ``m[g]`` sum over members; "``d`` fits ``g``" means every member
-may run on ``d`` and ``m[g] <= cap[d]``.
+Preprocessing (:func:`tvm_place.solvers.grouping.contract`): operators that every contiguous
+placement keeps on one device, or that some optimal one does, become one *group*: colour
+classes, costless satellites and the strongly connected sets of the contiguity quotient (the
+proofs are in :mod:`tvm_place.solvers.grouping`). The optimum over placements that keep groups
+whole is ``OPT``, so bounds on the grouped problem bound ``OPT``. ``c[g, d]``, ``m[g]`` sum over
+members; "``d`` fits ``g``" means every member may run on ``d`` and ``m[g] <= cap[d]``.
 
 1. Combinatorial bound (:func:`combinatorial_bound`)
 ----------------------------------------------------
@@ -152,27 +148,12 @@ bound is also kept. The bound returned is ``low * unit``, lowered by the relativ
 variables ``y``, ``2 n K`` variables ``s, r`` and ``2 P K`` clauses (``P`` pairs); not built above
 ``CHAIN_MAX_CELLS`` (groups x devices).
 
-5. The cut bound (:func:`cut_bound`)
-------------------------------------
-With the least costs over the devices, ``c*[g] = min_{d fits g} c[g, d]`` and ``t*[u] = min_d
-t[u, d]``, let ``f(S)`` be the load rule above for a set ``S`` of groups with those costs. For each
-group ``g``: ``OPT >= min { f(S) : g in S }``, so ``OPT >= max_g min_{S ∋ g} f(S)``.
-*Validity.* In an optimal placement let ``S`` be the groups on ``g``'s device ``d``: its load is
-``load_d(S) >= f(S)`` term by term (each cost at least its least over devices), and ``<= OPT``.
-The argument uses no contiguity (only that groups stay whole).
-*Computing it.* ``min_{S ∋ g} f(S)`` is a minimum s-t cut (``S`` the source side): an arc
-``h -> sink`` of capacity ``c*[h]`` per group; per sender ``u`` (of group ``g(u)``, with
-consumers in groups ``H_u``) a node ``a_u`` with arcs ``h -> a_u`` (infinite, ``h in H_u``) and
-``a_u -> g(u)`` of capacity ``t*[u]`` (cut exactly when some consumer group is in ``S`` and
-``g(u)`` is not: the receive, paid once however many consumers), and a node ``b_u`` with
-``g(u) -> b_u`` of capacity ``t*[u]`` and ``b_u -> h`` (infinite; cut exactly when ``g(u)`` is
-in ``S`` and some consumer group is not: the send); ``source -> g`` is infinite.
-One max-flow per group (OR-Tools' ``SimpleMaxFlow``, integer capacities: costs rounded down to
-``scale / bounds.CUT_RESOLUTION``, which only lowers the bound); groups are taken in decreasing
-order of ``f({g})``, an upper bound on their cut, and the search stops when that falls to the
-best cut found. ``O(G)`` max-flows on ``O(G + n)`` nodes and ``O(P)`` arcs. It is strong where a group
-cannot shed its transfers by taking its neighbours along (large activations around cheap
-operators: DenseNet's concatenations), and it never exceeds ``f(V)``: total work.
+5. The cut bound (:mod:`tvm_place.solvers.bounds.cut`)
+-----------------------------------------------------
+``OPT >= max_g min_{S ∋ g} f(S)``, ``f`` the load rule with each cost at its least over the
+devices (``c*[g]``, ``t*[u]``): one max-flow per group. Its proof uses only that groups stay
+whole, so it holds here on the contracted groups (:func:`lower_bounds` runs it on them) as it
+does over every placement on the groups without contiguity cycles.
 
 6. The heaviest-block bound (:func:`heaviest_block_bound`)
 ----------------------------------------------------------
@@ -180,7 +161,7 @@ In a chain of ``K`` blocks the least-cost work ``sum_g c*[g] = C*`` is shared ou
 ``B`` has ``c*(B) >= C* / K``, and ``B = I \ J`` for ideals ``J ⊆ I``. Hence
 ``OPT >= min { f(I \ J) : J ⊆ I ideals, c*(I \ J) >= C* / K }``: the combinatorial bound's
 "total work / K" with the block's communication charged. *Validity.* That block's load on its
-device is ``>= f(B)`` (as in 5) and ``<= OPT``, and ``B`` is feasible for the minimum. CP-SAT
+device is ``>= f(B)`` (as in 5: each cost at least its least) and ``<= OPT``, and ``B`` is feasible for the minimum. CP-SAT
 model (Booleans ``zI, zJ, y`` as in 4 for one block; ``s[u], r[u]`` its sends and receives with
 the clauses of 4); the objective's costs are rounded *down* to ``unit`` as in 4 and the work
 row's *up* (``sum_g ceil(c*[g] / unit) y[g] >= ceil(C* / (K unit))`` holds for ``B``: its
@@ -220,16 +201,17 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import networkx as nx
 import numpy as np
 
-from ..errors import InfeasibleError
-from ..evaluate import MEMORY_TOLERANCE
-from ..graph import PlacementProblem
-from . import budget
-from .native_output import solver_stdout_to_stderr
+from ...evaluate import MEMORY_TOLERANCE
+from ...graph import PlacementProblem
+from .. import budget
+from ..grouping import Groups, contract
+from ..native_output import solver_stdout_to_stderr
+from .cut import cut_bound
+from .result import BoundResult
 
 #: Relative slack taken off every MIP dual bound, and added to memory caps in the MIPs.
 MIP_SAFETY = 1e-6
@@ -242,201 +224,6 @@ MIP_LEAST_SECONDS_PER_GROUP = 0.005
 MIP_SOLVER = "HIGHS"
 
 
-def contiguity_edges(problem: PlacementProblem) -> np.ndarray:
-    """The edges a contiguous split must send forward (the evaluator's rule when it has one)."""
-    from .. import evaluate as evaluate_module
-
-    rule = getattr(evaluate_module, "contiguity_edges", None)
-    edges = problem.graph.edges if rule is None else rule(problem)
-    return np.asarray(edges, dtype=np.int64).reshape(-1, 2)
-
-
-# ----------------------------------------------------------------------------------------------
-# Groups
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Groups:
-    """Operators kept together, numbered in a topological order of the contiguity DAG.
-
-    ``edges``: unique group-level contiguity edges ``(g, h)``; ``comm``: unique node-level pairs
-    ``(u, h)`` where operator ``u`` has a successor in group ``h != group_of[u]`` (any edge: every
-    edge costs); ``compute[g, d]`` (``inf`` where some member may not run on ``d``), ``memory[g]``.
-    """
-
-    group_of: np.ndarray
-    members: list[np.ndarray]
-    edges: np.ndarray
-    comm: np.ndarray
-    compute: np.ndarray
-    memory: np.ndarray
-    successors: list[list[int]] = field(default_factory=list)
-    num_predecessors: np.ndarray | None = None
-
-    @property
-    def num_groups(self) -> int:
-        return len(self.members)
-
-    def fits(self, problem: PlacementProblem) -> np.ndarray:
-        """``(G, D)`` bool: device ``d`` may hold group ``g`` (support, pins, its own memory)."""
-        capacity = problem.capacity * (1 + MEMORY_TOLERANCE)
-        return np.isfinite(self.compute) & (self.memory[:, None] <= capacity[None, :])
-
-
-def _costless(problem: PlacementProblem) -> np.ndarray:
-    coloured = np.zeros(problem.num_ops, dtype=bool)
-    for colour in problem.colour_classes:
-        coloured[colour] = True
-    pinned = np.zeros(problem.num_ops, dtype=bool)
-    pinned[list(problem.pins)] = True
-    fits_anywhere = problem.memory.sum() <= problem.capacity.min() * (1 + MEMORY_TOLERANCE)
-    memory_free = (problem.memory == 0) | fits_anywhere
-    return (problem.compute_time == 0).all(axis=1) & memory_free & ~pinned & ~coloured
-
-
-def contract(problem: PlacementProblem, merge_costless: bool = True) -> Groups:
-    """Group the operators (colour classes, costless satellites, quotient cycles); see above.
-
-    Time O(n + m) in NumPy when nothing merges (no colour class, no costless operator, no
-    backward node: the groups are the operators in the graph's topological order); otherwise a
-    union-find and a condensation in Python, O((n + m) * rounds of satellite merging)."""
-    n = problem.num_ops
-    order_edges_array = contiguity_edges(problem)
-    costless = _costless(problem) if merge_costless else np.zeros(n, dtype=bool)
-    if (not problem.colour_classes and not costless.any()
-            and np.array_equal(order_edges_array, problem.graph.edges)):
-        # The quotient is the graph itself (acyclic), and the numbering below (a topological
-        # sort taking the smallest operator first) is the graph's own topological order.
-        group_of = np.empty(n, dtype=np.int64)
-        group_of[problem.graph.topological_order] = np.arange(n)
-        return groups_from(problem, group_of)
-    root = list(range(n))
-
-    def find(u: int) -> int:
-        while root[u] != u:
-            root[u] = root[root[u]]
-            u = root[u]
-        return u
-
-    for colour in problem.colour_classes:
-        for u in colour[1:]:
-            root[find(u)] = find(colour[0])
-    all_edges = [(int(u), int(v)) for u, v in problem.graph.edges]
-    order_edges = [(int(u), int(v)) for u, v in order_edges_array]
-    if merge_costless and costless.any():
-        while True:
-            neighbours: dict[int, set[int]] = {}
-            all_costless: dict[int, bool] = {}
-            for u in range(n):
-                r = find(u)
-                all_costless[r] = all_costless.get(r, True) and bool(costless[u])
-            for u, v in all_edges + order_edges:
-                ru, rv = find(u), find(v)
-                if ru != rv:
-                    neighbours.setdefault(ru, set()).add(rv)
-                    neighbours.setdefault(rv, set()).add(ru)
-            lonely = [
-                (r, next(iter(near)))
-                for r, near in sorted(neighbours.items())
-                if len(near) == 1 and all_costless[r]
-            ]
-            if not lonely:
-                break
-            for r, neighbour in lonely:
-                if find(r) != find(neighbour):
-                    root[find(r)] = find(neighbour)
-    quotient = nx.DiGraph()
-    quotient.add_nodes_from({find(u) for u in range(n)})
-    quotient.add_edges_from((find(u), find(v)) for u, v in order_edges if find(u) != find(v))
-    condensed = nx.condensation(quotient)
-    component_of = condensed.graph["mapping"]
-    smallest: dict[int, int] = {}
-    for u in range(n):
-        smallest.setdefault(component_of[find(u)], u)
-    numbering = list(nx.lexicographical_topological_sort(condensed, key=smallest.__getitem__))
-    number = {component: g for g, component in enumerate(numbering)}
-    group_of = np.array([number[component_of[find(u)]] for u in range(n)], dtype=np.int64)
-    return groups_from(problem, group_of)
-
-
-def groups_from(problem: PlacementProblem, group_of: np.ndarray) -> Groups:
-    """The :class:`Groups` of a grouping ``group_of`` (groups ``0..G-1`` numbered in a topological
-    order of their quotient over the contiguity edges). Time O(n D + m log m), in NumPy."""
-    num_groups = int(group_of.max()) + 1
-    by_group = np.argsort(group_of, kind="stable")
-    sizes = np.bincount(group_of, minlength=num_groups)
-    if num_groups == len(group_of):  # singletons: views of one array, faster than a split
-        members = list(by_group.reshape(-1, 1))
-    else:
-        members = np.split(by_group, np.cumsum(sizes)[:-1])
-
-    edges = contiguity_edges(problem)
-    if len(edges):
-        pairs = _unique_pairs(group_of[edges[:, 0]], group_of[edges[:, 1]], num_groups)
-    else:
-        pairs = np.zeros((0, 2), dtype=np.int64)
-    graph_edges = problem.graph.edges
-    if len(graph_edges):
-        comm = _unique_pairs(graph_edges[:, 0], group_of[graph_edges[:, 1]], num_groups,
-                             keep=group_of[graph_edges[:, 0]] != group_of[graph_edges[:, 1]])
-    else:
-        comm = np.zeros((0, 2), dtype=np.int64)
-    allowed = problem.allowed()
-    costs = np.where(allowed, problem.compute_time, np.inf)
-    compute = np.stack([np.bincount(group_of, costs[:, d], num_groups)
-                        for d in range(problem.num_devices)], axis=1)
-    memory = np.bincount(group_of, weights=problem.memory, minlength=num_groups)
-    # ``pairs`` is sorted by tail: each group's successors are one slice of the heads.
-    heads = pairs[:, 1].tolist()
-    ends = np.cumsum(np.bincount(pairs[:, 0], minlength=num_groups)).tolist()
-    successors = [heads[a:b] for a, b in zip([0] + ends[:-1], ends)]
-    num_predecessors = np.bincount(pairs[:, 1], minlength=num_groups).astype(np.int64)
-    return Groups(
-        group_of=group_of,
-        members=members,
-        edges=pairs.astype(np.int64),
-        comm=comm.astype(np.int64),
-        compute=compute,
-        memory=memory,
-        successors=successors,
-        num_predecessors=num_predecessors,
-    )
-
-
-def _unique_pairs(a: np.ndarray, b: np.ndarray, width: int, keep: np.ndarray | None = None):
-    """Sorted unique pairs ``(a, b)``, ``b < width``, with ``a != b`` unless ``keep`` says which
-    to keep (a 1-D key: ``np.unique`` over rows is several times slower)."""
-    keep = a != b if keep is None else keep
-    keys = np.sort(a[keep].astype(np.int64) * width + b[keep])
-    keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])] if len(keys) else keys
-    return np.stack([keys // width, keys % width], axis=1)
-
-
-def check_placeable(problem: PlacementProblem, groups: Groups) -> None:
-    """Raise :class:`InfeasibleError` if some group fits no device at all."""
-    fits = groups.fits(problem)
-    for g in np.flatnonzero(~fits.any(axis=1)):
-        names = [problem.graph.nodes[int(u)].name for u in groups.members[g]]
-        supported = np.isfinite(groups.compute[g])
-        if not supported.any():
-            what = (
-                f"operator {names[0]!r} can run"
-                if len(names) == 1
-                else f"operators {names[:6]} must share one device (a colour class, or operators "
-                "on a path between members of one), but they can run"
-            )
-            raise InfeasibleError(
-                f"{what} on no device of {problem.device_names}: unsupported or pinned elsewhere; "
-                "add a device that supports them or change the pins"
-            )
-        raise InfeasibleError(
-            f"operators {names[:6]} need {groups.memory[g]:.4g} bytes on one device, more than any "
-            f"device that may run them holds ({problem.capacity[supported].max():.4g}); raise the "
-            "capacity, or drop the pin or colour class"
-        )
-
-
 # ----------------------------------------------------------------------------------------------
 # 1. Combinatorial bound
 # ----------------------------------------------------------------------------------------------
@@ -445,33 +232,15 @@ def check_placeable(problem: PlacementProblem, groups: Groups) -> None:
 def combinatorial_bound(problem: PlacementProblem, groups: Groups | None = None) -> float:
     """``max(heaviest group at its best device, total best work / K)``; see the module docstring."""
     groups = contract(problem) if groups is None else groups
-    fits = groups.fits(problem)
-    if not fits.any(axis=1).all():
+    best = groups.least_compute(problem)
+    if not np.isfinite(best).all():
         return math.inf
-    best = np.where(fits, groups.compute, np.inf).min(axis=1)
     return float(max(best.max(initial=0.0), best.sum() / problem.num_devices))
 
 
 # ----------------------------------------------------------------------------------------------
 # 2 and 3. MIP relaxations
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class BoundResult:
-    """A proven lower bound and how it was obtained.
-
-    ``value``: valid lower bound on the contiguous optimum (``0.0`` when nothing was proven,
-    ``inf`` when the relaxation is infeasible). ``status``: ``"optimal"`` (every MIP solved to
-    optimality), ``"time_limit"`` (some MIP stopped early: its dual bound was used), ``"partial"``
-    (some positions never ran; the others' bound is used), ``"skipped"``, ``"infeasible"``.
-    """
-
-    value: float
-    status: str
-    seconds: float
-    mips: int = 0
-    details: dict = field(default_factory=dict)
 
 
 def _largest_sum(values: np.ndarray, count: int) -> float:
@@ -794,13 +563,6 @@ def _scale(problem: PlacementProblem, groups: Groups) -> float:
     return value if value > 0 else 1.0
 
 
-def _least_costs(problem: PlacementProblem, groups: Groups) -> tuple[np.ndarray, np.ndarray]:
-    """``(c*, t*)``: each group's compute on the device that fits it fastest and each operator's
-    least transfer time over the devices (module docstring, 5)."""
-    compute = np.where(groups.fits(problem), groups.compute, np.inf).min(axis=1)
-    return compute, problem.transfer_time.min(axis=1)
-
-
 def _senders(groups: Groups) -> dict[int, list[int]]:
     """Per operator with a consumer in another group: those groups."""
     by_sender: dict[int, list[int]] = {}
@@ -1096,25 +858,6 @@ def _chain_search(model, T, low: int, high: int, deadline: float) -> tuple[int, 
         first = False
 
 
-def cut_bound(problem: PlacementProblem, time_limit: float, groups: Groups | None = None,
-              floor: float = 0.0) -> BoundResult:
-    """``max_g min_{S ∋ g} f(S)`` by one max-flow per group (module docstring, 5;
-    :func:`tvm_place.solvers.bounds.max_min_cut`), within ``time_limit`` seconds (the groups not
-    reached then are left out: still a valid bound). ``floor``: a bound already held (groups
-    whose single-group load is no higher are skipped)."""
-    from . import bounds
-
-    started = time.perf_counter()
-    groups = contract(problem) if groups is None else groups
-    compute, transfer = _least_costs(problem, groups)
-    if not np.isfinite(compute).all():
-        return BoundResult(math.inf, "infeasible", time.perf_counter() - started)
-    unit = _scale(problem, groups) / bounds.CUT_RESOLUTION
-    value, status, flows = bounds.max_min_cut(groups.group_of, compute, transfer, groups.comm,
-                                              unit, started + time_limit, floor)
-    return BoundResult(value, status, time.perf_counter() - started, 0, {"max_flows": flows})
-
-
 def heaviest_block_bound(
     problem: PlacementProblem,
     time_limit: float,
@@ -1130,7 +873,7 @@ def heaviest_block_bound(
     started = time.perf_counter()
     deadline = started + time_limit
     groups = contract(problem) if groups is None else groups
-    compute, transfer = _least_costs(problem, groups)
+    compute, transfer = groups.least_compute(problem), problem.transfer_time.min(axis=1)
     if not np.isfinite(compute).all():
         return BoundResult(math.inf, "infeasible", time.perf_counter() - started)
     K, G = problem.num_devices, groups.num_groups

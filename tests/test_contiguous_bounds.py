@@ -1,4 +1,4 @@
-"""The chain-model, cut and heaviest-block bounds of archer_bounds: brute force and the dp."""
+"""The contiguous bounds (chain model, heaviest block) and the cut bound: brute force and the dp."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from brute_force import best_throughput, random_problem
 
 from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem
-from tvm_place.solvers import archer_bounds, bounds, dp, slicegraph, solve
+from tvm_place.solvers import bounds, dp, grouping, slicegraph, solve
+from tvm_place.solvers.bounds import contiguous
 
 TOLERANCE = 1e-9
 #: The chain bound is the model's optimum lowered by MIP_SAFETY, and costs are rounded down to
@@ -49,18 +50,18 @@ def test_chain_bound_never_exceeds_the_contiguous_optimum_and_is_exact_when_solv
     optimum = best_throughput(problem, contiguous=True)
     if not math.isfinite(optimum):
         return
-    groups = archer_bounds.contract(problem)
-    assert archer_bounds.chain_applies(problem, groups)
+    groups = grouping.contract(problem)
+    assert contiguous.chain_applies(problem, groups)
     # No cap, the optimum as cap, and a cap below the optimum (a wrong target only loses bound).
     for target in (math.inf, optimum, 0.7 * optimum):
-        result = archer_bounds.chain_bound(problem, 5.0, groups, target=target)
+        result = contiguous.chain_bound(problem, 5.0, groups, target=target)
         assert result.value <= optimum * (1 + TOLERANCE), (target, result, optimum)
         if target >= optimum:
             assert result.status == "optimal", result
             assert result.value >= optimum * (1 - SOLVED), (result, optimum)
     # With a floor (a bound already held) the result is still valid.
-    floor = archer_bounds.combinatorial_bound(problem, groups)
-    result = archer_bounds.chain_bound(problem, 5.0, groups, floor=floor, target=optimum)
+    floor = contiguous.combinatorial_bound(problem, groups)
+    result = contiguous.chain_bound(problem, 5.0, groups, floor=floor, target=optimum)
     assert floor * (1 - 2e-6) <= result.value <= optimum * (1 + TOLERANCE)
 
 
@@ -72,7 +73,7 @@ def test_chain_bound_probes_stay_valid_under_tight_time(seed):
     if not math.isfinite(optimum):
         return
     for limit in (0.02, 0.1):
-        result = archer_bounds.chain_bound(problem, limit, target=optimum * 1.5)
+        result = contiguous.chain_bound(problem, limit, target=optimum * 1.5)
         assert result.value <= optimum * (1 + TOLERANCE)
 
 
@@ -100,19 +101,19 @@ def test_chain_bound_matches_the_exact_dp(seed, num_ops, K):
     problem = _pipeline_problem(seed, num_ops, K)
     exact = dp.solve(problem, "throughput", 30.0)
     assert exact.stats.get("optimal")
-    result = archer_bounds.chain_bound(problem, 10.0, target=exact.value)
+    result = contiguous.chain_bound(problem, 10.0, target=exact.value)
     assert result.value <= exact.value * (1 + TOLERANCE)
     assert result.value >= exact.value * (1 - SOLVED), (result, exact.value)
     # Communication matters here: the combinatorial bound is far lower.
-    assert archer_bounds.combinatorial_bound(problem) < 0.9 * exact.value
+    assert contiguous.combinatorial_bound(problem) < 0.9 * exact.value
 
 
 def test_chain_bound_skips_unequal_devices():
     rng = np.random.default_rng(3)
     problem = random_problem(rng, 6, 3)
-    result = archer_bounds.chain_bound(problem, 1.0)
+    result = contiguous.chain_bound(problem, 1.0)
     assert result.status == "skipped" and result.value == 0.0
-    assert archer_bounds.lower_bounds(problem, 0.5)["chain"].status == "skipped"
+    assert contiguous.lower_bounds(problem, 0.5)["chain"].status == "skipped"
 
 
 def test_slicegraph_proves_optimality_through_the_chain_model():
@@ -166,7 +167,7 @@ def _small_case(seed: int) -> PlacementProblem:
 def _small_case_solved(seed: int):
     """A :func:`_small_case`, its contiguous optimum by brute force, and its groups."""
     problem = _small_case(seed)
-    return problem, best_throughput(problem, contiguous=True), archer_bounds.contract(problem)
+    return problem, best_throughput(problem, contiguous=True), grouping.contract(problem)
 
 
 # Costs are rounded down to 1e-6 (cut) / 1e-9 (heaviest) of the combinatorial bound, and the
@@ -183,7 +184,7 @@ def test_cut_bound_is_the_enumerated_max_min_cut_and_valid(seed):
     subsets = [{g for g in range(G) if mask >> g & 1} for mask in range(1, 1 << G)]
     enumerated = max(min(_least_cost_load(problem, groups, S) for S in subsets if g in S)
                      for g in range(G))
-    result = archer_bounds.cut_bound(problem, 5.0, groups)
+    result = bounds.cut_bound(problem, 5.0, groups)
     assert result.status == "optimal"
     assert enumerated * (1 - ROUNDED) - 1e-12 <= result.value <= enumerated * (1 + 1e-12) + 1e-12
     assert result.value <= optimum * (1 + TOLERANCE) + 1e-12
@@ -201,7 +202,7 @@ def test_heaviest_block_bound_is_the_enumerated_block_minimum_and_valid(seed):
     enumerated = min(_least_cost_load(problem, groups, set(B)) for B in blocks
                      if least[sorted(B)].sum() >= share * (1 - 1e-12))
     for target in (math.inf, optimum):
-        result = archer_bounds.heaviest_block_bound(problem, 5.0, groups, target=target)
+        result = contiguous.heaviest_block_bound(problem, 5.0, groups, target=target)
         assert result.value <= optimum * (1 + TOLERANCE) + 1e-12, (target, result, optimum)
         assert result.status == "optimal", result
         assert enumerated * (1 - ROUNDED) - 1e-12 <= result.value <= enumerated * (1 + 1e-9) + 1e-12
@@ -212,9 +213,9 @@ def test_the_new_bounds_charge_communication_where_the_combinatorial_one_cannot(
     problem = _pipeline_problem(4, 40, 8)
     exact = dp.solve(problem, "throughput", 30.0)
     assert exact.stats.get("optimal")
-    combinatorial = archer_bounds.combinatorial_bound(problem)
-    cut = archer_bounds.cut_bound(problem, 5.0)
-    heaviest = archer_bounds.heaviest_block_bound(problem, 5.0, target=exact.value)
+    combinatorial = contiguous.combinatorial_bound(problem)
+    cut = bounds.cut_bound(problem, 5.0)
+    heaviest = contiguous.heaviest_block_bound(problem, 5.0, target=exact.value)
     for result in (cut, heaviest):
         assert combinatorial * 1.2 < result.value, (result, combinatorial)
         assert result.value <= exact.value * (1 + TOLERANCE)
@@ -222,9 +223,9 @@ def test_the_new_bounds_charge_communication_where_the_combinatorial_one_cannot(
 
 def test_cut_and_heaviest_bounds_stop_at_their_time_limit_with_a_valid_bound():
     problem = _pipeline_problem(5, 300, 16)
-    groups = archer_bounds.contract(problem)
+    groups = grouping.contract(problem)
     exact = dp.solve(problem, "throughput", 60.0)
-    for bound in (archer_bounds.cut_bound, archer_bounds.heaviest_block_bound):
+    for bound in (bounds.cut_bound, contiguous.heaviest_block_bound):
         result = bound(problem, 0.05, groups)
         assert result.seconds < 2.0, (bound.__name__, result)
         assert result.value <= exact.value * (1 + TOLERANCE)
@@ -232,19 +233,23 @@ def test_cut_and_heaviest_bounds_stop_at_their_time_limit_with_a_valid_bound():
 
 @pytest.mark.parametrize("seed", range(40))
 def test_general_cut_bound_holds_for_every_placement(seed):
-    # bounds.cut_bound groups colour classes only, so it bounds non-contiguous placements too.
+    # By default the cut bound keeps colour classes and costless satellites whole, not
+    # contiguity cycles, so it bounds non-contiguous placements too; so does best_bound.
     problem = _small_case(seed)
     optimum = best_throughput(problem, contiguous=False)
     if not math.isfinite(optimum):
         return
-    value = bounds.cut_bound(problem, 5.0)
-    assert bounds.work_bound(problem) <= value <= optimum * (1 + TOLERANCE) + 1e-12
+    work = bounds.work_bound(problem)
+    value = bounds.cut_bound(problem, 5.0, floor=work).value
+    assert work * (1 - ROUNDED) <= value <= optimum * (1 + TOLERANCE) + 1e-12
+    best = bounds.best_bound(problem, "throughput", False, 5.0)
+    assert value * (1 - ROUNDED) <= best <= optimum * (1 + TOLERANCE) + 1e-12
 
 
 def test_solve_reports_the_cut_bound_for_every_throughput_method():
     problem = _pipeline_problem(4, 40, 8)
     work = bounds.work_bound(problem)
-    cut = bounds.cut_bound(problem, 5.0)
+    cut = bounds.cut_bound(problem, 5.0).value
     assert cut > 1.2 * work
     placement = solve(problem, "throughput", "greedy", 10.0)
-    assert placement.lower_bound == pytest.approx(min(placement.value, cut))
+    assert min(placement.value, cut) * (1 - 1e-12) <= placement.lower_bound <= placement.value

@@ -16,7 +16,6 @@ small kernel.
 """
 
 import numpy as np
-import pytest
 import tvm
 from tvm.script import ir as I
 from tvm.script import relax as R

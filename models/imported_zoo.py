@@ -706,6 +706,13 @@ def _onnx_bert_layer(batch: int, rng: np.random.Generator, seq_len: int, hidden:
         nodes.append(node("Add", [f"{out}.mm", f"{name}.bias"], [out]))
         return out
 
+    def residual_norm(step: str, x: str, residual: str, norm: str, out: str) -> str:
+        """LayerNorm `norm` of ``x + residual``: BERT's post-LayerNorm residual connection."""
+        nodes.append(node("Add", [x, residual], [f"{step}.residual"]))
+        nodes.append(node("LayerNormalization", [f"{step}.residual", f"{norm}.weight",
+                                                 f"{norm}.bias"], [out], axis=-1, epsilon=1e-12))
+        return out
+
     def heads_of(x: str, perm: list[int]) -> str:
         nodes.append(node("Reshape", [x, "heads_shape"], [f"{x}.split"]))
         nodes.append(node("Transpose", [f"{x}.split"], [f"{x}.heads"], perm=perm))
@@ -722,21 +729,8 @@ def _onnx_bert_layer(batch: int, rng: np.random.Generator, seq_len: int, hidden:
         node("Transpose", ["context.heads"], ["context.split"], perm=[0, 2, 1, 3]),
         node("Reshape", ["context.split", "hidden_shape"], ["context"]),
     ]
-    dense("context", "attention.output.dense", "attn.out")
-    nodes += [
-        node("Add", ["attn.out", "hidden_states"], ["attn.residual"]),
-        node(
-            "LayerNormalization",
-            [
-                "attn.residual",
-                "attention.output.LayerNorm.weight",
-                "attention.output.LayerNorm.bias",
-            ],
-            ["attended"],
-            axis=-1,
-            epsilon=1e-12,
-        ),
-    ]
+    residual_norm("attn", dense("context", "attention.output.dense", "attn.out"), "hidden_states",
+                  "attention.output.LayerNorm", "attended")
     dense("attended", "intermediate.dense", "inner")
     # GELU(x) = x * 0.5 * (1 + erf(x / sqrt 2)), the exact form BERT uses.
     nodes += [
@@ -746,17 +740,8 @@ def _onnx_bert_layer(batch: int, rng: np.random.Generator, seq_len: int, hidden:
         node("Mul", ["inner", "gelu.shifted"], ["gelu.product"]),
         node("Mul", ["gelu.product", "half"], ["gelu"]),
     ]
-    dense("gelu", "output.dense", "ffn.out")
-    nodes += [
-        node("Add", ["ffn.out", "attended"], ["ffn.residual"]),
-        node(
-            "LayerNormalization",
-            ["ffn.residual", "output.LayerNorm.weight", "output.LayerNorm.bias"],
-            ["output"],
-            axis=-1,
-            epsilon=1e-12,
-        ),
-    ]
+    residual_norm("ffn", dense("gelu", "output.dense", "ffn.out"), "attended", "output.LayerNorm",
+                  "output")
     shape = (batch, seq_len, hidden)
     return onnx_network(nodes, "onnx_bert_layer", ("hidden_states", shape), ("output", shape), params,
                         constants)

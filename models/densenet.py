@@ -10,8 +10,8 @@ import numpy as np
 from tvm.relax.frontend import nn
 
 from .layers import ScaleShift, avg_pool2d, global_avg_pool, max_pool2d
-from .nn_export import export_with_random_weights
-from .registry import ModelConfigError, Network, register
+from .nn_export import check_image_size, export_images
+from .registry import Network, register
 
 
 class BNReLUConv(nn.Module):
@@ -114,7 +114,6 @@ def densenet121(
     120 convolutions and 58 concatenations (one per dense layer but the first of each block,
     one per block).
     """
-    if image_size < 32:
-        raise ModelConfigError(f"densenet121 needs images of at least 32 pixels, not {image_size}")
+    check_image_size("densenet121", image_size, 32)
     model = DenseNet(growth, list(block_config), init_features, 4, num_classes)
-    return export_with_random_weights(model, {"images": (batch, 3, image_size, image_size)}, rng)
+    return export_images(model, batch, image_size, rng)

@@ -23,21 +23,19 @@ computes.
 
 import inspect
 import math
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .imported import _import_optional, onnx_network
 from .registry import ModelConfigError, Network, register
+from .resnet import resnet_stages
+from .transformer import check_heads
 from .weights import random_weight
 
 if TYPE_CHECKING:
     import torch
-
-
-def _check_heads(hidden: int, heads: int) -> None:
-    if hidden % heads:
-        raise ModelConfigError(f"hidden size {hidden} is not divisible by {heads} attention heads")
 
 
 def _weight_names(net) -> list[str]:
@@ -80,6 +78,12 @@ def _torch_network(
             return net(*[torch.from_numpy(a) for a in arrays]).numpy()
 
     return Network(mod=mod, params=params, reference=reference)
+
+
+def _build_torch(name: str, batch: int, rng: np.random.Generator, **sizes) -> Network:
+    torch = _import_optional("torch", "torch==2.13.0", name)
+    net, inputs = _TORCH_MODELS[name][1](torch, batch, **sizes)
+    return _torch_network(torch, net, inputs, rng)
 
 
 # --- ResNets in torch ---
@@ -156,15 +160,9 @@ def _torch_resnet(torch, bottleneck: bool, blocks_per_stage: list[int], width: i
             self.bn1 = nn.BatchNorm2d(width)
             self.relu = nn.ReLU()
             self.maxpool = nn.MaxPool2d(3, 2, 1)
-            channels = width
-            for stage, num_blocks in enumerate(blocks_per_stage):
-                stage_width = width * 2**stage
-                strides = [1 if stage == 0 else 2] + [1] * (num_blocks - 1)
-                blocks = []
-                for stride in strides:
-                    blocks.append(block(channels, stage_width, stride))
-                    channels = stage_width * block.expansion
-                setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+            stages, channels = resnet_stages(blocks_per_stage, width, block.expansion)
+            for stage, blocks in enumerate(stages):
+                setattr(self, f"layer{stage + 1}", nn.Sequential(*(block(*b) for b in blocks)))
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.fc = nn.Linear(channels, num_classes)
 
@@ -176,13 +174,9 @@ def _torch_resnet(torch, bottleneck: bool, blocks_per_stage: list[int], width: i
     return ResNet()
 
 
-def _make_torch_resnet18(torch, batch: int, image_size: int, width: int, num_classes: int):
-    net = _torch_resnet(torch, False, [2, 2, 2, 2], width, num_classes)
-    return net, {"images": (batch, 3, image_size, image_size)}
-
-
-def _make_torch_resnet50(torch, batch: int, image_size: int, width: int, num_classes: int):
-    net = _torch_resnet(torch, True, [3, 4, 6, 3], width, num_classes)
+def _make_torch_resnet(torch, batch: int, image_size: int, width: int, num_classes: int, *,
+                       bottleneck: bool, blocks_per_stage: list[int]):
+    net = _torch_resnet(torch, bottleneck, blocks_per_stage, width, num_classes)
     return net, {"images": (batch, 3, image_size, image_size)}
 
 
@@ -227,60 +221,34 @@ def _split_conv_bn(name: str) -> tuple[str, str, str]:
     return ".".join(parts[:-2]), parts[-2], parts[-1]
 
 
-@register(
-    "torch-resnet18",
-    "cnn",
-    "ResNet-18 written in torch (torchvision's layout), imported via torch.export, 11.7 M weights",
-)
-def torch_resnet18(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    width: int = 64,
-    num_classes: int = 1000,
-) -> Network:
-    """ResNet-18 on `image_size` x `image_size` RGB images, through the torch importer.
+def _register_torch_resnet(name: str, title: str, weights: int, description: str):
+    """Register a torch ResNet (`_TORCH_MODELS[name]`), sized as its registry counterpart."""
+
+    @register(name, "cnn", description)
+    def build(
+        batch: int,
+        rng: np.random.Generator,
+        image_size: int = 224,
+        width: int = 64,
+        num_classes: int = 1000,
+    ) -> Network:
+        return _build_torch(name, batch, rng, image_size=image_size, width=width,
+                            num_classes=num_classes)
+
+    build.__doc__ = f"""{title} on `image_size` x `image_size` RGB images, through the torch
+    importer; the architecture of the registry's `{name.removeprefix("torch-")}`, with the same
+    sizes.
 
     ==========  ========================  ===========
     weights     input                     output
     ==========  ========================  ===========
-    11,689,512  images (B, 3, 224, 224)   (B, 1000)
+    {weights:<10,}  images (B, 3, 224, 224)   (B, 1000)
     ==========  ========================  ===========
 
     Weights as torchvision counts them (BatchNorm running statistics excluded); BatchNorm runs
     in inference mode with random statistics.
     """
-    return _build_torch("torch-resnet18", batch, rng, image_size=image_size, width=width,
-                        num_classes=num_classes)
-
-
-@register(
-    "torch-resnet50",
-    "cnn",
-    "ResNet-50 v1.5 written in torch (torchvision's layout), via torch.export, 25.6 M weights",
-)
-def torch_resnet50(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    width: int = 64,
-    num_classes: int = 1000,
-) -> Network:
-    """ResNet-50 v1.5 (bottlenecks [3, 4, 6, 3], stride on the 3x3 convolution) on
-    `image_size` x `image_size` RGB images, through the torch importer; the architecture of the
-    registry's `resnet50`, with the same sizes.
-
-    ==========  ========================  ===========
-    weights     input                     output
-    ==========  ========================  ===========
-    25,557,032  images (B, 3, 224, 224)   (B, 1000)
-    ==========  ========================  ===========
-
-    Weights as torchvision counts them (BatchNorm running statistics excluded); BatchNorm runs
-    in inference mode with random statistics.
-    """
-    return _build_torch("torch-resnet50", batch, rng, image_size=image_size, width=width,
-                        num_classes=num_classes)
+    return build
 
 
 # --- BERT encoder layers and GPT-2 block in torch ---
@@ -416,21 +384,16 @@ def _torch_bert_encoder(torch, hidden: int, heads: int, ffn: int, seq_len: int, 
     return BertEncoder()
 
 
-def _make_torch_bert_layer(torch, batch: int, seq_len: int, hidden: int, heads: int, ffn: int):
-    _check_heads(hidden, heads)
-    net = _torch_transformer_block(torch, hidden, heads, ffn, seq_len, gpt2=False)
-    return net, {"hidden_states": (batch, seq_len, hidden)}
-
-
-def _make_torch_gpt2_block(torch, batch: int, seq_len: int, hidden: int, heads: int, ffn: int):
-    _check_heads(hidden, heads)
-    net = _torch_transformer_block(torch, hidden, heads, ffn, seq_len, gpt2=True)
+def _make_torch_block(torch, batch: int, seq_len: int, hidden: int, heads: int, ffn: int, *,
+                      gpt2: bool):
+    check_heads(hidden, heads)
+    net = _torch_transformer_block(torch, hidden, heads, ffn, seq_len, gpt2=gpt2)
     return net, {"hidden_states": (batch, seq_len, hidden)}
 
 
 def _make_torch_bert_base(torch, batch: int, seq_len: int, hidden: int, heads: int, ffn: int,
                           num_layers: int):
-    _check_heads(hidden, heads)
+    check_heads(hidden, heads)
     net = _torch_bert_encoder(torch, hidden, heads, ffn, seq_len, num_layers)
     return net, {"hidden_states": (batch, seq_len, hidden)}
 
@@ -511,46 +474,47 @@ def _gpt2_params_to_torch(params: dict[str, np.ndarray]) -> dict[str, np.ndarray
     return out
 
 
-@register(
+def _register_layer(name: str, description: str, title: str, build_layer):
+    """Register a model of one transformer layer with BERT-base's sizes, imported from another
+    framework: `build_layer(batch, rng, **sizes)` builds it once the sizes are checked."""
+
+    @register(name, "transformer", description)
+    def build(
+        batch: int,
+        rng: np.random.Generator,
+        seq_len: int = 128,
+        hidden: int = 768,
+        heads: int = 12,
+        ffn: int = 3072,
+    ) -> Network:
+        check_heads(hidden, heads)
+        return build_layer(batch, rng, seq_len=seq_len, hidden=hidden, heads=heads, ffn=ffn)
+
+    build.__doc__ = title + _LAYER_TABLE
+    return build
+
+
+torch_resnet18 = _register_torch_resnet(
+    "torch-resnet18", "ResNet-18", 11_689_512,
+    "ResNet-18 written in torch (torchvision's layout), imported via torch.export, 11.7 M weights",
+)
+torch_resnet50 = _register_torch_resnet(
+    "torch-resnet50", "ResNet-50 v1.5 (bottlenecks [3, 4, 6, 3], stride on the 3x3 convolution)",
+    25_557_032,
+    "ResNet-50 v1.5 written in torch (torchvision's layout), via torch.export, 25.6 M weights",
+)
+torch_bert_layer = _register_layer(
     "torch-bert-layer",
-    "transformer",
     "one BERT-base encoder layer written in torch (Hugging Face's BertLayer), via torch.export",
+    "One BERT-base encoder layer (post-LayerNorm, erf GELU), through the torch importer.",
+    partial(_build_torch, "torch-bert-layer"),
 )
-def torch_bert_layer(
-    batch: int,
-    rng: np.random.Generator,
-    seq_len: int = 128,
-    hidden: int = 768,
-    heads: int = 12,
-    ffn: int = 3072,
-) -> Network:
-    """One BERT-base encoder layer (post-LayerNorm, erf GELU), through the torch importer."""
-    _check_heads(hidden, heads)
-    return _build_torch("torch-bert-layer", batch, rng, seq_len=seq_len, hidden=hidden,
-                        heads=heads, ffn=ffn)
-
-
-@register(
+torch_gpt2_block = _register_layer(
     "torch-gpt2-block",
-    "transformer",
     "one GPT-2 small block written in torch (Hugging Face's GPT2Block), via torch.export",
+    "One GPT-2 small block (pre-LayerNorm, causal, tanh GELU), through the torch importer.",
+    partial(_build_torch, "torch-gpt2-block"),
 )
-def torch_gpt2_block(
-    batch: int,
-    rng: np.random.Generator,
-    seq_len: int = 128,
-    hidden: int = 768,
-    heads: int = 12,
-    ffn: int = 3072,
-) -> Network:
-    """One GPT-2 small block (pre-LayerNorm, causal, tanh GELU), through the torch importer."""
-    _check_heads(hidden, heads)
-    return _build_torch("torch-gpt2-block", batch, rng, seq_len=seq_len, hidden=hidden,
-                        heads=heads, ffn=ffn)
-
-
-torch_bert_layer.__doc__ += _LAYER_TABLE
-torch_gpt2_block.__doc__ += _LAYER_TABLE
 
 
 @register(
@@ -577,7 +541,7 @@ def torch_bert_base(
     85,054,464  hidden_states (B, 128, 768) float32
     ==========  ===============================================
     """
-    _check_heads(hidden, heads)
+    check_heads(hidden, heads)
     return _build_torch("torch-bert-base", batch, rng, seq_len=seq_len, hidden=hidden,
                         heads=heads, ffn=ffn, num_layers=num_layers)
 
@@ -585,29 +549,24 @@ def torch_bert_base(
 # name: (its registered builder, the maker of its torch module, the translator of the weights
 # of its counterpart in the registry into the module's names)
 _TORCH_MODELS = {
-    "torch-resnet18": (torch_resnet18, _make_torch_resnet18, _resnet_params_to_torch),
-    "torch-resnet50": (torch_resnet50, _make_torch_resnet50, _resnet_params_to_torch),
-    "torch-bert-layer": (torch_bert_layer, _make_torch_bert_layer, _bert_layer_params_to_torch),
+    "torch-resnet18": (torch_resnet18, partial(_make_torch_resnet, bottleneck=False,
+                                               blocks_per_stage=[2, 2, 2, 2]),
+                       _resnet_params_to_torch),
+    "torch-resnet50": (torch_resnet50, partial(_make_torch_resnet, bottleneck=True,
+                                               blocks_per_stage=[3, 4, 6, 3]),
+                       _resnet_params_to_torch),
+    "torch-bert-layer": (torch_bert_layer, partial(_make_torch_block, gpt2=False),
+                         _bert_layer_params_to_torch),
     "torch-bert-base": (torch_bert_base, _make_torch_bert_base, _bert_params_to_torch),
-    "torch-gpt2-block": (torch_gpt2_block, _make_torch_gpt2_block, _gpt2_params_to_torch),
+    "torch-gpt2-block": (torch_gpt2_block, partial(_make_torch_block, gpt2=True),
+                         _gpt2_params_to_torch),
 }
 
-TORCH_COUNTERPARTS = {
-    "torch-resnet18": "resnet18",
-    "torch-resnet50": "resnet50",
-    "torch-bert-layer": "bert-layer",
-    "torch-bert-base": "bert-base",
-    "torch-gpt2-block": "gpt2-block",
-}
+# Each torch model is named after its counterpart.
+TORCH_COUNTERPARTS = {name: name.removeprefix("torch-") for name in _TORCH_MODELS}
 """The registry model (built with `tvm.relax.frontend.nn`) each torch model writes out again:
 the same architecture and sizes, so that ``torch_eager_module(name, params=models.get(
 TORCH_COUNTERPARTS[name], **sizes).params, **sizes)`` computes what that model computes."""
-
-
-def _build_torch(name: str, batch: int, rng: np.random.Generator, **sizes) -> Network:
-    torch = _import_optional("torch", "torch==2.13.0", name)
-    net, inputs = _TORCH_MODELS[name][1](torch, batch, **sizes)
-    return _torch_network(torch, net, inputs, rng)
 
 
 def torch_eager_module(
@@ -710,25 +669,8 @@ def _load_weights(torch, net, params: dict[str, np.ndarray], translate) -> None:
 # --- BERT encoder layer in ONNX ---
 
 
-@register(
-    "onnx-bert-layer",
-    "transformer",
-    "one BERT-base encoder layer as an ONNX graph (MatMul, Softmax, LayerNormalization, Erf GELU)",
-)
-def onnx_bert_layer(
-    batch: int,
-    rng: np.random.Generator,
-    seq_len: int = 128,
-    hidden: int = 768,
-    heads: int = 12,
-    ffn: int = 3072,
-) -> Network:
-    """One BERT-base encoder layer built with `onnx.helper` (opset 17) and imported with
-    `from_onnx`; the ONNX reference evaluator is its reference.
-
-    Matrices are stored ``(in, out)`` (``*.kernel``), as ONNX's MatMul takes them.
-    """
-    _check_heads(hidden, heads)
+def _onnx_bert_layer(batch: int, rng: np.random.Generator, seq_len: int, hidden: int, heads: int,
+                     ffn: int) -> Network:
     _import_optional("onnx", "onnx==1.23.2", "onnx-bert-layer")
     from onnx import helper
 
@@ -764,6 +706,13 @@ def onnx_bert_layer(
         nodes.append(node("Add", [f"{out}.mm", f"{name}.bias"], [out]))
         return out
 
+    def residual_norm(step: str, x: str, residual: str, norm: str, out: str) -> str:
+        """LayerNorm `norm` of ``x + residual``: BERT's post-LayerNorm residual connection."""
+        nodes.append(node("Add", [x, residual], [f"{step}.residual"]))
+        nodes.append(node("LayerNormalization", [f"{step}.residual", f"{norm}.weight",
+                                                 f"{norm}.bias"], [out], axis=-1, epsilon=1e-12))
+        return out
+
     def heads_of(x: str, perm: list[int]) -> str:
         nodes.append(node("Reshape", [x, "heads_shape"], [f"{x}.split"]))
         nodes.append(node("Transpose", [f"{x}.split"], [f"{x}.heads"], perm=perm))
@@ -780,21 +729,8 @@ def onnx_bert_layer(
         node("Transpose", ["context.heads"], ["context.split"], perm=[0, 2, 1, 3]),
         node("Reshape", ["context.split", "hidden_shape"], ["context"]),
     ]
-    dense("context", "attention.output.dense", "attn.out")
-    nodes += [
-        node("Add", ["attn.out", "hidden_states"], ["attn.residual"]),
-        node(
-            "LayerNormalization",
-            [
-                "attn.residual",
-                "attention.output.LayerNorm.weight",
-                "attention.output.LayerNorm.bias",
-            ],
-            ["attended"],
-            axis=-1,
-            epsilon=1e-12,
-        ),
-    ]
+    residual_norm("attn", dense("context", "attention.output.dense", "attn.out"), "hidden_states",
+                  "attention.output.LayerNorm", "attended")
     dense("attended", "intermediate.dense", "inner")
     # GELU(x) = x * 0.5 * (1 + erf(x / sqrt 2)), the exact form BERT uses.
     nodes += [
@@ -804,20 +740,19 @@ def onnx_bert_layer(
         node("Mul", ["inner", "gelu.shifted"], ["gelu.product"]),
         node("Mul", ["gelu.product", "half"], ["gelu"]),
     ]
-    dense("gelu", "output.dense", "ffn.out")
-    nodes += [
-        node("Add", ["ffn.out", "attended"], ["ffn.residual"]),
-        node(
-            "LayerNormalization",
-            ["ffn.residual", "output.LayerNorm.weight", "output.LayerNorm.bias"],
-            ["output"],
-            axis=-1,
-            epsilon=1e-12,
-        ),
-    ]
+    residual_norm("ffn", dense("gelu", "output.dense", "ffn.out"), "attended", "output.LayerNorm",
+                  "output")
     shape = (batch, seq_len, hidden)
     return onnx_network(nodes, "onnx_bert_layer", ("hidden_states", shape), ("output", shape), params,
                         constants)
 
 
-onnx_bert_layer.__doc__ += _LAYER_TABLE
+onnx_bert_layer = _register_layer(
+    "onnx-bert-layer",
+    "one BERT-base encoder layer as an ONNX graph (MatMul, Softmax, LayerNormalization, Erf GELU)",
+    """One BERT-base encoder layer built with `onnx.helper` (opset 17) and imported with
+    `from_onnx`; the ONNX reference evaluator is its reference.
+
+    Matrices are stored ``(in, out)`` (``*.kernel``), as ONNX's MatMul takes them.""",
+    _onnx_bert_layer,
+)

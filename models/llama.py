@@ -27,20 +27,18 @@ from tvm.relax.frontend import nn
 from .layers import Dense
 from .nn_export import export_with_random_weights
 from .registry import ModelConfigError, Network, register
-from .transformer import SelfAttention, TransformerBlock, TransformerConfig
-
-# Llama-2 7B: hidden 4096, 32 heads of 128, SwiGLU width 11008, RMSNorm epsilon 1e-5.
-LLAMA2_7B = TransformerConfig(
-    hidden=4096,
-    heads=32,
-    ffn=11008,
-    num_layers=32,
-    seq_len=128,
-    causal=True,
-    pre_norm=True,
-    gelu_approximate=None,  # unused: the feed-forward network is SwiGLU
-    norm_eps=1e-5,
+from .transformer import (
+    GPT2_SMALL,
+    SelfAttention,
+    TransformerBlock,
+    TransformerConfig,
+    TransformerStack,
 )
+
+# Llama-2 7B: GPT-2's causal pre-norm layout and norm epsilon (1e-5) at hidden 4096,
+# 32 heads of 128, SwiGLU width 11008 (gelu_approximate is unused).
+LLAMA2_7B = dataclasses.replace(GPT2_SMALL, hidden=4096, heads=32, ffn=11008, num_layers=32,
+                                gelu_approximate=None)
 ROPE_THETA = 10000.0
 
 
@@ -103,14 +101,6 @@ class LlamaBlock(TransformerBlock):
         self.feed_forward_norm = nn.RMSNorm(config.hidden, -1, config.norm_eps, bias=False)
 
 
-class LlamaDecoder(nn.Module):
-    def __init__(self, config: TransformerConfig, max_seq_len: int):
-        self.layers = nn.ModuleList([LlamaBlock(config, max_seq_len) for _ in range(config.num_layers)])
-
-    def forward(self, hidden_states: nn.Tensor) -> nn.Tensor:
-        return self.layers(hidden_states)
-
-
 def _layer_sharing(distinct_layers: int):
     """Map ``layers.<i>.<rest>`` to ``layers.<i mod distinct_layers>.<rest>``."""
 
@@ -146,7 +136,7 @@ def _register_llama(name: str, num_layers: int, description: str):
             LLAMA2_7B, seq_len=seq_len, hidden=hidden, heads=heads, ffn=ffn, num_layers=num_layers
         )
         return export_with_random_weights(
-            LlamaDecoder(config, max_seq_len),
+            TransformerStack(config, lambda c: LlamaBlock(c, max_seq_len)),
             {"hidden_states": (batch, seq_len, hidden)},
             rng,
             shared_with=_layer_sharing(distinct_layers),

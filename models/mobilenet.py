@@ -12,8 +12,8 @@ import numpy as np
 from tvm.relax.frontend import nn
 
 from .layers import ConvBNAct, global_avg_pool
-from .nn_export import export_with_random_weights
-from .registry import ModelConfigError, Network, register
+from .nn_export import check_image_size, export_images
+from .registry import Network, register
 
 
 def _make_divisible(value: float, divisor: int = 8) -> int:
@@ -162,11 +162,6 @@ class EfficientNet(nn.Module):
         return self.classifier(global_avg_pool(x))
 
 
-def _check_image_size(name: str, image_size: int, factor: int = 32) -> None:
-    if image_size < factor:
-        raise ModelConfigError(f"{name} needs images of at least {factor} pixels, not {image_size}")
-
-
 @register(
     "mobilenet-v2",
     "cnn",
@@ -189,9 +184,8 @@ def mobilenet_v2(
 
     52 convolutions (17 depthwise). `width_mult` scales the channels as in the paper.
     """
-    _check_image_size("mobilenet-v2", image_size)
-    model = MobileNetV2(width_mult, num_classes)
-    return export_with_random_weights(model, {"images": (batch, 3, image_size, image_size)}, rng)
+    check_image_size("mobilenet-v2", image_size, 32)
+    return export_images(MobileNetV2(width_mult, num_classes), batch, image_size, rng)
 
 
 @register(
@@ -219,6 +213,6 @@ def efficientnet_b0(
     `width_mult` and `depth_mult` scale channels and layers per stage as the B1-B7 variants do
     (their resolutions aside).
     """
-    _check_image_size("efficientnet-b0", image_size)
+    check_image_size("efficientnet-b0", image_size, 32)
     model = EfficientNet(width_mult, depth_mult, num_classes)
-    return export_with_random_weights(model, {"images": (batch, 3, image_size, image_size)}, rng)
+    return export_images(model, batch, image_size, rng)

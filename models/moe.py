@@ -25,6 +25,8 @@ from .transformer import (
     FeedForward,
     TransformerBlock,
     TransformerConfig,
+    TransformerStack,
+    check_heads,
 )
 
 MOE_BASE = dataclasses.replace(BERT_BASE, pre_norm=True, num_layers=1)
@@ -66,16 +68,6 @@ class MoEBlock(TransformerBlock):
         self.feed_forward = MixtureOfExperts(config, num_experts, top_k)
 
 
-class MoEStack(nn.Module):
-    def __init__(self, config: TransformerConfig, num_experts: int, top_k: int):
-        self.layers = nn.ModuleList(
-            [MoEBlock(config, num_experts, top_k) for _ in range(config.num_layers)]
-        )
-
-    def forward(self, hidden_states: nn.Tensor) -> nn.Tensor:
-        return self.layers(hidden_states)
-
-
 @register(
     "moe-block",
     "transformer",
@@ -102,8 +94,7 @@ def moe_block(
 
     The attention and expert sizes are BERT-base's (Switch-Base's with 8 experts).
     """
-    if hidden % heads:
-        raise ModelConfigError(f"hidden size {hidden} is not divisible by {heads} attention heads")
+    check_heads(hidden, heads)
     if not 1 <= top_k <= num_experts:
         raise ModelConfigError(
             f"top_k must be between 1 and num_experts ({num_experts}), not {top_k}"
@@ -112,4 +103,5 @@ def moe_block(
         MOE_BASE, seq_len=seq_len, hidden=hidden, heads=heads, ffn=ffn, num_layers=num_layers
     )
     shapes = {"hidden_states": (batch, seq_len, hidden)}
-    return export_with_random_weights(MoEStack(config, num_experts, top_k), shapes, rng)
+    stack = TransformerStack(config, lambda c: MoEBlock(c, num_experts, top_k))
+    return export_with_random_weights(stack, shapes, rng)

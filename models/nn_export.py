@@ -1,4 +1,5 @@
-"""Turn a `tvm.relax.frontend.nn` module into a :class:`~tvm_place.models.registry.Network`.
+"""Turn a `tvm.relax.frontend.nn` module into a :class:`~tvm_place.models.registry.Network`
+(:func:`export_images` for the image networks, which :func:`check_image_size` guards).
 
 `nn.Module.export_tvm` gives a function `forward` whose parameters are the data inputs followed
 by every weight. Placement wants a self-contained `main` with only the data inputs, so the weights
@@ -11,7 +12,7 @@ import numpy as np
 import tvm
 from tvm.relax.frontend import nn
 
-from .registry import Network
+from .registry import ModelConfigError, Network
 from .weights import random_weight_tensor
 
 
@@ -78,3 +79,20 @@ def export_with_random_weights(
         params={name: weights[name] for name, _ in named_params},
         input_bounds=input_bounds,
     )
+
+
+def export_images(
+    module: nn.Module, batch: int, image_size: int, rng: np.random.Generator, channels: int = 3
+) -> Network:
+    """:func:`export_with_random_weights` for a network on square images: its `forward` takes
+    ``images`` of shape ``(batch, channels, image_size, image_size)``."""
+    shapes = {"images": (batch, channels, image_size, image_size)}
+    return export_with_random_weights(module, shapes, rng)
+
+
+def check_image_size(model: str, image_size: int, at_least: int) -> None:
+    """Refuse images smaller than a network's downsampling allows."""
+    if image_size < at_least:
+        raise ModelConfigError(
+            f"{model} needs images of at least {at_least} pixels, not {image_size}"
+        )

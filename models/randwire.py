@@ -19,7 +19,7 @@ import numpy as np
 from tvm.relax.frontend import nn
 
 from .layers import ConvBN, ConvBNAct, global_avg_pool
-from .nn_export import export_with_random_weights
+from .nn_export import check_image_size, export_images
 from .registry import ModelConfigError, Network, register
 
 # The generators, with the parameters of the paper's best networks, and the fewest nodes each
@@ -154,12 +154,9 @@ def _register_randwire(generator: str, label: str):
             raise ModelConfigError(
                 f"{name} needs num_nodes of at least {MIN_NODES[generator]}, not {num_nodes}"
             )
-        if image_size < 32:
-            raise ModelConfigError(f"{name} needs images of at least 32 pixels, not {image_size}")
+        check_image_size(name, image_size, 32)
         model = RandWire(generator, num_nodes, channels, graph_seed, num_classes)
-        return export_with_random_weights(
-            model, {"images": (batch, 3, image_size, image_size)}, rng
-        )
+        return export_images(model, batch, image_size, rng)
 
     return build
 

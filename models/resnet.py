@@ -8,7 +8,7 @@ import numpy as np
 from tvm.relax.frontend import nn
 
 from .layers import ConvBN, global_avg_pool, max_pool2d
-from .nn_export import export_with_random_weights
+from .nn_export import export_images
 from .registry import Network, register
 
 
@@ -53,6 +53,28 @@ def _shortcut(in_channels: int, out_channels: int, stride: int) -> ConvBN | None
     return ConvBN(in_channels, out_channels, 1, stride)
 
 
+def resnet_stages(
+    blocks_per_stage: list[int], width: int, expansion: int
+) -> tuple[list[list[tuple[int, int, int]]], int]:
+    """The blocks of a ResNet's stages as ``(in_channels, width, stride)``, and the channels the
+    last stage outputs.
+
+    Stage ``s`` has width ``width * 2**s`` (its blocks output `expansion` times that); its first
+    block halves the resolution, but in the first stage, whose input the stem's max pool already
+    halved. torchvision's layout, which :mod:`.imported_zoo`'s torch ResNets follow too.
+    """
+    stages = []
+    in_channels = width
+    for index, num_blocks in enumerate(blocks_per_stage):
+        stage_width = width * 2**index
+        blocks = []
+        for stride in [1 if index == 0 else 2] + [1] * (num_blocks - 1):
+            blocks.append((in_channels, stage_width, stride))
+            in_channels = stage_width * expansion
+        stages.append(blocks)
+    return stages, in_channels
+
+
 class ResNet(nn.Module):
     """Stem (7x7/2 conv, 3x3/2 max pool), four stages, global average pool, classifier.
 
@@ -70,19 +92,11 @@ class ResNet(nn.Module):
 
     def __init__(self, block: type, blocks_per_stage: list[int], width: int, num_classes: int):
         self.conv1 = ConvBN(3, width, 7, stride=2)
-        in_channels = width
-        stages = []
-        for index, num_blocks in enumerate(blocks_per_stage):
-            stage_width = width * 2**index
-            # The first stage keeps the resolution the max pool already halved.
-            strides = [1 if index == 0 else 2] + [1] * (num_blocks - 1)
-            blocks = []
-            for stride in strides:
-                blocks.append(block(in_channels, stage_width, stride))
-                in_channels = stage_width * block.expansion
-            stages.append(nn.ModuleList(blocks))
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.fc = nn.Linear(in_channels, num_classes)
+        stages, channels = resnet_stages(blocks_per_stage, width, block.expansion)
+        self.layer1, self.layer2, self.layer3, self.layer4 = [
+            nn.ModuleList([block(*sizes) for sizes in stage]) for stage in stages
+        ]
+        self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, images: nn.Tensor) -> nn.Tensor:
         x = max_pool2d(nn.op.relu(self.conv1(images)), 3, 2, 1)
@@ -90,62 +104,40 @@ class ResNet(nn.Module):
         return self.fc(global_avg_pool(x))
 
 
-def _build(
-    block: type,
-    blocks_per_stage: list[int],
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int,
-    width: int,
-    num_classes: int,
-) -> Network:
-    model = ResNet(block, blocks_per_stage, width, num_classes)
-    return export_with_random_weights(model, {"images": (batch, 3, image_size, image_size)}, rng)
+def _register_resnet(name: str, block: type, blocks_per_stage: tuple[int, int, int, int],
+                     weights: int, description: str):
+    """Register a ResNet of `block`s; its sizes, `blocks_per_stage` among them, are the overrides."""
 
+    @register(name, "cnn", description)
+    def build(
+        batch: int,
+        rng: np.random.Generator,
+        image_size: int = 224,
+        width: int = 64,
+        num_classes: int = 1000,
+        blocks_per_stage: tuple[int, int, int, int] = blocks_per_stage,
+    ) -> Network:
+        model = ResNet(block, list(blocks_per_stage), width, num_classes)
+        return export_images(model, batch, image_size, rng)
 
-@register("resnet18", "cnn", "ResNet-18 (ImageNet): basic blocks [2, 2, 2, 2], 11.7 M weights")
-def resnet18(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    width: int = 64,
-    num_classes: int = 1000,
-) -> Network:
-    """ResNet-18 on `image_size` x `image_size` RGB images."""
-    return _build(BasicBlock, [2, 2, 2, 2], batch, rng, image_size, width, num_classes)
+    build.__doc__ = f"""{description}, on `image_size` x `image_size` RGB images.
 
+    ============  ===================  =========
+    weights       input                output
+    ============  ===================  =========
+    {weights:<12,}  (B, 3, 224, 224)     (B, 1000)
+    ============  ===================  =========
 
-@register("resnet50", "cnn", "ResNet-50 v1.5 (ImageNet): bottlenecks [3, 4, 6, 3], 25.6 M weights")
-def resnet50(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    width: int = 64,
-    num_classes: int = 1000,
-) -> Network:
-    """ResNet-50 on `image_size` x `image_size` RGB images."""
-    return _build(Bottleneck, [3, 4, 6, 3], batch, rng, image_size, width, num_classes)
-
-
-@register(
-    "resnet152", "cnn", "ResNet-152 v1.5 (ImageNet): bottlenecks [3, 8, 36, 3], 60.2 M weights"
-)
-def resnet152(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    width: int = 64,
-    num_classes: int = 1000,
-    blocks_per_stage: tuple[int, int, int, int] = (3, 8, 36, 3),
-) -> Network:
-    """ResNet-152 on `image_size` x `image_size` RGB images.
-
-    ===========  ===================  =========
-    weights      input                output
-    ===========  ===================  =========
-    60,192,808   (B, 3, 224, 224)     (B, 1000)
-    ===========  ===================  =========
-
-    155 convolutions. `blocks_per_stage` shrinks the depth for tests.
+    `blocks_per_stage` changes the depth (for small tests).
     """
-    return _build(Bottleneck, list(blocks_per_stage), batch, rng, image_size, width, num_classes)
+    return build
+
+
+resnet18 = _register_resnet("resnet18", BasicBlock, (2, 2, 2, 2), 11_689_512,
+                            "ResNet-18 (ImageNet): basic blocks [2, 2, 2, 2], 11.7 M weights")
+resnet50 = _register_resnet("resnet50", Bottleneck, (3, 4, 6, 3), 25_557_032,
+                            "ResNet-50 v1.5 (ImageNet): bottlenecks [3, 4, 6, 3], 25.6 M weights")
+resnet152 = _register_resnet(
+    "resnet152", Bottleneck, (3, 8, 36, 3), 60_192_808,
+    "ResNet-152 v1.5 (ImageNet): bottlenecks [3, 8, 36, 3], 60.2 M weights",
+)

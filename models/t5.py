@@ -21,20 +21,11 @@ from tvm.relax.frontend import nn
 
 from .layers import Dense, take
 from .nn_export import export_with_random_weights
-from .registry import ModelConfigError, Network, register
-from .transformer import SelfAttention, TransformerConfig
+from .registry import Network, register
+from .transformer import BERT_BASE, SelfAttention, TransformerConfig, check_heads
 
-T5_BASE = TransformerConfig(
-    hidden=768,
-    heads=12,
-    ffn=3072,
-    num_layers=12,
-    seq_len=128,
-    causal=False,
-    pre_norm=True,
-    gelu_approximate=None,  # unused: T5 v1.0 uses ReLU
-    norm_eps=1e-6,
-)
+# BERT-base's sizes; pre-norm; the feed-forward network is ReLU (gelu_approximate is unused).
+T5_BASE = dataclasses.replace(BERT_BASE, pre_norm=True, norm_eps=1e-6)
 NUM_BUCKETS = 32
 MAX_DISTANCE = 128
 
@@ -175,8 +166,7 @@ def t5_base(
     Hugging Face's t5-base has 222,903,552 weights; the difference is the shared token
     embedding (32128 x 768), which is not included.
     """
-    if hidden % heads:
-        raise ModelConfigError(f"hidden size {hidden} is not divisible by {heads} attention heads")
+    check_heads(hidden, heads)
     config = dataclasses.replace(
         T5_BASE, hidden=hidden, heads=heads, ffn=ffn, num_layers=num_layers, seq_len=seq_len
     )

@@ -7,6 +7,7 @@ placement to assign.
 """
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 from tvm.relax.frontend import nn
@@ -171,21 +172,29 @@ class TransformerBlock(nn.Module):
 
 
 class TransformerStack(nn.Module):
-    """`config.num_layers` blocks applied to ``(batch, seq_len, hidden)`` hidden states."""
+    """`config.num_layers` blocks applied to ``(batch, seq_len, hidden)`` hidden states.
 
-    def __init__(self, config: TransformerConfig):
-        self.layers = nn.ModuleList([TransformerBlock(config) for _ in range(config.num_layers)])
+    `block` makes each block from the config: :class:`TransformerBlock` (BERT, GPT-2, ViT), or a
+    variant with other sublayers (Llama's, the mixture of experts').
+    """
+
+    def __init__(self, config: TransformerConfig, block: Callable[[TransformerConfig], nn.Module]
+                 = TransformerBlock):
+        self.layers = nn.ModuleList([block(config) for _ in range(config.num_layers)])
 
     def forward(self, hidden_states: nn.Tensor) -> nn.Tensor:
         return self.layers(hidden_states)
 
 
+def check_heads(hidden: int, heads: int) -> None:
+    """Refuse a hidden size that the attention heads do not divide."""
+    if hidden % heads:
+        raise ModelConfigError(f"hidden size {hidden} is not divisible by {heads} attention heads")
+
+
 def build_transformer(config: TransformerConfig, batch: int, rng: np.random.Generator) -> Network:
     """Export a :class:`TransformerStack` with random weights."""
-    if config.hidden % config.heads:
-        raise ModelConfigError(
-            f"hidden size {config.hidden} is not divisible by {config.heads} attention heads"
-        )
+    check_heads(config.hidden, config.heads)
     shapes = {"hidden_states": (batch, config.seq_len, config.hidden)}
     return export_with_random_weights(TransformerStack(config), shapes, rng)
 

@@ -12,7 +12,7 @@ from tvm import relax
 from tvm.relax.frontend import nn
 
 from .layers import ConvBNAct, max_pool2d
-from .nn_export import export_with_random_weights
+from .nn_export import export_images
 from .registry import ModelConfigError, Network, register
 
 
@@ -98,6 +98,4 @@ def unet(
             f"unet needs an image size that is a multiple of 16, not {image_size}"
         )
     model = UNet(in_channels, num_classes, width)
-    return export_with_random_weights(
-        model, {"images": (batch, in_channels, image_size, image_size)}, rng
-    )
+    return export_images(model, batch, image_size, rng, channels=in_channels)

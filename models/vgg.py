@@ -7,8 +7,8 @@ import numpy as np
 from tvm.relax.frontend import nn
 
 from .layers import adaptive_avg_pool2d, max_pool2d
-from .nn_export import export_with_random_weights
-from .registry import ModelConfigError, Network, register
+from .nn_export import check_image_size, export_images
+from .registry import Network, register
 
 # Output channels of each convolution; "M" is a 2x2 max pool (configuration D).
 VGG16_LAYERS = [
@@ -72,7 +72,5 @@ def vgg16(
 
     `width` (first-stage channels) and `hidden` (classifier width) shrink it for tests.
     """
-    if image_size < 32:
-        raise ModelConfigError(f"vgg16 needs images of at least 32 pixels, not {image_size}")
-    model = VGG(width, hidden, num_classes)
-    return export_with_random_weights(model, {"images": (batch, 3, image_size, image_size)}, rng)
+    check_image_size("vgg16", image_size, 32)
+    return export_images(VGG(width, hidden, num_classes), batch, image_size, rng)

@@ -11,9 +11,9 @@ import dataclasses
 import numpy as np
 from tvm.relax.frontend import nn
 
-from .nn_export import export_with_random_weights
+from .nn_export import export_images
 from .registry import ModelConfigError, Network, register
-from .transformer import BERT_BASE, TransformerConfig, TransformerStack
+from .transformer import BERT_BASE, TransformerConfig, TransformerStack, check_heads
 
 VIT_B16 = dataclasses.replace(BERT_BASE, pre_norm=True, norm_eps=1e-6, seq_len=197)
 
@@ -66,17 +66,8 @@ def vit_b16(
     """
     if image_size % patch:
         raise ModelConfigError(f"image size {image_size} is not a multiple of the patch {patch}")
-    if hidden % heads:
-        raise ModelConfigError(
-            f"hidden size {hidden} is not divisible by {heads} attention heads"
-        )
-    config = dataclasses.replace(
-        VIT_B16,
-        hidden=hidden,
-        heads=heads,
-        ffn=ffn,
-        num_layers=num_layers,
-        seq_len=(image_size // patch) ** 2 + 1,
-    )
+    check_heads(hidden, heads)
+    config = dataclasses.replace(VIT_B16, hidden=hidden, heads=heads, ffn=ffn,
+                                 num_layers=num_layers, seq_len=(image_size // patch) ** 2 + 1)
     model = VisionTransformer(config, patch, num_classes)
-    return export_with_random_weights(model, {"images": (batch, 3, image_size, image_size)}, rng)
+    return export_images(model, batch, image_size, rng)

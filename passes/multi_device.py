@@ -25,6 +25,7 @@ import json
 
 import tvm
 from tvm import relax
+from tvm.s_tir import renew_defs
 
 from tvm_place.errors import InvalidPlacementError
 
@@ -167,14 +168,17 @@ def bind_prim_func_targets(mod: tvm.IRModule) -> tvm.IRModule:
     gvar_of: dict[tuple[str, int], relax.GlobalVar] = {}
     for gv, func in others.items():
         for position, device in enumerate(devices_of.get(gv.name_hint, [])):
-            bound = func.with_attr("target", vdevices[device].target)
+            target = vdevices[device].target
             if position == 0:
-                builder.update_func(gv, bound)
+                builder.update_func(gv, func.with_attr("target", target))
                 gvar_of[(gv.name_hint, device)] = gv
             else:
-                # Same target as a copy made already (cpu:0 and cpu:1): the builder returns it.
+                # A copy with variables of its own (one PrimFunc's definitions are not shared with
+                # another's). Same target as a copy made already (cpu:0 and cpu:1): the builder
+                # returns that one.
+                copy = renew_defs(func).with_attr("target", target)
                 gvar_of[(gv.name_hint, device)] = builder.add_func(
-                    bound, f"{gv.name_hint}_{device_label(vdevices, device)}"
+                    copy, f"{gv.name_hint}_{device_label(vdevices, device)}"
                 )
     blocks = []
     for block in main.body.blocks:

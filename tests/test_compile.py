@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import tvm
+from relax_modules import unsplit
 from tvm import relax
 
 import tvm_place
@@ -28,12 +29,6 @@ SMALL = {
 }
 
 
-def unsplit_output(model) -> np.ndarray:
-    executable = tvm.compile(model.mod, target="llvm")
-    vm = relax.VirtualMachine(executable, tvm.cpu())
-    return vm["main"](*[tvm.runtime.tensor(x) for x in model.inputs]).numpy()
-
-
 def build(name):
     if name == "torch-cnn":
         pytest.importorskip("torch")
@@ -49,7 +44,7 @@ def split_in_two(mod) -> np.ndarray:
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_two_cpu_devices_match_unsplit_build(name):
     model = build(name)
-    reference = unsplit_output(model)
+    reference = unsplit(model.mod)(*model.inputs)
     forced = tvm_place.compile(model.mod, ["llvm", "llvm"], placement=split_in_two(model.mod))
     assert set(forced.placement.device_of.tolist()) == {0, 1}
     copies = [b for b in bindings(forced.split_module["main"]) if is_call_to(b.value, TO_VDEVICE)]
@@ -67,7 +62,7 @@ def test_throughput_placement_runs_and_reports_bound_and_gap():
     report = placed.report()
     for field in ("objective      throughput", "lower bound", "gap", "cpu:0", "cpu:1", "copies"):
         assert field in report
-    assert np.abs(placed(*model.inputs).numpy() - unsplit_output(model)).max() <= 1e-5
+    assert np.abs(placed(*model.inputs).numpy() - unsplit(model.mod)(*model.inputs)).max() <= 1e-5
 
 
 def test_cpu_gpu_builds_with_gpu_kernels_for_gpu_ops():
@@ -116,7 +111,7 @@ def test_module_without_main():
     with pytest.raises(UnsupportedModelError, match=r"no function 'main'.*pass entry='forward'"):
         tvm_place.compile(renamed, ["llvm"])
     placed = tvm_place.compile(renamed, ["llvm"], entry="forward")
-    np.testing.assert_allclose(placed(*model.inputs).numpy(), unsplit_output(model), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(placed(*model.inputs).numpy(), unsplit(model.mod)(*model.inputs), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -184,7 +179,7 @@ def test_cpu_gpu_numerics_on_a_real_gpu():
         num_ops = len(collect_op_graph(prepare(model.mod)).graph)
         device_of = (np.arange(num_ops) >= num_ops // 2).astype(np.int64)
         placed = tvm_place.compile(model.mod, ["llvm", "cuda"], placement=device_of)
-        error = np.abs(placed(*model.inputs).numpy() - unsplit_output(model)).max()
+        error = np.abs(placed(*model.inputs).numpy() - unsplit(model.mod)(*model.inputs)).max()
         assert error <= 1e-4, (name, error)
 
 

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from relax_modules import matmul_module
 from tvm import relax
 
 from tvm_place.cost import AnalyticalCostModel, MeasuredCostModel, compute_costs, device_profile
@@ -13,18 +14,6 @@ from tvm_place.errors import InvalidTargetError
 from tvm_place.graph import OpNode
 from tvm_place.passes import collect_op_graph
 from tvm_place.targets import resolve_targets
-
-
-def matmul_module(sizes):
-    """One independent matmul per size (``x @ x``), legalized to TIR."""
-    bb = relax.BlockBuilder()
-    inputs = [relax.Var(f"x{n}", relax.TensorType((n, n), "float32")) for n in sizes]
-    with bb.function("main", inputs):
-        with bb.dataflow():
-            outputs = [bb.emit(relax.op.matmul(x, x)) for x in inputs]
-            result = bb.emit_output(relax.Tuple(outputs))
-        bb.emit_func_output(result)
-    return relax.transform.LegalizeOps()(bb.get())
 
 
 def test_analytical_model_is_the_roofline_of_the_profile():

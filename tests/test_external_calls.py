@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tvm
 import tvm_ffi
+from relax_modules import unsplit
 from tvm import relax
 
 import tvm_place
@@ -33,11 +34,6 @@ def with_external(name: str) -> tvm.IRModule:
     return bb.get()
 
 
-def unsplit(mod, x):
-    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
-    return vm["main"](tvm.runtime.tensor(x)).numpy()
-
-
 def external_operator(placed) -> int:
     names = placed.problem.graph.names
     return names.index("tvm_place_test.scale_by_two")
@@ -49,7 +45,7 @@ def test_a_registered_external_call_is_measured_placed_and_run_equal_to_the_unsp
     solved = tvm_place.compile(mod, ["llvm", "llvm"], time_limit=5)
     u = external_operator(solved)
     assert solved.problem.compute_time[u].min() > 0  # measured by calling it
-    np.testing.assert_allclose(solved(x).numpy(), unsplit(mod, x), rtol=1e-6)
+    np.testing.assert_allclose(solved(x).numpy(), unsplit(mod)(x), rtol=1e-6)
     # The external call on one device, every other operator on the other: copies both ways.
     num_ops = solved.problem.num_ops
     for device in (0, 1):
@@ -57,7 +53,7 @@ def test_a_registered_external_call_is_measured_placed_and_run_equal_to_the_unsp
         device_of[u] = device
         placed = tvm_place.compile(mod, ["llvm", "llvm"], placement=device_of)
         assert placed.plan.externals == ["tvm_place_test.scale_by_two"] and placed.plan.num_copies > 0
-        np.testing.assert_allclose(placed(x).numpy(), unsplit(mod, x), rtol=1e-6)
+        np.testing.assert_allclose(placed(x).numpy(), unsplit(mod)(x), rtol=1e-6)
         assert len(placed.run_stream([x] * 3)) == 3
     with pytest.raises(WorkerError, match=r"external functions \['tvm_place_test.scale_by_two'\].*threads"):
         placed.attach_workers("ray")
@@ -71,7 +67,7 @@ def test_given_external_costs_place_it_only_where_they_say_it_runs():
     assert np.isinf(placed.problem.compute_time[u, 0]) and placed.problem.compute_time[u, 1] == 1e-6
     assert placed.placement.device_of[u] == 1
     x = np.ones(SHAPE, "float32")
-    np.testing.assert_allclose(placed(x).numpy(), unsplit(mod, x), rtol=1e-6)
+    np.testing.assert_allclose(placed(x).numpy(), unsplit(mod)(x), rtol=1e-6)
 
 
 def test_an_unregistered_external_function_is_a_clear_error_naming_it_and_the_fix():

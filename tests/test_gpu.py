@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import tvm
-from tvm import relax
+from relax_modules import matmul_module
 
 import tvm_place
 from tvm_place.cost import MeasuredCostModel, compute_costs
@@ -18,19 +18,8 @@ pytestmark = [
 ]
 
 
-def matmul_module(sizes):
-    bb = relax.BlockBuilder()
-    inputs = [relax.Var(f"x{n}", relax.TensorType((n, n), "float32")) for n in sizes]
-    with bb.function("main", inputs):
-        with bb.dataflow():
-            outputs = [bb.emit(relax.op.matmul(x, x)) for x in inputs]
-            result = bb.emit_output(relax.Tuple(outputs))
-        bb.emit_func_output(result)
-    return bb.get()
-
-
 def test_measured_model_times_cuda_kernels(tmp_path):
-    mod = relax.transform.LegalizeOps()(matmul_module([16, 1024]))
+    mod = matmul_module([16, 1024])
     collected = collect_op_graph(mod)
     (gpu,) = resolve_targets(["cuda"])
     compute_time, sources = compute_costs(collected, [gpu], MeasuredCostModel(cache_dir=tmp_path))
@@ -55,7 +44,7 @@ def test_default_cuda_target_runs_on_this_gpu():
     """A plain "cuda" target must load here: with the A100 profile's sm_80 as the default, an
     H100 refused the kernels (CUDA_ERROR_NO_BINARY_FOR_GPU)."""
     x = np.random.default_rng(0).standard_normal((64, 64)).astype("float32")
-    placed = tvm_place.compile(matmul_module([64]), ["llvm", "cuda"], placement=[1])
+    placed = tvm_place.compile(matmul_module([64], legalized=False), ["llvm", "cuda"], placement=[1])
     (result,) = placed(x)
     assert result.device.dlpack_device_type() == tvm.cuda(0).dlpack_device_type()
     assert np.abs(result.numpy() - x @ x).max() <= 1e-3

@@ -79,6 +79,15 @@ def with_pin(problem: PlacementProblem, seed: int) -> PlacementProblem:
     return dataclasses.replace(problem, pins={u: (int(rng.integers(problem.num_devices)),)})
 
 
+def varied(problem: PlacementProblem, seed: int) -> PlacementProblem:
+    """`problem` with zero costs (one seed in 7) and a pin (one in 11)."""
+    if seed % 7 == 3:
+        problem = with_zero_costs(problem, seed)
+    if seed % 11 == 5:
+        problem = with_pin(problem, seed)
+    return problem
+
+
 def check_against(problem, placement, objective: str, optimum: float) -> None:
     validate(problem, placement.device_of, placement.order)
     measured = evaluate(problem, placement).objective(objective)
@@ -103,11 +112,7 @@ def _solve_or_none(module, problem, objective, time_limit=30.0):
 
 @pytest.mark.parametrize("seed", range(120))
 def test_ip_matches_brute_force(seed):
-    problem = throughput_problem(seed)
-    if seed % 7 == 3:
-        problem = with_zero_costs(problem, seed)
-    if seed % 11 == 5:
-        problem = with_pin(problem, seed)
+    problem = varied(throughput_problem(seed), seed)
     optimum = best_throughput(problem, contiguous=False)
     placement = _solve_or_none(ip, problem, "throughput")
     if math.isinf(optimum):
@@ -192,11 +197,7 @@ def test_ip_reaches_the_non_contiguous_optimum_of_bert24():
 
 @pytest.mark.parametrize("seed", range(100))
 def test_latency_ip_matches_brute_force(seed):
-    problem = latency_problem(seed)
-    if seed % 7 == 3:
-        problem = with_zero_costs(problem, seed)
-    if seed % 11 == 5:
-        problem = with_pin(problem, seed)
+    problem = varied(latency_problem(seed), seed)
     optimum = best_latency(problem)
     placement = _solve_or_none(latency_ip, problem, "latency")
     if math.isinf(optimum):

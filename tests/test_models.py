@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import tvm
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy_references import BERT, GPT2, resnet_reference, transformer_reference
 from tvm import relax
 
 from tvm_place import models
@@ -73,15 +73,20 @@ def test_main_takes_only_static_float32_data_inputs(small_model):
     assert small_model.family in ("cnn", "transformer")
 
 
-def test_weights_are_bound_as_constants(small_model):
+def assert_weights_are_constants(model: models.Model) -> None:
+    """`main` holds at least as many constant elements as the model has weights."""
     constant_elements = []
     relax.analysis.post_order_visit(
-        small_model.mod["main"],
+        model.mod["main"],
         lambda expr: isinstance(expr, tvm.ir.GenericConst)
         and constant_elements.append(math.prod(expr.value.shape)),
     )
     # Importers may add constants of their own (shapes, epsilons) but must keep every weight.
-    assert sum(constant_elements) >= sum(w.size for w in small_model.params.values()) > 0
+    assert sum(constant_elements) >= sum(w.size for w in model.params.values()) > 0
+
+
+def test_weights_are_bound_as_constants(small_model):
+    assert_weights_are_constants(small_model)
 
 
 def test_output_matches_reference(small_model, small_vm):
@@ -157,120 +162,12 @@ def test_missing_framework_says_what_to_install(monkeypatch):
         models.get("onnx-cnn")
 
 
-# --- NumPy references, in float64, reading the weights by the names the models give them ---
-
-
-def conv2d(x: np.ndarray, weight: np.ndarray, stride: int, padding: int) -> np.ndarray:
-    """NCHW convolution, OIHW weights."""
-    x = np.pad(x, [(0, 0), (0, 0), (padding, padding), (padding, padding)])
-    windows = sliding_window_view(x, weight.shape[2:], axis=(2, 3))[:, :, ::stride, ::stride]
-    return np.einsum("nchwij,ocij->nohw", windows, weight, optimize=True)
-
-
-def relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0.0)
-
-
-def max_pool_3x3_stride_2(x: np.ndarray) -> np.ndarray:
-    x = np.pad(x, [(0, 0), (0, 0), (1, 1), (1, 1)], constant_values=-np.inf)
-    return sliding_window_view(x, (3, 3), axis=(2, 3))[:, :, ::2, ::2].max(axis=(-2, -1))
-
-
-CONVS = ("conv1", "conv2", "conv3")  # of a basic block (two) or a bottleneck (three)
-
-
-def resnet_reference(params: dict, images: np.ndarray, strided_conv: str) -> np.ndarray:
-    """ResNet forward pass; `strided_conv` names the conv of a block that carries its stride."""
-    params = {name: value.astype(np.float64) for name, value in params.items()}
-
-    def conv_bn(prefix, x, stride):
-        weight = params[f"{prefix}.conv.weight"]
-        y = conv2d(x, weight, stride, weight.shape[2] // 2)
-        scale, shift = params[f"{prefix}.bn.scale"], params[f"{prefix}.bn.shift"]
-        return y * scale[:, None, None] + shift[:, None, None]
-
-    x = max_pool_3x3_stride_2(relu(conv_bn("conv1", images.astype(np.float64), 2)))
-    for stage in range(1, 5):
-        block = 0
-        while f"layer{stage}.{block}.conv1.conv.weight" in params:
-            prefix = f"layer{stage}.{block}"
-            stride = 2 if stage > 1 and block == 0 else 1
-            convs = [c for c in CONVS if f"{prefix}.{c}.conv.weight" in params]
-            out = x
-            for conv in convs:
-                out = conv_bn(f"{prefix}.{conv}", out, stride if conv == strided_conv else 1)
-                out = relu(out) if conv != convs[-1] else out
-            has_projection = f"{prefix}.downsample.conv.weight" in params
-            shortcut = conv_bn(f"{prefix}.downsample", x, stride) if has_projection else x
-            x = relu(out + shortcut)
-            block += 1
-    features = x.mean(axis=(2, 3))
-    return features @ params["fc.weight"].T + params["fc.bias"]
-
-
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    var = x.var(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
-
-
-def gelu_erf(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
-
-
-def gelu_tanh(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-def transformer_reference(
-    params: dict, hidden_states: np.ndarray, *, heads: int, gpt2: bool
-) -> np.ndarray:
-    """BERT (post-LayerNorm, erf GELU) or GPT-2 (pre-LayerNorm, tanh GELU, causal) layers."""
-    params = {name: value.astype(np.float64) for name, value in params.items()}
-    eps, gelu = (1e-5, gelu_tanh) if gpt2 else (1e-12, gelu_erf)
-    x = hidden_states.astype(np.float64)
-    batch, seq_len, hidden = x.shape
-    head_dim = hidden // heads
-
-    def linear(name, t):
-        return t @ params[f"{name}.weight"].T + params[f"{name}.bias"]
-
-    def split_heads(t):
-        return t.reshape(batch, seq_len, heads, head_dim).transpose(0, 2, 1, 3)
-
-    def attention(prefix, t):
-        q, k, v = (split_heads(linear(f"{prefix}.{p}", t)) for p in ("query", "key", "value"))
-        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(head_dim)
-        if gpt2:
-            scores = np.where(np.triu(np.ones((seq_len, seq_len), bool), k=1), -np.inf, scores)
-        probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        probs /= probs.sum(axis=-1, keepdims=True)
-        context = (probs @ v).transpose(0, 2, 1, 3).reshape(batch, seq_len, hidden)
-        return linear(f"{prefix}.output", context)
-
-    def feed_forward(prefix, t):
-        return linear(f"{prefix}.fc2", gelu(linear(f"{prefix}.fc1", t)))
-
-    layer = 0
-    while f"layers.{layer}.attention.query.weight" in params:
-        prefix = f"layers.{layer}"
-        for sublayer, name in ((attention, "attention"), (feed_forward, "feed_forward")):
-            norm_weight = params[f"{prefix}.{name}_norm.weight"]
-            norm_bias = params[f"{prefix}.{name}_norm.bias"]
-            if gpt2:
-                x = x + sublayer(f"{prefix}.{name}", layer_norm(x, norm_weight, norm_bias, eps))
-            else:
-                x = layer_norm(x + sublayer(f"{prefix}.{name}", x), norm_weight, norm_bias, eps)
-        layer += 1
-    return x
-
-
-_TINY_HEADS = TINY_TRANSFORMER["heads"]
+_HEADS = TINY_TRANSFORMER["heads"]
 # reference(params, *inputs) for each model defined in Relax, at its size in SMALL_SIZES.
 NUMPY_REFERENCES = {
     "resnet18": functools.partial(resnet_reference, strided_conv="conv1"),
     "resnet50": functools.partial(resnet_reference, strided_conv="conv2"),
-    "bert-layer": functools.partial(transformer_reference, heads=_TINY_HEADS, gpt2=False),
-    "bert-base": functools.partial(transformer_reference, heads=_TINY_HEADS, gpt2=False),
-    "gpt2-block": functools.partial(transformer_reference, heads=_TINY_HEADS, gpt2=True),
+    "bert-layer": functools.partial(transformer_reference, heads=_HEADS, **BERT),
+    "bert-base": functools.partial(transformer_reference, heads=_HEADS, **BERT),
+    "gpt2-block": functools.partial(transformer_reference, heads=_HEADS, **GPT2),
 }

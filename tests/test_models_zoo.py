@@ -10,23 +10,26 @@ under the `slow` marker.
 """
 
 import collections
-import math
+from functools import partial
 
 import numpy as np
 import pytest
 import tvm
 import tvm_ffi
-from numpy.lib.stride_tricks import sliding_window_view
-from test_models import (
-    SMALL_SIZES,
-    TINY_TRANSFORMER,
-    conv2d,
-    gelu_erf,
-    layer_norm,
-    relu,
+from numpy_references import (
+    BERT,
+    GPT2,
+    dlrm_reference,
+    llama_reference,
+    moe_reference,
     resnet_reference,
+    t5_reference,
     transformer_reference,
+    two_tower_reference,
+    vgg_reference,
+    vit_reference,
 )
+from test_models import SMALL_SIZES, TINY_TRANSFORMER, assert_weights_are_constants
 from tvm import relax
 
 from tvm_place import models
@@ -146,13 +149,7 @@ def test_other_tiny_model_lowers_to_placeable_operators(name):
 
 
 def test_tiny_weights_are_bound_as_constants(tiny_model):
-    constant_elements = []
-    relax.analysis.post_order_visit(
-        tiny_model.mod["main"],
-        lambda expr: isinstance(expr, tvm.ir.GenericConst)
-        and constant_elements.append(math.prod(expr.value.shape)),
-    )
-    assert sum(constant_elements) >= sum(w.size for w in tiny_model.params.values()) > 0
+    assert_weights_are_constants(tiny_model)
 
 
 # --- full sizes: weights against the published counts, inputs and outputs ---
@@ -279,7 +276,7 @@ def test_llama_layers_share_weight_memory_but_not_constants():
     assert np.shares_memory(params[f"layers.0.{weight}"], params[f"layers.2.{weight}"])
     assert not np.shares_memory(params[f"layers.0.{weight}"], params[f"layers.1.{weight}"])
     # Each layer still has its own constants, so placement counts every layer's weight bytes.
-    test_tiny_weights_are_bound_as_constants(model)
+    assert_weights_are_constants(model)
 
 
 def test_dlrm_ids_stay_within_their_tables():
@@ -291,257 +288,20 @@ def test_dlrm_ids_stay_within_their_tables():
     assert (sparse.max(axis=0) == np.array(sizes) - 1).all()  # every row reachable
 
 
-# --- NumPy references, in float64, reading the weights by the names the models give them ---
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def attention(q, k, v, heads, *, scale=True, bias=None, causal=False):
-    """Multi-head attention on projected ``(batch, seq, hidden)`` queries, keys and values."""
-    batch, q_len, hidden = q.shape
-    k_len = k.shape[1]
-    head_dim = hidden // heads
-
-    def split(t):
-        return t.reshape(batch, -1, heads, head_dim).transpose(0, 2, 1, 3)
-
-    q, k, v = split(q), split(k), split(v)
-    scores = q @ k.transpose(0, 1, 3, 2)
-    if scale:
-        scores = scores / math.sqrt(head_dim)
-    if bias is not None:
-        scores = scores + bias
-    if causal:
-        scores = np.where(np.triu(np.ones((q_len, k_len), bool), k=1), -np.inf, scores)
-    return (softmax(scores) @ v).transpose(0, 2, 1, 3).reshape(batch, q_len, hidden)
-
-
-def as_float64(params: dict) -> dict:
-    return {name: value.astype(np.float64) for name, value in params.items()}
-
-
-def rms_norm(x, weight, eps):
-    return x / np.sqrt((x**2).mean(axis=-1, keepdims=True) + eps) * weight
-
-
-def llama_reference(params, hidden_states):
-    """Pre-RMSNorm layers, rotary embedding on pairs (i, i + head_dim / 2), SwiGLU."""
-    p = as_float64(params)
-    heads = TINY_LLAMA["heads"]
-    x = hidden_states.astype(np.float64)
-    batch, seq_len, hidden = x.shape
-    head_dim = hidden // heads
-    angles = np.arange(seq_len)[:, None] * 10000.0 ** (-np.arange(head_dim // 2) * 2 / head_dim)
-
-    def rope(t):  # rotate each pair of features by its position's angle
-        t = t.reshape(batch, seq_len, heads, 2, head_dim // 2)
-        a, b = t[:, :, :, 0], t[:, :, :, 1]
-        cos, sin = np.cos(angles)[:, None], np.sin(angles)[:, None]
-        return np.stack([a * cos - b * sin, a * sin + b * cos], axis=3).reshape(x.shape)
-
-    layer = 0
-    while f"layers.{layer}.attention.query.kernel" in p:
-        prefix = f"layers.{layer}."
-        w = {name[len(prefix) :]: v for name, v in p.items() if name.startswith(prefix)}
-        h = rms_norm(x, w["attention_norm.weight"], 1e-5)
-        q, k, v = (h @ w[f"attention.{n}.kernel"] for n in ("query", "key", "value"))
-        x = x + attention(rope(q), rope(k), v, heads, causal=True) @ w["attention.output.kernel"]
-        h = rms_norm(x, w["feed_forward_norm.weight"], 1e-5)
-        gate = h @ w["feed_forward.gate.kernel"]
-        silu = gate / (1.0 + np.exp(-gate))
-        x = x + (silu * (h @ w["feed_forward.up.kernel"])) @ w["feed_forward.down.kernel"]
-        layer += 1
-    return x
-
-
-def t5_bucket(relative: int, bidirectional: bool, num_buckets=32, max_distance=128) -> int:
-    """Hugging Face's `_relative_position_bucket`, one position at a time."""
-    bucket = 0
-    if bidirectional:
-        num_buckets //= 2
-        bucket += num_buckets if relative > 0 else 0
-        relative = abs(relative)
-    else:
-        relative = -min(relative, 0)
-    max_exact = num_buckets // 2
-    if relative < max_exact:
-        return bucket + relative
-    log_ratio = math.log(relative / max_exact) / math.log(max_distance / max_exact)
-    large = max_exact + int(log_ratio * (num_buckets - max_exact))
-    return bucket + min(large, num_buckets - 1)
-
-
-def t5_reference(params, encoder_states, decoder_states):
-    p = as_float64(params)
-    heads = TINY_LLAMA["heads"]
-
-    def position_bias(table, length, bidirectional):
-        buckets = [[t5_bucket(k - q, bidirectional) for k in range(length)] for q in range(length)]
-        return table[np.array(buckets)].transpose(2, 0, 1)[None]  # (1, heads, q, k)
-
-    def attend(prefix, x, context, bias=None, causal=False):
-        q = x @ p[f"{prefix}.query.kernel"]
-        k, v = (context @ p[f"{prefix}.{n}.kernel"] for n in ("key", "value"))
-        out = attention(q, k, v, heads, scale=False, bias=bias, causal=causal)
-        return out @ p[f"{prefix}.output.kernel"]
-
-    def stack(name, x, encoded=None):
-        decoder = encoded is not None
-        table = p[f"{name}.layers.0.self_attention.relative_attention_bias.weight"]
-        bias = position_bias(table, x.shape[1], bidirectional=not decoder)
-        layer = 0
-        while f"{name}.layers.{layer}.feed_forward.wi.kernel" in p:
-            prefix = f"{name}.layers.{layer}"
-            h = rms_norm(x, p[f"{prefix}.self_attention_norm.weight"], 1e-6)
-            x = x + attend(f"{prefix}.self_attention", h, h, bias, causal=decoder)
-            if decoder:
-                h = rms_norm(x, p[f"{prefix}.cross_attention_norm.weight"], 1e-6)
-                x = x + attend(f"{prefix}.cross_attention", h, encoded)
-            h = rms_norm(x, p[f"{prefix}.feed_forward_norm.weight"], 1e-6)
-            ffn = relu(h @ p[f"{prefix}.feed_forward.wi.kernel"])
-            x = x + ffn @ p[f"{prefix}.feed_forward.wo.kernel"]
-            layer += 1
-        return rms_norm(x, p[f"{name}.final_norm.weight"], 1e-6)
-
-    encoded = stack("encoder", encoder_states.astype(np.float64))
-    return stack("decoder", decoder_states.astype(np.float64), encoded)
-
-
-def linear(p, name, x):
-    return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
-
-
-def moe_reference(params, hidden_states):
-    """Pre-LayerNorm attention, then top-k routed GELU experts (gates renormalised over the k)."""
-    p = as_float64(params)
-    heads, top_k, num_experts = TINY_TRANSFORMER["heads"], 2, ZOO_SIZES["moe-block"]["num_experts"]
-    x = hidden_states.astype(np.float64)
-    prefix = "layers.0"
-    norm = f"{prefix}.attention_norm"
-    h = layer_norm(x, p[f"{norm}.weight"], p[f"{norm}.bias"], 1e-12)
-    q, k, v = (linear(p, f"{prefix}.attention.{n}", h) for n in ("query", "key", "value"))
-    x = x + linear(p, f"{prefix}.attention.output", attention(q, k, v, heads))
-    norm = f"{prefix}.feed_forward_norm"
-    h = layer_norm(x, p[f"{norm}.weight"], p[f"{norm}.bias"], 1e-12)
-    logits = h @ p[f"{prefix}.feed_forward.router.weight"].T  # (batch, seq, experts)
-    out = np.zeros_like(x)
-    for index in np.ndindex(*logits.shape[:2]):
-        chosen = np.argsort(logits[index])[::-1][:top_k]
-        gates = softmax(logits[index][chosen])
-        for gate, e in zip(gates, chosen):
-            expert = f"{prefix}.feed_forward.experts.{e}"
-            hidden = gelu_erf(linear(p, f"{expert}.fc1", h[index]))
-            out[index] += gate * linear(p, f"{expert}.fc2", hidden)
-    assert num_experts == p[f"{prefix}.feed_forward.router.weight"].shape[0]
-    return x + out
-
-
-def dlrm_reference(params, dense, sparse):
-    p = as_float64(params)
-
-    def mlp(name, x, last):
-        layer = 0
-        while f"{name}.layers.{layer}.weight" in p:
-            x = linear(p, f"{name}.layers.{layer}", x)
-            final = f"{name}.layers.{layer + 1}.weight" not in p
-            x = 1.0 / (1.0 + np.exp(-x)) if final and last == "sigmoid" else relu(x)
-            layer += 1
-        return x
-
-    bottom = mlp("bottom", dense.astype(np.float64), "relu")
-    vectors = [bottom] + [p[f"tables.{t}.weight"][sparse[:, t]] for t in range(sparse.shape[1])]
-    # Dot products of every pair (i, j) with j < i, row by row.
-    pairs = [(vectors[i] * vectors[j]).sum(-1) for i in range(len(vectors)) for j in range(i)]
-    interactions = np.stack(pairs, axis=1)
-    return mlp("top", np.concatenate([bottom, interactions], axis=1), "sigmoid")
-
-
-def two_tower_reference(params, query_ids, query_dense, item_ids, item_dense):
-    p = as_float64(params)
-
-    def tower(name, ids, dense):
-        x = np.concatenate([p[f"{name}.table.weight"][ids[:, 0]], dense.astype(np.float64)], axis=1)
-        layer = 0
-        while f"{name}.layers.{layer}.weight" in p:
-            x = linear(p, f"{name}.layers.{layer}", x)
-            layer += 1
-            if f"{name}.layers.{layer}.weight" in p:
-                x = relu(x)
-        return x / np.sqrt((x * x).sum(axis=1, keepdims=True) + 1e-12)
-
-    q, v = tower("query", query_ids, query_dense), tower("item", item_ids, item_dense)
-    return (q * v).sum(axis=1, keepdims=True)
-
-
-def vit_reference(params, images):
-    p = as_float64(params)
-    patch, heads = ZOO_SIZES["vit-b16"]["patch"], TINY_TRANSFORMER["heads"]
-    x = conv2d(images.astype(np.float64), p["conv_proj.weight"], patch, 0)
-    x = x + p["conv_proj.bias"][:, None, None]
-    batch, hidden = x.shape[:2]
-    x = x.reshape(batch, hidden, -1).transpose(0, 2, 1)
-    cls = np.broadcast_to(p["class_token"], (batch, 1, hidden))
-    x = np.concatenate([cls, x], axis=1) + p["pos_embedding"]
-    layer = 0
-    while f"encoder.layers.{layer}.attention.query.weight" in p:
-        prefix = f"encoder.layers.{layer}"
-        norm = f"{prefix}.attention_norm"
-        h = layer_norm(x, p[f"{norm}.weight"], p[f"{norm}.bias"], 1e-6)
-        q, k, v = (linear(p, f"{prefix}.attention.{n}", h) for n in ("query", "key", "value"))
-        x = x + linear(p, f"{prefix}.attention.output", attention(q, k, v, heads))
-        norm = f"{prefix}.feed_forward_norm"
-        h = layer_norm(x, p[f"{norm}.weight"], p[f"{norm}.bias"], 1e-6)
-        ffn = gelu_erf(linear(p, f"{prefix}.feed_forward.fc1", h))
-        x = x + linear(p, f"{prefix}.feed_forward.fc2", ffn)
-        layer += 1
-    x = layer_norm(x, p["norm.weight"], p["norm.bias"], 1e-6)
-    return linear(p, "head", x[:, 0])
-
-
-def adaptive_avg_pool(x: np.ndarray, size: int) -> np.ndarray:
-    """torch's adaptive average pooling: cell i covers [floor(i n / s), ceil((i + 1) n / s))."""
-    n = x.shape[-1]
-    bounds = [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
-    rows = [[x[..., a:b, c:d].mean(axis=(-2, -1)) for c, d in bounds] for a, b in bounds]
-    return np.stack([np.stack(row, axis=-1) for row in rows], axis=-2)
-
-
-def vgg_reference(params, images):
-    p = as_float64(params)
-    x = images.astype(np.float64)
-    pool_after = {1, 3, 6, 9, 12}
-    for index in range(13):
-        bias = p[f"features.{index}.bias"][:, None, None]
-        x = relu(conv2d(x, p[f"features.{index}.weight"], 1, 1) + bias)
-        if index in pool_after:
-            x = sliding_window_view(x, (2, 2), axis=(2, 3))[:, :, ::2, ::2].max(axis=(-2, -1))
-    x = adaptive_avg_pool(x, 7).reshape(x.shape[0], -1)
-    x = relu(linear(p, "fc1", x))
-    return linear(p, "fc3", relu(linear(p, "fc2", x)))
-
-
-def transformer_preset_reference(gpt2: bool):
-    def reference(params, hidden_states):
-        heads = TINY_TRANSFORMER["heads"]
-        return transformer_reference(params, hidden_states, heads=heads, gpt2=gpt2)
-
-    return reference
-
-
+_HEADS = TINY_TRANSFORMER["heads"]
+# reference(params, *inputs) for the models whose NumPy reimplementation is short, at their
+# sizes in ZOO_SIZES.
 NUMPY_REFERENCES = {
-    "resnet152": lambda params, images: resnet_reference(params, images, strided_conv="conv2"),
+    "resnet152": partial(resnet_reference, strided_conv="conv2"),
     "vgg16": vgg_reference,
-    "vit-b16": vit_reference,
-    "bert-large": transformer_preset_reference(gpt2=False),
-    "gpt2-small": transformer_preset_reference(gpt2=True),
-    "gpt2-medium": transformer_preset_reference(gpt2=True),
-    "llama2-7b-4layers": llama_reference,
-    "llama2-7b": llama_reference,
-    "t5-base": t5_reference,
-    "moe-block": moe_reference,
+    "vit-b16": partial(vit_reference, patch=ZOO_SIZES["vit-b16"]["patch"], heads=_HEADS),
+    "bert-large": partial(transformer_reference, heads=_HEADS, **BERT),
+    "gpt2-small": partial(transformer_reference, heads=_HEADS, **GPT2),
+    "gpt2-medium": partial(transformer_reference, heads=_HEADS, **GPT2),
+    "llama2-7b-4layers": partial(llama_reference, heads=TINY_LLAMA["heads"]),
+    "llama2-7b": partial(llama_reference, heads=TINY_LLAMA["heads"]),
+    "t5-base": partial(t5_reference, heads=TINY_LLAMA["heads"]),
+    "moe-block": partial(moe_reference, heads=_HEADS, top_k=ZOO_SIZES["moe-block"]["top_k"]),
     "dlrm": dlrm_reference,
     "two-tower": two_tower_reference,
 }

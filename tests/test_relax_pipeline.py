@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pytest
 import tvm
+from relax_modules import unsplit
 from tvm import relax
 
 import tvm_place
@@ -23,11 +24,6 @@ def bert():
 
 def inputs(model):
     return [tvm.runtime.tensor(x) for x in model.inputs]
-
-
-def unsplit(model) -> np.ndarray:
-    executable = tvm.compile(model.mod, target="llvm")
-    return relax.VirtualMachine(executable, tvm.cpu())["main"](*inputs(model)).numpy()
 
 
 def forced_across_two(mod) -> np.ndarray:
@@ -62,7 +58,7 @@ def test_two_cpu_devices_match_the_unsplit_build():
     devices = tvm_place.devices_of(executable)
     assert devices == [tvm.cpu(0), tvm.cpu(1)] == pipeline.devices
     out = relax.VirtualMachine(executable, devices)["main"](*inputs(model)).numpy()
-    assert np.abs(out - unsplit(model)).max() <= 1e-5
+    assert np.abs(out - unsplit(model.mod)(*model.inputs)).max() <= 1e-5
     assert pipeline.placement.device_of.tolist() == placement.tolist()
     assert "cpu:1" in pipeline.report()
 
@@ -149,7 +145,7 @@ def test_composes_with_user_passes_before_and_after(tmp_path):
     ]
     assert set(pipeline.placement.device_of.tolist()) == {1}
     out = relax.VirtualMachine(executable, tvm_place.devices_of(executable))["main"](*inputs(model))
-    assert np.abs(out.numpy() - 2 * unsplit(model)).max() <= 2e-5
+    assert np.abs(out.numpy() - 2 * unsplit(model.mod)(*model.inputs)).max() <= 2e-5
 
     # The device order travels with the exported library.
     executable.export_library(str(tmp_path / "cnn.so"))
@@ -239,4 +235,4 @@ def test_cpu_gpu_executable_runs_on_a_real_gpu():
     devices = tvm_place.devices_of(executable)
     assert devices == [tvm.cpu(0), tvm.cuda(0)]
     out = relax.VirtualMachine(executable, devices)["main"](*inputs(model))
-    assert np.abs(out.numpy() - unsplit(model)).max() <= 1e-4
+    assert np.abs(out.numpy() - unsplit(model.mod)(*model.inputs)).max() <= 1e-4

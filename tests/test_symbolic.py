@@ -7,6 +7,7 @@ TVM's own unsplit build of the same module at that size.
 import numpy as np
 import pytest
 import tvm
+from relax_modules import unsplit
 from tvm import relax
 from tvm.relax.frontend import nn
 
@@ -27,11 +28,6 @@ class MLP(nn.Module):
 def alternating(placed_or_num) -> np.ndarray:
     num = placed_or_num if isinstance(placed_or_num, int) else placed_or_num.problem.num_ops
     return (np.arange(num) % 2).astype(np.int64)
-
-
-def unsplit(mod, entry="main"):
-    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
-    return lambda *arrays: vm[entry](*[tvm.runtime.tensor(a) for a in arrays]).numpy()
 
 
 @pytest.fixture(scope="module")

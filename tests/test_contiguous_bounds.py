@@ -20,7 +20,7 @@ SOLVED = 1e-5
 
 def _identical(problem: PlacementProblem, rng: np.random.Generator) -> PlacementProblem:
     """``problem`` with every device a copy of the first (compute, transfer, capacity)."""
-    n, K = problem.num_ops, problem.num_devices
+    K = problem.num_devices
     compute = np.repeat(problem.compute_time[:, :1], K, axis=1)
     transfer = np.repeat(problem.transfer_time[:, :1], K, axis=1)
     if rng.random() < 0.3:

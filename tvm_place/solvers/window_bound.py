@@ -186,6 +186,11 @@ class _Windows:
         self.levels = np.unique(np.concatenate([[0.0], np.nextafter(ladder, np.inf)]))
         # A sender is short at level ℓ (its gap below δ_ℓ) from its sender level on.
         self.sender_level = np.searchsorted(self.levels, self.sender_gap, side="right")
+        # c*(anc(g(u))), and the largest W - c*(desc(h)) over its consumer groups h (module
+        # docstring, 1: the sends and receives a block pays whatever the gap).
+        self.sender_anc = self.anc_work[own]
+        self.sender_reach = np.full(len(senders), -np.inf)
+        np.maximum.at(self.sender_reach, pair_sender, W - self.desc_work[comm[:, 1]])
         self.infinite = int(self.sender_cost.sum() + 1)
         flow = max_flow.SimpleMaxFlow()
         source, sink = G, G + 1
@@ -220,44 +225,60 @@ class _Windows:
         slack = 1e-9 * max(self.total, 1e-30)
         return self.total - self.desc_work < low - slack, self.anc_work > high + slack
 
+    def first_levels(self, low: float, high: float) -> np.ndarray:
+        """``(2, senders)``: the lowest level from which each sender's cut counts on either
+        side of a cut in ``[low, high]``: sent by the block that ends there (short, or its
+        ancestors' work above ``low - δ_ℓ``: then it lies after the block's start), received
+        by the block that starts there (short, or every consumer forced into that block:
+        ``W - c*(desc(h)) < high + δ_ℓ``); module docstring, 1."""
+        slack = 1e-9 * max(self.total, 1e-30)
+        send = np.searchsorted(self.levels, low - self.sender_anc + slack, side="right")
+        receive = np.searchsorted(self.levels, self.sender_reach - high + slack, side="right")
+        return np.minimum(self.sender_level, np.stack([send, receive]))
+
     def charge(self, low: float, high: float, deadline: float,
                refine: frozenset = frozenset()) -> np.ndarray:
-        """``φ^ℓ`` of the interval ``[low, high]`` for every level: the least cut of the ideals
-        between its forced sets (``inf``: no ideal), raised at the levels of ``refine`` by
-        CP-SAT's charge of the ideals whose work lies in the interval where the least cut's ideal
-        lies outside it."""
+        """``φ`` of the interval ``[low, high]``, ``(2, levels)``: per side (sent, received)
+        and level, the least cut of the ideals between its forced sets (``inf``: no ideal),
+        raised at the levels of ``refine`` by CP-SAT's charge of the ideals whose work lies in
+        the interval where the least cut's ideal lies outside it."""
         L = len(self.levels)
-        phi = np.zeros(L)
+        phi = np.zeros((2, L))
         forced_in, forced_out = self._forced(low, high)
         if (forced_in & forced_out).any():
-            return np.full(L, math.inf)
+            return np.full((2, L), math.inf)
         self._set(self.in_arcs, np.where(forced_in, self.infinite, 0))
         self._set(self.out_arcs, np.where(forced_out, self.infinite, 0))
         slack = 1e-9 * max(self.total, 1e-30)
-        for level in range(1, L):
-            if time.perf_counter() > deadline:
-                break
-            # S_ℓ: the senders whose gap is below δ_ℓ, those of sender level <= ℓ.
-            self._set(self.send_arcs, np.where(self.sender_level <= level, self.sender_cost, 0))
-            if self.flow.solve(self.source, self.sink) != self.flow.OPTIMAL:
-                continue  # nothing proven: 0
-            self.max_flows += 1
-            value = int(self.flow.optimal_flow())
-            if value >= self.infinite:
-                return np.full(L, math.inf)
-            phi[level] = value * self.unit
-            side = np.asarray(self.flow.get_source_side_min_cut(), dtype=np.int64)
-            taken = float(self.compute[side[side < len(self.compute)]].sum())
-            if level in refine and REFINE_WITH_CP_SAT and not low - slack <= taken <= high + slack:
-                phi[level] = max(phi[level], self._window_min(level, low, high, forced_in,
-                                                              forced_out, deadline))
-        return np.maximum.accumulate(phi)  # a higher level charges a superset
+        first = self.first_levels(low, high)
+        for side in range(2):
+            for level in range(L):
+                if time.perf_counter() > deadline:
+                    break
+                counted = first[side] <= level
+                if not counted.any():
+                    continue
+                self._set(self.send_arcs, np.where(counted, self.sender_cost, 0))
+                if self.flow.solve(self.source, self.sink) != self.flow.OPTIMAL:
+                    continue  # nothing proven: 0
+                self.max_flows += 1
+                value = int(self.flow.optimal_flow())
+                if value >= self.infinite:
+                    return np.full((2, L), math.inf)
+                phi[side, level] = value * self.unit
+                cut = np.asarray(self.flow.get_source_side_min_cut(), dtype=np.int64)
+                taken = float(self.compute[cut[cut < len(self.compute)]].sum())
+                if (level in refine and REFINE_WITH_CP_SAT
+                        and not low - slack <= taken <= high + slack):
+                    phi[side, level] = max(phi[side, level], self._window_min(
+                        counted, low, high, forced_in, forced_out, deadline))
+        return np.maximum.accumulate(phi, axis=1)  # a higher level counts a superset
 
-    def _window_min(self, level: int, low: float, high: float, forced_in: np.ndarray,
+    def _window_min(self, counted: np.ndarray, low: float, high: float, forced_in: np.ndarray,
                     forced_out: np.ndarray, deadline: float) -> float:
-        """A bound on the least charge at ``level`` of the ideals between the forced sets whose
-        work lies in ``[low, high]``: CP-SAT's (module docstring, refinement); 0 when it proves
-        nothing, ``inf`` when no such ideal exists."""
+        """A bound on the least cut of the ``counted`` senders over the ideals between the
+        forced sets whose work lies in ``[low, high]``: CP-SAT's (module docstring, refinement);
+        0 when it proves nothing, ``inf`` when no such ideal exists."""
         from ortools.sat.python import cp_model
 
         W = self.total
@@ -279,7 +300,7 @@ class _Windows:
         model.add(sum(int(w) * v for w, v in zip(up.tolist(), z))
                   >= int(math.ceil((low - base) / unit * (1 - 1e-9) - 1e-6)))
         terms, constant = [], 0
-        for sender in np.flatnonzero(self.sender_level <= level).tolist():
+        for sender in np.flatnonzero(counted).tolist():
             own = int(self.sender_group[sender])
             if forced_out[own]:
                 continue
@@ -327,16 +348,18 @@ class _Windows:
         forced_in, forced_out = self._forced(low, high)
         L = len(self.levels)
         if (forced_in & forced_out).any():
-            return np.zeros(0), np.zeros((L, 0))
+            return np.zeros(0), np.zeros((2, L, 0))
         free = np.flatnonzero(~forced_in & ~forced_out).tolist()  # topological: ascending
         bit = {g: i for i, g in enumerate(free)}
         base = float(self.compute[forced_in].sum())
         work = [float(self.compute[g]) for g in free]
         need = [sum(1 << bit[p] for p in self.group_preds[g] if p in bit) for g in free]
-        # Senders whose cut depends on the free groups: (cost, level from which it counts, own
-        # bit or -1 when forced in, consumer bits, whether a consumer is forced out).
+        # Senders whose cut depends on the free groups: (cost, the first level it counts at when
+        # sent and when received, own bit or -1 when forced in, consumer bits, whether a
+        # consumer is forced out).
+        first = self.first_levels(low, high)
         senders = []
-        for index in np.flatnonzero(self.sender_level < L).tolist():
+        for index in np.flatnonzero(first.min(axis=0) < L).tolist():
             own = int(self.sender_group[index])
             if forced_out[own]:
                 continue
@@ -345,8 +368,8 @@ class _Windows:
             mask = sum(1 << bit[h] for h in consumers.tolist() if h in bit)
             if not outside and not mask:
                 continue  # every consumer forced in: never cut
-            senders.append((int(self.sender_cost[index]), int(self.sender_level[index]),
-                            bit.get(own, -1), mask, outside))
+            senders.append((int(self.sender_cost[index]), int(first[0, index]),
+                            int(first[1, index]), bit.get(own, -1), mask, outside))
         # Work the free groups from the i-th on could still add: ideals that cannot reach
         # ``low`` even with all of it are dropped as they go.
         rest = np.concatenate([np.cumsum(work[::-1])[::-1], [0.0]]).tolist()
@@ -361,21 +384,23 @@ class _Windows:
         for mask, w in ideals:
             if w < low - slack:
                 continue
-            by_level = np.zeros(L + 1, dtype=np.int64)
-            for price, level, own, consumers, outside in senders:
+            by_level = np.zeros((2, L + 1), dtype=np.int64)
+            for price, sent, received, own, consumers, outside in senders:
                 if (own < 0 or mask >> own & 1) and (outside or consumers & ~mask):
-                    by_level[level] += price
-            charges = np.cumsum(by_level)[:L]  # level ℓ charges the senders of level <= ℓ
+                    by_level[0, sent] += price
+                    by_level[1, received] += price
+            charges = np.cumsum(by_level, axis=1)[:, :L]  # level ℓ: the senders counted by ℓ
             best[w] = np.minimum(best[w], charges) if w in best else charges
         works = np.array(sorted(best))
-        charges = (np.stack([best[w] for w in works.tolist()], axis=1) * self.unit
-                   if len(works) else np.zeros((L, 0)))
+        charges = (np.stack([best[w] for w in works.tolist()], axis=2) * self.unit
+                   if len(works) else np.zeros((2, L, 0)))
         return works, charges
 
 
 class _Program:
     """The program of the module docstring over fixed intervals: ``lows``, ``highs`` (a point
-    where they are equal) and ``phi`` ``(levels, J)``, with a start and an end interval added."""
+    where they are equal) and ``phi`` ``(2, levels, J)`` (sent, received), with a start and an
+    end interval added."""
 
     def __init__(self, levels: np.ndarray, lows: np.ndarray, highs: np.ndarray, phi: np.ndarray,
                  W: float, K: int):
@@ -383,14 +408,17 @@ class _Program:
         self.lows = np.concatenate([[0.0], lows, [W]])
         self.highs = np.concatenate([[0.0], highs, [W]])
         L = len(levels)
-        phi = np.concatenate([np.zeros((L, 1)), phi, np.zeros((L, 1))], axis=1)
+        phi = np.concatenate([np.zeros((2, L, 1)), phi, np.zeros((2, L, 1))], axis=2)
         # The level of a block from interval j' to interval j: the highest δ_ℓ at most the
-        # least work between them, l_j - r_j'; its charges at both ends, as one matrix.
+        # least work between them, l_j - r_j' (none where that is negative: nothing is
+        # charged); it receives at j' and sends at j.
         least = self.lows[None, :] - self.highs[:, None]
-        level = np.searchsorted(levels, least, side="right") - 1
-        level[least < 0] = 0
+        level = np.maximum(np.searchsorted(levels, least, side="right") - 1, 0)
         columns = np.arange(len(self.lows))
-        cost = -(phi[level, columns[:, None]] + phi[level, columns[None, :]])
+        cost = -(phi[1, level, columns[:, None]] + phi[0, level, columns[None, :]])
+        cost[least < 0] = 0.0
+        dead = np.isinf(phi[0, 0])  # intervals where no ideal has its work
+        cost[dead[:, None] | dead[None, :]] = -np.inf
         cost[np.tril_indices(len(self.lows), -1)] = -np.inf  # j' <= j only
         cost[np.isnan(cost)] = -np.inf
         self.cost, self.level = cost, level
@@ -460,7 +488,7 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
     # (``point``) an ideal of the interval has, with its exact least charges.
     ends = np.unique(np.linspace(0, len(points) - 1, min(len(points), COARSE_INTERVALS + 1))
                      .round().astype(np.int64))
-    runs = [[int(a), int(b), 0 if b - a > 1 else 1, np.zeros(L), None]
+    runs = [[int(a), int(b), 0 if b - a > 1 else 1, np.zeros((2, L)), None]
             for a, b in zip(ends[:-1], ends[1:])]
     for run in runs:
         if time.perf_counter() > deadline:
@@ -470,7 +498,7 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
     def program() -> _Program:
         lows = np.array([points[r[0]] if r[4] is None else r[4] for r in runs])
         highs = np.array([points[r[1]] if r[4] is None else r[4] for r in runs])
-        return _Program(windows.levels, lows, highs, np.stack([r[3] for r in runs], axis=1), W, K)
+        return _Program(windows.levels, lows, highs, np.stack([r[3] for r in runs], axis=2), W, K)
 
     def bisect(low: float, high: float) -> tuple[float, float, _Program]:
         """The bracket of the least feasible T: infeasible at ``low``, feasible at ``high``
@@ -498,7 +526,7 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
         for j in used:  # from the right, so that splitting keeps the indices to the left
             a, b, state, _, _ = runs[j]
             if state == 0:
-                pieces = [[k, k + 1, 1, np.zeros(L), None] for k in range(a, b)]
+                pieces = [[k, k + 1, 1, np.zeros((2, L)), None] for k in range(a, b)]
                 for piece in pieces:
                     piece[3] = windows.charge(points[piece[0]], points[piece[1]], deadline)
                 runs[j:j + 1] = pieces
@@ -510,8 +538,9 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
                     runs[j][2] = 2
                 else:  # each work an ideal of the interval has, as a point
                     works, charges = exact
-                    runs[j:j + 1] = ([[a, b, 3, charges[:, i], float(x)] for i, x in enumerate(works)]
-                                     or [[a, b, 3, np.full(L, math.inf), float(points[a])]])
+                    runs[j:j + 1] = ([[a, b, 3, charges[:, :, i], float(x)]
+                                      for i, x in enumerate(works)]
+                                     or [[a, b, 3, np.full((2, L), math.inf), float(points[a])]])
             if time.perf_counter() > deadline:
                 break
         low, high, relaxation = bisect(low, high)

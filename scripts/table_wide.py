@@ -141,11 +141,11 @@ def render(rows: list[dict], methods: list[str], meta: dict, before: list[dict],
     previous = {(r["model"], r["hardware"], r["method"]): r for r in before}
     for r in rows:
         old = previous.get((r["model"], r["hardware"], r["method"]))
-        was = (f"{old['value']:.4f}, {old['lower_bound']:.4f}, {100 * old['gap']:.2f}%"
+        was = (f"{1e3 * old['value']:.4f}, {1e3 * old['lower_bound']:.4f}, {100 * old['gap']:.2f}%"
                if old else "")
         lines.append(
-            f"| {r['model']} | {r['ops']} | {r['k']} | {r['method']} | {r['value']:.4f} | "
-            f"{r['lower_bound']:.4f} | {100 * r['gap']:.2f}% | {r['seconds']:.1f} | "
+            f"| {r['model']} | {r['ops']} | {r['k']} | {r['method']} | {1e3 * r['value']:.4f} | "
+            f"{1e3 * r['lower_bound']:.4f} | {100 * r['gap']:.2f}% | {r['seconds']:.1f} | "
             f"{'optimal' if r['optimal'] else r['reason'][:70]} | {was} |")
     lines += ["", "| method | problems | largest gap | geometric mean gap | within 1% | before: "
               "largest, geometric mean, within 1% |", "| --- | ---: | ---: | ---: | ---: | --- |"]

@@ -19,7 +19,8 @@ module         models
 =============  ===================================================================
 resnet         resnet18, resnet50, resnet152
 mobilenet      mobilenet-v2, efficientnet-b0
-inception      inception-v3
+inception      inception-v3, inception-v3-ops (every Relax operator its own: unfused)
+nasnet         nasnet-a-mobile, nasnet-a-large (NASNet-A cells)
 vgg            vgg16
 densenet       densenet121
 unet           unet
@@ -60,6 +61,7 @@ from . import (  # noqa: E402,F401  isort: skip
     imported,
     imported_zoo,
     inception,
+    nasnet,
     llama,
     mobilenet,
     moe,

@@ -96,3 +96,25 @@ def check_image_size(model: str, image_size: int, at_least: int) -> None:
         raise ModelConfigError(
             f"{model} needs images of at least {at_least} pixels, not {image_size}"
         )
+
+
+#: TVM's operator pattern kind that fusion never merges (``kOpaque``).
+_OPAQUE_PATTERN = 8
+
+
+def operator_granularity(network: Network) -> Network:
+    """`network` with every Relax operator lowered to its own TIR kernel that fusion leaves alone.
+
+    The operators are legalized here (``LegalizeOps``) and each kernel is marked opaque
+    (``op_pattern``), which TVM's ``AnnotateTIROpPattern`` keeps and ``FuseOps`` never fuses:
+    placement then sees one operator per Relax call (a convolution, its BatchNorm multiply and
+    add and its ReLU apart), the operator granularity of Tarnawski et al.'s graphs. The module
+    still compiles and runs as before; what a kernel computes does not change.
+    """
+    from tvm import relax, tirx
+
+    mod = relax.transform.LegalizeOps()(network.mod)
+    for var, func in list(mod.functions.items()):
+        if isinstance(func, tirx.PrimFunc):
+            mod[var] = func.with_attr("op_pattern", _OPAQUE_PATTERN)
+    return network._replace(mod=mod)

@@ -23,6 +23,10 @@ Usage::
 A model that fails to build, or whose operator graph exceeds ``--max-ops``, is recorded in the
 manifest's ``skipped`` list with the reason; the rest go on.
 
+Problems of the wide models (``WIDE_MODELS``: NASNet-A, Inception-v3 at operator granularity,
+RandWire; issue 17) with at least ``WIDE_MIN_OPS`` operators are tagged ``wide``: graphs whose
+ideals the exact dp cannot enumerate (``scripts/table_wide.py`` grades the methods on them).
+
 ``--training`` adds each model's training step as model ``<name>_training`` (forward, loss and
 weight gradients, ``tvm_place.models.get(name, training=True)``): its backward operators are marked
 ``is_backward`` and tied to their forward operators by colour classes.
@@ -54,6 +58,12 @@ for _k in PIPELINE_STAGES:
         ["pipeline"] + (["equal-gpus"] if _k in (4, 8) else []),
     )
 
+#: The models whose operator graphs are wide (many parallel branches), and the fewest operators a
+#: problem of theirs has to be tagged ``wide``.
+WIDE_MODELS = ("nasnet-a-mobile", "nasnet-a-large", "inception-v3-ops", "randwire-ws",
+               "randwire-er", "randwire-ba")
+WIDE_MIN_OPS = 300
+
 #: Small sizes for ``--quick``: every model shrunk so that it lowers in a second or two.
 QUICK_SIZES: dict[str, dict] = {
     "bert-base": dict(seq_len=16, hidden=64, heads=4, ffn=128, num_layers=2),
@@ -66,10 +76,13 @@ QUICK_SIZES: dict[str, dict] = {
     "gpt2-medium": dict(seq_len=16, hidden=64, heads=4, ffn=128, num_layers=3),
     "gpt2-small": dict(seq_len=16, hidden=64, heads=4, ffn=128, num_layers=2),
     "inception-v3": dict(image_size=75, channels=0.125, num_classes=10),
+    "inception-v3-ops": dict(image_size=75, channels=0.125, num_classes=10),
     "llama2-7b": dict(seq_len=16, hidden=64, heads=4, ffn=128, num_layers=4),
     "llama2-7b-4layers": dict(seq_len=16, hidden=64, heads=4, ffn=128, num_layers=2),
     "mobilenet-v2": dict(image_size=32, width_mult=0.25, num_classes=10),
     "moe-block": dict(seq_len=16, hidden=64, heads=4, ffn=128, num_experts=4),
+    "nasnet-a-large": dict(image_size=32, stem_filters=8, filters=8, repeats=1, num_classes=10),
+    "nasnet-a-mobile": dict(image_size=32, stem_filters=8, filters=8, repeats=1, num_classes=10),
     "randwire-ba": dict(image_size=32, num_nodes=12, channels=8, num_classes=10),
     "randwire-er": dict(image_size=32, num_nodes=12, channels=8, num_classes=10),
     "randwire-ws": dict(image_size=32, num_nodes=12, channels=8, num_classes=10),
@@ -194,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                 "training": training,
                 "family": info["family"],
                 "hardware": hw,
-                "tags": tags,
+                "tags": tags + (["wide"] if model_name in WIDE_MODELS and not training
+                                and problem.num_ops >= WIDE_MIN_OPS else []),
                 "devices": len(targets),
                 "profiles": profiles,
                 "ops": problem.num_ops,

@@ -187,14 +187,18 @@ def test_time_limit_returns_a_valid_contiguous_placement():
     assert placement.lower_bound <= placement.value
 
 
-def test_ideal_cap_stops_fast():
+def test_ideal_cap_stops_the_enumeration_and_the_rest_of_the_limit_refines():
     problem = _wide_problem()
     started = time.perf_counter()
-    placement = dp.solve(problem, "throughput", 60.0, max_ideals=2000)
-    assert time.perf_counter() - started < 3.0
+    placement = dp.solve(problem, "throughput", 3.0, max_ideals=2000)
+    assert time.perf_counter() - started < 3.0 * 1.1 + 1
     assert placement.stats["optimal"] is False
     assert "2000 ideals" in placement.stats["reason"]
     validate(problem, placement, contiguous=True)
+    # What the cap left of the limit went to the local search and the cut-window bound.
+    assert placement.stats["anytime"].get("searches")
+    assert placement.value == pytest.approx(evaluate(problem, placement).max_load)
+    assert placement.lower_bound <= placement.value
 
 
 def test_progress_is_reported():

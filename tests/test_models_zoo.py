@@ -38,12 +38,16 @@ from tvm_place.passes import CollectOpGraph, prepare_pipeline
 
 TINY_LLAMA = {"seq_len": 8, "hidden": 32, "heads": 4, "ffn": 48}
 TINY_RANDWIRE = {"image_size": 32, "num_nodes": 12, "channels": 8}
+TINY_NASNET = {"image_size": 32, "stem_filters": 8, "filters": 8, "repeats": 1}
 # A tiny size of every model that test_models.py does not cover.
 ZOO_SIZES = {
     "resnet152": {"image_size": 32, "width": 8, "blocks_per_stage": (1, 2, 2, 1)},
     "mobilenet-v2": {"image_size": 32, "width_mult": 0.25},
     "efficientnet-b0": {"image_size": 32, "width_mult": 0.25, "depth_mult": 0.25},
     "inception-v3": {"image_size": 75, "channels": 0.125},
+    "inception-v3-ops": {"image_size": 75, "channels": 0.125},
+    "nasnet-a-mobile": TINY_NASNET,
+    "nasnet-a-large": TINY_NASNET,
     "vgg16": {"image_size": 32, "width": 8, "hidden": 32},
     "densenet121": {
         "image_size": 32,
@@ -162,6 +166,10 @@ FULL_SIZES = {
     "mobilenet-v2": ([(1, 3, 224, 224)], (1, 1000), 3_504_872),
     "efficientnet-b0": ([(1, 3, 224, 224)], (1, 1000), 5_288_548),
     "inception-v3": ([(1, 3, 299, 299)], (1, 1000), 23_834_568),
+    "inception-v3-ops": ([(1, 3, 299, 299)], (1, 1000), 23_834_568),
+    # The PyTorch port's counts (pretrainedmodels' nasnetamobile and nasnetalarge, no aux head).
+    "nasnet-a-mobile": ([(1, 3, 224, 224)], (1, 1000), 5_289_978),
+    "nasnet-a-large": ([(1, 3, 331, 331)], (1, 1000), 88_753_150),
     "vgg16": ([(1, 3, 224, 224)], (1, 1000), 138_357_544),
     "densenet121": ([(1, 3, 224, 224)], (1, 1000), 7_978_856),
     "unet": ([(1, 3, 512, 512)], (1, 2, 512, 512), 31_037_698),
@@ -188,6 +196,11 @@ FULL_SIZE_OPERATORS = {
     "mobilenet-v2": {"relax.nn.conv2d": 52},
     "efficientnet-b0": {"relax.nn.conv2d": 81},
     "inception-v3": {"relax.nn.conv2d": 94, "relax.concat": 11},
+    # The stem convolution; 12 normal and 2 stack reduction cells of 2 adapters and 5 branches of
+    # 2 separable convolutions (22 convolutions; a factorised reduction adds 1 in each stack's
+    # first cell); the stem cells: 1 adapter + 20, and 1 adapter + a factorised reduction + 20.
+    # Concatenations: 16 cells and 4 factorised reductions.
+    "nasnet-a-mobile": {"relax.nn.conv2d": 1 + 14 * 22 + 3 + 21 + 23, "relax.concat": 16 + 4},
     "vgg16": {"relax.nn.conv2d": 13, "relax.nn.max_pool2d": 5, "relax.matmul": 3},
     "densenet121": {"relax.nn.conv2d": 120, "relax.concat": 58},
     "unet": {"relax.nn.conv2d": 19, "relax.nn.conv2d_transpose": 4, "relax.concat": 4},
@@ -204,6 +217,7 @@ SMALL_FULL_SIZES = [
     "mobilenet-v2",
     "efficientnet-b0",
     "inception-v3",
+    "nasnet-a-mobile",
     "densenet121",
     "unet",
     "moe-block",
@@ -267,6 +281,24 @@ def test_randwire_graphs_are_seeded_dags():
     )
     assert tvm_ffi.structural_equal(first, again)
     assert not tvm_ffi.structural_equal(first, other)
+
+
+def test_operator_granularity_keeps_every_relax_operator_apart():
+    """inception-v3-ops computes what inception-v3 does with the same weights, and placement sees
+    one operator per Relax call: several times the fused model's operators."""
+    sizes = ZOO_SIZES["inception-v3-ops"]
+    fused, unfused = models.get("inception-v3", **sizes), models.get("inception-v3-ops", **sizes)
+    np.testing.assert_allclose(run_main(unfused), run_main(fused), rtol=0, atol=ATOL)
+
+    def operators(model):
+        collect = CollectOpGraph()
+        collect(prepare_pipeline()(model.mod))
+        return len(collect.result.graph.nodes)
+
+    calls = operator_counts(fused.mod)
+    assert operators(unfused) > 2 * operators(fused)
+    # Every convolution is its own operator (and so is each BatchNorm multiply and add after it).
+    assert operators(unfused) >= calls["relax.nn.conv2d"] * 3
 
 
 def test_llama_layers_share_weight_memory_but_not_constants():

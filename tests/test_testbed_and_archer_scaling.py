@@ -99,6 +99,28 @@ def test_archer_table_bounds_never_exceed_the_best_placement(testbed, tmp_path):
     assert kept == [line for line in block if line]
 
 
+def test_wide_table_grades_every_method_the_same_way(tmp_path):
+    testbed = _script("testbed")
+    out = tmp_path / "testbed"
+    assert testbed.main(["--quick", "--models", "randwire-ws", "--hardware", "a100x2", "a100x4",
+                         "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    # Quick sizes are below the wide graphs' size: not tagged, but the table can take them.
+    assert all("wide" not in e["tags"] for e in manifest["problems"])
+    wide = _script("table_wide")
+    doc, results = tmp_path / "bench.md", tmp_path / "wide.json"
+    assert wide.main(["--testbed", str(out), "--min-ops", "0", "--hardware", "a100x2", "a100x4",
+                      "--methods", "dp", "slicegraph", "--time-limit", "1", "--results",
+                      str(results), "--doc", str(doc)]) == 0
+    rows = json.loads(results.read_text())["rows"]
+    assert {(r["k"], r["method"]) for r in rows} == {(k, m) for k in (2, 4)
+                                                     for m in ("dp", "slicegraph")}
+    for r in rows:
+        assert 0 < r["lower_bound"] <= r["value"] * (1 + 1e-9)
+        assert r["gap"] == pytest.approx(1 - r["lower_bound"] / r["value"], abs=1e-12)
+    assert doc.read_text().count("<!-- table:wide -->") == 1
+
+
 def test_scaling_table_and_plot(testbed, tmp_path):
     scaling = _script("table_scaling")
     doc = tmp_path / "bench.md"

@@ -72,10 +72,12 @@ nodes of an ideal, ``S`` signatures, ``T`` types and ``V = prod (c_t + 1)`` usag
 enumeration ``O(N * (w + b) * d)`` big-integer operations (``d``: out-degree), the program
 ``O(C + N * w + N * S + P * (b + V * T))`` vectorised time and ``O(N * (V + W + b) + C_level)``
 memory, ``C_level`` the candidates of two consecutive levels. Wide graphs have exponentially many
-ideals, so enumeration stops at ``max_ideals``; on that cap or the time limit the solver returns
-the best slicing of one topological order, flagged not optimal, with the lower bounds of
-:func:`tvm_place.solvers.bounds.work_bound` and
-:func:`tvm_place.solvers.bounds.contiguous.combinatorial_bound`.
+ideals, so enumeration stops at ``max_ideals``; on that cap, or when the complete program has not
+finished within ``COMPLETE_SHARE`` of the time limit, the best slicing of one topological order
+and the bound of :func:`tvm_place.solvers.bounds.work_bound` and
+:func:`tvm_place.solvers.bounds.contiguous.combinatorial_bound` go to :func:`tvm_place.solvers.anytime.refine`
+for the rest of the limit (local search across the cuts, the cut-window bound: issue 17), and
+the answer is flagged not optimal.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ import numpy as np
 from ..errors import InfeasibleError
 from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
-from . import bounds
+from . import anytime, bounds
 from .bounds import contiguous
 from .common import DeviceTypes, require_objective, single_device
 from .grouping import Groups, check_placeable, colocation_groups, contract
@@ -102,6 +104,10 @@ DEFAULT_MAX_IDEALS = 200_000
 #: (:func:`tvm_place.solvers.slicegraph.sliced_runs`) gets this share of what is left.
 CHAIN_SHARE = 0.5
 RUNS_SHARE = 0.5
+#: The complete program (enumeration and dynamic program) may take this share of the time limit;
+#: where it cannot finish, the rest goes to local search and the cut-window bound
+#: (:mod:`tvm_place.solvers.anytime`), so that a wide graph's answer is more than a fallback.
+COMPLETE_SHARE = 0.75
 
 #: The program keeps a value and a choice per (ideal, device-usage vector): about 14 bytes each.
 _MAX_STATES = 20_000_000
@@ -651,15 +657,18 @@ def solve(
                 "(too many for its program; a slicing of runs of them found none either); raise "
                 "the time limit or use 'greedy'"
             )
+        stats = {"search_space": "contiguous", "optimal": False, "ideals": None,
+                 "fallback": "best slicing of runs of consecutive groups",
+                 "reason": "too many groups for one order's program in the time"}
+        device_of, value, lower = anytime.refine(problem, device_of, bounds.work_bound(problem),
+                                                 deadline, stats)
         return Placement(
             device_of=device_of,
             objective="throughput",
-            value=evaluate(problem, device_of).max_load,
-            lower_bound=bounds.work_bound(problem),
+            value=value,
+            lower_bound=lower,
             method="dp",
-            stats={"search_space": "contiguous", "optimal": False, "ideals": None,
-                   "fallback": "best slicing of runs of consecutive groups",
-                   "reason": "too many groups for one order's program in the time"},
+            stats=stats,
         )
     types = DeviceTypes.of(problem)
     contracted = contract(problem)
@@ -703,10 +712,12 @@ def solve(
             progress("dp: enumerating ideals", None)
         if chain_stopped is not None:
             raise chain_stopped
-        lattice = _enumerate_ideals(*lattice_inputs, deadline, max_ideals, progress, chain=False)
+        complete_deadline = deadline - (1 - COMPLETE_SHARE) * time_limit
+        lattice = _enumerate_ideals(*lattice_inputs, complete_deadline, max_ideals, progress,
+                                    chain=False)
         stats["ideals"] = len(lattice)
         value, blocks, pairs = _best_split(
-            lattice, types, groups.group_of, bound, deadline, progress, "complete"
+            lattice, types, groups.group_of, bound, complete_deadline, progress, "complete"
         )
         stats["block_pairs"] = pairs
     except _Stopped as stop:
@@ -721,12 +732,14 @@ def solve(
                 f"the dp search stopped ({stop}) before finding any placement that fits the "
                 "memory capacities and pins; give it more time or check the constraints"
             )
+        # The rest of the limit goes to local search and the cut-window bound (issue 17).
+        lower = max(bounds.work_bound(problem), contiguous.combinatorial_bound(problem, contracted))
+        fallback, value, lower = anytime.refine(problem, fallback, lower, deadline, stats)
         return Placement(
             device_of=fallback,
             objective="throughput",
-            value=evaluate(problem, fallback).max_load,
-            lower_bound=max(bounds.work_bound(problem),
-                            contiguous.combinatorial_bound(problem, contracted)),
+            value=value,
+            lower_bound=lower,
             method="dp",
             stats=stats,
         )

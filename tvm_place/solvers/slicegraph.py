@@ -54,10 +54,12 @@ a depth-first order, a breadth-first order) and random ones. Everything random c
 ends by its generation cap, its patience (generations without improvement) or by reaching the
 lower bound rather than by the clock.
 
-Time budget (``time_limit`` seconds): the GA runs up to 60% of it, the lower bounds of
-:mod:`tvm_place.solvers.bounds.contiguous` (combinatorial at once, then the MIPs, each under its
-own time limit, skipped when too little time is left for them to prove anything) up to 93%, and
-the GA resumes in what is left, up to 97% less two evaluations, which rebuild the answer. The clock is checked before each
+Time budget (``time_limit`` seconds): the GA runs up to 60% of it, the lower bounds (combinatorial
+at once, the cut-window bound of :mod:`tvm_place.solvers.bounds.window` on up to ``WINDOW_SHARE`` of the bound phase,
+then the MIPs of :mod:`tvm_place.solvers.bounds.contiguous`, each under its own time limit, skipped when too little time
+is left for them to prove anything) up to 90%, and the GA resumes in what is
+left, up to 93% less two evaluations, which rebuild the answer; one descent of the local search of
+:mod:`chain_search` then moves groups across the answer's cuts, up to 97%. The clock is checked before each
 evaluation, looking ahead by the longest evaluation so far; an interrupted generation resumes
 where it stopped. The population is 50 up to 200 groups and shrinks beyond (at least 20), since
 an evaluation costs about ``groups^2``. The Placement's ``lower_bound`` is the best bound proven
@@ -84,7 +86,10 @@ import numpy as np
 from ..errors import InfeasibleError, TvmPlaceError
 from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
+from . import chain_search
 from .bounds import contiguous
+from .bounds import window as window_bound
+from .budget import buildable
 from .common import DeviceTypes, Progress, require_objective, single_device
 from .grouping import Groups, check_placeable, contract, groups_from
 
@@ -97,7 +102,9 @@ RHO_ELITE = 0.7
 #: 40 of them): 40 generations of 50, more generations of a smaller population.
 DEFAULT_PATIENCE_EVALUATIONS = 2000
 #: Shares of the time limit: GA first, then bounds, then GA again (see the module docstring).
-_GA_SHARE, _BOUNDS_END, _GA_END = 0.6, 0.93, 0.97
+_GA_SHARE, _BOUNDS_END, _GA_END, _POLISH_END = 0.6, 0.9, 0.93, 0.97
+#: Share of the bound phase the cut-window bound may take (max-flows; it usually needs less).
+WINDOW_SHARE = 0.3
 #: Relative gap under which the answer counts as proven optimal (covers the bounds' safety margin).
 _OPTIMAL_TOLERANCE = 2 * contiguous.MIP_SAFETY
 #: Usage-vector states the slicing program accepts (types x vectors x units^2 work per order).
@@ -578,7 +585,7 @@ def solve(
     population: int | None = None,
     generations: int | None = None,
     patience: int | None | str = "auto",
-    bounds: tuple[str, ...] = contiguous.BOUNDS,
+    bounds: tuple[str, ...] = contiguous.BOUNDS + ("window",),
 ) -> Placement:
     """Best contiguous placement SliceGraph + BRKGA finds within ``time_limit``; see above.
 
@@ -586,8 +593,8 @@ def solve(
     beyond 200 groups); ``generations`` caps it; ``patience`` stops it after
     that many generations without improvement (``None``: never; ``"auto"``: 40 generations, more
     for a population under 50, about 2,000 evaluations); ``bounds`` names the lower bounds
-    of :mod:`~tvm_place.solvers.bounds.contiguous` to compute (``()``: only the combinatorial
-    one, always cheap).
+    of :mod:`~tvm_place.solvers.bounds.contiguous` and ``"window"``, the cut-window bound of :mod:`~tvm_place.solvers.bounds.window`, to
+    compute (``()``: only the combinatorial one, always cheap).
     """
     require_objective("slicegraph", objective, ("throughput",))
     started = time.perf_counter()
@@ -660,7 +667,17 @@ def solve(
                          min(1.0, (time.perf_counter() - started) / time_limit))
 
     run_ga()
-    mip_bounds = tuple(b for b in bounds if b != "combinatorial")
+    if "window" in bounds and not reached_bound():
+        # The cut-window bound first: max-flows only, and its value is the MIPs' floor.
+        seconds = WINDOW_SHARE * (started + _BOUNDS_END * time_limit - time.perf_counter())
+        if seconds > 0.01:
+            t0 = time.perf_counter()
+            value, run = window_bound.window_bound(problem, seconds, ga.best_value, groups, lower)
+            bound_results["window"] = contiguous.BoundResult(
+                value, "skipped" if "skipped" in run else "optimal", time.perf_counter() - t0,
+                details=run)
+            lower = max(lower, value)
+    mip_bounds = tuple(b for b in bounds if b not in ("combinatorial", "window"))
     if mip_bounds and not reached_bound():
         budget = started + _BOUNDS_END * time_limit - time.perf_counter()
         if budget > 0.05:
@@ -707,6 +724,14 @@ def solve(
     unit_of = ga.best_rank[search.group_of]
     value, blocks = slicer.best(slicer.block_costs(unit_of, search.num_groups), reconstruct=True)
     device_of = slicer.assign(unit_of, blocks)
+    # One descent of the local search moves groups across the cuts the slicing chose (a slicing
+    # cuts one order only); deterministic for the seed when it ends before the limit.
+    left = started + _POLISH_END * time_limit - time.perf_counter()
+    if (left > 0 and value > lower * (1 + _OPTIMAL_TOLERANCE)
+            and buildable(problem.num_ops + len(problem.graph.edges), left)):
+        device_of, polish = chain_search.improve(problem, device_of, left, seed=seed,
+                                                 groups=groups, stop_at=lower, kicks=False)
+        stats["polish"] = polish
     measured = evaluate(problem, device_of).max_load
     # A bound above a placement found would be a bug (or a solver's numerical failure): never let
     # one claim optimality, and say so in the stats.

@@ -134,11 +134,12 @@ def describe(result) -> str:
     return f"{placement.method}, {stages} stage(s), {result.plan.num_copies} copies, gap {gap}"
 
 
-def time_model(name: str, repeat: int, warm_dir: str) -> dict:
+def time_model(name: str, repeat: int, warm_dir: str, only=None) -> dict:
     import tvm_place.models
 
     model = tvm_place.models.get(name)
-    calls = configurations(model.mod, warm_dir)
+    calls = {label: call for label, call in configurations(model.mod, warm_dir).items()
+             if only is None or label in only}
     seconds = {label: [] for label in calls}
     notes, failed, ops = {}, {}, None
     for label, call in calls.items():  # warm-up: imports, lazy inits, the warm cache
@@ -240,6 +241,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds (median)")
     parser.add_argument("--profile", action="store_true", help="also profile each configuration")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--configs", nargs="+", metavar="LABEL",
+                        help="time only these configurations (labels as in the table)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -248,7 +251,7 @@ def main(argv=None) -> int:
     os.environ["TVM_PLACE_CACHE_DIR"] = warm_dir
     try:
         with LoadSampler() as load:
-            results = [time_model(name, args.repeat, warm_dir) for name in args.models]
+            results = [time_model(name, args.repeat, warm_dir, args.configs) for name in args.models]
             profiles = [profile_model(name, warm_dir) for name in args.models] if args.profile else []
     finally:
         shutil.rmtree(warm_dir, ignore_errors=True)

@@ -24,12 +24,23 @@ def _static_tensor(ty) -> bool:
         isinstance(d, tvm.tirx.IntImm) for d in ty.shape.values)
 
 
+#: FoldConstant folds a call without arguments (``zeros``, ``full``) only up to this many output
+#: elements (checked against TVM 0.27: 1,024 folds, 1,025 stays a kernel).
+CREATION_FOLD_ELEMENTS = 1024
+
+
 def _foldable(value, known: dict) -> bool:
     """A ``call_tir`` of a kernel on constants (or values folded before it) with one static
-    tensor output: what FoldConstant evaluates."""
+    tensor output: what FoldConstant evaluates (a call without arguments only when small, as
+    FoldConstant does: it would turn a cheap kernel into a stored tensor)."""
     if not is_call_to(value, CALL_TIR) or len(value.args) != 2 or not _static_tensor(value.ty):
         return False
     arguments = value.args[1]
+    if isinstance(arguments, relax.Tuple) and not arguments.fields:
+        elements = 1
+        for dim in value.ty.shape.values:
+            elements *= int(dim)
+        return elements <= CREATION_FOLD_ELEMENTS
     return isinstance(arguments, relax.Tuple) and all(
         isinstance(a, tvm.ir.Constant) or (isinstance(a, relax.Var) and a in known)
         for a in arguments.fields)

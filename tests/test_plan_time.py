@@ -19,7 +19,8 @@ def legalized(mod: tvm.IRModule) -> tvm.IRModule:
 
 
 def chain_module() -> tvm.IRModule:
-    """``x + (c1 + c2) * c3``: two constant operators in a chain, one on the input."""
+    """``x + (c1 + c2) * c3 + zeros + big zeros``: two constant operators in a chain, a small
+    creation without arguments (FoldConstant folds it) and a large one (it stays a kernel)."""
     rng = np.random.default_rng(0)
     c1, c2, c3 = (relax.const(rng.standard_normal((4, 8)).astype("float32")) for _ in range(3))
     bb = relax.BlockBuilder()
@@ -27,7 +28,10 @@ def chain_module() -> tvm.IRModule:
     with bb.function("main", [x]):
         with bb.dataflow():
             scaled = bb.emit(relax.op.multiply(bb.emit(relax.op.add(c1, c2)), c3))
-            out = bb.emit_output(relax.op.add(x, scaled))
+            zeros = bb.emit(relax.op.zeros((4, 8), "float32"))
+            big = bb.emit(relax.op.zeros((40, 4, 8), "float32"))  # 1,280 elements
+            out = bb.emit_output(relax.op.add(bb.emit(relax.op.add(x, scaled)),
+                                              bb.emit(relax.op.add(zeros, big))))
         bb.emit_func_output(out)
     return bb.get()
 

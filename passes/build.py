@@ -47,24 +47,31 @@ def require_gpu_schedules() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="tvm_place.RequireGPUSchedules")
     def check(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        unscheduled = [
-            global_var.name_hint
-            for global_var, func in mod.functions_items()
-            if isinstance(func, tvm.tirx.PrimFunc)
-            and func.attrs is not None
-            and "target" in func.attrs
-            and is_gpu_target(func.attrs["target"])
-            and "tirx.is_scheduled" not in func.attrs
-        ]
+        unscheduled = unscheduled_gpu_kernels(mod)
         if unscheduled:
-            raise UnsupportedModelError(
-                f"no GPU schedule applies to kernel(s) {unscheduled[:5]}: neither the tuning "
-                "database nor dlight's rules scheduled them, and an unscheduled GPU kernel would "
-                "run as host code; tune them (tvm_place.tune) or place them on the CPU (pins)"
-            )
+            raise UnsupportedModelError(unscheduled_message(unscheduled))
         return mod
 
     return check
+
+
+def unscheduled_gpu_kernels(mod: tvm.IRModule) -> list[str]:
+    """The GPU kernels of ``mod`` that no schedule reached, by name."""
+    return [
+        global_var.name_hint
+        for global_var, func in mod.functions_items()
+        if isinstance(func, tvm.tirx.PrimFunc)
+        and func.attrs is not None
+        and "target" in func.attrs
+        and is_gpu_target(func.attrs["target"])
+        and "tirx.is_scheduled" not in func.attrs
+    ]
+
+
+def unscheduled_message(names: list[str]) -> str:
+    return (f"no GPU schedule applies to kernel(s) {names[:5]}: neither the tuning database nor "
+            "dlight's rules scheduled them, and an unscheduled GPU kernel would run as host code; "
+            "tune them (tvm_place.tune) or place them on the CPU (pins)")
 
 
 def is_gpu_target(target: tvm.target.Target) -> bool:
@@ -80,6 +87,46 @@ def build_kernel(prim_func: tvm.tirx.PrimFunc, target: tvm.target.Target):
         with target:
             module = tvm.transform.Sequential([gpu_schedule_pass(), require_gpu_schedules()])(module)
     return tvm.compile(module, target=target)
+
+
+def error_line(err: BaseException) -> str:
+    """The last line of a build error: what TVM says went wrong, without its traceback."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(err).__name__
+
+
+def build_failures(kernels: dict, target: tvm.target.Target) -> dict[str, str]:
+    """Why each of ``kernels`` (``{name: PrimFunc}``) cannot be built for ``target``
+    (:func:`build_kernel`'s failure, as :func:`error_line`), ``""`` for each that can.
+
+    All of them are built together in one module, once (a module costs about 50-90 ms of LLVM
+    set-up on the 2-core development machine, whatever its size); a GPU kernel no dlight rule
+    schedules fails without a build. Only when the module fails is each kernel built alone, to
+    tell which. Time: one build of the kernels, plus one per kernel where one fails.
+    """
+    functions = {relax.GlobalVar(name): func.with_attr("global_symbol", name).with_attr("target", target)
+                 for name, func in kernels.items()}
+    module = tvm.IRModule(functions)
+    why: dict[str, str] = {}
+    if is_gpu_target(target):
+        with target:
+            module = gpu_schedule_pass()(module)
+        why = {name: unscheduled_message([name]) for name in unscheduled_gpu_kernels(module)}
+        module = tvm.IRModule({gv: f for gv, f in module.functions_items() if gv.name_hint not in why})
+    rest = [name for name in kernels if name not in why]
+    try:
+        if rest:
+            tvm.compile(module, target=target)
+        return {**why, **{name: "" for name in rest}}
+    except Exception:  # noqa: BLE001 - some kernel fails: build each alone to tell which
+        pass
+    for name in rest:
+        try:
+            build_kernel(kernels[name], target)
+            why[name] = ""
+        except Exception as err:  # noqa: BLE001 - any failure: the target cannot build it
+            why[name] = error_line(err)
+    return why
 
 
 @dataclass

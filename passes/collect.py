@@ -27,6 +27,7 @@ from ._ir import (
     type_bytes,
     var_operands,
 )
+from .fold import FoldConstantCalls
 
 #: DLPack device type codes of ``R.device(device_type, index)`` in ``R.hint_on_device``.
 DEVICE_KIND_OF_DL_TYPE = {1: "cpu", 2: "gpu"}
@@ -579,7 +580,9 @@ def prepare_pipeline() -> tvm.transform.Pass:
     The passes are TVM's, taken from its CPU pipeline
     (``relax.backend.cpu_generic``: the library dispatch passes, which lower sort, scan, top-k
     and sampling, then the legalize passes up to FuseTIR), so whatever TVM's pipeline lowers is
-    lowered here too; then dead code elimination. ``R.hint_on_device`` survives it as a boundary
+    lowered here too; then dead code elimination. :class:`~.fold.FoldConstantCalls` runs before
+    TVM's ``FoldConstant`` and folds the same calls to the same constants from one build (TVM's
+    builds a module per folded kernel). ``R.hint_on_device`` survives it as a boundary
     that fusion does not cross. For a training graph (``main`` has the ``tvm_place.training``
     attribute) two name-keeping passes around FuseOps carry each operator's forward/backward role
     into the fused operators' names.
@@ -591,10 +594,13 @@ def prepare_pipeline() -> tvm.transform.Pass:
     for tvm_pass in cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target):
         if tvm_pass.info.name == "FuseOps":
             passes += [_tag_training_calls, tvm_pass, _name_fused_calls]
+        elif tvm_pass.info.name == "FoldConstant":  # the same folding, one build for all kernels
+            passes += [FoldConstantCalls, tvm_pass]
         else:
             passes.append(tvm_pass)
-    if _name_fused_calls not in passes:
-        raise RuntimeError("TVM's CPU legalize passes have no FuseOps: this TVM is not supported")
+    if _name_fused_calls not in passes or FoldConstantCalls not in passes:
+        raise RuntimeError("TVM's CPU legalize passes have no FuseOps or FoldConstant: this TVM is "
+                           "not supported")
     sequence = tvm.transform.Sequential(
         passes + [relax.transform.DeadCodeElimination()], name="tvm_place.prepare_passes"
     )

@@ -97,12 +97,18 @@ class CostCache:
         """Add an entry to the file (merged with other writers'); a file that cannot be written
         (a read-only folder, a directory in its place) keeps it for this process only, with a
         warning."""
+        self.put_many({key: value})
+
+    def put_many(self, entries: dict) -> None:
+        """:meth:`put` of several entries, the file written once."""
+        if not entries:
+            return
         try:
-            self._write(key, value)
+            self._write(entries)
         except OSError as err:
             import warnings
 
-            self.entries[key] = value
+            self.entries.update(entries)
             if not getattr(self, "_warned", False):
                 self._warned = True
                 folder = self.path.parent
@@ -112,12 +118,12 @@ class CostCache:
                               "measurements are kept for this run only (give --cost-cache a "
                               "writable folder)", CostCacheWarning, stacklevel=2)
 
-    def _write(self, key: str, value) -> None:
+    def _write(self, entries: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             self.entries = self._read(warn=False)
-            self.entries[key] = value
+            self.entries.update(entries)
             handle, temporary = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
             with os.fdopen(handle, "w") as out:
                 json.dump(self.entries, out, indent=0, sort_keys=True)

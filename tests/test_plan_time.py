@@ -1,0 +1,154 @@
+"""Planning at the speed of a compile (issue 17): the shortcuts tvm_place.compile takes give the
+same modules, placements and outputs as the long way."""
+
+import numpy as np
+import pytest
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from tvm_place import models
+from tvm_place.passes import fold
+from tvm_place.passes.fold import FoldConstantCalls, fold_constant_calls
+
+
+def legalized(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` as TVM's CPU pipeline has it when FoldConstant runs."""
+    return tvm.transform.Sequential(
+        [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern()])(mod)
+
+
+def chain_module() -> tvm.IRModule:
+    """``x + (c1 + c2) * c3 + zeros + big zeros``: two constant operators in a chain, a small
+    creation without arguments (FoldConstant folds it) and a large one (it stays a kernel)."""
+    rng = np.random.default_rng(0)
+    c1, c2, c3 = (relax.const(rng.standard_normal((4, 8)).astype("float32")) for _ in range(3))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            scaled = bb.emit(relax.op.multiply(bb.emit(relax.op.add(c1, c2)), c3))
+            zeros = bb.emit(relax.op.zeros((4, 8), "float32"))
+            big = bb.emit(relax.op.zeros((40, 4, 8), "float32"))  # 1,280 elements
+            out = bb.emit_output(relax.op.add(bb.emit(relax.op.add(x, scaled)),
+                                              bb.emit(relax.op.add(zeros, big))))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def count_builds(monkeypatch) -> list:
+    """Every tvm.compile call from here on, recorded."""
+    calls = []
+    compile_ = tvm.compile
+
+    def counted(*args, **kwargs):
+        calls.append(args[0])
+        return compile_(*args, **kwargs)
+
+    monkeypatch.setattr(fold.tvm, "compile", counted)
+    return calls
+
+
+@pytest.mark.parametrize("make", [chain_module, lambda: models.get("resnet18", image_size=32).mod],
+                         ids=["chain", "resnet18"])
+def test_fold_gives_tvms_folded_module_from_one_build(make, monkeypatch):
+    mod = legalized(make())
+    expected = relax.transform.FoldConstant()(mod)
+    builds = count_builds(monkeypatch)
+    folded = FoldConstantCalls(mod)
+    assert len(builds) == 1
+    folds = sum(len(fold._folded_calls(f)) for _, f in mod.functions_items()
+                if isinstance(f, relax.Function))
+    assert folds >= 2 and len(builds[0].functions_items()) <= folds
+    assert sum(len(fold._folded_calls(f)) for _, f in folded.functions_items()
+               if isinstance(f, relax.Function)) == 0
+    # TVM's FoldConstant then finishes the job; the result is TVM's, constants bit for bit.
+    assert tvm_ffi.structural_equal(relax.transform.FoldConstant()(folded), expected,
+                                    map_free_vars=True)
+
+
+def test_fold_leaves_a_module_without_constant_calls_alone(monkeypatch):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4,), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.exp(x))
+        bb.emit_func_output(out)
+    mod = legalized(bb.get())
+    builds = count_builds(monkeypatch)
+    assert fold_constant_calls(mod).same_as(mod)
+    assert builds == []
+
+
+def kernels_of(build_body, *params) -> dict:
+    """The PrimFuncs TVM's CPU lowering makes of a one-function module (``build_body(bb, *vars)``
+    emits its bindings and returns the output), by name."""
+    from tvm_place.passes.collect import PREPARE_TARGET
+
+    bb = relax.BlockBuilder()
+    variables = [relax.Var(name, relax.TensorType(shape, dtype)) for name, shape, dtype in params]
+    with bb.function("main", variables):
+        with bb.dataflow():
+            out = bb.emit_output(build_body(bb, *variables))
+        bb.emit_func_output(out)
+    with tvm.target.Target(PREPARE_TARGET):
+        mod = tvm.transform.Sequential(
+            [relax.backend.DispatchSortScan(), relax.transform.LegalizeOps()])(bb.get())
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def test_build_failures_builds_once_when_every_kernel_builds(monkeypatch):
+    from tvm_place.passes import build
+
+    kernels = kernels_of(lambda bb, x: relax.Tuple([bb.emit(relax.op.exp(x)), bb.emit(relax.op.add(x, x))]),
+                         ("x", (4, 8), "float32"))
+    assert len(kernels) == 2
+    builds = []
+    compile_ = tvm.compile
+    monkeypatch.setattr(build.tvm, "compile", lambda *a, **k: builds.append(a[0]) or compile_(*a, **k))
+    assert build.build_failures(kernels, tvm.target.Target("llvm")) == {name: "" for name in kernels}
+    assert len(builds) == 1
+
+
+def test_build_failures_tells_which_kernel_fails():
+    """TVM 0.27's LLVM code generator rejects a cumsum over booleans: the module of both
+    kernels fails, and each alone says which."""
+    from tvm_place.passes.build import build_failures
+
+    kernels = kernels_of(lambda bb, flags, x: relax.Tuple([bb.emit(relax.op.cumsum(flags, axis=1)),
+                                                           bb.emit(relax.op.exp(x))]),
+                         ("flags", (4, 8), "bool"), ("x", (4, 8), "float32"))
+    why = build_failures(kernels, tvm.target.Target("llvm"))
+    assert why == {"cumsum": why["cumsum"], "tir_exp": ""} and "MatchesCode" in why["cumsum"]
+
+
+def test_build_failures_names_gpu_kernels_no_schedule_reaches():
+    from tvm_place.passes.build import build_failures
+    from tvm_place.targets import resolve_targets
+
+    kernels = kernels_of(lambda bb, x: relax.Tuple([bb.emit(relax.op.sort(x, axis=1)),
+                                                    bb.emit(relax.op.exp(x))]),
+                         ("x", (4, 8), "float32"))
+    why = build_failures(kernels, resolve_targets(["cuda"])[0].target)
+    assert why["tir_exp"] == ""
+    assert why["sort"].startswith("no GPU schedule applies to kernel(s) ['sort']")
+
+
+def test_kernel_support_is_checked_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    from tvm_place.compiler import prepare
+    from tvm_place.cost import support
+    from tvm_place.passes import build, collect_op_graph
+    from tvm_place.targets import resolve_targets
+
+    mod = models.get("bert-layer", seq_len=8, hidden=64, heads=4, ffn=128).mod
+    collected = collect_op_graph(prepare(mod))
+    devices = resolve_targets(["llvm", "cuda"])
+    checked = []
+    build_failures = build.build_failures
+    monkeypatch.setattr(build, "build_failures",
+                        lambda kernels, target: checked.append(len(kernels)) or build_failures(kernels, target))
+    first = support.unbuildable(collected, devices, tmp_path)
+    kernels = len(set(collected.kernel_keys))
+    assert checked == [kernels, kernels]  # one check per target, every kernel in it
+    assert support.unbuildable(collected, devices, tmp_path) == first
+    assert len(checked) == 2  # the second time, from the cache

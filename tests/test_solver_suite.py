@@ -93,7 +93,7 @@ def check(problem, objective: str, optimum: dict[str, float]) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("block", [*range(4), *(pytest.param(b, marks=pytest.mark.slow) for b in range(4, 10))])
+@pytest.mark.parametrize("block", [*range(2), *(pytest.param(b, marks=pytest.mark.slow) for b in range(2, 10))])
 def test_throughput_methods_against_exhaustive_search(block):
     failures = []
     for seed in THROUGHPUT_SEEDS[block::10]:

@@ -5,6 +5,26 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Refuse to run when ``--dist loadgroup`` did not tag the grouped tests.
+
+    pytest-xdist 3.8 groups a test by appending ``@group`` to its node id; pytest 9.2 no longer
+    reads the attribute it writes, so the Ray tests spread over both workers and wait on each
+    other for the one local Ray's CPUs (minutes instead of seconds). Hence the pin of pytest in
+    pyproject.toml, and this check in case the pin is lifted.
+    """
+    if not config.getoption("loadgroup", default=False):
+        return
+    ungrouped = [item.nodeid for item in items
+                 if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist did not group {len(ungrouped)} tests (first: {ungrouped[0]}): this "
+            "pytest and pytest-xdist do not work together; install the versions pinned in "
+            "pyproject.toml's 'test' extra")
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test session (its start costs about 3 s here).

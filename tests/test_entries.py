@@ -212,10 +212,6 @@ def test_bound_weights_stay_on_the_workers_and_calls_take_the_data_only(two_func
     placed.close()
 
 
-# slow: 7 s alone, but 215 s in the full suite, where Ray tests on both pytest workers wait on
-# each other for the one local Ray's CPUs (the "ray" xdist group does not keep them on one
-# worker: under investigation)
-@pytest.mark.slow
 @pytest.mark.xdist_group("ray")
 def test_entry_functions_share_ray_actors_that_hold_the_bound_weights(two_functions, ray_session):
     mod, weights, vm = two_functions

@@ -138,8 +138,6 @@ def test_symbolic_plan_survives_export_and_load(shape_argument_module, tmp_path)
     np.testing.assert_allclose(loaded(x).numpy(), unsplit(mod)(x), rtol=1e-6)
 
 
-# slow: 7 s alone, 114 s in the full suite (Ray tests of both pytest workers wait on each other)
-@pytest.mark.slow
 @pytest.mark.xdist_group("ray")
 def test_symbolic_shapes_on_ray_workers(shape_argument_module, ray_session):
     mod, placed = shape_argument_module

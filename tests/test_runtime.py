@@ -341,6 +341,8 @@ def test_ray_actors_run_pinned_measure_links_and_equal_threads(bert, ray_session
         for device, group in zip(sorted(pids), core_groups(2)):
             assert sorted(os.sched_getaffinity(pids[device])) == group
             assert placed.workers[device].info["threads"] == str(len(group))
+            # at this process's priority, not Ray's default nice 15 for workers
+            assert os.getpriority(os.PRIO_PROCESS, pids[device]) == os.getpriority(os.PRIO_PROCESS, 0)
         assert_same(placed.run_stream(stream), expected)
         assert np.array_equal(placed(stream[1]).numpy(), expected[1])
         # Both halves of every copy were timed on the actors.

@@ -60,7 +60,12 @@ def ensure_ray(address: str | None = None):
                                    logging_level=logging.WARNING, configure_logging=True)
     try:
         if address is None:
-            ray.init(num_cpus=len(os.sched_getaffinity(0)), **options)
+            # Ray starts its workers at nice 15 by default: a stage actor then gets a few percent
+            # of a core beside any ordinary process (the driver, a compile, a test runner), so a
+            # run measured nothing like the schedule it was priced by, and an actor could take
+            # minutes to import TVM. Stage actors do the model's work: they run at our priority.
+            ray.init(num_cpus=len(os.sched_getaffinity(0)), _system_config={"worker_niceness": 0},
+                     **options)
         else:
             ray.init(address=address, **options)
     except Exception as err:  # noqa: BLE001 - Ray's own error, reported in one line

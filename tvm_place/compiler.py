@@ -53,10 +53,15 @@ def _cost_model(cost_model: Any):
         return AnalyticalCostModel()
     if cost_model == "measured":
         return MeasuredCostModel()
+    if cost_model == "calibrated":
+        from .cost.calibrate import CalibratedCostModel
+
+        return CalibratedCostModel()
     if hasattr(cost_model, "op_time"):
         return cost_model
     raise InvalidTargetError(
-        f"unknown cost model {cost_model!r}; use 'analytical', 'measured' or an object with op_time()"
+        f"unknown cost model {cost_model!r}; use 'analytical', 'calibrated', 'measured' or an "
+        "object with op_time()"
     )
 
 
@@ -418,7 +423,9 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
 
     ``targets``: a list of target strings, dicts or ``tvm.target.Target``; a repeated target is
     another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
-    ``"analytical"`` (roofline from device profiles), ``"measured"`` (time kernels on this machine;
+    ``"analytical"`` (roofline from device profiles), ``"calibrated"`` (the roofline on profiles
+    fitted to micro-benchmarks on this machine's devices, once per device and cached; devices it
+    lacks keep their profiles), ``"measured"`` (time kernels on this machine;
     devices it lacks fall back to analytical), a cost snapshot (``tvm_place.cost.Snapshot(path)``:
     the costs an earlier placement used, so it is reproduced without measuring), or a CostModel.
     ``pins``: op-name glob -> device name (``{"fused_conv2d*": "gpu:0"}``); ``R.hint_on_device``

@@ -162,18 +162,33 @@ LINK = _object({
     "description": STRING,
 }, required=("bandwidth_gbs", "latency_us"))
 
+#: The operator classes a profile may give figures for (how the analytical model classes an
+#: operator: :func:`tvm_place.cost.analytical.operator_class`).
+OPERATOR_CLASSES = ("conv", "matmul", "pooling", "reduction", "data_movement", "elementwise")
+
+EFFICIENCY = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+
+#: One operator class's figures; each one given replaces the profile's own for that class.
+OPERATOR_CLASS = _object({
+    "compute_efficiency": EFFICIENCY,
+    "memory_efficiency": EFFICIENCY,
+    "launch_overhead_us": NON_NEGATIVE,
+}, minProperties=1)
+
 #: The fields of a device profile (``cost/profiles/devices.json``, or a device file's table).
 PROFILE_PROPERTIES = {
     "kind": {"enum": ["cpu", "gpu"]},
     "peak_gflops": POSITIVE,
     "memory_bandwidth_gbs": POSITIVE,
     "memory_bytes": POSITIVE,
-    "compute_efficiency": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "memory_efficiency": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "compute_efficiency": EFFICIENCY,
+    "memory_efficiency": EFFICIENCY,
     "launch_overhead_us": NON_NEGATIVE,
     "link": {"type": ["string", "object"]},  # a link profile's name, or LINK (checked on its own)
     "arch": STRING,
     "description": STRING,
+    # optional: per operator class, figures that replace the ones above (a calibration's fit)
+    "operator_classes": _object({name: OPERATOR_CLASS for name in OPERATOR_CLASSES}),
 }
 PROFILE_FIELDS = ("kind", "peak_gflops", "memory_bandwidth_gbs", "memory_bytes",
                   "compute_efficiency", "memory_efficiency", "launch_overhead_us", "link")

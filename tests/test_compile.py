@@ -78,7 +78,7 @@ def test_cpu_gpu_builds_with_gpu_kernels_for_gpu_ops():
             for imported in module.imports:
                 walk(imported)
 
-        walk(placed.executables[step["stage"]].mod)
+        walk(placed.executables[step["module"]].mod)
         assert "cuda" in kinds
     assert "gpu:0" in placed.report()
 

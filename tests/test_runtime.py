@@ -622,10 +622,10 @@ def test_joining_a_ray_that_does_not_authenticate_warns(monkeypatch):
         ray_engine._warn_unauthenticated(None)
 
 
-def test_a_worker_writes_stage_libraries_only_inside_its_own_folder():
+def test_a_worker_writes_libraries_only_inside_its_own_folder():
     from tvm_place.runtime.ray_engine import StageActor
 
     actor = StageActor("cpu", None, None)  # the actor's class, here in this process
     for name in ("../outside", "/tmp/abs", "..", ""):
         with pytest.raises(ValueError, match="not a plain file name"):
-            actor.load(name, b"not a library")
+            actor.load(name, b"not a library", ["stage0_cpu0"])

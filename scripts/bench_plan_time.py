@@ -67,7 +67,7 @@ PHASES = [
     ("annotate", "passes/annotate.py", "annotate_placement"),
     ("split", "passes/split.py", "split_by_device"),
     ("build the stages", "passes/build.py", "build_stages"),
-    ("  of which tvm.compile per stage", "passes/build.py", "compile_stage"),
+    ("  of which tvm.compile per device", "passes/build.py", "compile_module"),
     ("report", "tvm_place/report.py", "format_report"),
 ]
 

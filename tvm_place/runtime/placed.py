@@ -22,7 +22,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import tvm
-from tvm import relax
 
 from ..errors import TvmPlaceError
 from ..formats import problem_from_dict, problem_to_dict
@@ -146,8 +145,8 @@ class PlacedModule:
         #: The PlacementProblem and the split IRModule, when built in this process (not loaded).
         self.problem = problem
         self.split_module = split_module
-        self._vms: dict[str, relax.VirtualMachine] = {}
-        #: The executables' libraries on disk (set by :meth:`load`; made on demand for Ray workers).
+        #: The workers, the executables' libraries on disk (set by :meth:`load`; made on demand for
+        #: Ray workers) and the bound inputs, shared with the entry functions' views.
         self._shared = _Shared()
         #: Measurements of the last :meth:`run_stream` (a StreamStats), or None; of the last
         #: latency-mode call: ``latency_stats``.

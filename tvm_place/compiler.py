@@ -415,7 +415,8 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     progress: Any = False,
     **option_values,
 ) -> PlacedModule:
-    """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
+    """Place ``mod``'s operators on ``targets``, split it, and compile one executable per device
+    (all of the device's stages; one per device and entry function with ``entries``).
 
     The options are one :class:`~tvm_place.options.PlaceOptions` (``options=``), or keywords
     (``objective="throughput"``), which override it; ``progress``: True prints progress on
@@ -503,18 +504,13 @@ def _num_stages(plan) -> int:
 
 
 def _build(prepared, placement: Placement, devices, show, database, prefix: str = ""):
-    """Annotate, split and build one placed function: ``(plan, executables, split module)``,
-    its stages named with ``prefix``."""
+    """Annotate, split and build one placed function: ``(plan, {module: executable}, split
+    module)``, its stages and modules named with ``prefix``."""
     from .passes import AnnotatePlacement, SplitByDevice, build_stages
 
     split = tvm.transform.Sequential(
         [AnnotatePlacement(placement.device_of, [d.target for d in devices]),
          SplitByDevice(placement.order)]
     )(prepared)
-    plan, executables = build_stages(split, show, database)
-    if prefix:
-        for step in plan.steps:
-            if step["kind"] == "call":
-                step["stage"] = prefix + step["stage"]
-        executables = {prefix + stage: executable for stage, executable in executables.items()}
+    plan, executables = build_stages(split, show, database, prefix)
     return plan, executables, split

@@ -18,7 +18,8 @@ import tvm
 from tvm import relax
 
 from . import solvers
-from .cost import AnalyticalCostModel, MeasuredCostModel, TunedCostModel, compute_costs, transfer_costs
+from .cost import (AnalyticalCostModel, LearnedCostModel, MeasuredCostModel, TunedCostModel, compute_costs,
+                   transfer_costs)
 from .errors import InfeasibleError, InvalidPlacementError, InvalidTargetError, UnsupportedModelError
 from .evaluate import evaluate, validate
 from .entries import SEPARATOR, Entry, entry_placement, joint_problem
@@ -53,10 +54,13 @@ def _cost_model(cost_model: Any):
         return AnalyticalCostModel()
     if cost_model == "measured":
         return MeasuredCostModel()
+    if cost_model == "learned":
+        return LearnedCostModel()
     if hasattr(cost_model, "op_time"):
         return cost_model
     raise InvalidTargetError(
-        f"unknown cost model {cost_model!r}; use 'analytical', 'measured' or an object with op_time()"
+        f"unknown cost model {cost_model!r}; use 'analytical', 'learned', 'measured' or an object "
+        "with op_time()"
     )
 
 
@@ -418,7 +422,9 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
 
     ``targets``: a list of target strings, dicts or ``tvm.target.Target``; a repeated target is
     another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
-    ``"analytical"`` (roofline from device profiles), ``"measured"`` (time kernels on this machine;
+    ``"analytical"`` (roofline from device profiles), ``"learned"`` (boosted trees trained on this
+    CPU's measured kernels, :mod:`tvm_place.cost.learned`; targets without a trained model fall
+    back to analytical), ``"measured"`` (time kernels on this machine;
     devices it lacks fall back to analytical), a cost snapshot (``tvm_place.cost.Snapshot(path)``:
     the costs an earlier placement used, so it is reproduced without measuring), or a CostModel.
     ``pins``: op-name glob -> device name (``{"fused_conv2d*": "gpu:0"}``); ``R.hint_on_device``

@@ -37,6 +37,17 @@ def tiny():
                                                num_classes=10).mod))
 
 
+@pytest.fixture
+def models_here(tmp_path):
+    """The shipped models, marked as trained at this process's thread count (a machine whose TVM
+    runs more threads than the training did falls back, as another test checks)."""
+    from tvm_place.cost.measured import cpu_threads
+
+    for path in SHIPPED:
+        (tmp_path / path.name).write_text(json.dumps({**_model(path), "threads": cpu_threads()}))
+    return tmp_path
+
+
 def _device(target: dict, profile: str = "local-cpu"):
     (device,) = resolve_targets([target], [profile])
     return device
@@ -55,14 +66,14 @@ def test_features_are_deterministic_and_tell_kernels_apart(tiny):
     assert len({tuple(r) for r in rows}) > len(rows) // 2  # different kernels, different rows
 
 
-def test_shipped_model_loads_and_predicts_positive_times(tiny):
+def test_shipped_model_loads_and_predicts_positive_times(tiny, models_here):
     assert SHIPPED, "no learned model shipped in tvm_place/cost/learned/"
     data = _model()
     assert data["features"] == list(FEATURES)
     target = tvm.target.Target(data["target"])
     assert SHIPPED[0].stem == model_name(target)
     device = _device({"kind": "llvm", "mcpu": str(target.attrs["mcpu"])})
-    learned = LearnedCostModel()
+    learned = LearnedCostModel(directory=models_here)
     assert learned.has_model(device)
     for kernel, node in zip(tiny.kernels, tiny.graph.nodes):
         seconds, source = learned.op_time(kernel, node, device)
@@ -91,18 +102,28 @@ def test_held_out_models_never_trained_on():
         set(dataset["held_out"])
 
 
-def test_untrained_targets_fall_back(tiny, tmp_path):
+def test_untrained_targets_fall_back(tiny, tmp_path, models_here):
     node, kernel = tiny.graph.nodes[0], tiny.kernels[0]
     analytical = AnalyticalCostModel()
     other_cpu = _device({"kind": "llvm", "mcpu": "skylake-avx512"})
     gpu = _device({"kind": "cuda", "arch": "sm_80"}, "a100")
-    learned = LearnedCostModel()
+    learned = LearnedCostModel(directory=models_here)
     for device in (other_cpu, gpu):
         assert not learned.has_model(device)
         assert learned.op_time(kernel, node, device) == analytical.op_time(kernel, node, device)
-    empty = LearnedCostModel(directory=tmp_path)  # no model at all: every target falls back
+    from tvm_place.cost.measured import cpu_threads
+
+    other_threads = tmp_path / "threads"  # this CPU's model, trained at another thread count
+    other_threads.mkdir()
+    (other_threads / SHIPPED[0].name).write_text(json.dumps({**_model(),
+                                                             "threads": cpu_threads() + 1}))
     cpu = _device({"kind": "llvm", "mcpu": str(tvm.target.Target(_model()["target"]).attrs["mcpu"])})
+    assert LearnedCostModel(directory=other_threads).op_time(kernel, node, cpu) == \
+        analytical.op_time(kernel, node, cpu)
+    (tmp_path / "empty").mkdir()
+    empty = LearnedCostModel(directory=tmp_path / "empty")  # no model: every target falls back
     assert empty.op_time(kernel, node, cpu)[1] == "analytical"
+    assert LearnedCostModel(directory=models_here).op_time(kernel, node, cpu)[1] == "learned"
 
 
 def test_bad_model_file_is_a_clear_error(tmp_path):

@@ -217,8 +217,8 @@ def model_name(target) -> str:
 class LearnedCostModel:
     """Kernel times predicted by the target's trained trees; ``fallback`` for targets without.
 
-    ``directory``: where models are looked up (default :data:`MODEL_DIR`). A model trained with
-    another CPU thread count than this process uses predicts that thread count's times.
+    ``directory``: where models are looked up (default :data:`MODEL_DIR`). A CPU model is used
+    at the thread count it was trained at only (``TVM_NUM_THREADS``; the shipped one: 1).
     """
 
     name = "learned"
@@ -229,12 +229,19 @@ class LearnedCostModel:
         self._models: dict[str, BoostedTrees | None] = {}
 
     def trees_for(self, target) -> BoostedTrees | None:
-        """The trained model for ``target``, None where there is none."""
+        """The trained model for ``target``, None where there is none, or where a CPU model was
+        trained at another thread count than TVM's CPU kernels run on in this process (a kernel's
+        time depends on it, as in :class:`~tvm_place.cost.measured.CostCache`'s keys)."""
+        from .measured import cpu_threads
+
         stem = model_name(target)
         if stem not in self._models:
             path = self.directory / f"{stem}.json"
-            self._models[stem] = (_load(str(path.resolve()), path.stat().st_mtime_ns)
-                                  if path.is_file() else None)
+            trees = _load(str(path.resolve()), path.stat().st_mtime_ns) if path.is_file() else None
+            if trees is not None and target.kind.name in ("llvm", "c") \
+                    and trees.data.get("threads", cpu_threads()) != cpu_threads():
+                trees = None
+            self._models[stem] = trees
         return self._models[stem]
 
     def has_model(self, device) -> bool:

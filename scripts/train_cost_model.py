@@ -13,7 +13,7 @@
    models, the held-out models and the thread count. The held-out models are never in the fit:
    ``fit`` refuses a dataset where a held-out model is marked ``train``. Their records get the
    trained model's predictions (``xgboost_log_seconds``), which the tests check the package's
-   numpy evaluator reproduces.
+   tree evaluator reproduces.
 
 A user trains a model for their own CPU with ``python scripts/train_cost_model.py`` (a few minutes
 to an hour: every kernel is compiled and timed once); the model is written under the package and
@@ -210,7 +210,7 @@ def fit(args, log) -> None:
     path = args.model_dir / f"{model_name(target)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(model, separators=(",", ":")))
-    # The saved trees must predict what XGBoost predicts (the numpy evaluator is the one used).
+    # The saved trees must predict what XGBoost predicts (the package's evaluator is the one used).
     every = np.array([r["features"] for r in records])
     ours = BoostedTrees.load(path).predict(every)
     theirs = booster.predict(xgboost.DMatrix(every, feature_names=list(FEATURES)))

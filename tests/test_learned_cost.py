@@ -80,7 +80,7 @@ def test_shipped_model_loads_and_predicts_positive_times(tiny, models_here):
         assert source == "learned" and 0 < seconds < 10 and np.isfinite(seconds)
 
 
-def test_numpy_trees_reproduce_xgboost():
+def test_tree_evaluator_reproduces_xgboost():
     """The package's evaluator gives the trained booster's predictions (saved by the trainer)."""
     dataset = json.loads(train_cost_model.DATASET.read_text())
     rows = np.array([r["features"] for r in dataset["records"]])

@@ -6,7 +6,7 @@
 2. The same model placed across two CPU devices of this machine (``["llvm", "llvm"]``), run, and
    checked against the unsplit ``tvm.compile`` build (max abs error <= 1e-5).
 
-Usage: python scripts/main_job.py [--model resnet50] [--out build/main-job] [--cost measured]
+Usage: python scripts/main_job.py [--model resnet50] [--out build/main-job] [--cost measured|learned|analytical]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50", choices=models.list())
     parser.add_argument("--out", default="build/main-job")
-    parser.add_argument("--cost", default="measured", choices=["measured", "analytical"])
+    parser.add_argument("--cost", default="measured", choices=["measured", "learned", "analytical"])
     parser.add_argument("--objective", default="throughput", choices=["throughput", "latency"])
     args = parser.parse_args()
 

@@ -82,6 +82,18 @@ def test_cost_model_table_reduced(tmp_path, capsys):
 
     cached = len(CostCache(tmp_path / "cache").entries)
     assert 0 < cached <= len({(r["model"], r["kernel"]) for r in records})
+    # The learned model's rows and the regret of each cost model's placement (issue 18).
+    assert "**Learned model (issue 18)**" in text
+    assert all(r["learned"] > 0 for r in records)
+    test_models = {r["model"] for r in records if r["role"] == "test"}
+    assert {(r["model"], r["hardware"], r["cost_model"]) for r in data["regret"]} == {
+        (m, hardware, c) for m in test_models for hardware, *_ in table_cost_model.REGRET_SETS
+        for c in ("analytical", "learned")}
+    for row in data["regret"]:
+        assert math.isfinite(row["regret"]) and row["latency"] > 0
+        assert row["regret"] == pytest.approx(row["latency"] / row["reference_latency"] - 1)
+    assert data["learned"]["whole_model_ratio_worst"] >= data["learned"][
+        "whole_model_ratio_geo_mean"] >= 1
 
 
 def test_calibration_fits_recover_synthetic_truth():

@@ -648,7 +648,7 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
     parser.add_argument("--objective", choices=["throughput", "latency"], default="latency")
     parser.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
     parser.add_argument("--time-limit", type=_positive(float), default=60.0, help="solver seconds (default 60)")
-    parser.add_argument("--cost-model", choices=["analytical", "calibrated", "measured"],
+    parser.add_argument("--cost-model", choices=["analytical", "calibrated", "learned", "measured"],
                         default="analytical",
                         help="roofline from device profiles; the roofline on profiles calibrated "
                              "on this machine's devices (once each, cached; `tvm-place "

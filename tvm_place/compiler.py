@@ -18,7 +18,8 @@ import tvm
 from tvm import relax
 
 from . import solvers
-from .cost import AnalyticalCostModel, MeasuredCostModel, TunedCostModel, compute_costs, transfer_costs
+from .cost import (AnalyticalCostModel, LearnedCostModel, MeasuredCostModel, TunedCostModel, compute_costs,
+                   transfer_costs)
 from .errors import InfeasibleError, InvalidPlacementError, InvalidTargetError, UnsupportedModelError
 from .evaluate import evaluate, validate
 from .entries import SEPARATOR, Entry, entry_placement, joint_problem
@@ -57,11 +58,13 @@ def _cost_model(cost_model: Any):
         from .cost.calibrate import CalibratedCostModel
 
         return CalibratedCostModel()
+    if cost_model == "learned":
+        return LearnedCostModel()
     if hasattr(cost_model, "op_time"):
         return cost_model
     raise InvalidTargetError(
-        f"unknown cost model {cost_model!r}; use 'analytical', 'calibrated', 'measured' or an "
-        "object with op_time()"
+        f"unknown cost model {cost_model!r}; use 'analytical', 'calibrated', 'learned', "
+        "'measured' or an object with op_time()"
     )
 
 
@@ -426,7 +429,9 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
     ``"analytical"`` (roofline from device profiles), ``"calibrated"`` (the roofline on profiles
     fitted to micro-benchmarks on this machine's devices, once per device and cached; devices it
-    lacks keep their profiles), ``"measured"`` (time kernels on this machine;
+    lacks keep their profiles), ``"learned"`` (boosted trees trained on this CPU's measured
+    kernels, :mod:`tvm_place.cost.learned`; targets without a trained model fall back to
+    analytical), ``"measured"`` (time kernels on this machine;
     devices it lacks fall back to analytical), a cost snapshot (``tvm_place.cost.Snapshot(path)``:
     the costs an earlier placement used, so it is reproduced without measuring), or a CostModel.
     ``pins``: op-name glob -> device name (``{"fused_conv2d*": "gpu:0"}``); ``R.hint_on_device``

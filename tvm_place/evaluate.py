@@ -427,3 +427,13 @@ def stream_interval(problem: PlacementProblem, placement: Placement | np.ndarray
                 admitted[k + depth] = done[k]
     half = total // 2
     return float((done[total - 1] - done[half - 1]) / (total - half))
+
+
+def regret(problem: PlacementProblem, placement: Placement | np.ndarray,
+           reference: Placement | np.ndarray, objective: str) -> float:
+    """How much worse ``placement`` is than ``reference`` on ``problem``'s costs, as a fraction
+    of the reference's objective: a placement made on predicted costs, judged on measured ones
+    against the placement made on the measured costs (0: as good; negative where the reference,
+    a heuristic's or a time-limited solve's, was not optimal)."""
+    best = evaluate(problem, reference).objective(objective)
+    return evaluate(problem, placement).objective(objective) / best - 1.0

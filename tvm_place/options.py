@@ -23,7 +23,7 @@ class PlaceOptions:
 
     ``objective``: ``"latency"`` or ``"throughput"``; ``method``: a solver (``tvm-place solve
     --help`` lists them) or ``"auto"``; ``time_limit``: seconds for the solve; ``cost_model``:
-    ``"analytical"``, ``"measured"``, a snapshot or a CostModel; ``profiles``: a device profile
+    ``"analytical"``, ``"learned"``, ``"measured"``, a snapshot or a CostModel; ``profiles``: a device profile
     name per target (None: each target's default); ``pins``: operator-name glob -> device name;
     ``placement``: a placement to apply instead of solving; ``name``: the problem's name;
     ``database``: a tuning database directory; ``shape_hints``: sizes of symbolic dimensions for

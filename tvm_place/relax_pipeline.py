@@ -240,7 +240,7 @@ def pipeline(
     - ``objective``: ``"latency"`` (default) or ``"throughput"``.
     - ``method``: solver, default ``"auto"``; ``time_limit``: seconds, default 60.
     - ``cost_model``: ``"analytical"`` (default; the same numbers on every machine),
-      ``"measured"``, a cost snapshot (``tvm_place.cost.Snapshot`` or the path of its .json file),
+      ``"learned"``, ``"measured"``, a cost snapshot (``tvm_place.cost.Snapshot`` or the path of its .json file),
       or a CostModel.
     - ``profiles``: a device profile per target (``[None, "h100"]``).
     - ``pins``: operator-name glob -> device name (``{"fused_conv2d*": "gpu:0"}``).

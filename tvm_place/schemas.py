@@ -284,6 +284,27 @@ MANIFEST = _object({
 COST_CACHE_ENTRY = {"oneOf": [NON_NEGATIVE, STRING]}
 COST_CACHE = {"type": "object", "additionalProperties": COST_CACHE_ENTRY}
 
+# -- learned cost models (tvm_place/cost/learned.py) -----------------------------------------------
+
+_INTEGERS = {"type": "array", "items": {"type": "integer"}}
+_NUMBERS = {"type": "array", "items": NUMBER}
+LEARNED_TREE = _object({
+    "feature": _INTEGERS, "threshold": _NUMBERS, "left": _INTEGERS, "right": _INTEGERS,
+    "default_left": {"type": "array", "items": {"type": "boolean"}}, "value": _NUMBERS,
+}, required=("feature", "threshold", "left", "right", "default_left", "value"))
+LEARNED_MODEL = _object({
+    "format": {"const": "tvm-place-learned-cost-model"},
+    "version": {"const": 1},
+    "target": STRING,
+    "threads": INDEX,
+    "tvm_version": STRING,
+    "target_transform": {"const": "log seconds"},
+    "features": {"type": "array", "items": STRING},
+    "base_score": NUMBER,
+    "trees": {"type": "array", "items": LEARNED_TREE, "minItems": 1},
+    "training": {"type": "object"},
+}, required=("format", "version", "target", "features", "base_score", "trees"))
+
 #: What each format is, and the fix to offer, by schema.
 _FORMATS = {
     id(PROBLEM): ("problem", f"see {FORMAT_DOC}"),
@@ -298,6 +319,7 @@ _FORMATS = {
     id(MANIFEST): ("manifest", "export the model again with this tvm-place (`tvm-place compile` "
                                "or PlacedModule.export)"),
     id(COST_CACHE): ("cost cache", "delete the file; tvm-place measures again"),
+    id(LEARNED_MODEL): ("learned cost model", "write it with scripts/train_cost_model.py"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Cost models: per-target operator time (analytical roofline, calibrated, measured, a saved snapshot),
+"""Cost models: per-target operator time (analytical roofline, calibrated, learned, measured,
+a saved snapshot),
 link transfer time, and the correction of costs by what a run measured.
 
 The models that need TVM load on first use, so plain-data work (solvers, profiles, links, cost
@@ -15,6 +16,7 @@ _LAZY = {
     "compute_costs": "base",
     "transfer_costs": "base",
     "CostCache": "measured",
+    "LearnedCostModel": "learned",
     "MeasuredCostModel": "measured",
     "DeviceProfile": "profiles",
     "LinkProfile": "profiles",

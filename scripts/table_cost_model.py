@@ -140,6 +140,7 @@ def regret_rows(name: str, sizes: dict, label: str, measured_model, log) -> list
     from tvm_place import models
     from tvm_place.compiler import build_problem, prepare
     from tvm_place.cost import AnalyticalCostModel, LearnedCostModel
+    from tvm_place.cost.calibrate import CalibratedCostModel
     from tvm_place.evaluate import evaluate, regret
     from tvm_place.passes import collect_op_graph
     from tvm_place.solvers import solve
@@ -147,7 +148,8 @@ def regret_rows(name: str, sizes: dict, label: str, measured_model, log) -> list
 
     prepared = prepare(models.get(name, batch=1, **sizes).mod)
     collected = collect_op_graph(prepared)
-    cost_models = {"analytical": AnalyticalCostModel(), "learned": LearnedCostModel()}
+    cost_models = {"analytical": AnalyticalCostModel(), "calibrated": CalibratedCostModel(),
+                   "learned": LearnedCostModel()}
     rows = []
     for hardware, targets, profiles, slowdown in REGRET_SETS:
         devices = resolve_targets(targets, profiles)

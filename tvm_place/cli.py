@@ -652,7 +652,8 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
                         default="analytical",
                         help="roofline from device profiles; the roofline on profiles calibrated "
                              "on this machine's devices (once each, cached; `tvm-place "
-                             "calibrate`); or kernels timed on this machine")
+                             "calibrate`); boosted trees trained on this CPU's kernels; or "
+                             "kernels timed on this machine")
     parser.add_argument("--cost-cache", metavar="DIR",
                         help="where measured costs and calibrated profiles are cached (default "
                              "$TVM_PLACE_CACHE_DIR or ~/.cache/tvm-place); entries are keyed by "

@@ -80,12 +80,11 @@ def run(entries: list[dict], testbed: Path, methods: list[str], time_limit: floa
 
 
 #: The cut-window bound's refinements, measured against each other (``--bound-variants``):
-#: name -> (exact works listed up to this many ideals (None: the default), CP-SAT's charges).
+#: name -> the constants of ``tvm_place.solvers.bounds.window`` it sets (the rest keep theirs).
 BOUND_VARIANTS = {
-    "min cuts only": (0, False),
-    "+ CP-SAT": (0, True),
-    "+ exact works": (None, False),
-    "+ both (default)": (None, True),
+    "min cuts only": {"EXACT_IDEALS": 0, "REFINE_WITH_CP_SAT": False},
+    "+ CP-SAT and exact works": {"SPLIT_WIDTH": math.inf},
+    "+ windows halved (default)": {},
 }
 
 
@@ -96,7 +95,6 @@ def bound_variants(entries: list[dict], testbed: Path, rows: list[dict],
     from tvm_place.formats import load_problem
     from tvm_place.solvers.bounds import window as window_bound
 
-    default = (window_bound.EXACT_IDEALS, window_bound.REFINE_WITH_CP_SAT)
     out = []
     for entry in entries:
         values = [r["value"] for r in rows if r["model"] == entry["model"]
@@ -104,13 +102,15 @@ def bound_variants(entries: list[dict], testbed: Path, rows: list[dict],
         if not values:
             continue
         problem = load_problem(str(testbed / entry["file"]))
-        for name, (exact, cp_sat) in BOUND_VARIANTS.items():
-            window_bound.EXACT_IDEALS = default[0] if exact is None else exact
-            window_bound.REFINE_WITH_CP_SAT = cp_sat
+        for name, settings in BOUND_VARIANTS.items():
+            default = {key: getattr(window_bound, key) for key in settings}
+            for key, setting in settings.items():
+                setattr(window_bound, key, setting)
             try:
                 value, stats = window_bound.window_bound(problem, seconds, min(values))
             finally:
-                window_bound.EXACT_IDEALS, window_bound.REFINE_WITH_CP_SAT = default
+                for key, setting in default.items():
+                    setattr(window_bound, key, setting)
             out.append({"model": entry["model"], "k": entry["devices"], "variant": name,
                         "upper": min(values), "bound": value, "stats": stats})
             print(f"  {entry['model']}@{entry['hardware']} window bound, {name}: "
@@ -200,12 +200,30 @@ def main(argv: list[str] | None = None) -> int:
                         help="what --before is, e.g. the commit it ran")
     parser.add_argument("--from-results", default=None,
                         help="re-render the block from an earlier run's JSON (with --before, "
-                             "--before-label and --note)")
+                             "--before-label and --note; with --bound-variants, measure them "
+                             "on its values and write the results to --results)")
     args = parser.parse_args(argv)
+
+    testbed = Path(args.testbed)
+
+    def wide_entries() -> list[dict]:
+        manifest = json.loads((testbed / "manifest.json").read_text())
+        chosen = [e for e in manifest["problems"]
+                  if e["model"] in testbed_script.WIDE_MODELS and e["ops"] >= args.min_ops
+                  and e["hardware"] in args.hardware
+                  and (not args.models or e["model"] in args.models)]
+        return sorted(chosen, key=lambda e: (e["devices"], e["ops"], e["model"]))
 
     if args.from_results:
         earlier = json.loads(Path(args.from_results).read_text())
         rows, meta, variants = earlier["rows"], earlier["meta"], earlier["bound_variants"]
+        if args.bound_variants:  # measured now, on the earlier run's values, and kept
+            variants = bound_variants(wide_entries(), testbed, rows, args.bound_variants)
+            meta["bound_seconds"] = args.bound_variants
+            meta["bound_variants_load"] = tables.load_average()
+            Path(args.results).write_text(json.dumps(
+                {"meta": meta, "rows": rows, "bound_variants": variants}, indent=1,
+                default=str) + "\n")
         meta["notes"] = list(meta.get("notes") or []) + args.note + [
             f"(Rendered from the run's results, `{tables.shown(args.from_results)}`.)"]
         before = json.loads(Path(args.before).read_text())["rows"] if args.before else []
@@ -217,13 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             tables.write_block("wide", HEADING, body, Path(args.doc))
         return 0
 
-    testbed = Path(args.testbed)
-    manifest = json.loads((testbed / "manifest.json").read_text())
-    entries = [e for e in manifest["problems"]
-               if e["model"] in testbed_script.WIDE_MODELS and e["ops"] >= args.min_ops
-               and e["hardware"] in args.hardware
-               and (not args.models or e["model"] in args.models)]
-    entries.sort(key=lambda e: (e["devices"], e["ops"], e["model"]))
+    entries = wide_entries()
     load_start = tables.load_average()
     started = time.perf_counter()
     rows = run(entries, testbed, args.methods, args.time_limit)

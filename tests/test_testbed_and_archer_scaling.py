@@ -119,6 +119,17 @@ def test_wide_table_grades_every_method_the_same_way(tmp_path):
         assert 0 < r["lower_bound"] <= r["value"] * (1 + 1e-9)
         assert r["gap"] == pytest.approx(1 - r["lower_bound"] / r["value"], abs=1e-12)
     assert doc.read_text().count("<!-- table:wide -->") == 1
+    # The bound's refinements measured afterwards on that run's values, kept beside its rows.
+    measured = tmp_path / "wide-variants.json"
+    assert wide.main(["--testbed", str(out), "--min-ops", "0", "--hardware", "a100x2", "a100x4",
+                      "--from-results", str(results), "--bound-variants", "0.5", "--results",
+                      str(measured), "--no-doc"]) == 0
+    kept = json.loads(measured.read_text())
+    assert kept["rows"] == rows
+    assert {(v["k"], v["variant"]) for v in kept["bound_variants"]} == {
+        (k, name) for k in (2, 4) for name in wide.BOUND_VARIANTS}
+    for v in kept["bound_variants"]:
+        assert 0 < v["bound"] <= v["upper"] * (1 + 1e-9)
 
 
 def test_scaling_table_and_plot(testbed, tmp_path):

@@ -81,6 +81,38 @@ def test_window_bound_charges_the_cuts_and_stays_under_the_dp_optimum(seed, K):
     assert value >= exact.value * (1 - 1e-4), (value, exact.value, stats)
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_halved_cp_sat_windows_stay_under_the_brute_force_optimum(seed, monkeypatch):
+    """Every interval charged by CP-SAT (no listing of ideals), its windows halved down to a
+    fine width: the charges of the halves bound the contiguous optimum still."""
+    monkeypatch.setattr(window_bound, "EXACT_IDEALS", 0)
+    monkeypatch.setattr(window_bound, "SPLIT_WIDTH", 1e-4)
+    rng = np.random.default_rng([seed, 29])
+    problem = _equal_devices(random_problem(rng, int(rng.integers(5, 9)), int(rng.integers(2, 4)),
+                                            edge_probability=float(rng.uniform(0.2, 0.5))), rng)
+    _, optimum = exhaustive_throughput(problem)
+    for upper in (optimum, 1.5 * optimum):
+        value, stats = window_bound.window_bound(problem, 5.0, upper)
+        assert value <= optimum * (1 + TOLERANCE), (upper, value, optimum, stats)
+
+
+@pytest.mark.parametrize("seed,K", [(0, 3), (2, 4)])
+def test_halving_the_cp_sat_windows_raises_the_bound_on_cells(seed, K, monkeypatch):
+    """On the cells graph with CP-SAT windows only, halving the windows on the chain proves
+    more than charging each elementary interval once (and never more than dp's optimum)."""
+    problem = _cells(seed, 6, 3, K)
+    exact = dp.solve(problem, "throughput", 60.0)
+    monkeypatch.setattr(window_bound, "EXACT_IDEALS", 0)
+    found = {}
+    for width in (math.inf, 1e-4):
+        monkeypatch.setattr(window_bound, "SPLIT_WIDTH", width)
+        found[width] = window_bound.window_bound(problem, 10.0, exact.value)
+    (whole, whole_stats), (halved, halved_stats) = found[math.inf], found[1e-4]
+    assert whole_stats["halved"] == 0 and halved_stats["halved"] > 0
+    assert halved <= exact.value * (1 + TOLERANCE)
+    assert halved > whole * (1 + 1e-3), (whole, halved, exact.value, halved_stats)
+
+
 def test_window_bound_skips_training_graphs_and_honours_its_time_limit():
     problem = _cells(3, 30, 6, 8)
     value, stats = window_bound.window_bound(problem, 0.0, 1e9)

@@ -103,7 +103,8 @@ RHO_ELITE = 0.7
 DEFAULT_PATIENCE_EVALUATIONS = 2000
 #: Shares of the time limit: GA first, then bounds, then GA again (see the module docstring).
 _GA_SHARE, _BOUNDS_END, _GA_END, _POLISH_END = 0.6, 0.9, 0.93, 0.97
-#: Share of the bound phase the cut-window bound may take (max-flows; it usually needs less).
+#: Share of the bound phase the cut-window bound may take (max-flows, CP-SAT windows: on wide
+#: graphs it halves windows until its share is spent; on narrow ones it usually stops sooner).
 WINDOW_SHARE = 0.3
 #: Relative gap under which the answer counts as proven optimal (covers the bounds' safety margin).
 _OPTIMAL_TOLERANCE = 2 * contiguous.MIP_SAFETY

@@ -62,7 +62,7 @@ METHODS: dict[str, Method] = {
         exact=("throughput",), search_space="replicated",
     ),
     "split": Method(
-        "split", ("throughput", "latency"), "DiviML 2023: modularity-based splitting heuristic",
+        "diviml_split", ("throughput", "latency"), "DiviML 2023: modularity-based splitting heuristic",
     ),
     "slicegraph": Method(
         "slicegraph", ("throughput",),

@@ -104,7 +104,7 @@ def test_cost_snapshot_reproduces_a_placement_without_measuring(tmp_path):
         assert replayed.placement.to_json() == noisy.placement.to_json()
         assert np.array_equal(replayed.problem.compute_time, noisy.problem.compute_time)
         assert np.array_equal(replayed.problem.transfer_time, noisy.problem.transfer_time)
-        assert {source for row in replayed.sources for source in row} == {"snapshot"}
+        assert {source for row in replayed.cost_sources for source in row} == {"snapshot"}
 
 
 def test_snapshot_in_compile_and_in_the_pipeline(tmp_path):

@@ -4,7 +4,7 @@
 and prints the placement; ``compile`` writes the per-target artifacts with a manifest; ``run``
 loads and runs them (latency or stream); ``solve`` places a problem file; ``bench`` compares
 methods on one model; ``check`` compares a model's placement with a golden plan. A model is a
-registry name, an ``.onnx`` file or a ``.py`` file (``tvm_place.sources``). Bad input exits with
+registry name, an ``.onnx`` file or a ``.py`` file (``tvm_place.model_source``). Bad input exits with
 code 2 and a one-paragraph message (``--debug`` shows the traceback); ``check`` exits 1 when the
 placement changed.
 """
@@ -160,7 +160,7 @@ def _output_file(path: str | None, option: str) -> None:
 
 
 def _model(args: argparse.Namespace):
-    from .sources import load_model
+    from .model_source import load_model
 
     return load_model(args.model, batch=args.batch, sizes=_sizes(args.size), seed=args.seed,
                       training=args.training, layout=args.layout)
@@ -202,7 +202,7 @@ def _placement_options(args: argparse.Namespace, log: list) -> dict:
     return options
 
 
-def _report(problem, placement, sources, log: list, args, options: dict, extra: dict | None = None,
+def _report(problem, placement, cost_sources, log: list, args, options: dict, extra: dict | None = None,
             shape_values: dict | None = None, fallbacks: list | None = None) -> None:
     """Print the placement as text or, with ``--json``, as one JSON object; write pictures and
     the plan where asked."""
@@ -245,7 +245,7 @@ def _report(problem, placement, sources, log: list, args, options: dict, extra: 
             **(extra or {}),
         }))
         return
-    print(format_report(problem, placement, sources, shape_values=shape_values, fallbacks=fallbacks))
+    print(format_report(problem, placement, cost_sources, shape_values=shape_values, fallbacks=fallbacks))
     solver_log = [line for line in log if not line.startswith("costing ")]  # per-op cost lines
     if solver_log:
         print("\nsolver log:\n  " + "\n  ".join(solver_log[-20:]))
@@ -306,7 +306,7 @@ def _place(args: argparse.Namespace) -> int:
     model, log = _model(args), []
     options = _placement_options(args, log)
     placed = place(model.mod, name=model.name, **options)
-    _report(placed.problem, placed.placement, placed.sources, log, args, options,
+    _report(placed.problem, placed.placement, placed.cost_sources, log, args, options,
             shape_values=placed.shape_values, fallbacks=placed.fallbacks)
     return 0
 
@@ -351,7 +351,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .runtime.placed import PlacedModule
-    from .sources import load_model
+    from .model_source import load_model
 
     directory = Path(args.directory)
     placed = PlacedModule.load(directory)

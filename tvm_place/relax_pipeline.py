@@ -203,7 +203,7 @@ class PlacementPipeline:
         self.problem = placed.problem
         self.devices = [d.runtime_device() for d in placed.devices]
         self._report = format_report(
-            placed.problem, placed.placement, placed.sources, num_stages, num_copies,
+            placed.problem, placed.placement, placed.cost_sources, num_stages, num_copies,
             placed.shape_values, placed.fallbacks,
         )
         return add_device_record(lowered, record)

@@ -612,13 +612,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True) -> None:
+    from .graph import OBJECTIVES
     from .solvers import METHODS
 
     parser.add_argument("--target", action="append",
                         help="a device's TVM target, repeated per device (default: one llvm)")
     parser.add_argument("--devices", metavar="FILE",
                         help="hardware as a JSON or TOML device file (see docs/problem-format.md)")
-    parser.add_argument("--objective", choices=["throughput", "latency"], default="latency")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="latency")
     parser.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
     parser.add_argument("--time-limit", type=_positive(float), default=60.0, help="solver seconds (default 60)")
     parser.add_argument("--cost-model", choices=["analytical", "measured"], default="analytical",
@@ -648,6 +649,7 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .graph import OBJECTIVES
     from .solvers import METHODS
 
     parser = argparse.ArgumentParser(
@@ -742,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["tvm-place", "dnn-partitioning"], default="tvm-place",
         help="file format (default: tvm-place JSON, docs/problem-format.md)",
     )
-    solve.add_argument("--objective", choices=["throughput", "latency"], default="throughput")
+    solve.add_argument("--objective", choices=OBJECTIVES, default="throughput")
     solve.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
     solve.add_argument("--time-limit", type=_positive(float), default=60.0, help="seconds (default 60)")
     solve.add_argument("--output", help="write the placement here (a split file for dnn-partitioning)")

@@ -72,3 +72,8 @@ class PlaceOptions:
 
     def replace(self, **changes) -> "PlaceOptions":
         return PlaceOptions.of(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every option by name, the values as they are (unlike ``dataclasses.asdict``, which
+        would copy a given Placement into a dict)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

@@ -210,7 +210,7 @@ def _report(problem, placement, cost_sources, log: list, args, options: dict, ex
     from .report import format_report
 
     if args.save_plan:
-        from .testing import write_plan
+        from .formats import write_plan
 
         model = {"name": args.model, "sizes": _sizes(args.size), "batch": args.batch, "seed": args.seed}
         write_plan(args.save_plan, problem, placement, options["targets"], options, model)

@@ -6,7 +6,8 @@ Each works alone inside a user's own ``tvm.ir.transform.Sequential``:
 - :class:`CollectOpGraph`: analysis, the operator graph of ``main`` with FLOPs, bytes and pins;
 - :class:`AnnotatePlacement`: a placement written as vdevices;
 - :class:`SplitByDevice`: per-device stage functions joined by explicit ``R.to_vdevice`` copies;
-- :func:`build_stages`: one compiled executable per stage, for its own target, and the plan;
+- :func:`build_stages`: one compiled executable per device (its stages as named functions), for
+  its own target, and the plan;
 - :func:`convert_conv_layout`: convolutions in channels-last layout, which tunes faster on CPUs;
 - :func:`training_module`: a training step of any inference module (loss, every weight's
   gradient), its backward operators marked so that placement keeps each with its forward one;
@@ -31,7 +32,7 @@ for _error in (
     tvm_ffi.register_error(_error)
 
 from .annotate import AnnotatePlacement, annotate_placement
-from .build import StagePlan, build_stages, compile_stage, stage_module, stage_plan
+from .build import StagePlan, build_stages, compile_module, device_module, stage_plan
 from .collect import CollectedGraph, CollectOpGraph, collect_op_graph, prepare_pipeline
 from .layout import convert_conv_layout
 from .split import SplitByDevice, split_by_device
@@ -46,11 +47,11 @@ __all__ = [
     "annotate_placement",
     "build_stages",
     "collect_op_graph",
-    "compile_stage",
+    "compile_module",
     "convert_conv_layout",
+    "device_module",
     "prepare_pipeline",
     "split_by_device",
-    "stage_module",
     "stage_plan",
     "training_module",
 ]

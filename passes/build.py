@@ -1,7 +1,9 @@
-"""Per-target artifacts of a split module: one compiled executable per stage, and the stage plan.
+"""Per-device artifacts of a split module: one compiled executable per device, whose functions are
+the device's stages, and the stage plan.
 
 The plan is plain data (JSON-able): the steps of the split ``main`` in order, each a stage call or a
-copy, over named values. The runtime executes it; :func:`export` writes it beside the libraries.
+copy, over named values. The runtime executes it, calling each stage by its name in its device's
+executable; ``PlacedModule.export`` writes it beside the libraries (one per device).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ._ir import (
     CALL_TIR,
     TO_VDEVICE,
     bindings,
+    device_label,
     is_call_to,
     is_external_call,
     main_function,
@@ -25,7 +28,7 @@ from ._ir import (
     rebuild_function,
     vdevice_index,
 )
-from .split import DEVICE_ATTR, module_vdevices
+from .split import DEVICE_ATTR, STAGE_ATTR, module_vdevices
 from .tuning_database import ApplyTunedSchedules, warn_untuned
 
 #: TVM backend package whose lowering passes a target kind uses.
@@ -134,7 +137,8 @@ class StagePlan:
     """The split ``main`` as steps over named values.
 
     ``inputs``: the names of ``main``'s parameters; ``steps``: dicts, either
-    ``{"kind": "call", "stage": name, "device": d, "args": [...], "outputs": [...]}`` or
+    ``{"kind": "call", "stage": name, "device": d, "module": name, "args": [...], "outputs": [...]}``
+    (``module``: the executable holding the stage, a function named ``stage``) or
     ``{"kind": "copy", "source": name, "result": name, "device": d}``; ``outputs``: the names ``main``
     returns (``output_is_tuple`` says whether it returns them as a tuple).
 
@@ -255,10 +259,12 @@ def stage_plan(split_mod: tvm.IRModule) -> StagePlan:
                 else:
                     args.append(name_of(arg))
             externals.update(operator_callee(b.value) for b in bindings(stage) if is_external_call(b.value))
+            device = int(stage.attrs[DEVICE_ATTR])
             step = {
                 "kind": "call",
                 "stage": value.op.name_hint,
-                "device": int(stage.attrs[DEVICE_ATTR]),
+                "device": device,
+                "module": device_label(vdevices, device),
                 "args": args,
                 "outputs": [None] * len(stage.ret_ty.fields),
             }
@@ -294,24 +300,35 @@ def _target_dict(target: tvm.target.Target) -> dict:
     return {str(k): (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in target.export().items() if k in ("kind", "arch", "mcpu", "mtriple", "num-cores", "max_num_threads", "thread_warp_size")}
 
 
-def stage_module(split_mod: tvm.IRModule, stage_name: str, target: tvm.target.Target) -> tvm.IRModule:
-    """A single-target module whose ``main`` is one stage, with the PrimFuncs it calls.
+def device_module(split_mod: tvm.IRModule, stages: list[str], target: tvm.target.Target,
+                  prefix: str = "") -> tvm.IRModule:
+    """One device's module: each of ``stages`` as a Relax function named ``prefix`` + its name,
+    and every PrimFunc they call (once, however many stages call it).
 
     Each PrimFunc carries ``target`` explicitly, so fusion can never move it to another device.
     """
-    stage = split_mod[stage_name]
-    standalone = rebuild_function(stage, lambda _: None, strip_param_vdevices=True)
-    standalone = standalone.without_attr(DEVICE_ATTR).without_attr("tvm_place.stage")
-    functions = {relax.GlobalVar("main"): standalone}
-    for binding in bindings(stage):
-        if is_call_to(binding.value, CALL_TIR):
-            callee = binding.value.args[0]
-            functions[callee] = split_mod[callee].with_attr("target", target)
+    functions = {}
+    for stage_name in stages:
+        stage = split_mod[stage_name]
+        standalone = rebuild_function(stage, lambda _: None, strip_param_vdevices=True)
+        standalone = standalone.without_attr(DEVICE_ATTR).without_attr(STAGE_ATTR)
+        functions[relax.GlobalVar(prefix + stage_name)] = standalone.with_attr(
+            "global_symbol", prefix + stage_name)
+        for binding in bindings(stage):
+            if is_call_to(binding.value, CALL_TIR):
+                callee = binding.value.args[0]
+                functions[callee] = split_mod[callee].with_attr("target", target)
     return tvm.IRModule(functions)
 
 
-def compile_stage(module: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
-    """Compile one stage module for its target, GPU functions with a real GPU schedule."""
+def compile_module(module: tvm.IRModule, target: tvm.target.Target) -> relax.VMExecutable:
+    """Compile one device's module for its target, GPU functions with a real GPU schedule.
+
+    The module is already legalized, folded and fused (``prepare_pipeline``): only TVM's dataflow
+    lowering and finalizing passes of the target's backend run, then TIR lowering and code
+    generation, all in one build (one LLVM module: its set-up costs 50-90 ms on the development
+    machine whatever the module's size, so a build per stage would pay it per stage).
+    """
     passes = []
     if is_gpu_target(target):
         passes += [gpu_schedule_pass(), require_gpu_schedules()]
@@ -325,27 +342,38 @@ def compile_stage(module: tvm.IRModule, target: tvm.target.Target) -> relax.VMEx
         return tvm.compile(module, target=target, relax_pipeline=tvm.transform.Sequential(passes))
 
 
-def build_stages(split_mod: tvm.IRModule, progress=None, database=None) -> tuple[StagePlan, dict]:
-    """Compile every stage of ``split_mod`` for its own target.
+def build_stages(split_mod: tvm.IRModule, progress=None, database=None,
+                 prefix: str = "") -> tuple[StagePlan, dict]:
+    """Compile the stages of ``split_mod``: one executable per device, whose functions are that
+    device's stages, for the device's target.
 
-    ``database`` (a :class:`~.tuning_database.TuningDatabase`) gives kernels their tuned schedules;
-    one :class:`~tvm_place.errors.UntunedKernelWarning` names the devices whose kernels it lacks
-    (all of them without a database). Returns the plan and ``{stage name: executable}``.
+    Stage and module names get ``prefix`` (the entry function's, for a module of several). Each
+    call step of the plan names its ``module`` (the device's, :func:`device_label`), and the
+    runtime calls the stage by its name in that module. ``database`` (a
+    :class:`~.tuning_database.TuningDatabase`) gives kernels their tuned schedules; one
+    :class:`~tvm_place.errors.UntunedKernelWarning` names the devices whose kernels it lacks
+    (all of them without a database). Returns the plan and ``{module name: executable}``.
     """
     plan = stage_plan(split_mod)
     vdevices = module_vdevices(split_mod)
+    stages_of: dict[int, list[str]] = {}
+    for step in plan.steps:
+        if step["kind"] == "call":
+            stages_of.setdefault(step["device"], []).append(step["stage"])
+            step["stage"] = prefix + step["stage"]
+            step["module"] = prefix + step["module"]
     executables = {}
     untuned: dict[str, tuple[str, list[str], int]] = {}
-    calls = [s for s in plan.steps if s["kind"] == "call"]
-    for number, step in enumerate(calls):
+    for number, (device, stages) in enumerate(sorted(stages_of.items())):
+        name = prefix + device_label(vdevices, device)
         if progress is not None:
-            progress(f"compiling {step['stage']}", number / len(calls))
-        target = vdevices[step["device"]].target
+            progress(f"compiling {name} ({len(stages)} stage(s))", number / len(stages_of))
+        target = vdevices[device].target
         schedules = ApplyTunedSchedules(database, target)
-        module = schedules(stage_module(split_mod, step["stage"], target))
-        executables[step["stage"]] = compile_stage(module, target)
-        device = f"{'gpu' if is_gpu_target(target) else 'cpu'}:{int(vdevices[step['device']].vdevice_id)}"
-        kind, names, total = untuned.get(device, (str(target.kind.name), [], 0))
-        untuned[device] = (kind, names + schedules.untuned, total + len(schedules.tuned) + len(schedules.untuned))
+        executables[name] = compile_module(schedules(device_module(split_mod, stages, target, prefix)),
+                                           target)
+        label = f"{'gpu' if is_gpu_target(target) else 'cpu'}:{int(vdevices[device].vdevice_id)}"
+        untuned[label] = (str(target.kind.name), schedules.untuned,
+                          len(schedules.tuned) + len(schedules.untuned))
     warn_untuned(untuned, database)
     return plan, executables

@@ -1,8 +1,8 @@
 """One multi-device VM executable from a split module (the native TVM form of a placement).
 
 :class:`SplitByDevice` cuts ``main`` into stages joined by ``R.to_vdevice`` copies; the per-target
-route (:func:`build_stages`) compiles each stage alone. The passes here turn the same split module
-into a single Relax module that ``tvm.compile`` builds into one executable, run by
+route (:func:`build_stages`) compiles each device's stages as one executable. The passes here
+turn the same split module into a single Relax module that ``tvm.compile`` builds into one executable, run by
 ``relax.VirtualMachine(ex, [device per vdevice, in the module's vdevice order])``:
 
 - :func:`inline_stages`: the stage functions inlined back into ``main``, copies kept;

@@ -219,7 +219,7 @@ class SplitByDevice:
     ``tvm_place.device``), and a new ``main`` that calls the stages in order with an
     ``R.to_vdevice`` copy at every cross-device edge: exactly one copy per value and destination
     device, however many consumers it has there, and none elsewhere. ``main``'s parameters live on
-    vdevice 0. :func:`build_stages` compiles each stage for its target.
+    vdevice 0. :func:`build_stages` compiles each device's stages, as one module, for its target.
     """
 
     def __init__(self, order=None):

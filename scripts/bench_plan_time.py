@@ -8,7 +8,7 @@ configuration, the configurations are timed alternating (one call of each per ro
   fused, constants not folded): the issue's baseline;
 - ``tvm.compile fused``: the same with TVM's CPU pipeline (``relax.backend.cpu_generic``: library
   dispatch, legalize, fold constants, fuse, dataflow lowering, finalize), the passes tvm-place
-  runs, split between its ``prepare`` and each stage's build (so a like-for-like build);
+  runs, split between its ``prepare`` and each device's build (so a like-for-like build);
 - ``tvm.compile cuda``: TVM's CUDA pipeline for the CUDA target tvm-place uses, the like-for-like
   build of a placement that puts everything on the GPU;
 - ``llvm``, ``llvm+llvm``: ``tvm_place.compile(mod, targets)`` with its defaults (latency,
@@ -67,7 +67,7 @@ PHASES = [
     ("annotate", "passes/annotate.py", "annotate_placement"),
     ("split", "passes/split.py", "split_by_device"),
     ("build the stages", "passes/build.py", "build_stages"),
-    ("  of which tvm.compile per stage", "passes/build.py", "compile_stage"),
+    ("  of which tvm.compile per device", "passes/build.py", "compile_module"),
     ("report", "tvm_place/report.py", "format_report"),
 ]
 

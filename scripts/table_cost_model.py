@@ -10,7 +10,8 @@ correlation, the geometric mean of measured / predicted, and the sums.
 
 Calibration (fitted on the ``train`` models, evaluated on the ``test`` models; nothing in the
 library changes): a global scale factor, one scale factor per operator kind, and a roofline refit
-(effective GFLOP/s and GB/s, profile launch overhead kept), all fitted in log space.
+(effective GFLOP/s and GB/s, profile launch overhead kept), all fitted in log space; and the
+library's calibrated profile (``tvm-place calibrate``: micro-benchmarks, no model's kernels).
 
 Writes the block ``<!-- table:cost-model -->`` of docs/benchmarks.md (only that block), the plot
 docs/cost-model-accuracy.png and raw data docs/data/tables/cost-model.json (``--no-write``: print
@@ -203,7 +204,26 @@ def fit_roofline(train: list[dict], launch_us: float | list[float]):
                                             rec["bytes"] / (w_best * 1e9))
 
 
-def calibrations(train: list[dict], launch_us: float):
+def fit_micro_benchmarks(time_limit: float):
+    """The profile ``tvm-place calibrate`` fits to micro-benchmarks run now on this machine (no
+    model's kernel: nothing is fitted on the train models), each record priced by the analytical
+    model with its class's figures."""
+    from tvm_place.cost.analytical import roofline_seconds
+    from tvm_place.cost.calibrate import calibrate
+    from tvm_place.cost.profiles import profile_from_dict
+    from tvm_place.graph import OpNode
+    from tvm_place.schemas import OPERATOR_CLASSES
+
+    profile = profile_from_dict("calibrated", calibrate("llvm", time_limit).profile)
+    params = {"launch_us": profile.launch_overhead_us,
+              "GFLOP/s": {c: profile.peak_gflops * profile.figures(c)[0] for c in OPERATOR_CLASSES},
+              "GB/s": {c: profile.memory_bandwidth_gbs * profile.figures(c)[1] for c in OPERATOR_CLASSES}}
+    return params, lambda rec: roofline_seconds(
+        OpNode(rec["kernel"], kind=rec["kernel"], flops=rec["flops"], bytes_accessed=rec["bytes"]),
+        profile)
+
+
+def calibrations(train: list[dict], launch_us: float, micro_benchmark_seconds: float):
     return {
         "none (profile as is)": ({}, lambda rec: rec["predicted"]),
         "global scale": fit_global(train),
@@ -211,6 +231,7 @@ def calibrations(train: list[dict], launch_us: float):
         "roofline refit (GFLOP/s, GB/s)": fit_roofline(train, launch_us),
         "roofline refit + launch overhead": fit_roofline(
             train, [0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]),
+        "calibrated (micro-benchmarks)": fit_micro_benchmarks(micro_benchmark_seconds),
     }
 
 
@@ -390,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--number", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--min-repeat-ms", type=int, default=20)
+    parser.add_argument("--calibrate-time", type=float, default=60.0,
+                        help="seconds for the calibrated row's micro-benchmarks (run each time, "
+                             "--from-json too)")
     parser.add_argument("--from-json", type=Path, default=None,
                         help="recompute the table from the records of an earlier run (no "
                              "measuring)")
@@ -462,7 +486,7 @@ def report(records, chosen, args, load_summary, wall) -> int:
     from tvm_place.cost import device_profile
 
     launch_us = device_profile("local-cpu").launch_overhead_us
-    fits = calibrations(train, launch_us)
+    fits = calibrations(train, launch_us, args.calibrate_time)
     calib_rows, fitted = [], {}
     for label, (params, predict) in fits.items():
         fitted[label] = params

@@ -78,7 +78,7 @@ def test_cpu_gpu_builds_with_gpu_kernels_for_gpu_ops():
             for imported in module.imports:
                 walk(imported)
 
-        walk(placed.executables[step["stage"]].mod)
+        walk(placed.executables[step["module"]].mod)
         assert "cuda" in kinds
     assert "gpu:0" in placed.report()
 
@@ -92,6 +92,35 @@ def test_export_and_load_round_trip(tmp_path):
     assert np.array_equal(loaded(*model.inputs).numpy(), expected)
     assert loaded.report() == placed.report()
     assert loaded.placement.device_of.tolist() == placed.placement.device_of.tolist()
+
+
+def test_a_many_stage_placement_builds_one_executable_per_device(tmp_path, monkeypatch):
+    """Issue 17: each device's stages are functions of one executable, built once, and called
+    by name; the export holds a library per device and runs the same."""
+    from tvm_place.passes import build as build_module
+
+    model = build("bert-layer")
+    num_ops = len(collect_op_graph(prepare(model.mod)).graph)
+    alternating = np.arange(num_ops) % 2  # cuts a stage at nearly every operator
+    builds = []
+    compile_module = build_module.compile_module
+    monkeypatch.setattr(build_module, "compile_module",
+                        lambda module, target: builds.append(module) or compile_module(module, target))
+    placed = tvm_place.compile(model.mod, ["llvm", "llvm"], placement=alternating)
+    calls = [step for step in placed.plan.steps if step["kind"] == "call"]
+    assert len(calls) > 4
+    assert len(builds) == 2 and sorted(placed.executables) == ["cpu0", "cpu1"]
+    for step in calls:
+        assert step["module"] == f"cpu{step['device']}"
+        vm = relax.VirtualMachine(placed.executables[step["module"]], tvm.cpu())
+        assert vm[step["stage"]] is not None  # the stage is a function of its device's module
+    reference = unsplit(model.mod)(*model.inputs)
+    assert np.abs(placed(*model.inputs).numpy() - reference).max() <= 1e-5
+
+    placed.export(tmp_path / "artifacts")
+    assert sorted(p.name for p in (tmp_path / "artifacts").glob("*.so")) == ["cpu0.so", "cpu1.so"]
+    loaded = tvm_place.load(tmp_path / "artifacts")
+    assert np.array_equal(loaded(*model.inputs).numpy(), placed(*model.inputs).numpy())
 
 
 def test_pins_by_pattern_are_honoured():

@@ -146,6 +146,8 @@ def test_measured_kernels_get_indices_in_bounds():
             out = bb.emit_output(relax.op.take(table, ids, axis=0, mode="fast"))
         bb.emit_func_output(out)
     kernel = collect_op_graph(prepare_pipeline()(bb.get())).kernels[0]
-    model = MeasuredCostModel()
-    arguments = [model._argument(param) for param in kernel.params]
+    from tvm_place.cost.measured import kernel_argument
+
+    rng = np.random.default_rng(0)
+    arguments = [kernel_argument(param, rng) for param in kernel.params]
     assert [a.dtype.kind for a in arguments] == ["f", "i", "f"] and not arguments[1].any()

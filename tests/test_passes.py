@@ -230,7 +230,7 @@ def test_gpu_placed_ops_become_cuda_kernels_and_cpu_ops_do_not(fused):
     for step in plan.steps:
         if step["kind"] != "call":
             continue
-        executable = executables[step["stage"]]
+        executable = executables[step["module"]]
         stage_callees = {
             b.value.args[0].name_hint
             for b in bindings(split[step["stage"]])

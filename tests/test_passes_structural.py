@@ -26,7 +26,7 @@ from tvm_place.passes import (
     CollectOpGraph,
     SplitByDevice,
     convert_conv_layout,
-    stage_module,
+    device_module,
     stage_plan,
 )
 from tvm_place.passes.multi_device import bind_prim_func_targets, copy_constants, inline_stages
@@ -170,31 +170,45 @@ def test_split_by_device_cuts_stages_joined_by_copies():
 
 
 @I.ir_module
-class Stage1:
-    """`Split`'s stage on cpu:1 alone, as build_stages compiles it: no vdevices left."""
+class DeviceCpu0:
+    """`Split`'s stages on cpu:0 as one module, as build_stages compiles it: each stage a function
+    of its own name, no vdevices left."""
 
-    @R.function(private=True)
-    def main(a: R.Tensor((4,), "float32")) -> R.Tuple(R.Tensor((4,), "float32")):
+    @R.function
+    def stage0_cpu0(x: R.Tensor((4,), "float32")) -> R.Tuple(R.Tensor((4,), "float32")):
         with R.dataflow():
-            c = R.call_dps_packed("kernel_tanh", (a,), out_ty=R.Tensor((4,), "float32"))
-            result = (c,)
+            a = R.call_dps_packed("kernel_exp", (x,), out_ty=R.Tensor((4,), "float32"))
+            result = (a,)
+            R.output(result)
+        return result
+
+    @R.function
+    def stage2_cpu0(
+        a: R.Tensor((4,), "float32"), c: R.Tensor((4,), "float32")
+    ) -> R.Tuple(R.Tensor((4,), "float32")):
+        with R.dataflow():
+            d = R.call_dps_packed("kernel_add", (a, c), out_ty=R.Tensor((4,), "float32"))
+            result = (d,)
             R.output(result)
         return result
 
 
-def test_stage_module_is_one_stage_without_vdevices():
-    tvm.ir.assert_structural_equal(stage_module(Split, "stage1_cpu1", TWO_CPUS[1]), Stage1)
+def test_device_module_holds_a_devices_stages_by_name_without_vdevices():
+    module = device_module(Split, ["stage0_cpu0", "stage2_cpu0"], TWO_CPUS[0])
+    tvm.ir.assert_structural_equal(module, DeviceCpu0)
 
 
 def test_stage_plan_lists_the_calls_and_copies_of_the_split_main():
     plan = stage_plan(Split)
     assert plan.inputs == ["x"] and plan.outputs == ["d"] and not plan.output_is_tuple
     assert plan.steps == [
-        {"kind": "call", "stage": "stage0_cpu0", "device": 0, "args": ["x"], "outputs": ["a"]},
+        {"kind": "call", "stage": "stage0_cpu0", "device": 0, "module": "cpu0", "args": ["x"],
+         "outputs": ["a"]},
         {"kind": "copy", "source": "a", "result": "a_to_cpu1", "device": 1},
-        {"kind": "call", "stage": "stage1_cpu1", "device": 1, "args": ["a_to_cpu1"], "outputs": ["c"]},
+        {"kind": "call", "stage": "stage1_cpu1", "device": 1, "module": "cpu1", "args": ["a_to_cpu1"],
+         "outputs": ["c"]},
         {"kind": "copy", "source": "c", "result": "c_to_cpu0", "device": 0},
-        {"kind": "call", "stage": "stage2_cpu0", "device": 0, "args": ["a", "c_to_cpu0"],
+        {"kind": "call", "stage": "stage2_cpu0", "device": 0, "module": "cpu0", "args": ["a", "c_to_cpu0"],
          "outputs": ["d"]},
     ]
     assert [(d["target"], d["index"]) for d in plan.devices] == [("llvm", 0), ("llvm", 1)]

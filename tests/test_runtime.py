@@ -341,6 +341,8 @@ def test_ray_actors_run_pinned_measure_links_and_equal_threads(bert, ray_session
         for device, group in zip(sorted(pids), core_groups(2)):
             assert sorted(os.sched_getaffinity(pids[device])) == group
             assert placed.workers[device].info["threads"] == str(len(group))
+            # at this process's priority, not Ray's default nice 15 for workers
+            assert os.getpriority(os.PRIO_PROCESS, pids[device]) == os.getpriority(os.PRIO_PROCESS, 0)
         assert_same(placed.run_stream(stream), expected)
         assert np.array_equal(placed(stream[1]).numpy(), expected[1])
         # Both halves of every copy were timed on the actors.
@@ -622,10 +624,26 @@ def test_joining_a_ray_that_does_not_authenticate_warns(monkeypatch):
         ray_engine._warn_unauthenticated(None)
 
 
-def test_a_worker_writes_stage_libraries_only_inside_its_own_folder():
+def test_a_worker_calls_each_stage_by_name_in_its_devices_module(bert):
+    """All stages of cpu:0 come from one executable, loaded once; a stage the module lacks is
+    an error naming it."""
+    from tvm_place.runtime.workers import LocalWorker
+
+    _, placed, _, _ = bert
+    stages = [s["stage"] for s in placed.plan.steps if s["kind"] == "call" and s["module"] == "cpu0"]
+    assert len(stages) >= 2
+    worker = LocalWorker("cpu", 0)
+    worker.load("cpu0", placed.executables["cpu0"], None, stages)
+    assert len(worker._vms) == 1 and sorted(worker._stages) == sorted(stages)
+    with pytest.raises(RuntimeError, match="module 'cpu0' has no function for stage 'stage9_cpu0'"):
+        worker.load("cpu0", placed.executables["cpu0"], None, ["stage9_cpu0"])
+    worker.close()
+
+
+def test_a_worker_writes_libraries_only_inside_its_own_folder():
     from tvm_place.runtime.ray_engine import StageActor
 
     actor = StageActor("cpu", None, None)  # the actor's class, here in this process
     for name in ("../outside", "/tmp/abs", "..", ""):
         with pytest.raises(ValueError, match="not a plain file name"):
-            actor.load(name, b"not a library")
+            actor.load(name, b"not a library", ["stage0_cpu0"])

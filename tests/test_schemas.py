@@ -291,6 +291,26 @@ def test_a_missing_library_is_an_error(export):
         tvm_place.load(export)
 
 
+def test_an_export_of_the_older_artifact_format_is_refused_saying_to_export_again(export, capsys):
+    """Format 1 (a library per stage, each called as `main`) cannot run on a runtime that calls
+    stages by name in a library per device."""
+    import tvm_place
+
+    edit_manifest(export, lambda m: m.update(version=1))
+    with pytest.raises(InvalidArtifactError, match=r"older tvm-place \(artifact format 1.*export the model again"):
+        tvm_place.load(export)
+    assert cli.main(["run", str(export)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_stage_call_without_its_module_is_refused_with_the_field(export):
+    import tvm_place
+
+    edit_manifest(export, lambda m: m["plan"]["steps"][0].pop("module"))
+    with pytest.raises(InvalidArtifactError, match=r"plan\.steps\[0\].*export the model again"):
+        tvm_place.load(export)
+
+
 def test_an_export_of_another_tvm_version_loads_with_a_warning(export):
     import tvm_place
 

@@ -58,7 +58,8 @@ def test_cost_model_table_reduced(tmp_path, capsys):
     png = tmp_path / "plot.png"
     assert table_cost_model.main(["--reduced", "--no-write", "--json", str(out), "--plot", str(png),
                                   "--cache-dir", str(tmp_path / "cache"), "--number", "1",
-                                  "--repeat", "1", "--min-repeat-ms", "1"]) == 0
+                                  "--repeat", "1", "--min-repeat-ms", "1",
+                                  "--calibrate-time", "0.01"]) == 0
     text = capsys.readouterr().out
     assert "| model (sizes) | role | ops |" in text and "**Calibration**" in text
     assert png.stat().st_size > 1000
@@ -72,7 +73,8 @@ def test_cost_model_table_reduced(tmp_path, capsys):
         assert -1 <= stats["spearman"] <= 1 or math.isnan(stats["spearman"])
     assert set(data["calibrations"]) == {"none (profile as is)", "global scale",
                                          "scale per op kind", "roofline refit (GFLOP/s, GB/s)",
-                                         "roofline refit + launch overhead"}
+                                         "roofline refit + launch overhead",
+                                         "calibrated (micro-benchmarks)"}
     for entry in data["calibrations"].values():
         assert math.isfinite(entry["test"]["mape"]) and math.isfinite(entry["train"]["mape"])
     # Every distinct kernel was measured once and cached (equal kernels share an entry).

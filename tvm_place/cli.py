@@ -3,7 +3,8 @@
 ``models`` lists the registry; ``inspect`` summarises a model's operator graph; ``place`` solves
 and prints the placement; ``compile`` writes the per-target artifacts with a manifest; ``run``
 loads and runs them (latency or stream); ``solve`` places a problem file; ``bench`` compares
-methods on one model; ``check`` compares a model's placement with a golden plan. A model is a
+methods on one model; ``check`` compares a model's placement with a golden plan; ``calibrate``
+fits a device's profile to micro-benchmarks run on it. A model is a
 registry name, an ``.onnx`` file or a ``.py`` file (``tvm_place.model_source``). Bad input exits with
 code 2 and a one-paragraph message (``--debug`` shows the traceback); ``check`` exits 1 when the
 placement changed.
@@ -51,6 +52,11 @@ EXAMPLES = {
     ),
     "bench": "  tvm-place bench resnet50 --target llvm --target cuda --methods dp,ip,greedy",
     "check": "  tvm-place check resnet18 --plan tests/golden/resnet18.json",
+    "calibrate": (
+        "  tvm-place calibrate                    (this CPU; the profile --cost-model calibrated uses)\n"
+        "  tvm-place calibrate --target cuda --out my-gpu.json --time-limit 60\n"
+        "  tvm-place place resnet18 --devices my-gpu.json   (the calibrated profile, anywhere)"
+    ),
     "llm": (
         "  tvm-place llm tinyllama-1.1b --layers 4 --target llvm --target llvm --prompt 128 --tokens 64\n"
         "  tvm-place llm llama2-7b --devices my-gpus.toml --batch 8 --json\n"
@@ -177,11 +183,16 @@ def _targets(args: argparse.Namespace) -> tuple[list, list | None]:
 
 
 def _cost_model(args: argparse.Namespace):
-    """The cost model a command asked for; ``--cost-cache`` moves the measured model's cache."""
+    """The cost model a command asked for; ``--cost-cache`` moves the measured and calibrated
+    models' caches."""
     if args.cost_model == "measured" and args.cost_cache:
         from .cost import MeasuredCostModel
 
         return MeasuredCostModel(cache_dir=args.cost_cache)
+    if args.cost_model == "calibrated" and args.cost_cache:
+        from .cost import CalibratedCostModel
+
+        return CalibratedCostModel(cache_dir=args.cost_cache)
     return args.cost_model
 
 
@@ -596,6 +607,22 @@ def _check(args: argparse.Namespace) -> int:
     return code
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .cost.calibrate import CalibratedCostModel, calibrate, local_device
+
+    _output_file(args.out, "--out")
+    device = local_device(args.target)
+    calibration = calibrate(device, args.time_limit, _progress(args))
+    path = calibration.write(args.out or CalibratedCostModel(args.cost_cache).profile_path(device))
+    if args.json:
+        print(json.dumps({"file": str(path), **calibration.device_file()}, indent=2))
+        return 0
+    print(calibration.summary())
+    print(f"wrote {path}: use it with --devices {path}"
+          + ("" if args.out else " (--cost-model calibrated reads it on this machine)"))
+    return 0
+
+
 # -- the parser ----------------------------------------------------------------------------------
 
 
@@ -622,12 +649,16 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
     parser.add_argument("--objective", choices=OBJECTIVES, default="latency")
     parser.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
     parser.add_argument("--time-limit", type=_positive(float), default=60.0, help="solver seconds (default 60)")
-    parser.add_argument("--cost-model", choices=["analytical", "measured"], default="analytical",
-                        help="roofline from device profiles, or kernels timed on this machine")
+    parser.add_argument("--cost-model", choices=["analytical", "calibrated", "measured"],
+                        default="analytical",
+                        help="roofline from device profiles; the roofline on profiles calibrated "
+                             "on this machine's devices (once each, cached; `tvm-place "
+                             "calibrate`); or kernels timed on this machine")
     parser.add_argument("--cost-cache", metavar="DIR",
-                        help="where measured costs are cached (default $TVM_PLACE_CACHE_DIR or "
-                             "~/.cache/tvm-place); entries are keyed by TVM version, target and "
-                             "kernel, so a change in any of them measures again")
+                        help="where measured costs and calibrated profiles are cached (default "
+                             "$TVM_PLACE_CACHE_DIR or ~/.cache/tvm-place); entries are keyed by "
+                             "TVM version, target and kernel (profiles: target, hardware and "
+                             "threads), so a change in any of them measures again")
     parser.add_argument("--database", metavar="DIR",
                         help="tuning database (from `tvm-place tune`): tuned kernels are built "
                              "with their schedules and costed by their tuned times")
@@ -766,6 +797,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--devices", metavar="FILE", help="device file (default: the plan's)")
     check.add_argument("--tolerance", type=_positive(float, allow_zero=True), help="allowed relative objective regression")
     check.add_argument("--update", action="store_true", help="rewrite the plan instead")
+
+    from .cost.calibrate import DEFAULT_TIME_LIMIT
+
+    calibrate = command("calibrate", "fit a device's profile to micro-benchmarks run on it "
+                                     "(efficiency per operator class, bandwidth, launch, copies)",
+                        _calibrate)
+    calibrate.add_argument("--target", default="llvm", choices=["llvm", "cuda"],
+                           help="the device on this machine to calibrate (default llvm: its CPU)")
+    calibrate.add_argument("--out", metavar="FILE",
+                           help="write the profile as a device file here (default: the cache "
+                                "that --cost-model calibrated reads)")
+    calibrate.add_argument("--cost-cache", metavar="DIR",
+                           help="the cache directory of the default --out (default "
+                                "$TVM_PLACE_CACHE_DIR or ~/.cache/tvm-place)")
+    calibrate.add_argument("--time-limit", type=_positive(float), default=DEFAULT_TIME_LIMIT,
+                           help=f"seconds (default {DEFAULT_TIME_LIMIT:g}), checked between "
+                                "benchmarks; the three the fit needs run whatever it is")
+    calibrate.add_argument("--json", action="store_true", help="print the profile file as JSON")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 

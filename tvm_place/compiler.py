@@ -53,10 +53,15 @@ def _cost_model(cost_model: Any):
         return AnalyticalCostModel()
     if cost_model == "measured":
         return MeasuredCostModel()
+    if cost_model == "calibrated":
+        from .cost.calibrate import CalibratedCostModel
+
+        return CalibratedCostModel()
     if hasattr(cost_model, "op_time"):
         return cost_model
     raise InvalidTargetError(
-        f"unknown cost model {cost_model!r}; use 'analytical', 'measured' or an object with op_time()"
+        f"unknown cost model {cost_model!r}; use 'analytical', 'calibrated', 'measured' or an "
+        "object with op_time()"
     )
 
 
@@ -411,7 +416,8 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
     progress: Any = False,
     **option_values,
 ) -> PlacedModule:
-    """Place ``mod``'s operators on ``targets``, split it, and compile one artifact per target.
+    """Place ``mod``'s operators on ``targets``, split it, and compile one executable per device
+    (all of the device's stages; one per device and entry function with ``entries``).
 
     The options are one :class:`~tvm_place.options.PlaceOptions` (``options=``), or keywords
     (``objective="throughput"``), which override it; ``progress``: True prints progress on
@@ -419,7 +425,9 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
 
     ``targets``: a list of target strings, dicts or ``tvm.target.Target``; a repeated target is
     another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
-    ``"analytical"`` (roofline from device profiles), ``"measured"`` (time kernels on this machine;
+    ``"analytical"`` (roofline from device profiles), ``"calibrated"`` (the roofline on profiles
+    fitted to micro-benchmarks on this machine's devices, once per device and cached; devices it
+    lacks keep their profiles), ``"measured"`` (time kernels on this machine;
     devices it lacks fall back to analytical), a cost snapshot (``tvm_place.cost.Snapshot(path)``:
     the costs an earlier placement used, so it is reproduced without measuring), or a CostModel.
     ``pins``: op-name glob -> device name (``{"fused_conv2d*": "gpu:0"}``); ``R.hint_on_device``
@@ -497,18 +505,13 @@ def _num_stages(plan) -> int:
 
 
 def _build(prepared, placement: Placement, devices, show, database, prefix: str = ""):
-    """Annotate, split and build one placed function: ``(plan, executables, split module)``,
-    its stages named with ``prefix``."""
+    """Annotate, split and build one placed function: ``(plan, {module: executable}, split
+    module)``, its stages and modules named with ``prefix``."""
     from .passes import AnnotatePlacement, SplitByDevice, build_stages
 
     split = tvm.transform.Sequential(
         [AnnotatePlacement(placement.device_of, [d.target for d in devices]),
          SplitByDevice(placement.order)]
     )(prepared)
-    plan, executables = build_stages(split, show, database)
-    if prefix:
-        for step in plan.steps:
-            if step["kind"] == "call":
-                step["stage"] = prefix + step["stage"]
-        executables = {prefix + stage: executable for stage, executable in executables.items()}
+    plan, executables = build_stages(split, show, database, prefix)
     return plan, executables, split

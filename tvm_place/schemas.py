@@ -162,18 +162,33 @@ LINK = _object({
     "description": STRING,
 }, required=("bandwidth_gbs", "latency_us"))
 
+#: The operator classes a profile may give figures for (how the analytical model classes an
+#: operator: :func:`tvm_place.cost.analytical.operator_class`).
+OPERATOR_CLASSES = ("conv", "matmul", "pooling", "reduction", "data_movement", "elementwise")
+
+EFFICIENCY = {"type": "number", "exclusiveMinimum": 0, "maximum": 1}
+
+#: One operator class's figures; each one given replaces the profile's own for that class.
+OPERATOR_CLASS = _object({
+    "compute_efficiency": EFFICIENCY,
+    "memory_efficiency": EFFICIENCY,
+    "launch_overhead_us": NON_NEGATIVE,
+}, minProperties=1)
+
 #: The fields of a device profile (``cost/profiles/devices.json``, or a device file's table).
 PROFILE_PROPERTIES = {
     "kind": {"enum": ["cpu", "gpu"]},
     "peak_gflops": POSITIVE,
     "memory_bandwidth_gbs": POSITIVE,
     "memory_bytes": POSITIVE,
-    "compute_efficiency": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "memory_efficiency": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "compute_efficiency": EFFICIENCY,
+    "memory_efficiency": EFFICIENCY,
     "launch_overhead_us": NON_NEGATIVE,
     "link": {"type": ["string", "object"]},  # a link profile's name, or LINK (checked on its own)
     "arch": STRING,
     "description": STRING,
+    # optional: per operator class, figures that replace the ones above (a calibration's fit)
+    "operator_classes": _object({name: OPERATOR_CLASS for name in OPERATOR_CLASSES}),
 }
 PROFILE_FIELDS = ("kind", "peak_gflops", "memory_bandwidth_gbs", "memory_bytes",
                   "compute_efficiency", "memory_efficiency", "launch_overhead_us", "link")
@@ -201,8 +216,10 @@ STAGE_PLAN = {
     "properties": {
         "inputs": {"type": "array", "items": STRING},
         "steps": {"type": "array", "items": {"oneOf": [
-            {"type": "object", "required": ["kind", "stage", "device", "args", "outputs"],
+            # a call of function `stage` of executable `module` (the device's library)
+            {"type": "object", "required": ["kind", "stage", "device", "module", "args", "outputs"],
              "properties": {"kind": {"const": "call"}, "stage": STRING, "device": INDEX,
+                            "module": STRING,
                             "args": {"type": "array", "items": STRING},
                             "outputs": {"type": "array", "items": OPTIONAL_STRING}}},
             {"type": "object", "required": ["kind", "source", "result", "device"],
@@ -235,9 +252,13 @@ ENTRY_FUNCTION = _object({
     "placement": {"type": ["object", "null"]},  # checked as a PLACEMENT
 }, required=("plan",))
 
+#: The artifact format ``PlacedModule.export`` writes: 2, a library per device whose functions
+#: are its stages (1, before: a library per stage, each called as ``main``; refused on load).
+ARTIFACTS_VERSION = 2
+
 MANIFEST = _object({
     "format": {"const": "tvm-place-artifacts"},
-    "version": {"const": 1},
+    "version": {"const": ARTIFACTS_VERSION},
     "tvm_version": STRING,
     "devices": {"type": "array", "minItems": 1, "items": {
         "type": "object", "required": ["name", "kind", "index"],
@@ -245,9 +266,9 @@ MANIFEST = _object({
     # the stage plan; null in an export of several entry functions, whose plans are in functions
     "plan": {"oneOf": [STAGE_PLAN, {"type": "null"}]},
     "functions": {"type": "object", "additionalProperties": ENTRY_FUNCTION},
-    # stage name -> library file name, inside the export directory
+    # module name (a plan step's `module`) -> library file name, inside the export directory
     "libraries": {"type": "object", "minProperties": 1,
-                  # a stage name is a plain file name (workers write its library under it)
+                  # a module name is a plain file name (workers write its library under it)
                   "propertyNames": {"pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]*$"},
                   "additionalProperties": {"type": "string", "minLength": 1}},
     "sha256": {"type": "object", "additionalProperties": SHA256},

@@ -1,4 +1,4 @@
-"""Cost models: per-target operator time (analytical roofline, measured, a saved snapshot),
+"""Cost models: per-target operator time (analytical roofline, calibrated, measured, a saved snapshot),
 link transfer time, and the correction of costs by what a run measured.
 
 The models that need TVM load on first use, so plain-data work (solvers, profiles, links, cost
@@ -9,6 +9,8 @@ from ..lazy import lazy_getattr
 
 _LAZY = {
     "AnalyticalCostModel": "analytical",
+    "CalibratedCostModel": "calibrate",
+    "calibrate": "calibrate",
     "CostModel": "base",
     "compute_costs": "base",
     "transfer_costs": "base",

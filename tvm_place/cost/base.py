@@ -30,10 +30,13 @@ def compute_costs(
     Operators running the same kernel (one PrimFunc at the same sizes: ``collected.kernels``)
     are costed once per device (a cost model may tell devices of one profile apart, e.g. after
     calibration on each). External calls are costed by :func:`tvm_place.cost.external.external_time`
-    (``external_costs``: the user's times).
+    (``external_costs``: the user's times). A model with ``prepare_devices(devices, progress)``
+    gets it called first (:class:`~tvm_place.cost.calibrate.CalibratedCostModel` calibrates there).
     """
     from .external import external_time
 
+    if hasattr(model, "prepare_devices"):  # e.g. calibration on a device's first use
+        model.prepare_devices(devices, progress)
     graph = collected.graph
     compute_time = np.zeros((len(graph), len(devices)))
     sources = [["" for _ in devices] for _ in range(len(graph))]

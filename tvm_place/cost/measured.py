@@ -164,30 +164,37 @@ class MeasuredCostModel:
         cached = self.cache.get(key)
         if cached is not None:
             return cached, "measured (cached)"
-        seconds = self._measure(prim_func, device)
+        seconds = self.measure(prim_func, device)
         self.cache.put(key, seconds)
         return seconds, "measured"
 
-    def _argument(self, param) -> np.ndarray:
-        """Data for one kernel parameter: standard normal floats; zeros for integers and
-        booleans, which index any table in bounds (random integers could be out of range, and
-        a gather in TVM's "fast" mode does not check: it would crash the process)."""
-        shape, dtype = [int(d) for d in param.shape], np.dtype(str(param.dtype))
-        if dtype.kind == "f":
-            return self.rng.standard_normal(shape).astype(dtype)
-        return np.zeros(shape, dtype)
+    def measure(self, prim_func, device) -> float:
+        """Seconds one run of ``prim_func`` takes on ``device`` (:func:`time_kernel`), uncached."""
+        return time_kernel(prim_func, device, self.number, self.repeat, self.min_repeat_ms, self.rng)
 
-    def _measure(self, prim_func, device) -> float:
-        from tvm_place.passes.build import build_kernel
 
-        executable = build_kernel(prim_func, device.target)
-        runtime_device = device.runtime_device()
-        arguments = [tvm.runtime.tensor(self._argument(param), runtime_device) for param in prim_func.params]
-        timer = executable.mod.time_evaluator(
-            "main",
-            runtime_device,
-            number=self.number,
-            repeat=self.repeat,
-            min_repeat_ms=self.min_repeat_ms,
-        )
-        return float(min(timer(*arguments).results))
+def kernel_argument(param, rng: np.random.Generator) -> np.ndarray:
+    """Data for one kernel parameter: standard normal floats; zeros for integers and booleans,
+    which index any table in bounds (random integers could be out of range, and a gather in
+    TVM's "fast" mode does not check: it would crash the process)."""
+    shape, dtype = [int(d) for d in param.shape], np.dtype(str(param.dtype))
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    return np.zeros(shape, dtype)
+
+
+def time_kernel(prim_func, device, number: int = 3, repeat: int = 3, min_repeat_ms: int = 20,
+                rng: np.random.Generator | None = None) -> float:
+    """Seconds one run of ``prim_func`` takes on ``device`` (a resolved target device), built
+    alone for its target as a stage builds it: the least of ``repeat`` timings of ``number`` runs
+    each (``number`` raised until a timing lasts ``min_repeat_ms``)."""
+    from tvm_place.passes.build import build_kernel
+
+    rng = rng or np.random.default_rng(0)
+    executable = build_kernel(prim_func, device.target)
+    runtime_device = device.runtime_device()
+    arguments = [tvm.runtime.tensor(kernel_argument(param, rng), runtime_device)
+                 for param in prim_func.params]
+    timer = executable.mod.time_evaluator(
+        "main", runtime_device, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    return float(min(timer(*arguments).results))

@@ -30,7 +30,20 @@ class LinkProfile:
 
 
 @dataclass(frozen=True)
+class ClassFigures:
+    """One operator class's figures in a profile; None: the profile's own figure."""
+
+    compute_efficiency: float | None = None
+    memory_efficiency: float | None = None
+    launch_overhead_us: float | None = None
+
+
+@dataclass(frozen=True)
 class DeviceProfile:
+    """A device's hardware facts. ``operator_classes`` (optional, e.g. from ``tvm-place
+    calibrate``) gives some operator classes (:data:`tvm_place.schemas.OPERATOR_CLASSES`) their
+    own efficiencies and launch overhead, as ``(class, figures)`` pairs."""
+
     name: str
     kind: str
     peak_gflops: float
@@ -42,6 +55,17 @@ class DeviceProfile:
     link: LinkProfile
     arch: str | None = None
     description: str = ""
+    operator_classes: tuple[tuple[str, ClassFigures], ...] = ()
+
+    def figures(self, op_class: str) -> tuple[float, float, float]:
+        """``(compute efficiency, memory efficiency, launch overhead in us)`` for an operator of
+        class ``op_class``: the class's own figures where the profile gives them, else the
+        profile's."""
+        own = dict(self.operator_classes).get(op_class, ClassFigures())
+        return tuple(default if mine is None else mine for mine, default in (
+            (own.compute_efficiency, self.compute_efficiency),
+            (own.memory_efficiency, self.memory_efficiency),
+            (own.launch_overhead_us, self.launch_overhead_us)))
 
 
 @lru_cache(maxsize=1)
@@ -85,8 +109,11 @@ def profile_from_dict(name: str, entry: Mapping, source: str | None = None,
     else:
         link = link_profile(link)
     numbers = {key: float(entry[key]) for key in PROFILE_FIELDS[1:-1]}
+    classes = tuple((op_class, ClassFigures(**{key: float(value) for key, value in figures.items()}))
+                    for op_class, figures in sorted(entry.get("operator_classes", {}).items()))
     return DeviceProfile(name=name, kind=entry["kind"], link=link, arch=entry.get("arch"),
-                         description=entry.get("description", ""), **numbers)
+                         description=entry.get("description", ""), operator_classes=classes,
+                         **numbers)
 
 
 def profile_to_dict(profile: DeviceProfile) -> dict:
@@ -95,6 +122,10 @@ def profile_to_dict(profile: DeviceProfile) -> dict:
     fields["link"] = {"bandwidth_gbs": profile.link.bandwidth_gbs, "latency_us": profile.link.latency_us}
     if profile.arch is not None:
         fields["arch"] = profile.arch
+    if profile.operator_classes:
+        fields["operator_classes"] = {
+            op_class: {key: value for key, value in vars(figures).items() if value is not None}
+            for op_class, figures in profile.operator_classes}
     return fields
 
 

@@ -57,6 +57,7 @@ class _Arg:
 class _Step:
     position: int
     stage: str
+    module: str  # the executable whose function ``stage`` is
     device: int
     args: list[_Arg]
     outputs: list[str]
@@ -101,7 +102,8 @@ class Program:
                     args.append(_Arg(name, "local", name))
             outputs = list(step["outputs"])
             self.steps.append(_Step(
-                position=len(self.steps), stage=step["stage"], device=int(step["device"]),
+                position=len(self.steps), stage=step["stage"], module=step["module"],
+                device=int(step["device"]),
                 args=args, outputs=outputs,
                 exports=[n for n in outputs if n in copied_sources],
                 fetches=[n for n in outputs if n in plan.outputs],
@@ -151,6 +153,16 @@ class Program:
         return {device: sorted({arg.source for position in self.sequence[logical]
                                 for arg in self.steps[position].args if arg.kind == "kept"})
                 for device, (logical, _, _) in self.members.items()}
+
+    def modules_by_device(self) -> dict[int, dict[str, list[str]]]:
+        """Per physical device, the executables its worker loads: ``{module: [stage, ...]}``
+        (a replica member loads its group's first device's)."""
+        loads: dict[int, dict[str, list[str]]] = {}
+        for device, (logical, _, _) in self.members.items():
+            for position in self.sequence[logical]:
+                step = self.steps[position]
+                loads.setdefault(device, {}).setdefault(step.module, []).append(step.stage)
+        return loads
 
     def devices_used(self) -> list[int]:
         """The physical devices that run stages (replica members included)."""

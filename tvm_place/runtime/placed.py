@@ -22,11 +22,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import tvm
-from tvm import relax
 
 from ..errors import TvmPlaceError
 from ..formats import problem_from_dict, problem_to_dict
-from ..graph import FORMAT_VERSION, Placement
+from ..graph import Placement
+from ..schemas import ARTIFACTS_VERSION
 from ..tvm_log import tvm_quiet
 from .errors import DeviceUnavailableError, WorkerError
 
@@ -96,8 +96,8 @@ def format_entries(functions: dict[str, EntryFunction]) -> str:
 
 
 class _Shared:
-    """What a module and its entry functions' views share: the workers, stage libraries and
-    bound inputs."""
+    """What a module and its entry functions' views share: the workers, the executables'
+    libraries and bound inputs."""
 
     def __init__(self) -> None:
         self.workers: dict[int, Any] | None = None
@@ -108,7 +108,8 @@ class _Shared:
 
 
 class PlacedModule:
-    """A placed, compiled model: stage executables, the plan that joins them, and the placement.
+    """A placed, compiled model: an executable per device (its stages are named functions of it;
+    ``executables``: ``{module name: executable}``), the plan that joins them, and the placement.
 
     ``placed(*inputs)`` runs one input (latency mode); ``placed.run_stream(items)`` a stream
     (throughput mode), both on the attached workers (``attach_workers("threads" | "ray")``;
@@ -144,8 +145,8 @@ class PlacedModule:
         #: The PlacementProblem and the split IRModule, when built in this process (not loaded).
         self.problem = problem
         self.split_module = split_module
-        self._vms: dict[str, relax.VirtualMachine] = {}
-        #: Stage libraries on disk (set by :meth:`load`; made on demand for RPC workers).
+        #: The workers, the executables' libraries on disk (set by :meth:`load`; made on demand for
+        #: Ray workers) and the bound inputs, shared with the entry functions' views.
         self._shared = _Shared()
         #: Measurements of the last :meth:`run_stream` (a StreamStats), or None; of the last
         #: latency-mode call: ``latency_stats``.
@@ -158,7 +159,7 @@ class PlacedModule:
         self.call_overheads: dict = {}
         self._uncalibrated_problem = None
 
-    # The workers and stage libraries live in ``_shared``, one for a module and its functions.
+    # The workers and libraries live in ``_shared``, one for a module and its functions.
     _workers = property(lambda self: self._shared.workers,
                         lambda self, value: setattr(self._shared, "workers", value))
     _libraries = property(lambda self: self._shared.libraries,
@@ -256,12 +257,12 @@ class PlacedModule:
         return _as_tensors(values)
 
     def kernel_sources(self) -> dict[str, list[str]]:
-        """The generated code of every stage's kernels (LLVM IR, CUDA C), by stage, with the
+        """The generated code of every executable's kernels (LLVM IR, CUDA C), by module, with the
         pointer values LLVM writes into its metadata replaced, so that two builds of the same
         kernels compare equal."""
         return {
-            stage: [_POINTER_NAME.sub('"0xADDRESS', module.inspect_source()) for module in executable.mod.imports]
-            for stage, executable in self.executables.items()
+            name: [_POINTER_NAME.sub('"0xADDRESS', module.inspect_source()) for module in executable.mod.imports]
+            for name, executable in self.executables.items()
         }
 
     def report(self) -> str:
@@ -356,13 +357,12 @@ class PlacedModule:
 
                 specs = [dict(self.devices[d], position=d) for d in used]
                 created = start_workers(specs, address, cores, threads, timeout)
-            libraries = self._stage_libraries() if mode == "ray" else {}
+            libraries = self._module_libraries() if mode == "ray" else {}
             for program in programs:
-                for device, worker in created.items():
-                    logical = program.members.get(device, [None])[0]
-                    for position in program.sequence.get(logical, []):
-                        stage = program.steps[position].stage
-                        worker.load(stage, self.executables[stage], libraries.get(stage))
+                for device, modules in program.modules_by_device().items():
+                    for module, stages in modules.items():
+                        created[device].load(module, self.executables[module], libraries.get(module),
+                                             stages)
             self._send_kept(programs, created)
         except BaseException:
             for worker in created.values():
@@ -452,17 +452,17 @@ class PlacedModule:
             self._uncalibrated_problem = self.problem
         self.problem = with_links(self._uncalibrated_problem, self.links, self.call_overheads)
 
-    def _stage_libraries(self) -> dict[str, str]:
-        """A shared library per stage (exported once to a temporary directory if needed)."""
-        missing = [stage for stage in self.executables if stage not in self._libraries]
+    def _module_libraries(self) -> dict[str, str]:
+        """A shared library per executable (exported once to a temporary directory if needed)."""
+        missing = [module for module in self.executables if module not in self._libraries]
         if missing:
             if self._library_dir is None:
-                self._library_dir = tempfile.TemporaryDirectory(prefix="tvm-place-stages-")
+                self._library_dir = tempfile.TemporaryDirectory(prefix="tvm-place-modules-")
             with tvm_quiet():  # TVM logs a "Scope Saving" warning per constant here
-                for stage in missing:
-                    path = Path(self._library_dir.name) / f"{stage}.so"
-                    self.executables[stage].export_library(str(path))
-                    self._libraries[stage] = str(path)
+                for module in missing:
+                    path = Path(self._library_dir.name) / f"{module}.so"
+                    self.executables[module].export_library(str(path))
+                    self._libraries[module] = str(path)
         return self._libraries
 
     def close(self) -> None:
@@ -582,19 +582,20 @@ class PlacedModule:
 
     # -- artifacts ----------------------------------------------------------------------------
     def export(self, directory: str | Path) -> Path:
-        """Write one shared library per stage and a manifest that :meth:`load` reads back."""
+        """Write one shared library per executable (per device) and a manifest that :meth:`load`
+        reads back."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         libraries, hashes = {}, {}
-        for stage, executable in self.executables.items():
-            library = f"{stage}.so"
+        for module, executable in self.executables.items():
+            library = f"{module}.so"
             with tvm_quiet():  # a "Scope Saving" warning per constant
                 executable.export_library(str(directory / library))
-            libraries[stage] = library
-            hashes[stage] = _sha256(directory / library)
+            libraries[module] = library
+            hashes[module] = _sha256(directory / library)
         manifest = {
             "format": "tvm-place-artifacts",
-            "version": FORMAT_VERSION,
+            "version": ARTIFACTS_VERSION,
             "tvm_version": tvm.__version__,
             "devices": self.devices,
             "plan": None if self.plan is None else self.plan.to_dict(),
@@ -617,7 +618,7 @@ class PlacedModule:
         from tvm_place.passes.build import StagePlan
 
         manifest, libraries, placement, problem = _checked_export(Path(directory))
-        executables = {stage: tvm.runtime.load_module(str(path)) for stage, path in libraries.items()}
+        executables = {module: tvm.runtime.load_module(str(path)) for module, path in libraries.items()}
         loaded = cls(
             plan=None if manifest.get("plan") is None else StagePlan.from_dict(manifest["plan"]),
             executables=executables,
@@ -628,8 +629,23 @@ class PlacedModule:
             fallbacks=manifest.get("fallbacks", []),
             functions={name: EntryFunction.from_dict(f) for name, f in (manifest.get("functions") or {}).items()},
         )
-        loaded._libraries = {stage: str(path) for stage, path in libraries.items()}
+        loaded._libraries = {module: str(path) for module, path in libraries.items()}
         return loaded
+
+
+def _refuse_older_format(path: Path, source: str, again: str) -> None:
+    """An export of an older artifact format (version 1: a library per stage, each called as
+    ``main``) is refused in words: this runtime calls stages by name in a library per device."""
+    from ..errors import InvalidArtifactError
+
+    try:
+        version = json.loads(path.read_text()).get("version")
+    except (OSError, ValueError, AttributeError):
+        return  # not readable JSON, or not an object: the schema check says what is wrong
+    if version == 1:
+        raise InvalidArtifactError(
+            f"{source} is an export of an older tvm-place (artifact format 1: a library per "
+            f"stage); this one loads format {ARTIFACTS_VERSION} (a library per device): {again}")
 
 
 def _sha256(path: Path) -> str:
@@ -643,7 +659,7 @@ def _sha256(path: Path) -> str:
 
 
 def _checked_export(directory: Path):
-    """``(manifest, {stage: library path}, placement, problem)`` of an export directory, every
+    """``(manifest, {module: library path}, placement, problem)`` of an export directory, every
     part checked before anything runs: the manifest against :data:`tvm_place.schemas.MANIFEST`,
     the placement and problem it holds against theirs; each library is a file inside the
     directory (no absolute or ``..`` path) whose sha256 is the one recorded (a truncated library
@@ -664,6 +680,7 @@ def _checked_export(directory: Path):
     if not path.exists():
         raise InvalidArtifactError(
             f"{directory} has no {MANIFEST}: it is not a directory written by PlacedModule.export")
+    _refuse_older_format(path, source, again)
     manifest = schemas.load(path, "manifest", schemas.MANIFEST, InvalidArtifactError)
     if manifest["tvm_version"] != tvm.__version__:
         warnings.warn(f"{source} was written with TVM {manifest['tvm_version']}, this is TVM "
@@ -678,15 +695,15 @@ def _checked_export(directory: Path):
     if not plans:
         raise schemas.field_error(source, ("plan",), "there is no stage plan (plan is null and no "
                                   "functions are given)", again, InvalidArtifactError)
-    called = {step.get("stage") for plan in plans for step in plan["steps"] if step["kind"] == "call"}
+    called = {step.get("module") for plan in plans for step in plan["steps"] if step["kind"] == "call"}
     without = sorted(map(str, called - set(manifest["libraries"])))
     if without:
-        raise schemas.field_error(source, ("libraries",), f"the plan calls stages {without}, which "
-                                  "have no library", again, InvalidArtifactError)
+        raise schemas.field_error(source, ("libraries",), f"the plan calls stages of modules "
+                                  f"{without}, which have no library", again, InvalidArtifactError)
     root = directory.resolve()
     libraries = {}
-    for stage, name in manifest["libraries"].items():
-        where = ("libraries", stage)
+    for module, name in manifest["libraries"].items():
+        where = ("libraries", module)
         library = (root / name).resolve()
         if Path(name).is_absolute() or ".." in Path(name).parts or not library.is_relative_to(root):
             raise schemas.field_error(source, where, f"library {name!r} is outside the export "
@@ -696,14 +713,14 @@ def _checked_export(directory: Path):
             raise schemas.field_error(source, where, f"library {name!r} is missing from {directory}",
                                       "copy the whole export directory, or " + again,
                                       InvalidArtifactError)
-        if stage not in hashes:
-            raise schemas.field_error(source, ("sha256",), f"no sha256 for stage {stage!r}", again,
+        if module not in hashes:
+            raise schemas.field_error(source, ("sha256",), f"no sha256 for module {module!r}", again,
                                       InvalidArtifactError)
-        if _sha256(library) != hashes[stage]:
+        if _sha256(library) != hashes[module]:
             raise schemas.field_error(source, where, f"library {name!r} is not the one exported (its "
                                       "sha256 differs: truncated, edited or replaced)", again,
                                       InvalidArtifactError)
-        libraries[stage] = library
+        libraries[module] = library
     placement = manifest.get("placement")
     if placement is not None:
         placement = Placement.from_dict(placement, f"{source}, placement")

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import DeviceUnavailableError
 
-__all__ = ["Kept", "LocalWorker", "ShapeValues", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device",
+__all__ = ["Kept", "LocalWorker", "ShapeValues", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device", "stage_functions",
            "to_numpy"]
 
 
@@ -101,10 +101,11 @@ class StageResult:
     sizes: dict[str, int] = field(default_factory=dict)
 
 
-def run_stage(vm, values: dict, call: StageCall, import_value, export_value, fetch_value,
+def run_stage(function, values: dict, call: StageCall, import_value, export_value, fetch_value,
               kept: dict | None = None) -> StageResult:
     """The body of a stage call, the same on every worker: receive, compute, send, fetch, free.
 
+    ``function``: the stage, a function of its device's loaded executable;
     ``values``: this input's values on the worker (read and updated); ``kept``: the bound inputs
     the worker holds, by name (a :class:`Kept` argument reads one); ``import_value(payload)``
     turns a payload into a tensor on the worker's device; ``export_value(tensor)`` makes a payload;
@@ -131,7 +132,7 @@ def run_stage(vm, values: dict, call: StageCall, import_value, export_value, fet
         values[name] = tensor
         args.append(tensor)
     start = clock()
-    result = vm["main"](*args)
+    result = function(*args)
     compute = clock() - start
     results = [result] if hasattr(result, "numpy") else list(result)
     if len(results) != len(call.outputs):
@@ -173,7 +174,10 @@ class Worker:
         #: Why the worker can no longer be used (it died or was abandoned), or None.
         self.broken: str | None = None
 
-    def load(self, stage: str, executable, library: str | None) -> None:
+    def load(self, module: str, executable, library: str | None, stages: Sequence[str]) -> None:
+        """Load ``executable`` (named ``module``; ``library``: its shared library on disk, for
+        workers in other processes) and take ``stages``, its functions, as the stages this worker
+        runs. Loading a module already loaded only adds the stages."""
         raise NotImplementedError
 
     def submit(self, call: StageCall):
@@ -240,15 +244,18 @@ class LocalWorker(Worker):
                 "node that has it: attach_workers('ray', address=...)) or place on the devices "
                 "you have"
             )
-        self._vms: dict[str, Any] = {}
+        self._vms: dict[str, Any] = {}  # a VM per loaded module
+        self._stages: dict[str, Any] = {}  # the function of each stage, by stage name
         self._values: dict[int, dict] = {}
         self._kept: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def load(self, stage, executable, library):
+    def load(self, module, executable, library, stages):
         from tvm import relax
 
-        self._vms[stage] = relax.VirtualMachine(executable, self.device)
+        if module not in self._vms:
+            self._vms[module] = relax.VirtualMachine(executable, self.device)
+        self._stages.update(stage_functions(self._vms[module], module, stages))
 
     def _import(self, payload):
         import tvm
@@ -261,7 +268,7 @@ class LocalWorker(Worker):
         with self._lock:
             values = self._values.setdefault(call.key, {})
         # Runs here, in the executor's thread for this device: the call is done when it returns.
-        return run_stage(self._vms[call.stage], values, call, self._import, _same, _same, self._kept)
+        return run_stage(self._stages[call.stage], values, call, self._import, _same, _same, self._kept)
 
     def keep(self, name, array):
         self._kept[name] = self._import(array)
@@ -288,9 +295,23 @@ class LocalWorker(Worker):
         return handle
 
     def close(self):
+        self._stages.clear()
         self._vms.clear()
         self._values.clear()
         self._kept.clear()
+
+
+def stage_functions(vm, module: str, stages: Sequence[str]) -> dict[str, Any]:
+    """``{stage: function}`` of a VM loaded with ``module``'s executable; a stage it lacks is an
+    error naming it (an executable built for another plan)."""
+    functions = {}
+    for stage in stages:
+        try:
+            functions[stage] = vm[stage]
+        except AttributeError:  # TVM's error for a function the executable lacks
+            raise RuntimeError(f"module {module!r} has no function for stage {stage!r}: the "
+                               "executable was built for another plan") from None
+    return functions
 
 
 def _same(tensor):

@@ -94,15 +94,9 @@ class DenseNet(nn.Module):
     "cnn",
     "DenseNet-121 (ImageNet): dense blocks [6, 12, 24, 16], growth 32, 8.0 M weights",
 )
-def densenet121(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    growth: int = 32,
-    block_config: tuple[int, ...] = (6, 12, 24, 16),
-    init_features: int = 64,
-    num_classes: int = 1000,
-) -> Network:
+def densenet121(batch: int, rng: np.random.Generator, image_size: int = 224, growth: int = 32,
+                block_config: tuple[int, ...] = (6, 12, 24, 16), init_features: int = 64,
+                num_classes: int = 1000) -> Network:
     """DenseNet-121 on `image_size` x `image_size` RGB images (at least 32).
 
     ==========  ===================  =========

@@ -77,15 +77,10 @@ class DLRM(nn.Module):
     "recommender",
     "DLRM (Criteo Kaggle): 26 embedding tables (33.8 M rows x 16), dot interaction, 541 M weights",
 )
-def dlrm(
-    batch: int,
-    rng: np.random.Generator,
-    num_dense: int = 13,
-    table_sizes: tuple[int, ...] = CRITEO_KAGGLE_TABLES,
-    embedding_dim: int = 16,
-    bottom_mlp: tuple[int, ...] = (512, 256, 64),
-    top_mlp: tuple[int, ...] = (512, 256),
-) -> Network:
+def dlrm(batch: int, rng: np.random.Generator, num_dense: int = 13,
+         table_sizes: tuple[int, ...] = CRITEO_KAGGLE_TABLES, embedding_dim: int = 16,
+         bottom_mlp: tuple[int, ...] = (512, 256, 64),
+         top_mlp: tuple[int, ...] = (512, 256)) -> Network:
     """DLRM on `batch` samples of dense features and categorical ids.
 
     ============  ============================================  =======

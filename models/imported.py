@@ -30,13 +30,8 @@ def _import_optional(module: str, requirement: str, model: str) -> ModuleType:
     "cnn",
     "small torch.nn CNN (conv-bn-relu-pool x2, linear) imported via torch.export",
 )
-def torch_cnn(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 32,
-    channels: int = 16,
-    num_classes: int = 10,
-) -> Network:
+def torch_cnn(batch: int, rng: np.random.Generator, image_size: int = 32, channels: int = 16,
+              num_classes: int = 10) -> Network:
     """Two conv-BatchNorm-ReLU stages, max then global average pooling, and a classifier."""
     torch = _import_optional("torch", "torch==2.13.0", "torch-cnn")
     from tvm.relax.frontend.torch import from_exported_program  # needs torch itself
@@ -88,13 +83,8 @@ def torch_cnn(
     "cnn",
     "small CNN (conv-relu-maxpool, conv-relu-global-pool, gemm) built with onnx.helper",
 )
-def onnx_cnn(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 32,
-    channels: int = 16,
-    num_classes: int = 10,
-) -> Network:
+def onnx_cnn(batch: int, rng: np.random.Generator, image_size: int = 32, channels: int = 16,
+             num_classes: int = 10) -> Network:
     """An ONNX graph with random initializers, imported with `from_onnx`."""
     _import_optional("onnx", "onnx==1.23.2", "onnx-cnn")
     from onnx import helper

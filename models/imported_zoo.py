@@ -225,13 +225,8 @@ def _register_torch_resnet(name: str, title: str, weights: int, description: str
     """Register a torch ResNet (`_TORCH_MODELS[name]`), sized as its registry counterpart."""
 
     @register(name, "cnn", description)
-    def build(
-        batch: int,
-        rng: np.random.Generator,
-        image_size: int = 224,
-        width: int = 64,
-        num_classes: int = 1000,
-    ) -> Network:
+    def build(batch: int, rng: np.random.Generator, image_size: int = 224, width: int = 64,
+              num_classes: int = 1000) -> Network:
         return _build_torch(name, batch, rng, image_size=image_size, width=width,
                             num_classes=num_classes)
 
@@ -479,14 +474,8 @@ def _register_layer(name: str, description: str, title: str, build_layer):
     framework: `build_layer(batch, rng, **sizes)` builds it once the sizes are checked."""
 
     @register(name, "transformer", description)
-    def build(
-        batch: int,
-        rng: np.random.Generator,
-        seq_len: int = 128,
-        hidden: int = 768,
-        heads: int = 12,
-        ffn: int = 3072,
-    ) -> Network:
+    def build(batch: int, rng: np.random.Generator, seq_len: int = 128, hidden: int = 768,
+              heads: int = 12, ffn: int = 3072) -> Network:
         check_heads(hidden, heads)
         return build_layer(batch, rng, seq_len=seq_len, hidden=hidden, heads=heads, ffn=ffn)
 
@@ -522,15 +511,8 @@ torch_gpt2_block = _register_layer(
     "transformer",
     "BERT-base encoder written in torch (Hugging Face's BertEncoder, 12 layers), via torch.export",
 )
-def torch_bert_base(
-    batch: int,
-    rng: np.random.Generator,
-    seq_len: int = 128,
-    hidden: int = 768,
-    heads: int = 12,
-    ffn: int = 3072,
-    num_layers: int = 12,
-) -> Network:
+def torch_bert_base(batch: int, rng: np.random.Generator, seq_len: int = 128, hidden: int = 768,
+                    heads: int = 12, ffn: int = 3072, num_layers: int = 12) -> Network:
     """The BERT-base encoder (12 post-LayerNorm layers, erf GELU, no mask), through the torch
     importer; the architecture of the registry's `bert-base`, with the same sizes: hidden
     states in, hidden states out (no embeddings, no pooler).

@@ -196,13 +196,8 @@ class InceptionV3(nn.Module):
     "cnn",
     "Inception-v3 (ImageNet, 299x299): 11 multi-branch Inception modules, 23.8 M weights",
 )
-def inception_v3(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 299,
-    channels: float = 1.0,
-    num_classes: int = 1000,
-) -> Network:
+def inception_v3(batch: int, rng: np.random.Generator, image_size: int = 299, channels: float = 1.0,
+                 num_classes: int = 1000) -> Network:
     """Inception-v3 on `image_size` x `image_size` RGB images (at least 75).
 
     ===========  ===================  =========

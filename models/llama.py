@@ -113,17 +113,10 @@ def _layer_sharing(distinct_layers: int):
 
 def _register_llama(name: str, num_layers: int, description: str):
     @register(name, "transformer", description)
-    def build(
-        batch: int,
-        rng: np.random.Generator,
-        seq_len: int | str = LLAMA2_7B.seq_len,
-        hidden: int = LLAMA2_7B.hidden,
-        heads: int = LLAMA2_7B.heads,
-        ffn: int = LLAMA2_7B.ffn,
-        num_layers: int = num_layers,
-        distinct_layers: int = 1,
-        max_seq_len: int = 4096,
-    ) -> Network:
+    def build(batch: int, rng: np.random.Generator, seq_len: int | str = LLAMA2_7B.seq_len,
+              hidden: int = LLAMA2_7B.hidden, heads: int = LLAMA2_7B.heads,
+              ffn: int = LLAMA2_7B.ffn, num_layers: int = num_layers, distinct_layers: int = 1,
+              max_seq_len: int = 4096) -> Network:
         if hidden % heads or (hidden // heads) % 2:
             raise ModelConfigError(
                 f"hidden size {hidden} is not divisible by {heads} attention heads of even size"

@@ -167,13 +167,8 @@ class EfficientNet(nn.Module):
     "cnn",
     "MobileNetV2 (ImageNet): 17 inverted residual blocks, depthwise convs, 3.5 M weights",
 )
-def mobilenet_v2(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    width_mult: float = 1.0,
-    num_classes: int = 1000,
-) -> Network:
+def mobilenet_v2(batch: int, rng: np.random.Generator, image_size: int = 224,
+                 width_mult: float = 1.0, num_classes: int = 1000) -> Network:
     """MobileNetV2 on `image_size` x `image_size` RGB images.
 
     ==========  ===================  =========
@@ -193,14 +188,9 @@ def mobilenet_v2(
     "cnn",
     "EfficientNet-B0 (ImageNet): 16 MBConv blocks with squeeze-and-excitation, 5.3 M weights",
 )
-def efficientnet_b0(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    width_mult: float = 1.0,
-    depth_mult: float = 1.0,
-    num_classes: int = 1000,
-) -> Network:
+def efficientnet_b0(batch: int, rng: np.random.Generator, image_size: int = 224,
+                    width_mult: float = 1.0, depth_mult: float = 1.0,
+                    num_classes: int = 1000) -> Network:
     """EfficientNet-B0 on `image_size` x `image_size` RGB images.
 
     ==========  ===================  =========

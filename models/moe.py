@@ -73,17 +73,9 @@ class MoEBlock(TransformerBlock):
     "transformer",
     "mixture-of-experts block: attention + 8 GELU experts (FFN 3072), top-2 router, hidden 768",
 )
-def moe_block(
-    batch: int,
-    rng: np.random.Generator,
-    seq_len: int = MOE_BASE.seq_len,
-    hidden: int = MOE_BASE.hidden,
-    heads: int = MOE_BASE.heads,
-    ffn: int = MOE_BASE.ffn,
-    num_experts: int = 8,
-    top_k: int = 2,
-    num_layers: int = 1,
-) -> Network:
+def moe_block(batch: int, rng: np.random.Generator, seq_len: int = MOE_BASE.seq_len,
+              hidden: int = MOE_BASE.hidden, heads: int = MOE_BASE.heads, ffn: int = MOE_BASE.ffn,
+              num_experts: int = 8, top_k: int = 2, num_layers: int = 1) -> Network:
     """One MoE transformer block on ``(batch, seq_len, hidden)`` hidden states.
 
     ===========  ===============  ===============  ==================================

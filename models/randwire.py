@@ -127,15 +127,8 @@ def _register_randwire(generator: str, label: str):
         "cnn",
         f"RandWire (small regime, C=78, N=32) on {label} random graphs, as in DiviML",
     )
-    def build(
-        batch: int,
-        rng: np.random.Generator,
-        image_size: int = 224,
-        num_nodes: int = 32,
-        channels: int = 78,
-        graph_seed: int = 0,
-        num_classes: int = 1000,
-    ) -> Network:
+    def build(batch: int, rng: np.random.Generator, image_size: int = 224, num_nodes: int = 32,
+              channels: int = 78, graph_seed: int = 0, num_classes: int = 1000) -> Network:
         """RandWire, small regime, on `image_size` x `image_size` RGB images.
 
         ============  =========  ===================  =========

@@ -109,14 +109,9 @@ def _register_resnet(name: str, block: type, blocks_per_stage: tuple[int, int, i
     """Register a ResNet of `block`s; its sizes, `blocks_per_stage` among them, are the overrides."""
 
     @register(name, "cnn", description)
-    def build(
-        batch: int,
-        rng: np.random.Generator,
-        image_size: int = 224,
-        width: int = 64,
-        num_classes: int = 1000,
-        blocks_per_stage: tuple[int, int, int, int] = blocks_per_stage,
-    ) -> Network:
+    def build(batch: int, rng: np.random.Generator, image_size: int = 224, width: int = 64,
+              num_classes: int = 1000,
+              blocks_per_stage: tuple[int, int, int, int] = blocks_per_stage) -> Network:
         model = ResNet(block, list(blocks_per_stage), width, num_classes)
         return export_images(model, batch, image_size, rng)
 

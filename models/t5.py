@@ -143,17 +143,10 @@ class T5(nn.Module):
     "transformer",
     "T5-base encoder-decoder: 12 + 12 layers, hidden 768, 12 heads, relative position bias",
 )
-def t5_base(
-    batch: int,
-    rng: np.random.Generator,
-    seq_len: int = 128,
-    decoder_seq_len: int = 128,
-    hidden: int = T5_BASE.hidden,
-    heads: int = T5_BASE.heads,
-    ffn: int = T5_BASE.ffn,
-    num_layers: int = T5_BASE.num_layers,
-    decoder_layers: int = T5_BASE.num_layers,
-) -> Network:
+def t5_base(batch: int, rng: np.random.Generator, seq_len: int = 128, decoder_seq_len: int = 128,
+            hidden: int = T5_BASE.hidden, heads: int = T5_BASE.heads, ffn: int = T5_BASE.ffn,
+            num_layers: int = T5_BASE.num_layers,
+            decoder_layers: int = T5_BASE.num_layers) -> Network:
     """T5-base on embedded encoder and decoder inputs.
 
     ============  ========================================  =================

@@ -203,15 +203,9 @@ def _register_preset(name: str, preset: TransformerConfig, num_layers: int, desc
     """Register `preset` with `num_layers` blocks; its sizes are the overrides."""
 
     @register(name, "transformer", description)
-    def build(
-        batch: int,
-        rng: np.random.Generator,
-        seq_len: int = preset.seq_len,
-        hidden: int = preset.hidden,
-        heads: int = preset.heads,
-        ffn: int = preset.ffn,
-        num_layers: int = num_layers,
-    ) -> Network:
+    def build(batch: int, rng: np.random.Generator, seq_len: int = preset.seq_len,
+              hidden: int = preset.hidden, heads: int = preset.heads, ffn: int = preset.ffn,
+              num_layers: int = num_layers) -> Network:
         config = dataclasses.replace(
             preset, seq_len=seq_len, hidden=hidden, heads=heads, ffn=ffn, num_layers=num_layers
         )

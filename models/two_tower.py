@@ -50,16 +50,9 @@ class TwoTower(nn.Module):
     "two-tower retrieval (Yi et al. 2019): query and item towers, 1M-row ID tables x 64, "
     "MLP 1024-512-256, dot-product score",
 )
-def two_tower(
-    batch: int,
-    rng: np.random.Generator,
-    query_rows: int = 1_000_000,
-    item_rows: int = 1_000_000,
-    id_dim: int = 64,
-    query_dense: int = 256,
-    item_dense: int = 256,
-    widths: tuple[int, ...] = (1024, 512, 256),
-) -> Network:
+def two_tower(batch: int, rng: np.random.Generator, query_rows: int = 1_000_000,
+              item_rows: int = 1_000_000, id_dim: int = 64, query_dense: int = 256,
+              item_dense: int = 256, widths: tuple[int, ...] = (1024, 512, 256)) -> Network:
     """Scores of `batch` (query, item) pairs.
 
     ==========  ======================================================  =======

@@ -74,14 +74,8 @@ class UNet(nn.Module):
     "cnn",
     "U-Net (segmentation, 512x512): 4 down and 4 up stages, skip concatenations, 31.0 M weights",
 )
-def unet(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 512,
-    in_channels: int = 3,
-    num_classes: int = 2,
-    width: int = 64,
-) -> Network:
+def unet(batch: int, rng: np.random.Generator, image_size: int = 512, in_channels: int = 3,
+         num_classes: int = 2, width: int = 64) -> Network:
     """U-Net on `image_size` x `image_size` images with `in_channels` channels.
 
     ===========  ===================  =================

@@ -54,14 +54,8 @@ class VGG(nn.Module):
 
 
 @register("vgg16", "cnn", "VGG-16 (ImageNet): 13 convs, 3 fully connected layers, 138.4 M weights")
-def vgg16(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    width: int = 64,
-    hidden: int = 4096,
-    num_classes: int = 1000,
-) -> Network:
+def vgg16(batch: int, rng: np.random.Generator, image_size: int = 224, width: int = 64,
+          hidden: int = 4096, num_classes: int = 1000) -> Network:
     """VGG-16 on `image_size` x `image_size` RGB images (at least 32).
 
     ============  ===================  =========

@@ -45,17 +45,9 @@ class VisionTransformer(nn.Module):
     "transformer",
     "ViT-B/16 (ImageNet): 16x16 patches, 12 layers, hidden 768, 12 heads, 86.6 M weights",
 )
-def vit_b16(
-    batch: int,
-    rng: np.random.Generator,
-    image_size: int = 224,
-    patch: int = 16,
-    hidden: int = VIT_B16.hidden,
-    heads: int = VIT_B16.heads,
-    ffn: int = VIT_B16.ffn,
-    num_layers: int = VIT_B16.num_layers,
-    num_classes: int = 1000,
-) -> Network:
+def vit_b16(batch: int, rng: np.random.Generator, image_size: int = 224, patch: int = 16,
+            hidden: int = VIT_B16.hidden, heads: int = VIT_B16.heads, ffn: int = VIT_B16.ffn,
+            num_layers: int = VIT_B16.num_layers, num_classes: int = 1000) -> Network:
     """ViT-B/16 on `image_size` x `image_size` RGB images.
 
     ===========  ===================  =========  ===================================

@@ -1,13 +1,17 @@
 """Shared plumbing of the benchmark table scripts (bench_dp.py, table_*.py): the machine and
-version line, load-average sampling, and replacing one marked block of docs/benchmarks.md."""
+version line, load-average sampling, what a run records about itself, and publishing a table
+(printed, its results as JSON, one marked block of docs/benchmarks.md replaced)."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
+import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +97,43 @@ def shown(path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+def run_record(script: str, argv: list[str] | None, load_start: float, started: float,
+               **fields) -> dict:
+    """What a table run records about itself (its results' ``"meta"``): the command that ran
+    ``scripts/<script>`` with ``argv`` (None: this process's arguments), date, machine, versions,
+    the load average at ``load_start`` and now, the seconds since ``started``
+    (``time.perf_counter()``), then ``fields``."""
+    arguments = sys.argv[1:] if argv is None else argv
+    return {
+        "command": f"python scripts/{script} " + " ".join(arguments),
+        "date": today(),
+        "machine": machine(),
+        "versions": versions(),
+        "load_start": load_start,
+        "load_end": load_average(),
+        "seconds": time.perf_counter() - started,
+        **fields,
+    }
+
+
+def rendered_note(results: str | Path) -> str:
+    """The note under a table rendered again from a run's saved results."""
+    return f"(Rendered from the run's results, `{shown(results)}`.)"
+
+
+def publish(name: str, heading: str, body: str, doc: Path | None, results: Path | None = None,
+            record: dict | None = None) -> None:
+    """Print a table; write ``record`` as JSON to ``results`` (where given) and the table into
+    block ``name`` of ``doc`` (None: not into the docs)."""
+    print(body)
+    if results is not None:
+        results = Path(results)
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    if doc is not None:
+        write_block(name, heading, body, Path(doc))
 
 
 def write_block(name: str, heading: str, body: str, path: Path = BENCHMARKS) -> None:

@@ -270,12 +270,10 @@ def main(argv: list[str] | None = None) -> int:
         earlier = json.loads(Path(args.from_results).read_text())
         rows, skipped, meta = earlier["rows"], earlier["skipped"], earlier["meta"]
         meta["notes"] = [n for n in meta.get("notes", []) if not n.startswith("Skipped: ")] + args.note
-        meta["notes"].append(f"(Rendered from the run's results, `{tables.shown(args.from_results)}`.)")
+        meta["notes"].append(tables.rendered_note(args.from_results))
         table = summarise(rows, sorted({r["k"] for r in rows}))
-        body = render(table, rows, skipped, meta)
-        print(body)
-        if not args.no_doc:
-            tables.write_block("archer", HEADING, body, Path(args.doc))
+        tables.publish("archer", HEADING, render(table, rows, skipped, meta),
+                       None if args.no_doc else Path(args.doc))
         return 0
 
     testbed = Path(args.testbed)
@@ -317,33 +315,22 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
     table = summarise(rows, sorted(args.ks))
-    meta = {
-        "command": "python scripts/table_archer.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": tables.today(),
-        "machine": tables.machine(),
-        "versions": tables.versions(),
-        "load_start": load_start,
-        "load_end": tables.load_average(),
-        "seconds": time.perf_counter() - started,
-        "testbed": str(testbed.relative_to(ROOT)) if testbed.resolve().is_relative_to(ROOT) else str(testbed),
-        "quick": manifest.get("quick", False),
-        "time_limit": args.time_limit,
-        "dp_time_limit": None if args.no_dp else args.dp_time_limit,
-        "notes": list(args.note),
-    }
+    meta = tables.run_record(
+        "table_archer.py", argv, load_start, started,
+        testbed=str(testbed.relative_to(ROOT)) if testbed.resolve().is_relative_to(ROOT) else str(testbed),
+        quick=manifest.get("quick", False),
+        time_limit=args.time_limit,
+        dp_time_limit=None if args.no_dp else args.dp_time_limit,
+        notes=list(args.note),
+    )
     testbed_skips = manifest.get("skipped", [])
     if testbed_skips:
         meta["notes"].append(
             "Not in the testbed: " + "; ".join(f"{s['model']} ({s['reason']})" for s in testbed_skips)
         )
-    body = render(table, rows, skipped, meta)
-    print(body)
-    results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps({"meta": meta, "table": table, "rows": rows, "skipped": skipped},
-                                  indent=1, default=str) + "\n")
-    if not args.no_doc:
-        tables.write_block("archer", HEADING, body, Path(args.doc))
+    tables.publish("archer", HEADING, render(table, rows, skipped, meta),
+                   None if args.no_doc else Path(args.doc), Path(args.results),
+                   {"meta": meta, "table": table, "rows": rows, "skipped": skipped})
     return 0
 
 

@@ -334,23 +334,13 @@ def main(argv: list[str] | None = None) -> int:
         args.time_limit = meta.get("time_limit", args.time_limit)
         compare(rows)
         meta["notes"] = list(meta.get("notes", [])) + args.note + [
-            f"(Rendered from the run's results, `{tables.shown(args.from_results)}`.)"]
+            tables.rendered_note(args.from_results)]
     else:
         load_start = tables.load_average()
         started = time.perf_counter()
         rows, skipped = run(args)
-        meta = {
-            "command": "python scripts/table_scaling.py "
-            + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": tables.today(),
-            "machine": tables.machine(),
-            "versions": tables.versions(),
-            "load_start": load_start,
-            "load_end": tables.load_average(),
-            "seconds": time.perf_counter() - started,
-            "time_limit": args.time_limit,
-            "notes": list(args.note),
-        }
+        meta = tables.run_record("table_scaling.py", argv, load_start, started,
+                                 time_limit=args.time_limit, notes=list(args.note))
     if plot_path:
         make_plot(rows, plot_path, args.time_limit)
     doc = Path(args.doc)
@@ -360,15 +350,11 @@ def main(argv: list[str] | None = None) -> int:
             rel_plot = str(plot_path.resolve().relative_to(doc.resolve().parent))
         except ValueError:
             rel_plot = str(plot_path)
-    body = render(rows, skipped, args, meta, rel_plot)
-    print(body)
     results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    if not args.from_results or results.resolve() != Path(args.from_results).resolve():
-        results.write_text(json.dumps({"meta": meta, "rows": rows, "skipped": skipped}, indent=1) + "\n")
-    if not args.no_doc:
-        tables.write_block("scaling", "## Solver scaling: time against graph size (issue 4, table 5)",
-                             body, doc)
+    rerendered = args.from_results and results.resolve() == Path(args.from_results).resolve()
+    tables.publish("scaling", "## Solver scaling: time against graph size (issue 4, table 5)",
+                   render(rows, skipped, args, meta, rel_plot), None if args.no_doc else doc,
+                   None if rerendered else results, {"meta": meta, "rows": rows, "skipped": skipped})
     return 0
 
 

@@ -225,41 +225,28 @@ def main(argv: list[str] | None = None) -> int:
                 {"meta": meta, "rows": rows, "bound_variants": variants}, indent=1,
                 default=str) + "\n")
         meta["notes"] = list(meta.get("notes") or []) + args.note + [
-            f"(Rendered from the run's results, `{tables.shown(args.from_results)}`.)"]
+            tables.rendered_note(args.from_results)]
         before = json.loads(Path(args.before).read_text())["rows"] if args.before else []
         meta["before"] = args.before_label if args.before else None
         methods = list(dict.fromkeys(r["method"] for r in rows))
-        body = render(rows, methods, meta, before, variants)
-        print(body)
-        if not args.no_doc:
-            tables.write_block("wide", HEADING, body, Path(args.doc))
+        tables.publish("wide", HEADING, render(rows, methods, meta, before, variants),
+                       None if args.no_doc else Path(args.doc))
         return 0
 
     entries = wide_entries()
     load_start = tables.load_average()
     started = time.perf_counter()
     rows = run(entries, testbed, args.methods, args.time_limit)
-    meta = {
-        "command": "python scripts/table_wide.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": tables.today(), "machine": tables.machine(), "versions": tables.versions(),
-        "load_start": load_start, "load_end": tables.load_average(),
-        "seconds": time.perf_counter() - started,
-        "testbed": tables.shown(testbed), "time_limit": args.time_limit, "notes": args.note,
-        "min_ops": args.min_ops,
-    }
+    meta = tables.run_record("table_wide.py", argv, load_start, started, testbed=tables.shown(testbed),
+                             time_limit=args.time_limit, notes=args.note, min_ops=args.min_ops)
     before = json.loads(Path(args.before).read_text())["rows"] if args.before else []
     meta["before"] = args.before_label if args.before else None
     variants = (bound_variants(entries, testbed, rows, args.bound_variants)
                 if args.bound_variants else [])
     meta["bound_seconds"] = args.bound_variants
-    body = render(rows, args.methods, meta, before, variants)
-    print(body)
-    results = Path(args.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps({"meta": meta, "rows": rows, "bound_variants": variants},
-                                  indent=1, default=str) + "\n")
-    if not args.no_doc:
-        tables.write_block("wide", HEADING, body, Path(args.doc))
+    tables.publish("wide", HEADING, render(rows, args.methods, meta, before, variants),
+                   None if args.no_doc else Path(args.doc), Path(args.results),
+                   {"meta": meta, "rows": rows, "bound_variants": variants})
     return 0
 
 

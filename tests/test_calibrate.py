@@ -172,12 +172,12 @@ def test_the_calibrated_model_calibrates_once_per_device_and_caches(tmp_path):
     first = CalibratedCostModel(cache_dir=tmp_path, time_limit=TINY)
     placed = tvm_place.place(mod, ["llvm", "llvm"], cost_model=first, time_limit=5)
     assert first.calibrations == 1  # two CPU devices of one target: one calibration
-    assert {s for row in placed.sources for s in row} == {"calibrated"}
+    assert {s for row in placed.cost_sources for s in row} == {"calibrated"}
     (cached_file,) = (tmp_path / "calibrated-profiles").iterdir()
     second = CalibratedCostModel(cache_dir=tmp_path, time_limit=TINY)
     again = tvm_place.place(mod, ["llvm", "llvm"], cost_model=second, time_limit=5)
     assert second.calibrations == 0
-    assert {s for row in again.sources for s in row} == {"calibrated (cached)"}
+    assert {s for row in again.cost_sources for s in row} == {"calibrated (cached)"}
     assert np.array_equal(again.problem.compute_time, placed.problem.compute_time)
     # a corrupt cache file is measured again, with a warning, and rewritten
     cached_file.write_text("{not json")

@@ -20,7 +20,7 @@ from brute_force import (  # noqa: E402
 from tvm_place.errors import InfeasibleError, InvalidPlacementError, UnknownMethodError  # noqa: E402
 from tvm_place.evaluate import evaluate, validate  # noqa: E402
 from tvm_place.graph import Device, OpGraph, OpNode, Placement, PlacementProblem  # noqa: E402
-from tvm_place.solvers import bounds, diviml, replicas, solve, split  # noqa: E402
+from tvm_place.solvers import bounds, diviml, diviml_split, replicas, solve  # noqa: E402
 
 #: Random problems per objective compared with exhaustive search (120 DAGs in all).
 SEEDS = range(60)
@@ -82,7 +82,7 @@ def cases():
                 problem,
                 optimum,
                 _run(diviml.solve, problem, objective),
-                [_run(split.solve, problem, objective, module_ops=1, scheme=scheme)
+                [_run(diviml_split.solve, problem, objective, module_ops=1, scheme=scheme)
                  for scheme in ((None, "dp") if objective == "latency" else (None,))],
             )
     return table
@@ -189,8 +189,8 @@ def _residual_chain(blocks: int, num_devices: int = 3, seed: int = 0, memory_fra
 
 def test_cut_vertices_and_modules():
     problem = _residual_chain(4)
-    assert split.cut_vertices(problem) == [0, 3, 6, 9, 12]
-    parts = split.modules(problem, 6)
+    assert diviml_split.cut_vertices(problem) == [0, 3, 6, 9, 12]
+    parts = diviml_split.modules(problem, 6)
     assert sorted(u for part in parts for u in part) == list(range(13))
     assert all(part[-1] in (3, 6, 9, 12) for part in parts)
     # Two sources and two sinks: no operator is on every path.
@@ -200,11 +200,11 @@ def test_cut_vertices_and_modules():
         compute_time=np.ones((4, 1)),
         transfer_time=np.zeros((4, 1)),
     )
-    assert split.cut_vertices(diamond) == [2, 3]
+    assert diviml_split.cut_vertices(diamond) == [2, 3]
     # A colour class across blocks 1 and 3 joins the modules in between.
     coloured = _residual_chain(4)
     coloured.colour_classes = [[1, 10]]
-    parts = split.modules(coloured, 3)
+    parts = diviml_split.modules(coloured, 3)
     assert any(1 in part and 10 in part for part in parts)
 
 
@@ -212,7 +212,7 @@ def test_split_dp_is_exact_on_a_chain():
     problem = _residual_chain(5)
     exact = diviml.solve(problem, "latency", 30.0)
     assert exact.stats["status"] == "optimal"
-    placement = split.solve(problem, "latency", 30.0, module_ops=4, scheme="dp")
+    placement = diviml_split.solve(problem, "latency", 30.0, module_ops=4, scheme="dp")
     _check_placement(problem, placement, "latency")
     assert placement.stats["modules"] >= 3
     assert math.isclose(placement.value, exact.value, rel_tol=RELATIVE)
@@ -222,7 +222,7 @@ def test_split_dp_is_exact_on_a_chain():
 @pytest.mark.parametrize("objective", ["latency", "throughput"])
 def test_split_with_binding_memory(objective):
     problem = _residual_chain(12, memory_frac=0.3)
-    placement = split.solve(problem, objective, 10.0, module_ops=9)
+    placement = diviml_split.solve(problem, objective, 10.0, module_ops=9)
     _check_placement(problem, placement, objective)
     assert placement.stats["modules"] >= 3
     assert placement.value >= bounds.device_aware_bound(problem, objective)
@@ -250,7 +250,7 @@ def _infeasible_problems():
 
 
 @pytest.mark.parametrize("objective", ["latency", "throughput"])
-@pytest.mark.parametrize("method", [diviml.solve, split.solve], ids=["diviml-milp", "split"])
+@pytest.mark.parametrize("method", [diviml.solve, diviml_split.solve], ids=["diviml-milp", "split"])
 def test_infeasible_raises(method, objective):
     for label, problem in _infeasible_problems():
         with pytest.raises(InfeasibleError):
@@ -261,19 +261,19 @@ def test_infeasible_raises(method, objective):
 def test_unknown_objective():
     problem = _residual_chain(1)
     for call in (lambda: diviml.solve(problem, "energy", 1.0),
-                 lambda: split.solve(problem, "energy", 1.0),
+                 lambda: diviml_split.solve(problem, "energy", 1.0),
                  lambda: bounds.device_aware_bound(problem, "energy")):
         with pytest.raises(UnknownMethodError):
             call()
     with pytest.raises(UnknownMethodError):
-        split.solve(problem, "latency", 1.0, scheme="bogus")
+        diviml_split.solve(problem, "latency", 1.0, scheme="bogus")
 
 
 def test_progress_is_reported():
     problem = _residual_chain(6)
     messages = []
     diviml.solve(problem, "latency", 5.0, lambda message, fraction: messages.append(message))
-    split.solve(problem, "throughput", 5.0, lambda message, fraction: messages.append(message),
+    diviml_split.solve(problem, "throughput", 5.0, lambda message, fraction: messages.append(message),
                 module_ops=6)
     assert any(m.startswith("diviml-milp") for m in messages)
     assert any(m.startswith("split") for m in messages)
@@ -281,7 +281,7 @@ def test_progress_is_reported():
 
 @pytest.mark.parametrize("graph", ["random", "chain"])
 @pytest.mark.parametrize("objective", ["latency", "throughput"])
-@pytest.mark.parametrize("method", [diviml.solve, split.solve], ids=["diviml-milp", "split"])
+@pytest.mark.parametrize("method", [diviml.solve, diviml_split.solve], ids=["diviml-milp", "split"])
 def test_time_limit_on_300_operators(method, objective, graph):
     if graph == "random":
         problem = random_problem(np.random.default_rng(7), 300, 3, edge_probability=0.02,

@@ -17,7 +17,7 @@ from tvm_place.compiler import place
 from tvm_place.cost import AnalyticalCostModel, Snapshot
 from tvm_place.errors import InvalidGraphError, TvmPlaceError
 from tvm_place.graph import Placement
-from tvm_place.testing import UPDATE_ENV, assert_placement, check_plan, read_plan
+from tvm_place.testing import UPDATE_ENV, assert_placement, check_plan, read_golden_plan
 
 GOLDEN = Path(__file__).parent / "golden"
 BERT = dict(seq_len=8, hidden=64, heads=4, ffn=128)
@@ -104,7 +104,7 @@ def test_cost_snapshot_reproduces_a_placement_without_measuring(tmp_path):
         assert replayed.placement.to_json() == noisy.placement.to_json()
         assert np.array_equal(replayed.problem.compute_time, noisy.problem.compute_time)
         assert np.array_equal(replayed.problem.transfer_time, noisy.problem.transfer_time)
-        assert {source for row in replayed.sources for source in row} == {"snapshot"}
+        assert {source for row in replayed.cost_sources for source in row} == {"snapshot"}
 
 
 def test_snapshot_in_compile_and_in_the_pipeline(tmp_path):
@@ -147,7 +147,7 @@ def test_assert_placement_writes_compares_and_explains(tmp_path, monkeypatch):
     monkeypatch.setenv(UPDATE_ENV, "1")
     written = assert_placement(model.mod, CPU_T4, plan, objective="throughput")
     monkeypatch.delenv(UPDATE_ENV)
-    data = read_plan(plan)
+    data = read_golden_plan(plan)
     assert [device for _, device in data["ops"]] == [
         data["devices"][d] for d in written.device_of
     ]
@@ -203,7 +203,7 @@ def test_measured_golden_plan_replays_its_cost_snapshot(tmp_path):
     plan = tmp_path / "noisy.json"
     written = assert_placement(model.mod, CPU_T4, plan, update=True, objective="throughput",
                                cost_model=NoisyCostModel())
-    assert read_plan(plan)["options"]["cost_model"] == {"snapshot": "noisy.costs.json"}
+    assert read_golden_plan(plan)["options"]["cost_model"] == {"snapshot": "noisy.costs.json"}
     assert (tmp_path / "noisy.costs.json").exists()
     for _ in range(2):  # fresh noisy costs each time, but the check replays the snapshot
         again = assert_placement(model.mod, CPU_T4, plan, objective="throughput",

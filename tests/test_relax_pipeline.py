@@ -165,6 +165,12 @@ def test_options_from_module_attributes():
     assert len(pipeline.devices) == 2
     # an argument wins over the attribute
     assert tvm_place.pipeline(["llvm"], objective="latency").resolved_options(mod)["objective"] == "latency"
+    # an options object settles every option; keywords override it
+    chosen = tvm_place.PlaceOptions(method="greedy", time_limit=7)
+    assert tvm_place.pipeline(["llvm"], chosen).resolved_options(mod)["objective"] == "latency"
+    resolved = tvm_place.pipeline(options=chosen, objective="throughput").resolved_options(mod)
+    assert (resolved["method"], resolved["time_limit"], resolved["objective"]) == ("greedy", 7.0, "throughput")
+    assert resolved["targets"] == ["llvm", "llvm"]  # not an option: still from the attribute
 
 
 def test_pass_context_config_is_read_where_tvm_allows_it(monkeypatch):
@@ -185,8 +191,10 @@ def test_errors_keep_their_type_through_tvm_compile():
     model = models.get("onnx-cnn")
     with pytest.raises(InfeasibleError, match="matches no operator"):
         tvm.compile(model.mod, relax_pipeline=tvm_place.pipeline(["llvm", "llvm"], pins={"nope": "cpu:1"}))
-    with pytest.raises(TypeError, match="unknown options"):
-        tvm_place.relax_pipeline.PlacementPipeline(["llvm"], colour="red")
+    with pytest.raises(TvmPlaceError, match="unknown option 'colour'"):
+        tvm_place.pipeline(["llvm"], colour="red")
+    with pytest.raises(TvmPlaceError, match="places main only"):
+        tvm_place.pipeline(["llvm"], entry="forward")
     plain = tvm.compile(model.mod, target="llvm")
     with pytest.raises(TvmPlaceError, match="no tvm-place device record"):
         tvm_place.devices_of(plain)

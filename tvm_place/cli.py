@@ -5,7 +5,7 @@ and prints the placement; ``compile`` writes the per-target artifacts with a man
 loads and runs them (latency or stream); ``solve`` places a problem file; ``bench`` compares
 methods on one model; ``check`` compares a model's placement with a golden plan; ``calibrate``
 fits a device's profile to micro-benchmarks run on it. A model is a
-registry name, an ``.onnx`` file or a ``.py`` file (``tvm_place.sources``). Bad input exits with
+registry name, an ``.onnx`` file or a ``.py`` file (``tvm_place.model_source``). Bad input exits with
 code 2 and a one-paragraph message (``--debug`` shows the traceback); ``check`` exits 1 when the
 placement changed.
 """
@@ -166,7 +166,7 @@ def _output_file(path: str | None, option: str) -> None:
 
 
 def _model(args: argparse.Namespace):
-    from .sources import load_model
+    from .model_source import load_model
 
     return load_model(args.model, batch=args.batch, sizes=_sizes(args.size), seed=args.seed,
                       training=args.training, layout=args.layout)
@@ -213,7 +213,7 @@ def _placement_options(args: argparse.Namespace, log: list) -> dict:
     return options
 
 
-def _report(problem, placement, sources, log: list, args, options: dict, extra: dict | None = None,
+def _report(problem, placement, cost_sources, log: list, args, options: dict, extra: dict | None = None,
             shape_values: dict | None = None, fallbacks: list | None = None) -> None:
     """Print the placement as text or, with ``--json``, as one JSON object; write pictures and
     the plan where asked."""
@@ -221,7 +221,7 @@ def _report(problem, placement, sources, log: list, args, options: dict, extra: 
     from .report import format_report
 
     if args.save_plan:
-        from .testing import write_plan
+        from .formats import write_plan
 
         model = {"name": args.model, "sizes": _sizes(args.size), "batch": args.batch, "seed": args.seed}
         write_plan(args.save_plan, problem, placement, options["targets"], options, model)
@@ -256,7 +256,7 @@ def _report(problem, placement, sources, log: list, args, options: dict, extra: 
             **(extra or {}),
         }))
         return
-    print(format_report(problem, placement, sources, shape_values=shape_values, fallbacks=fallbacks))
+    print(format_report(problem, placement, cost_sources, shape_values=shape_values, fallbacks=fallbacks))
     solver_log = [line for line in log if not line.startswith("costing ")]  # per-op cost lines
     if solver_log:
         print("\nsolver log:\n  " + "\n  ".join(solver_log[-20:]))
@@ -317,7 +317,7 @@ def _place(args: argparse.Namespace) -> int:
     model, log = _model(args), []
     options = _placement_options(args, log)
     placed = place(model.mod, name=model.name, **options)
-    _report(placed.problem, placed.placement, placed.sources, log, args, options,
+    _report(placed.problem, placed.placement, placed.cost_sources, log, args, options,
             shape_values=placed.shape_values, fallbacks=placed.fallbacks)
     return 0
 
@@ -362,7 +362,7 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .runtime.placed import PlacedModule
-    from .sources import load_model
+    from .model_source import load_model
 
     directory = Path(args.directory)
     placed = PlacedModule.load(directory)
@@ -639,13 +639,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True) -> None:
+    from .graph import OBJECTIVES
     from .solvers import METHODS
 
     parser.add_argument("--target", action="append",
                         help="a device's TVM target, repeated per device (default: one llvm)")
     parser.add_argument("--devices", metavar="FILE",
                         help="hardware as a JSON or TOML device file (see docs/problem-format.md)")
-    parser.add_argument("--objective", choices=["throughput", "latency"], default="latency")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="latency")
     parser.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
     parser.add_argument("--time-limit", type=_positive(float), default=60.0, help="solver seconds (default 60)")
     parser.add_argument("--cost-model", choices=["analytical", "calibrated", "learned", "measured"],
@@ -680,6 +681,7 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .graph import OBJECTIVES
     from .solvers import METHODS
 
     parser = argparse.ArgumentParser(
@@ -774,7 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=["tvm-place", "dnn-partitioning"], default="tvm-place",
         help="file format (default: tvm-place JSON, docs/problem-format.md)",
     )
-    solve.add_argument("--objective", choices=["throughput", "latency"], default="throughput")
+    solve.add_argument("--objective", choices=OBJECTIVES, default="throughput")
     solve.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
     solve.add_argument("--time-limit", type=_positive(float), default=60.0, help="seconds (default 60)")
     solve.add_argument("--output", help="write the placement here (a split file for dnn-partitioning)")

@@ -161,13 +161,13 @@ def build_problem(
     external_costs: Mapping | None = None,
 ) -> tuple[PlacementProblem, list[list[str]]]:
     """The placement problem of a prepared module: costs per device, memory, user and IR pins."""
-    compute_time, sources = compute_costs(collected, devices, cost_model, progress, external_costs)
+    compute_time, cost_sources = compute_costs(collected, devices, cost_model, progress, external_costs)
     graph = collected.graph
     for u, call in collected.externals.items():
         if not np.isfinite(compute_time[u]).any():
             raise UnsupportedModelError(
                 f"operator {graph.nodes[u].name!r} calls the external function {call.name!r}, "
-                f"which no device can run as far as tvm-place knows ({sources[u][0]}): register "
+                f"which no device can run as far as tvm-place knows ({cost_sources[u][0]}): register "
                 "it in this process (tvm_ffi.register_global_func) before compiling, so that "
                 "CPU devices measure it, or give its time per call where it exists, "
                 f"external_costs={{{call.name!r}: {{'{devices[0].name}': 1e-3}}}}, and pin it "
@@ -216,7 +216,7 @@ def build_problem(
     )
     if hasattr(cost_model, "restore_costs"):  # a cost snapshot: transfers and memory as saved too
         problem = cost_model.restore_costs(problem)
-    return problem, sources
+    return problem, cost_sources
 
 
 @dataclass
@@ -225,7 +225,8 @@ class Placed:
 
     ``prepared``: the module lowered to fused TIR operators; ``devices``: the resolved targets;
     ``problem``: its placement problem (the costs it used: save it as a cost snapshot,
-    :class:`tvm_place.cost.Snapshot`); ``sources``: where each cost came from; ``placement``: the
+    :class:`tvm_place.cost.Snapshot`); ``cost_sources``: where each cost came from
+    (``[operator][device]``: what gave the number, e.g. ``"measured (cached)"``); ``placement``: the
     solved (or given and validated) placement; ``shape_values``: the size each symbolic
     dimension was costed at; ``fallbacks``: a line per operator that a target cannot build (and
     so runs elsewhere), with why. With several entry functions (``entries=``), ``problem`` and
@@ -236,7 +237,7 @@ class Placed:
     prepared: tvm.IRModule | None
     devices: list[TargetDevice]
     problem: PlacementProblem
-    sources: list[list[str]]
+    cost_sources: list[list[str]]
     placement: Placement
     shape_values: dict[str, int] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
@@ -250,7 +251,7 @@ class PlacedEntry:
 
     entry: Entry
     prepared: tvm.IRModule
-    sources: list[list[str]]
+    cost_sources: list[list[str]]
     placement: Placement | None = None
     shape_values: dict[str, int] = field(default_factory=dict)
     fallbacks: list[str] = field(default_factory=list)
@@ -302,10 +303,10 @@ def _cost_entry(mod, entry: str, devices, model, options: PlaceOptions, progress
 
     prepared = prepare(mod, entry)
     collected = collect_op_graph(prepared, shape_hints)
-    problem, sources = build_problem(prepared, collected, devices, model, options.pins, options.name,
-                                     progress, options.external_costs)
+    problem, cost_sources = build_problem(prepared, collected, devices, model, options.pins, options.name,
+                                          progress, options.external_costs)
     problem, fallbacks = _without_unbuildable(problem, collected, devices, model, progress)
-    return PlacedEntry(Entry(entry, problem, calls, collected.weights), prepared, sources,
+    return PlacedEntry(Entry(entry, problem, calls, collected.weights), prepared, cost_sources,
                        shape_values=collected.shape_values, fallbacks=fallbacks)
 
 
@@ -347,12 +348,12 @@ def place(mod: tvm.IRModule, targets: Sequence[Any], options: PlaceOptions | Non
     parts = [_cost_entry(mod, function, devices, model, options, progress, hints[function], count)
              for function, count in (calls or {entry: 1.0}).items()]
     if calls is None:
-        problem, sources = parts[0].entry.problem, parts[0].sources
+        problem, cost_sources = parts[0].entry.problem, parts[0].cost_sources
     else:
         problem = joint_problem([part.entry for part in parts], objective, options.name)
         boundary = [["entry boundary"] * len(devices)]
-        sources = [row for position, part in enumerate(parts)
-                   for row in (boundary if position and objective == "latency" else []) + part.sources]
+        cost_sources = [row for position, part in enumerate(parts)
+                        for row in (boundary if position and objective == "latency" else []) + part.cost_sources]
     if options.placement is None:
         placement = solvers.solve(problem, objective, options.method, time_limit, progress)
     else:
@@ -371,11 +372,11 @@ def place(mod: tvm.IRModule, targets: Sequence[Any], options: PlaceOptions | Non
             )
     if calls is None:
         part = parts[0]
-        return Placed(part.prepared, devices, problem, sources, placement, part.shape_values,
+        return Placed(part.prepared, devices, problem, cost_sources, placement, part.shape_values,
                       part.fallbacks)
     for part in parts:
         part.placement = entry_placement(placement, part.entry)
-    return Placed(None, devices, problem, sources, placement,
+    return Placed(None, devices, problem, cost_sources, placement,
                   fallbacks=[f"{p.entry.name}{SEPARATOR}{line}" for p in parts for line in p.fallbacks],
                   entries=parts)
 
@@ -471,7 +472,7 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
             executables=executables,
             devices=[{"name": d.name, "kind": d.kind, "index": d.index} for d in devices],
             placement=placement,
-            report_text=format_report(problem, placement, placed.sources, _num_stages(plan),
+            report_text=format_report(problem, placement, placed.cost_sources, _num_stages(plan),
                                       plan.num_copies, placed.shape_values, placed.fallbacks),
             problem=problem,
             split_module=split,
@@ -487,7 +488,7 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
         functions[part.entry.name] = EntryFunction(
             plan=plan, problem=part.entry.problem, placement=part.placement, calls=part.entry.calls,
             weights=part.entry.weights,
-            report=format_report(part.entry.problem, part.placement, part.sources,
+            report=format_report(part.entry.problem, part.placement, part.cost_sources,
                                  _num_stages(plan), plan.num_copies, part.shape_values,
                                  part.fallbacks),
             split_module=split)
@@ -496,7 +497,7 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
         executables=executables,
         devices=[{"name": d.name, "kind": d.kind, "index": d.index} for d in devices],
         placement=placement,
-        report_text=format_report(problem, placement, placed.sources, stage_counts, copies,
+        report_text=format_report(problem, placement, placed.cost_sources, stage_counts, copies,
                                   fallbacks=placed.fallbacks) + "\n" + format_entries(functions),
         problem=problem,
         fallbacks=placed.fallbacks,

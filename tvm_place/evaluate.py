@@ -227,6 +227,27 @@ def _replicated(per_device: np.ndarray, replicas: list[tuple[int, ...]]) -> np.n
     return per_device
 
 
+def ready_time(u: int, d: int, free: list[float], finish: list[float], device_of: list[int],
+               predecessors, transfer: list[list[float]]) -> tuple[float, int]:
+    """When operator ``u`` may start on device ``d``, and what it waits for: ``(ready, p)``.
+
+    ``d`` is free at ``free[d]``; a value of predecessor ``p`` made on device ``e = device_of[p]``
+    arrives at ``finish[p]``, or ``transfer[p][e] + transfer[p][d]`` later where ``e != d`` (the
+    star topology of :mod:`tvm_place.graph`). ``p`` is the predecessor whose value arrives last,
+    where it arrives after ``free[d]``, else -1 (``u`` waits for the device). The cost model's one
+    rule for a start, used by :func:`evaluate` and by the list schedules of HEFT; Python lists,
+    not arrays, as the recurrences that call it once per operator (and candidate device) are hot.
+    Time O(in-degree).
+    """
+    ready, waited_for = free[d], -1
+    for p in predecessors[u]:
+        e = device_of[p]
+        arrival = finish[p] if e == d else finish[p] + transfer[p][e] + transfer[p][d]
+        if arrival > ready:
+            ready, waited_for = arrival, p
+    return ready, waited_for
+
+
 def _has_cycle(num_vertices: int, edges: set[tuple[int, int]]) -> bool:
     indegree = [0] * num_vertices
     out: list[list[int]] = [[] for _ in range(num_vertices)]
@@ -307,13 +328,7 @@ def evaluate(
     predecessors = problem.graph.predecessors
     for u in np.asarray(order).tolist():
         d = devices[u]
-        ready = device_free[d]
-        for p in predecessors[u]:
-            e = devices[p]
-            arrival = finish[p] if e == d else finish[p] + transfer[p][e] + transfer[p][d]
-            if arrival > ready:
-                ready = arrival
-        start[u] = ready + opening[u]
+        start[u] = ready_time(u, d, device_free, finish, devices, predecessors, transfer)[0] + opening[u]
         finish[u] = start[u] + durations[u]
         device_free[d] = finish[u]
     start, finish = np.array(start), np.array(finish)

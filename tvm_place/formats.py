@@ -1,4 +1,6 @@
-"""Loaders of the JSON problem formats: one function per format, each failing with a clear message."""
+"""The file formats, each read and written here and nowhere else: problems (tvm-place JSON, the
+dnn-partitioning workloads and splits), plans, placements and device files. A reader checks the
+file against its schema (:mod:`tvm_place.schemas`) and fails with a message naming the field."""
 
 from __future__ import annotations
 
@@ -140,6 +142,14 @@ def problem_to_json(problem: PlacementProblem) -> str:
     return json.dumps(problem_to_dict(problem), indent=1, sort_keys=True)
 
 
+def write_problem(problem: PlacementProblem, path: str | Path) -> Path:
+    """Write ``problem`` as a problem file (also the form of a cost snapshot); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(problem_to_json(problem) + "\n")
+    return path
+
+
 def load_problem(path: str | Path) -> PlacementProblem:
     """Read a problem file in the tvm-place JSON format."""
     return problem_from_dict(_read_json(path, "problem"), f"problem file {str(Path(path))!r}")
@@ -273,7 +283,106 @@ def dnn_split(problem: PlacementProblem, placement) -> dict:
     return split
 
 
+# -- plans: where each operator of a model goes, with the targets and options that placed it ------
+
 PLACEMENT_FORMAT, PLAN_FORMAT = "tvm-place-placement", "tvm-place-plan"
+#: Version of the plan files :func:`write_plan` writes.
+PLAN_VERSION = 1
+#: The placement options a plan records (:class:`~tvm_place.options.PlaceOptions` fields; their
+#: defaults fill what a plan or a call leaves out).
+PLAN_OPTIONS = ("objective", "method", "time_limit", "cost_model", "profiles", "pins")
+
+
+def target_to_json(target: Any) -> Any:
+    """A target as a plan records it: a string or dict as given, a ``tvm.target.Target`` as a
+    dict of the attributes that set its costs."""
+    if isinstance(target, (str, Mapping)):
+        return target
+    return {str(k): (v if isinstance(v, (int, float, str, bool)) else str(v))
+            for k, v in target.export().items() if k in ("kind", "arch", "mcpu", "num-cores")}
+
+
+def _profile_to_json(profile: Any) -> Any:
+    from .cost.profiles import DeviceProfile, profile_to_dict
+
+    if isinstance(profile, DeviceProfile):
+        return {"name": profile.name, **profile_to_dict(profile)}
+    return profile
+
+
+def plan_snapshot_path(plan_path: str | Path) -> Path:
+    """Where the cost snapshot of a plan placed with costs other than the analytical model's lies:
+    beside the plan, ``<plan>.costs.json``."""
+    plan_path = Path(plan_path)
+    return plan_path.with_name(plan_path.stem + ".costs.json")
+
+
+def plan_cost_model(cost_model: Any, plan_path: str | Path) -> Any:
+    """How a plan records a cost model: ``"analytical"`` as is; anything else (measured, a
+    snapshot, a custom model) as the snapshot :func:`write_plan` saves beside the plan."""
+    if cost_model == "analytical":
+        return "analytical"
+    return {"snapshot": plan_snapshot_path(plan_path).name}
+
+
+def recorded_snapshot(plan: Mapping, plan_path: str | Path) -> Path | None:
+    """The cost snapshot file a (checked) plan's options name, None where it used the analytical
+    model."""
+    recorded = plan["options"].get("cost_model")
+    return Path(plan_path).parent / recorded["snapshot"] if isinstance(recorded, Mapping) else None
+
+
+def plan_to_dict(problem: PlacementProblem, placement: "Placement", targets, options: Mapping,
+                 plan_path: str | Path, model: Mapping | None = None) -> dict:
+    """The plan of a placement (``"format": "tvm-place-plan"``, read by :func:`read_plan`):
+    ``options`` holds :data:`PLAN_OPTIONS` (defaults fill the rest); ``model`` the registry
+    model's name and sizes, where the module is one."""
+    from .options import PlaceOptions
+
+    device_names = problem.device_names
+    defaults = PlaceOptions()
+    recorded = {key: options.get(key, getattr(defaults, key)) for key in PLAN_OPTIONS}
+    recorded["cost_model"] = plan_cost_model(recorded["cost_model"], plan_path)
+    if recorded["profiles"] is not None:
+        recorded["profiles"] = [_profile_to_json(profile) for profile in recorded["profiles"]]
+    plan = {
+        "format": PLAN_FORMAT,
+        "version": PLAN_VERSION,
+        "model": None if model is None else dict(model),
+        "targets": [target_to_json(t) for t in targets],
+        "options": recorded,
+        "devices": device_names,
+        "objective": placement.objective,
+        "value": float(placement.value),
+        "lower_bound": float(placement.lower_bound),
+        "method": placement.method,
+        "ops": [[name, device_names[int(d)]] for name, d in zip(problem.graph.names, placement.device_of)],
+    }
+    if placement.replicas:
+        plan["replicas"] = [list(group) for group in placement.replicas]
+    return plan
+
+
+def plan_to_json(plan: Mapping) -> str:
+    """A plan file's text: one operator per line, so a changed placement is a small git diff."""
+    body = {k: v for k, v in plan.items() if k != "ops"}
+    text = json.dumps(body, indent=1, sort_keys=True)
+    op_lines = ",\n".join(f"  {json.dumps(pair)}" for pair in plan["ops"])
+    return text[:-2] + ',\n "ops": [\n' + op_lines + "\n ]\n}\n"
+
+
+def write_plan(plan_path: str | Path, problem: PlacementProblem, placement: "Placement", targets,
+               options: Mapping, model: Mapping | None = None, extra: Mapping | None = None) -> Path:
+    """Write the plan of a placement (:func:`plan_to_dict`, with the fields of ``extra`` added)
+    and, for costs other than the analytical model's, the cost snapshot beside it that a check
+    replays (:func:`plan_snapshot_path`); returns the plan's path."""
+    plan_path = Path(plan_path)
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    if options.get("cost_model", "analytical") != "analytical":
+        write_problem(problem, plan_snapshot_path(plan_path))
+    plan = {**plan_to_dict(problem, placement, targets, options, plan_path, model), **(extra or {})}
+    plan_path.write_text(plan_to_json(plan))
+    return plan_path
 
 
 def read_plan(path: str | Path) -> dict:

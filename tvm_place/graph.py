@@ -30,12 +30,19 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InvalidGraphError, InvalidPlacementError
+from .errors import InvalidGraphError, InvalidPlacementError, TvmPlaceError, UnknownMethodError
 
 #: Version of the JSON form written by :meth:`PlacementProblem.to_json` and :meth:`Placement.to_json`.
 FORMAT_VERSION = 1
 
 OBJECTIVES = ("throughput", "latency")
+
+
+def check_objective(objective: str, error: type[TvmPlaceError] = UnknownMethodError) -> None:
+    """Raise ``error`` unless ``objective`` is one of :data:`OBJECTIVES`: the one check of an
+    objective's name, for options, solvers, bounds and placements read from files alike."""
+    if objective not in OBJECTIVES:
+        raise error(f"unknown objective {objective!r}; use one of {list(OBJECTIVES)}")
 
 
 @dataclass(frozen=True)
@@ -257,10 +264,7 @@ class Placement:
         self.replicas = sorted(tuple(sorted(int(d) for d in group)) for group in self.replicas)
         if self.order is not None:
             self.order = np.asarray(self.order, dtype=np.int64)
-        if self.objective not in OBJECTIVES:
-            raise InvalidPlacementError(
-                f"unknown objective {self.objective!r}; use one of {OBJECTIVES}"
-            )
+        check_objective(self.objective, InvalidPlacementError)
 
     @property
     def gap(self) -> float:

@@ -13,8 +13,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from .errors import TvmPlaceError, UnknownMethodError
-from .graph import OBJECTIVES, Placement
+from .errors import TvmPlaceError
+from .graph import Placement, check_objective
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,7 @@ class PlaceOptions:
     external_costs: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise UnknownMethodError(f"unknown objective {self.objective!r}; use one of {list(OBJECTIVES)}")
+        check_objective(self.objective)
         if isinstance(self.time_limit, bool) or not isinstance(self.time_limit, (int, float)) \
                 or not self.time_limit >= 0:
             raise TvmPlaceError(f"time_limit must be a number of seconds >= 0, not {self.time_limit!r}")
@@ -73,3 +72,8 @@ class PlaceOptions:
 
     def replace(self, **changes) -> "PlaceOptions":
         return PlaceOptions.of(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every option by name, the values as they are (unlike ``dataclasses.asdict``, which
+        would copy a given Placement into a dict)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

@@ -19,7 +19,7 @@ module) and before passes that expect a VM-lowered module.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import tvm
 from tvm import relax
@@ -28,11 +28,10 @@ from .errors import InvalidPlacementError, InvalidTargetError, TvmPlaceError
 from .graph import Placement
 from .options import PlaceOptions
 
-#: Options of :func:`pipeline`, their defaults, and what they mean. Each can also be given as an
-#: IRModule attribute ``"tvm_place.<name>"`` (e.g. ``mod.with_attr("tvm_place.objective",
-#: "throughput")``) or, where TVM allows it, a PassContext config entry of the same name.
-#: The placement options (:class:`~tvm_place.options.PlaceOptions`) a module attribute or the
-#: PassContext may set, besides ``targets``.
+#: The options an IRModule attribute ``"tvm_place.<name>"`` (e.g. ``mod.with_attr(
+#: "tvm_place.objective", "throughput")``) or, where TVM allows it, a PassContext config entry of
+#: the same name may set: ``targets`` and placement options
+#: (:class:`~tvm_place.options.PlaceOptions`) that are plain data.
 OPTIONS = ("targets", "objective", "method", "time_limit", "cost_model", "profiles", "pins",
            "database", "shape_hints")
 
@@ -98,7 +97,7 @@ class PlacementPipeline:
     Reads: a Relax module with a ``main`` (high-level Relax operators, or already legalized and
     fused ones); options as arguments, else IRModule attributes ``tvm_place.<option>``, else
     PassContext config ``tvm_place.<option>`` where TVM allows it (not in 0.27, see
-    :func:`_context_options`), else the defaults in :data:`OPTIONS`.
+    :func:`_context_options`), else :class:`~tvm_place.options.PlaceOptions`' defaults.
 
     Does, in order: tvm-place's lowering to fused TIR operators (``passes.prepare_pipeline``),
     cost and solve (as :func:`tvm_place.compile` does), ``AnnotatePlacement`` (the module's
@@ -115,14 +114,19 @@ class PlacementPipeline:
     devices, in the order ``relax.VirtualMachine`` needs) and :meth:`report`.
     """
 
-    def __init__(self, targets=None, placement=None, progress: bool = False, **options):
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise TypeError(f"tvm_place.pipeline got unknown options {unknown}; it takes {sorted(OPTIONS)}")
-        self.options = {k: v for k, v in options.items() if v is not None}
+    def __init__(self, targets=None, options: PlaceOptions | None = None, progress: bool = False,
+                 **keywords):
+        given = {name: value for name, value in keywords.items() if value is not None}
+        checked = PlaceOptions.of(options, **given)  # unknown names and bad values fail here
+        if checked.entry != "main" or checked.entries is not None:
+            raise TvmPlaceError(
+                "tvm_place.pipeline places main only (one multi-device VM function); place other "
+                "or several entry functions with tvm_place.compile(mod, targets, entry=...)"
+            )
+        # What the user chose: an options object settles every option, keywords only theirs.
+        self.options = given if options is None else checked.as_dict()
         if targets is not None:
             self.options["targets"] = targets
-        self.given_placement = placement
         self.progress = progress
         self.placed = None
         self.placement: Placement | None = None
@@ -133,12 +137,11 @@ class PlacementPipeline:
     def resolved_options(self, mod: tvm.IRModule) -> dict[str, Any]:
         """The options this pass uses on ``mod``: arguments, then module attributes, then the
         PassContext config, then defaults."""
-        defaults = PlaceOptions()
-        resolved = {name: None if name == "targets" else getattr(defaults, name) for name in OPTIONS}
-        for source in (_context_options(), _module_options(mod), self.options):
-            for name, value in source.items():
-                if name in OPTIONS and value is not None:
-                    resolved[name] = value
+        resolved = {"targets": None, **PlaceOptions().as_dict()}
+        for source in (_context_options(), _module_options(mod)):
+            resolved.update((name, value) for name, value in source.items()
+                            if name in OPTIONS and value is not None)
+        resolved.update(self.options)
         if resolved["targets"] is None:
             raise InvalidTargetError(
                 "tvm_place.pipeline needs targets: tvm_place.pipeline(['llvm', 'cuda']), or a "
@@ -165,10 +168,9 @@ class PlacementPipeline:
         database = None if options["database"] is None else tuning_database(options["database"])
         placed = place(
             mod,
-            options["targets"],
-            PlaceOptions.of(**{name: options[name] for name in OPTIONS if name != "targets"})
-            .replace(cost_model=_cost_model(options["cost_model"]), database=database,
-                     placement=self.given_placement),
+            options.pop("targets"),
+            PlaceOptions.of(**options).replace(cost_model=_cost_model(options["cost_model"]),
+                                               database=database),
             progress=_progress_printer(self.progress),
         )
         if placed.placement.replicas:
@@ -203,7 +205,7 @@ class PlacementPipeline:
         self.problem = placed.problem
         self.devices = [d.runtime_device() for d in placed.devices]
         self._report = format_report(
-            placed.problem, placed.placement, placed.sources, num_stages, num_copies,
+            placed.problem, placed.placement, placed.cost_sources, num_stages, num_copies,
             placed.shape_values, placed.fallbacks,
         )
         return add_device_record(lowered, record)
@@ -217,41 +219,25 @@ class PlacementPipeline:
 
 def pipeline(
     targets: Sequence[Any] | None = None,
-    objective: str | None = None,
-    method: str | None = None,
-    time_limit: float | None = None,
-    cost_model: Any = None,
-    profiles: Sequence[str | None] | None = None,
-    pins: Mapping[str, str] | None = None,
-    placement: Placement | Sequence[int] | None = None,
+    options: PlaceOptions | None = None,
+    *,
     progress: bool = False,
-    database: Any = None,
-    shape_hints: Mapping[str, int] | None = None,
+    **keywords,
 ) -> tvm.transform.Pass:
     """A Relax pipeline for ``tvm.compile(mod, relax_pipeline=...)`` that places ``main``'s
     operators on ``targets`` and lowers the module into one multi-device executable.
 
-    Options (``None``: from the module attribute ``tvm_place.<option>``, else the default):
+    The options are those of :func:`tvm_place.compile`, as one
+    :class:`~tvm_place.options.PlaceOptions` (``options=``: it settles every option) or as
+    keywords (``objective="throughput"``, which override it). An option not given comes from the
+    module attribute ``tvm_place.<option>`` where :data:`OPTIONS` allows one, else the default.
+    ``progress``: print progress on stderr.
 
-    - ``targets``: list of target strings, dicts or ``tvm.target.Target``; position ``i`` is
-      vdevice ``i`` and must be device ``i`` of ``relax.VirtualMachine(ex, devices)``
-      (``devices_of(ex)`` returns that list). A repeated kind is another device:
-      ``["llvm", "llvm"]`` runs on ``[tvm.cpu(0), tvm.cpu(1)]``.
-    - ``objective``: ``"latency"`` (default) or ``"throughput"``.
-    - ``method``: solver, default ``"auto"``; ``time_limit``: seconds, default 60.
-    - ``cost_model``: ``"analytical"`` (default; the same numbers on every machine),
-      ``"learned"``, ``"measured"``, a cost snapshot (``tvm_place.cost.Snapshot`` or the path of its .json file),
-      or a CostModel.
-    - ``profiles``: a device profile per target (``[None, "h100"]``).
-    - ``pins``: operator-name glob -> device name (``{"fused_conv2d*": "gpu:0"}``).
-    - ``placement``: apply this placement (a Placement or a device index per operator) instead of
-      solving; it is validated.
-    - ``progress``: print progress on stderr.
-    - ``database``: a tuning database directory (:func:`tvm_place.tune`): kernels it holds get
-      their tuned schedules and are costed by their tuned times; the others warn
-      (``UntunedKernelWarning``).
-    - ``shape_hints``: the size each symbolic dimension of ``main`` is costed at (``{"n": 128}``;
-      default: ``main``'s ``tir_var_upper_bound``); the executable runs at any size.
+    ``targets``: list of target strings, dicts or ``tvm.target.Target``; position ``i`` is
+    vdevice ``i`` and must be device ``i`` of ``relax.VirtualMachine(ex, devices)``
+    (``devices_of(ex)`` returns that list). A repeated kind is another device: ``["llvm",
+    "llvm"]`` runs on ``[tvm.cpu(0), tvm.cpu(1)]``. ``cost_model``: as :func:`tvm_place.compile`'s,
+    or the path of a cost snapshot's .json file (what a module attribute can hold).
 
     The target given to ``tvm.compile`` itself may be omitted (each kernel carries its own); if
     given, it only sets the host target. Weights read on a device other than the first are copied
@@ -261,19 +247,7 @@ def pipeline(
     The returned pass keeps what it decided: ``p.placement``, ``p.problem``, ``p.devices``,
     ``p.report()``.
     """
-    return PlacementPipeline(
-        targets,
-        placement=placement,
-        progress=progress,
-        objective=objective,
-        method=method,
-        time_limit=time_limit,
-        cost_model=cost_model,
-        profiles=profiles,
-        pins=pins,
-        database=database,
-        shape_hints=shape_hints,
-    )
+    return PlacementPipeline(targets, options, progress=progress, **keywords)
 
 
 def device_record(ex) -> dict:

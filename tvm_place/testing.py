@@ -28,7 +28,6 @@ would be costed differently on a machine with another GPU.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -36,18 +35,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .errors import InvalidPlacementError, TvmPlaceError
+from .formats import PLAN_OPTIONS, plan_cost_model, recorded_snapshot, target_to_json, write_plan
 from .options import PlaceOptions
 
 #: Environment variable that turns every comparison into an update of the golden plan.
 UPDATE_ENV = "TVM_PLACE_UPDATE_GOLDEN"
-#: ``"format"`` of a plan file, and its version.
-PLAN_FORMAT = "tvm-place-plan"
-PLAN_VERSION = 1
 #: Default relative tolerance on the predicted objective (only float noise passes).
 DEFAULT_TOLERANCE = 1e-6
-#: Options a plan records (:class:`~tvm_place.options.PlaceOptions` fields; their defaults fill
-#: what a plan or a call leaves out).
-PLAN_OPTIONS = ("objective", "method", "time_limit", "cost_model", "profiles", "pins")
 
 
 def update_requested(update: bool | None = None) -> bool:
@@ -55,16 +49,6 @@ def update_requested(update: bool | None = None) -> bool:
     if update is not None:
         return bool(update)
     return os.environ.get(UPDATE_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
-def _json_target(target: Any) -> Any:
-    """A target as plain JSON (a string, or a dict of its attributes)."""
-    import tvm
-
-    if isinstance(target, tvm.target.Target):
-        return {str(k): (v if isinstance(v, (int, float, str, bool)) else str(v))
-                for k, v in target.export().items() if k in ("kind", "arch", "mcpu", "num-cores")}
-    return target
 
 
 def _seconds(value: float) -> str:
@@ -155,8 +139,9 @@ class PlanComparison:
         return "\n".join(lines)
 
 
-def read_plan(plan_path: str | Path) -> dict:
-    """A plan file's content, checked against its schema (:func:`tvm_place.formats.read_plan`)."""
+def read_golden_plan(plan_path: str | Path) -> dict:
+    """A golden plan's content, checked against its schema (:func:`tvm_place.formats.read_plan`);
+    a missing one says how to write it."""
     from .formats import read_plan as read
 
     path = Path(plan_path)
@@ -167,19 +152,6 @@ def read_plan(plan_path: str | Path) -> dict:
     return read(path)
 
 
-def _snapshot_path(plan_path: Path) -> Path:
-    return plan_path.with_name(plan_path.stem + ".costs.json")
-
-
-def _plan_json(plan: dict) -> str:
-    """The plan as JSON with one operator per line, so a changed placement is a small git diff."""
-    ops = plan["ops"]
-    body = {k: v for k, v in plan.items() if k != "ops"}
-    text = json.dumps(body, indent=1, sort_keys=True)
-    op_lines = ",\n".join(f"  {json.dumps(pair)}" for pair in ops)
-    return text[:-2] + ',\n "ops": [\n' + op_lines + "\n ]\n}\n"
-
-
 def _options(given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(PLAN_OPTIONS))
     if unknown:
@@ -188,14 +160,6 @@ def _options(given: Mapping[str, Any]) -> dict[str, Any]:
     options = {name: getattr(checked, name) for name in PLAN_OPTIONS}
     options["time_limit"] = float(options["time_limit"])
     return options
-
-
-def _recorded_cost_model(cost_model: Any, plan_path: Path) -> Any:
-    """How a plan records a cost model: ``"analytical"`` as is; anything else (measured, a
-    snapshot, a custom model) as the snapshot the update saves beside the plan."""
-    if cost_model == "analytical":
-        return "analytical"
-    return {"snapshot": _snapshot_path(plan_path).name}
 
 
 def _build_model(model: str | Mapping, sizes: Mapping | None = None):
@@ -233,12 +197,12 @@ def compare_with_plan(plan: dict, placed, targets, options: dict, plan_path: Pat
         tolerance=tolerance,
         num_ops=len(now),
     )
-    if [_json_target(t) for t in targets] != plan["targets"]:
+    if [target_to_json(t) for t in targets] != plan["targets"]:
         comparison.changed_setup.append(
-            f"targets: golden {plan['targets']}, now {[_json_target(t) for t in targets]}"
+            f"targets: golden {plan['targets']}, now {[target_to_json(t) for t in targets]}"
         )
     recorded = dict(plan["options"])
-    current = {**options, "cost_model": _recorded_cost_model(options["cost_model"], plan_path)}
+    current = {**options, "cost_model": plan_cost_model(options["cost_model"], plan_path)}
     for key in PLAN_OPTIONS:
         if key != "time_limit" and recorded.get(key) != current.get(key):
             comparison.changed_setup.append(f"{key}: golden {recorded.get(key)!r}, now {current.get(key)!r}")
@@ -266,59 +230,6 @@ def compare_with_plan(plan: dict, placed, targets, options: dict, plan_path: Pat
         comparison.moved = [(n, golden_map[n], now_map[n]) for n in names
                             if n in shared and golden_map[n] != now_map[n]]
     return comparison
-
-
-def _json_profile(profile: Any) -> Any:
-    from .cost.profiles import DeviceProfile, profile_to_dict
-
-    if isinstance(profile, DeviceProfile):
-        return {"name": profile.name, **profile_to_dict(profile)}
-    return profile
-
-
-def make_plan(problem, placement, targets, options: dict, plan_path: Path,
-              model: dict | None = None) -> dict:
-    """The plan of a placement, as ``tvm-place place --save-plan`` and golden plans write it
-    (``"format": "tvm-place-plan"``, read by :func:`tvm_place.formats.read_plan`)."""
-    device_names = problem.device_names
-    defaults = PlaceOptions()
-    options = {key: options.get(key, getattr(defaults, key)) for key in PLAN_OPTIONS}
-    options["cost_model"] = _recorded_cost_model(options["cost_model"], plan_path)
-    if options["profiles"] is not None:
-        options["profiles"] = [_json_profile(profile) for profile in options["profiles"]]
-    plan = {
-        "format": PLAN_FORMAT,
-        "version": PLAN_VERSION,
-        "model": model,
-        "targets": [_json_target(t) for t in targets],
-        "options": options,
-        "devices": device_names,
-        "objective": placement.objective,
-        "value": float(placement.value),
-        "lower_bound": float(placement.lower_bound),
-        "method": placement.method,
-        "ops": [[name, device_names[int(d)]] for name, d in zip(problem.graph.names, placement.device_of)],
-    }
-    if placement.replicas:
-        plan["replicas"] = [list(group) for group in placement.replicas]
-    return plan
-
-
-def write_plan(plan_path: str | Path, problem, placement, targets, options: dict,
-               model: dict | None = None, tolerance: float | None = None) -> Path:
-    """Write the plan of a placement (and, for costs other than the analytical model's, the cost
-    snapshot beside it that a check replays)."""
-    from .cost import Snapshot
-
-    plan_path = Path(plan_path)
-    plan_path.parent.mkdir(parents=True, exist_ok=True)
-    if options.get("cost_model", "analytical") != "analytical":
-        Snapshot.save(problem, _snapshot_path(plan_path))
-    plan = make_plan(problem, placement, targets, options, plan_path, model)
-    if tolerance is not None and tolerance != DEFAULT_TOLERANCE:
-        plan["tolerance"] = tolerance
-    plan_path.write_text(_plan_json(plan))
-    return plan_path
 
 
 @dataclass
@@ -362,7 +273,7 @@ def run_golden(
 
     plan_path = Path(plan_path)
     update = update_requested(update)
-    plan = None if update else read_plan(plan_path)
+    plan = None if update else read_golden_plan(plan_path)
     if plan is not None:
         recorded = dict(plan["options"])
         for key, value in recorded.items():
@@ -389,12 +300,11 @@ def run_golden(
         model = plan.get("model")
     options = _options(options)
     cost_model = options["cost_model"]
-    if isinstance(cost_model, Mapping):  # a plan's record: {"snapshot": file beside the plan}
-        cost_model = Snapshot(plan_path.parent / cost_model["snapshot"])
-    elif cost_model != "analytical" and not update:
-        recorded = plan["options"].get("cost_model")
-        if isinstance(recorded, Mapping):  # measured when written: replay what was measured
-            cost_model = Snapshot(plan_path.parent / recorded["snapshot"])
+    # A plan placed with other costs than the analytical model's replays its snapshot (a check
+    # never measures again); an update measures afresh.
+    snapshot = None if update or cost_model == "analytical" else recorded_snapshot(plan, plan_path)
+    if snapshot is not None:
+        cost_model = Snapshot(snapshot)
     placed = place(
         mod,
         targets,
@@ -407,7 +317,8 @@ def run_golden(
         name=(model or {}).get("name", "module"),
     )
     if update:
-        write_plan(plan_path, placed.problem, placed.placement, targets, options, model, tolerance)
+        extra = {} if tolerance == DEFAULT_TOLERANCE else {"tolerance": tolerance}
+        write_plan(plan_path, placed.problem, placed.placement, targets, options, model, extra)
         return GoldenResult(plan_path, placed.placement, placed.problem, True, None)
     comparison = compare_with_plan(plan, placed, targets, options, plan_path, tolerance)
     return GoldenResult(plan_path, placed.placement, placed.problem, False, comparison)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidGraphError
-from ..formats import problem_to_json
+from ..formats import write_problem
 from ..graph import Device, OpNode, PlacementProblem
 
 #: Relative difference of FLOPs or bytes above which an operator is not the one the snapshot saw.
@@ -58,10 +58,7 @@ class Snapshot:
     @staticmethod
     def save(problem: PlacementProblem, path: str | Path) -> Path:
         """Write ``problem`` (e.g. ``placed.problem``) as a snapshot file; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(problem_to_json(problem) + "\n")
-        return path
+        return write_problem(problem, path)
 
     def _where(self) -> str:
         return f"the cost snapshot {str(self.path)!r}" if self.path else "the cost snapshot"

@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import evaluate
-from ..graph import OBJECTIVES, Placement, PlacementProblem
+from ..graph import Placement, PlacementProblem, check_objective
 from . import bounds
 from .common import Progress, require_objective
 
@@ -62,7 +62,7 @@ METHODS: dict[str, Method] = {
         exact=("throughput",), search_space="replicated",
     ),
     "split": Method(
-        "split", ("throughput", "latency"), "DiviML 2023: modularity-based splitting heuristic",
+        "diviml_split", ("throughput", "latency"), "DiviML 2023: modularity-based splitting heuristic",
     ),
     "slicegraph": Method(
         "slicegraph", ("throughput",),
@@ -116,8 +116,7 @@ def solve(
     progress: Progress | None = None,
 ) -> Placement:
     """Place ``problem``'s operators for ``objective`` with ``method`` within ``time_limit`` seconds."""
-    if objective not in OBJECTIVES:
-        raise UnknownMethodError(f"unknown objective {objective!r}; use one of {list(OBJECTIVES)}")
+    check_objective(objective)
     if method not in METHODS:
         raise UnknownMethodError(
             f"unknown method {method!r}; available: {sorted(METHODS)}"

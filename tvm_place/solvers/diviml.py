@@ -3,7 +3,7 @@
 Reference: Y. Ghannane, M. S. Abdelfattah, "DiviML: A Module-based Heuristic for Mapping Neural
 Networks onto Heterogeneous Platforms", arXiv 2308.00127 (2023). The paper gives an exact mixed
 integer program for each objective, a theoretical lower bound to grade heuristics, and a
-module-by-module "splitting" heuristic (:mod:`tvm_place.solvers.split`). The authors' repository
+module-by-module "splitting" heuristic (:mod:`tvm_place.solvers.diviml_split`). The authors' repository
 (github.com/abdelfattah-lab/diviml) holds no code; these programs are re-derived from the paper's
 description for the cost model of :mod:`tvm_place.graph`, with the paper's variable names.
 
@@ -531,7 +531,7 @@ def throughput_milp(
     :func:`subproblem_throughput_bound` enter as ``T >= bound (1 - 1e-9)``, so that the search
     stops as soon as a solution meets them.
 
-    With ``target`` (used by :mod:`~tvm_place.solvers.split` to fill devices like bins, module
+    With ``target`` (used by :mod:`~tvm_place.solvers.diviml_split` to fill devices like bins, module
     after module) the objective is instead ``OVERFLOW_WEIGHT * sum_k over[k] + transfers +
     COMPUTE_WEIGHT * compute``, ``over[k] >= background[k] + load[k] - target``: keep every
     device within ``target`` at the least communication, on the fastest devices; ``value`` is

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InfeasibleError
-from ..evaluate import MEMORY_TOLERANCE, evaluate
+from ..evaluate import MEMORY_TOLERANCE, evaluate, ready_time
 from ..graph import Placement, PlacementProblem
 from . import bounds
 from .common import reporter, require_objective
@@ -280,12 +280,7 @@ def _greedy_placement(problem, order, units: _Units, memory_limit):
                 return None, u, used
         best_finish, best_device = math.inf, candidates[0]
         for d in candidates:
-            ready = free[d]
-            for p in preds[u]:
-                e = device_of[p]
-                arrival = finish[p] if e == d else finish[p] + transfer[p][e] + transfer[p][d]
-                if arrival > ready:
-                    ready = arrival
+            ready = ready_time(u, d, free, finish, device_of, preds, transfer)[0]
             if ready + compute[u][d] < best_finish:
                 best_finish, best_device = ready + compute[u][d], d
         if unit_device[g] < 0:
@@ -405,12 +400,8 @@ class _OrderedSchedule:
             free_before.append(list(free))
             latency_before.append(latency)
             d = device_of[u]
-            ready, held_by = free[d], last_on[d]
-            for p in preds[u]:
-                e = device_of[p]
-                arrival = finish[p] if e == d else finish[p] + transfer[p][e] + transfer[p][d]
-                if arrival > ready:
-                    ready, held_by = arrival, p
+            ready, waited_for = ready_time(u, d, free, finish, device_of, preds, transfer)
+            held_by = last_on[d] if waited_for < 0 else waited_for
             finish[u] = free[d] = ready + compute[u][d]
             cause[u], last_on[d] = held_by, u
             if finish[u] > latency:
@@ -443,13 +434,7 @@ class _OrderedSchedule:
             return math.inf
         for u in self.order[first:] if suffix is None else suffix:
             d = device_of[u]
-            ready = free[d]
-            for p in preds[u]:
-                e = device_of[p]
-                arrival = finish[p] if e == d else finish[p] + transfer[p][e] + transfer[p][d]
-                if arrival > ready:
-                    ready = arrival
-            done = ready + compute[u][d]
+            done = ready_time(u, d, free, finish, device_of, preds, transfer)[0] + compute[u][d]
             if done >= give_up_at:
                 return math.inf
             finish[u] = free[d] = done

@@ -429,11 +429,5 @@ def solve(
     lower_bound = min(value, max(bound, bounds.work_bound(problem)))
     stats.update(optimal=optimal, seconds=time.perf_counter() - started)
     report(f"ip: max load {value:.6g}, bound {lower_bound:.6g}", 1.0)
-    return Placement(
-        device_of=device_of,
-        objective="throughput",
-        value=value,
-        lower_bound=lower_bound,
-        method="ip",
-        stats=stats,
-    )
+    return Placement(device_of=device_of, objective="throughput", value=value, lower_bound=lower_bound,
+                     method="ip", stats=stats)

@@ -346,12 +346,5 @@ def solve(
     lower_bound = min(value, max(bound, bounds.lower_bound(problem, "latency")))
     stats.update(optimal=optimal, seconds=time.perf_counter() - started)
     report(f"latency-ip: latency {value:.6g}, bound {lower_bound:.6g}", 1.0)
-    return Placement(
-        device_of=device_of,
-        objective="latency",
-        value=value,
-        lower_bound=lower_bound,
-        method="latency-ip",
-        order=order,
-        stats=stats,
-    )
+    return Placement(device_of=device_of, objective="latency", value=value, lower_bound=lower_bound,
+                     method="latency-ip", order=order, stats=stats)

@@ -20,9 +20,8 @@ import time
 
 import numpy as np
 
-from ...errors import UnknownMethodError
 from ...evaluate import MEMORY_TOLERANCE
-from ...graph import OBJECTIVES, PlacementProblem
+from ...graph import PlacementProblem, check_objective
 from ..budget import buildable
 from ..grouping import feasible_devices
 
@@ -77,8 +76,7 @@ def device_aware_bound(problem: PlacementProblem, objective: str,
     Raises :class:`InfeasibleError` (from :func:`~tvm_place.solvers.grouping.feasible_devices`)
     if some operator has no device.
     """
-    if objective not in OBJECTIVES:
-        raise UnknownMethodError(f"unknown objective {objective!r}; use one of {list(OBJECTIVES)}")
+    check_objective(objective)
     deadline = time.perf_counter() + time_limit
     allowed = feasible_devices(problem)
     p = np.where(allowed, problem.compute_time, np.inf)

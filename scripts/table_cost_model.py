@@ -133,14 +133,13 @@ REGRET_SETS = [
 REGRET_METHOD, REGRET_LIMIT = "auto", 10.0
 
 
-def regret_rows(name: str, sizes: dict, label: str, measured_model, log) -> list[dict]:
+def regret_rows(name: str, sizes: dict, label: str, measured_model, cost_models: dict,
+                log) -> list[dict]:
     """Per hardware set and cost model: the latency placement solved on the model's costs (the
     GPU side always analytical), evaluated on measured CPU costs, against the placement solved
     on the measured costs (:func:`tvm_place.evaluate.regret`)."""
     from tvm_place import models
     from tvm_place.compiler import build_problem, prepare
-    from tvm_place.cost import AnalyticalCostModel, LearnedCostModel
-    from tvm_place.cost.calibrate import CalibratedCostModel
     from tvm_place.evaluate import evaluate, regret
     from tvm_place.passes import collect_op_graph
     from tvm_place.solvers import solve
@@ -148,8 +147,6 @@ def regret_rows(name: str, sizes: dict, label: str, measured_model, log) -> list
 
     prepared = prepare(models.get(name, batch=1, **sizes).mod)
     collected = collect_op_graph(prepared)
-    cost_models = {"analytical": AnalyticalCostModel(), "calibrated": CalibratedCostModel(),
-                   "learned": LearnedCostModel()}
     rows = []
     for hardware, targets, profiles, slowdown in REGRET_SETS:
         devices = resolve_targets(targets, profiles)
@@ -592,11 +589,19 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [c for c in chosen if label_of(c[0], c[1], chosen) in present]
         load_summary, wall = saved["load"], saved.get("wall", 0.0)
     else:
-        load_summary, wall = measure(chosen, measured_model, records, log, regrets)
+        from tvm_place.cost import AnalyticalCostModel, LearnedCostModel
+        from tvm_place.cost.calibrate import CalibratedCostModel
+
+        # the models whose placements are judged; the calibrated one calibrates this machine
+        # once (cached beside the measured kernels, within --calibrate-time)
+        cost_models = {"analytical": AnalyticalCostModel(),
+                       "calibrated": CalibratedCostModel(args.cache_dir, args.calibrate_time),
+                       "learned": LearnedCostModel()}
+        load_summary, wall = measure(chosen, measured_model, cost_models, records, log, regrets)
     return report(records, chosen, args, load_summary, wall, regrets)
 
 
-def measure(chosen, measured_model, records, log, regrets):
+def measure(chosen, measured_model, cost_models, records, log, regrets):
     """Collect every model's records into ``records`` and the held-out (``test``) models'
     placement regrets into ``regrets``; (load summary, wall seconds)."""
     started = time.perf_counter()
@@ -614,7 +619,7 @@ def measure(chosen, measured_model, records, log, regrets):
                 records.append(rec)
             if role == "test":
                 regrets += regret_rows(name, sizes, label_of(name, sizes, chosen), measured_model,
-                                       log)
+                                       cost_models, log)
         chosen[:] = [c for c in chosen if c not in failed]
     return load.summary(), time.perf_counter() - started
 

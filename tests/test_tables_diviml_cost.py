@@ -88,12 +88,14 @@ def test_cost_model_table_reduced(tmp_path, capsys):
     test_models = {r["model"] for r in records if r["role"] == "test"}
     assert {(r["model"], r["hardware"], r["cost_model"]) for r in data["regret"]} == {
         (m, hardware, c) for m in test_models for hardware, *_ in table_cost_model.REGRET_SETS
-        for c in ("analytical", "learned")}
+        for c in ("analytical", "calibrated", "learned")}
     for row in data["regret"]:
         assert math.isfinite(row["regret"]) and row["latency"] > 0
         assert row["regret"] == pytest.approx(row["latency"] / row["reference_latency"] - 1)
-    assert data["learned"]["whole_model_ratio_worst"] >= data["learned"][
-        "whole_model_ratio_geo_mean"] >= 1
+    # the worst ratio bounds the geometric mean (equal, up to rounding, with one held-out model)
+    worst, geo_mean = (data["learned"][key] for key in ("whole_model_ratio_worst",
+                                                         "whole_model_ratio_geo_mean"))
+    assert worst >= geo_mean * (1 - 1e-9) and geo_mean >= 1
 
 
 def test_calibration_fits_recover_synthetic_truth():

@@ -444,7 +444,9 @@ def markdown(records, per_model, overall, calib_rows, fitted, args, load, wall, 
         "[gpu-results.md](gpu-results.md): MAPE 54% (ResNet-50) and 34% (BERT-base), Spearman "
         "0.72 and 0.94, the profile 2.2-5.8x optimistic in sum.",
         "- Plot: [cost-model-accuracy.png](cost-model-accuracy.png) (left: the profile as is; "
-        f"right: {best[0]}, fitted on the train models). Raw data: "
+        f"right: {best[0]}, "
+        + ("fitted to micro-benchmarks on this machine" if best[0].startswith("calibrated")
+           else "fitted on the train models") + "). Raw data: "
         "[data/tables/cost-model.json](data/tables/cost-model.json).",
     ]
     return "\n".join(lines)

@@ -1,7 +1,8 @@
-"""Every registered method honours its time limit (within 10% + 2 s) on a workload it cannot
-finish in time, and still returns a valid placement with a valid bound; at 10,000 operators
-(default suite) and 200,000 (``-m slow``) too, with memory caps and pins, and ``auto`` never
-worse than ``greedy`` (issue 15, "time limits at scale")."""
+"""Every registered method honours its time limit (within 10% + 2 s, the 2 s scaled by load beyond
+the cores: tests/time_allowance.py) on a workload it cannot finish in time, and still returns a
+valid placement with a valid bound; at 10,000 operators (default suite) and 200,000 (``-m slow``)
+too, with memory caps and pins, and ``auto`` never worse than ``greedy`` (issue 15, "time limits
+at scale")."""
 
 import functools
 import time
@@ -13,6 +14,7 @@ from tvm_place.errors import InfeasibleError, UnknownMethodError
 from tvm_place.evaluate import validate
 from tvm_place.formats import load_dnn_partitioning
 from tvm_place.solvers import METHODS, solve
+from time_allowance import allowed_seconds
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "dnn-partitioning"
 WORKLOADS = {
@@ -31,7 +33,7 @@ def test_time_limit_is_honoured(method, objective):
     started = time.perf_counter()
     placement = solve(problem, objective, method, TIME_LIMIT)
     elapsed = time.perf_counter() - started
-    assert elapsed <= 1.1 * TIME_LIMIT + 2.0, f"{method} took {elapsed:.2f} s"
+    assert elapsed <= allowed_seconds(TIME_LIMIT), f"{method} took {elapsed:.2f} s"
     validate(problem, placement)
     assert placement.lower_bound <= placement.value
 
@@ -44,7 +46,7 @@ def test_time_limit_holds_at_3200_operators(method):
     started = time.perf_counter()
     placement = solve(problem, "throughput", method, TIME_LIMIT)
     elapsed = time.perf_counter() - started
-    assert elapsed <= 1.1 * TIME_LIMIT + 2.0, f"{method} took {elapsed:.2f} s"
+    assert elapsed <= allowed_seconds(TIME_LIMIT), f"{method} took {elapsed:.2f} s"
     validate(problem, placement)
     assert placement.lower_bound <= placement.value
 
@@ -78,10 +80,10 @@ def check_at_scale(problem, objective: str, method: str, limit: float):
         # Only a refusal of the problem outright (diviml-replicas weighs 2^D - 1 groups of
         # all-different devices), or no single device for a model pinned to several, at once.
         assert isinstance(err, UnknownMethodError) or method == "fastest-device", err
-        assert time.perf_counter() - started <= 1.1 * limit + 2.0
+        assert time.perf_counter() - started <= allowed_seconds(limit)
         return None
     elapsed = time.perf_counter() - started
-    assert elapsed <= 1.1 * limit + 2.0, f"{method} took {elapsed:.2f} s (limit {limit} s)"
+    assert elapsed <= allowed_seconds(limit), f"{method} took {elapsed:.2f} s (limit {limit} s)"
     validate(problem, placement, contiguous=METHODS[method].search_space == "contiguous")
     assert placement.lower_bound <= placement.value
     assert placement.lower_bound > 0 and placement.gap < 1

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -249,6 +250,23 @@ def test_unknown_workers_and_unreachable_cluster(bert):
     with pytest.raises(WorkerError, match="no Ray cluster answers at 127.0.0.1:9"):
         placed.attach_workers("ray", address="127.0.0.1:9")
     assert time.monotonic() - started < 10
+
+
+def test_without_an_address_a_ray_of_its_own_is_started(monkeypatch):
+    """Not the cluster that RAY_ADDRESS or an earlier ``ray start`` (or another process's
+    ``ray.cluster_utils.Cluster``) names: Ray's default joins that one and then refuses num_cpus,
+    which failed every Ray test of a suite run beside another one's two-node test."""
+    from tvm_place.runtime.ray_engine import ensure_ray
+
+    calls = []
+    fake_ray = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.append(kw))
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    with pytest.warns(UserWarning, match="does not authenticate"):
+        assert ensure_ray() is fake_ray
+    (options,) = calls
+    assert options["address"] == "local"  # Ray: start a new local instance, ignore others
+    assert options["num_cpus"] == len(os.sched_getaffinity(0))
 
 
 def two_outputs():

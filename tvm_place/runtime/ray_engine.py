@@ -42,7 +42,9 @@ def import_ray():
 
 def ensure_ray(address: str | None = None):
     """The ``ray`` module, connected: an existing connection of this process, the cluster at
-    ``address``, or a new local instance with this process's cores."""
+    ``address`` (``"auto"``: the one ``RAY_ADDRESS`` or ``ray start`` on this machine names), or
+    without an address a new local instance with this process's cores, whatever other Ray runs
+    on the machine."""
     ray = import_ray()
     if address is not None and address != "auto":
         _check_reachable(address)
@@ -64,8 +66,11 @@ def ensure_ray(address: str | None = None):
             # of a core beside any ordinary process (the driver, a compile, a test runner), so a
             # run measured nothing like the schedule it was priced by, and an actor could take
             # minutes to import TVM. Stage actors do the model's work: they run at our priority.
-            ray.init(num_cpus=len(os.sched_getaffinity(0)), _system_config={"worker_niceness": 0},
-                     **options)
+            # address="local": Ray's default joins the cluster a ``ray start`` (or another
+            # process's ray.cluster_utils.Cluster) last recorded in /tmp/ray, and then refuses
+            # num_cpus; a run without an address must not depend on what else runs here.
+            ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)),
+                     _system_config={"worker_niceness": 0}, **options)
         else:
             ray.init(address=address, **options)
     except Exception as err:  # noqa: BLE001 - Ray's own error, reported in one line

@@ -36,7 +36,7 @@ from typing import Sequence
 from ..errors import TvmPlaceError
 from ..graph import OpNode
 from .analytical import AnalyticalCostModel
-from .calibrate import CalibratedCostModel, is_present
+from .calibrate import CalibratedCostModel, cache_key, is_present
 from .learned import LearnedCostModel
 
 #: Seconds a device's calibration on its first use may take at most (and at most the solve's
@@ -66,6 +66,7 @@ class AutoCostModel:
         self.calibrated = CalibratedCostModel(cache_dir, self.calibration_seconds)
         self.analytical = AnalyticalCostModel()
         self._chosen: dict[tuple, object] = {}  # (device name, target, profile) -> model
+        self._failed: set[str] = set()  # calibration keys whose calibration failed
 
     def prepare_devices(self, devices: Sequence, progress=None) -> None:
         """Choose each device's model before costing starts, calibrating where the module's
@@ -83,11 +84,13 @@ class AutoCostModel:
             model = self.learned
         elif self.calibrated.has_profile(device):
             model = self.calibrated
-        elif may_calibrate and self.calibration_seconds > 0 and is_present(device):
+        elif may_calibrate and self.calibration_seconds > 0 and is_present(device) \
+                and cache_key(device) not in self._failed:
             try:
                 self.calibrated.profile(device, progress)
                 model = self.calibrated
-            except TvmPlaceError as err:
+            except TvmPlaceError as err:  # e.g. a benchmark TVM cannot build for this device
+                self._failed.add(cache_key(device))  # its twin devices are not tried again
                 warnings.warn(f"{err}; {device.name} is priced by its profile as written "
                               f"({device.profile.name})", CalibrationFailedWarning, stacklevel=4)
                 model = self.analytical

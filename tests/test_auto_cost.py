@@ -113,6 +113,11 @@ def test_auto_calibrates_on_first_use_for_several_devices_within_its_budget(
     model = AutoCostModel(cache_dir=tmp_path, time_limit=60, learned_dir=models_here)
     one = tvm_place.place(tiny, [OTHER_CPU], cost_model=model, time_limit=60)
     assert asked == [] and _sources(one) == [{"analytical"}]
+    # nor a given placement, which is priced, not chosen
+    monkeypatch.setenv("TVM_PLACE_CACHE_DIR", str(tmp_path))
+    given = tvm_place.place(tiny, [OTHER_CPU, OTHER_CPU], placement=[0] * one.problem.num_ops,
+                            time_limit=60)  # cost_model="auto", the default
+    assert asked == [] and _sources(given) == [{"analytical"}] * 2
     # a time limit of 0 calibrates nothing either
     model = AutoCostModel(cache_dir=tmp_path, time_limit=0, learned_dir=models_here)
     none = tvm_place.place(tiny, [OTHER_CPU, OTHER_CPU], cost_model=model, time_limit=5)
@@ -193,3 +198,21 @@ def test_a_plan_records_which_model_priced_each_device(tmp_path, capsys):
     assert summary["cost_sources"] == {"gpu:0": {"analytical": n}}
     analytical = read_plan(tmp_path / "analytical.json")
     assert analytical["options"]["cost_model"] == "analytical" and "cost_sources" not in analytical
+
+
+def test_golden_plans_are_placed_analytically_unless_told(tiny, tmp_path):
+    from tvm_place.testing import GOLDEN_COST_MODEL, assert_placement, check_plan
+
+    plan = tmp_path / "golden.json"
+    assert_placement(tiny, ["llvm", "llvm"], plan, update=True, time_limit=5)
+    written = read_plan(plan)
+    assert GOLDEN_COST_MODEL == "analytical" == written["options"]["cost_model"]
+    assert "cost_sources" not in written and not (tmp_path / "golden.costs.json").exists()
+    assert check_plan(tiny, plan)[0] == 0
+    # asked for, the default is recorded with the snapshot it replays and its sources
+    assert_placement(tiny, ["llvm", "llvm"], tmp_path / "auto.json", update=True, time_limit=5,
+                     cost_model="auto")
+    auto = read_plan(tmp_path / "auto.json")
+    assert auto["options"]["cost_model"] == {"snapshot": "auto.costs.json"}
+    assert set(auto["cost_sources"]) == {"cpu:0", "cpu:1"}
+    assert check_plan(tiny, tmp_path / "auto.json")[0] == 0

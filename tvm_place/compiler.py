@@ -51,7 +51,8 @@ def _progress_printer(enabled: bool):
 
 def _cost_model(cost_model: Any, time_limit: float):
     """The model a ``cost_model`` option names (see :data:`~tvm_place.options.COST_MODELS`), or
-    the CostModel given; ``time_limit``: the solve's, which bounds a calibration on first use."""
+    the CostModel given; ``time_limit``: the solve's, which bounds ``auto``'s calibration on first
+    use (0: none)."""
     if cost_model == "auto":
         from .cost.auto import AutoCostModel
 
@@ -347,7 +348,8 @@ def place(mod: tvm.IRModule, targets: Sequence[Any], options: PlaceOptions | Non
     objective, time_limit, entry = options.objective, options.time_limit, options.entry
     calls = _entry_calls(entry, options.entries)
     devices = resolve_targets(targets, options.profiles)
-    model = _cost_model(options.cost_model, time_limit)
+    # a given placement is priced, not chosen: no calibration (time 0) would change it
+    model = _cost_model(options.cost_model, time_limit if options.placement is None else 0.0)
     if options.database is not None and not hasattr(model, "restore_costs"):  # a snapshot keeps its costs
         model = TunedCostModel(tuning_database(options.database), model)
     hints = _hints_by_function(mod, calls, options.shape_hints) if calls else {entry: options.shape_hints}

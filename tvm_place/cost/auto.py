@@ -14,8 +14,8 @@ Each device of a placement is priced by the first of these that it has:
    use, within :data:`CALIBRATION_SECONDS` and the solve's time limit (the fit's three essential
    benchmarks run whatever the limit: about 2.5 s on the development machine's CPU), with
    progress reported, and caches the profile for later compiles (``tvm-place calibrate`` runs
-   the whole set and replaces it). A one-device placement has one answer whatever the costs, so
-   it never calibrates: costs only fill its report.
+   the whole set and replaces it). A one-device placement has one answer whatever the costs, and
+   a given placement is priced, not chosen, so neither calibrates: costs only fill the report.
 3. **analytical** (:class:`~tvm_place.cost.analytical.AnalyticalCostModel`): the device's profile
    as written, for a described device (a GPU this machine lacks), or where a calibration failed
    (with a :class:`CalibrationFailedWarning`).

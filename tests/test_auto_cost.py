@@ -80,6 +80,16 @@ def test_auto_prices_a_trained_cpu_by_its_learned_model_and_a_described_gpu_by_i
     assert not (tmp_path / "calibrated-profiles").exists()  # nothing was calibrated
 
 
+def test_a_device_the_user_gave_a_profile_is_priced_by_it(tiny, tmp_path, models_here):
+    model = AutoCostModel(cache_dir=tmp_path, time_limit=5, learned_dir=models_here)
+    placed = tvm_place.place(tiny, [TRAINED_CPU, TRAINED_CPU], profiles=[None, "server-cpu"],
+                             cost_model=model, time_limit=5)
+    assert _sources(placed) == [{"learned"}, {"analytical"}]
+    described = tvm_place.place(tiny, [TRAINED_CPU], profiles=["server-cpu"],
+                                cost_model="analytical", time_limit=5)
+    assert np.array_equal(placed.problem.compute_time[:, 1], described.problem.compute_time[:, 0])
+
+
 def test_auto_prices_a_cpu_without_a_learned_model_by_its_cached_calibration(tiny, tmp_path,
                                                                              models_here):
     (device,) = resolve_targets([OTHER_CPU])

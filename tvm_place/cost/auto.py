@@ -1,6 +1,7 @@
 """The default cost model: the best one available for each device (``cost_model="auto"``).
 
-Each device of a placement is priced by the first of these that it has:
+Each device of a placement is priced by the first of these that it has (a device whose profile
+the user gave, by name or in a device file, is described by it: the last):
 
 1. **learned** (:class:`~tvm_place.cost.learned.LearnedCostModel`): a model trained for the
    device's target, by the learned model's own match rule (target kind and CPU, and for a CPU
@@ -17,8 +18,9 @@ Each device of a placement is priced by the first of these that it has:
    the whole set and replaces it). A one-device placement has one answer whatever the costs, and
    a given placement is priced, not chosen, so neither calibrates: costs only fill the report.
 3. **analytical** (:class:`~tvm_place.cost.analytical.AnalyticalCostModel`): the device's profile
-   as written, for a described device (a GPU this machine lacks), or where a calibration failed
-   (with a :class:`CalibrationFailedWarning`).
+   as written, for a device this machine lacks (a GPU on a CPU-only host), a described device
+   (``profiles=[None, "server-cpu"]``: the user says what it is, whatever this machine has), or
+   where a calibration failed (with a :class:`CalibrationFailedWarning`).
 
 The measured model is never chosen: it compiles and times every kernel (most of ResNet-50's
 first placement), so it is for when a user asks. Tuned kernels keep their tuning database's
@@ -80,7 +82,9 @@ class AutoCostModel:
         key = (device.name, str(device.target), device.profile.name)
         if key in self._chosen:
             return self._chosen[key]
-        if self.learned.has_model(device):
+        if device.described:
+            model = self.analytical
+        elif self.learned.has_model(device):
             model = self.learned
         elif self.calibrated.has_profile(device):
             model = self.calibrated

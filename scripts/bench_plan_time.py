@@ -256,11 +256,13 @@ def main(argv=None) -> int:
             profiles = [profile_model(name, warm_dir) for name in args.models] if args.profile else []
     finally:
         shutil.rmtree(warm_dir, ignore_errors=True)
+    from tvm_place.options import PlaceOptions
+
     text = "\n\n".join(part for part in [
         f"{today()}; {machine()}; {versions()}. Load average (1 min) over the run: "
         f"{load.summary()}; per model at its end in the table. Median of {args.repeat} "
         "alternating rounds after a warm-up; tvm-place with its defaults (latency, method auto, "
-        "analytical cost model); `cold`: a new empty cache directory per call.",
+        f"cost model {PlaceOptions().cost_model}); `cold`: a new empty cache directory per call.",
         timing_table(results),
         profile_table(profiles) if profiles else "",
     ] if part)

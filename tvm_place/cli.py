@@ -625,7 +625,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         return 0
     print(calibration.summary())
     print(f"wrote {path}: use it with --devices {path}"
-          + ("" if args.out else " (--cost-model calibrated reads it on this machine)"))
+          + ("" if args.out else " (--cost-model calibrated, and the default auto where this "
+                                 "device has no learned model, read it on this machine)"))
     return 0
 
 

@@ -436,6 +436,9 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
 
     ``targets``: a list of target strings, dicts or ``tvm.target.Target``; a repeated target is
     another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
+    ``"auto"`` (the default: per device the best of the models below available for it, the
+    learned model, else the calibrated profile, else the profile as written; the report says
+    which priced each device, :mod:`tvm_place.cost.auto`),
     ``"analytical"`` (roofline from device profiles), ``"calibrated"`` (the roofline on profiles
     fitted to micro-benchmarks on this machine's devices, once per device and cached; devices it
     lacks keep their profiles), ``"learned"`` (boosted trees trained on this CPU's measured

@@ -12,8 +12,9 @@ configuration, the configurations are timed alternating (one call of each per ro
 - ``tvm.compile cuda``: TVM's CUDA pipeline for the CUDA target tvm-place uses, the like-for-like
   build of a placement that puts everything on the GPU;
 - ``llvm``, ``llvm+llvm``: ``tvm_place.compile(mod, targets)`` with its defaults (latency,
-  ``method="auto"``, the analytical cost model, which reads no cache: kernels of one target are not
-  build-checked either);
+  ``method="auto"``, ``cost_model="auto"``: this CPU's learned model where one was trained for it,
+  which reads no cache, else its calibrated profile, calibrated into the temporary cache by the
+  warm-up for ``llvm+llvm``; kernels of one target are not build-checked);
 - ``llvm+cuda warm`` / ``cold``: CPU + CUDA (CUDA compiles here without a GPU: C source, turned
   into a cubin only when loaded). With two targets every kernel is first checked to build for each
   (:mod:`tvm_place.cost.support`), cached on disk: ``warm`` reuses a cache filled by the warm-up;
@@ -255,11 +256,13 @@ def main(argv=None) -> int:
             profiles = [profile_model(name, warm_dir) for name in args.models] if args.profile else []
     finally:
         shutil.rmtree(warm_dir, ignore_errors=True)
+    from tvm_place.options import PlaceOptions
+
     text = "\n\n".join(part for part in [
         f"{today()}; {machine()}; {versions()}. Load average (1 min) over the run: "
         f"{load.summary()}; per model at its end in the table. Median of {args.repeat} "
         "alternating rounds after a warm-up; tvm-place with its defaults (latency, method auto, "
-        "analytical cost model); `cold`: a new empty cache directory per call.",
+        f"cost model {PlaceOptions().cost_model}); `cold`: a new empty cache directory per call.",
         timing_table(results),
         profile_table(profiles) if profiles else "",
     ] if part)

@@ -343,14 +343,17 @@ def phase_e2e(args, out: Path) -> None:
         # The CPU-only run needs about a compile and four runs of the unsplit build.
         cpu_need = compile_s + 4 * results["unsplit_cpu_build"]["one_run_s"] + 20
         configs = [
-            ("solved-analytical-latency", dict(objective="latency", time_limit=args.time_limit), 60),
-            ("gpu-only", dict(objective="latency", placement="gpu"), 60),
-            ("solved-analytical-throughput", dict(objective="throughput", time_limit=args.time_limit), 60),
+            ("solved-analytical-latency", dict(objective="latency", time_limit=args.time_limit,
+                                               cost_model="analytical"), 60),
+            ("gpu-only", dict(objective="latency", placement="gpu", cost_model="analytical"), 60),
+            ("solved-analytical-throughput", dict(objective="throughput", time_limit=args.time_limit,
+                                                  cost_model="analytical"), 60),
         ]
         if args.measured_placement:
             configs.append(("solved-measured-latency",
                             dict(objective="latency", time_limit=args.time_limit, cost_model="measured"), 60))
-        configs.append(("cpu-only", dict(objective="latency", placement="cpu"), cpu_need))
+        configs.append(("cpu-only", dict(objective="latency", placement="cpu", cost_model="analytical"),
+                        cpu_need))
         seen: dict[tuple, str] = {}
         for label, options, need in configs:
             if seconds_left(args) < need:

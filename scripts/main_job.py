@@ -1,12 +1,14 @@
 """The main job: place and compile a real model across CPU and GPU, then run it across two CPUs.
 
 1. ResNet-50 (batch 1, 224x224) placed on this CPU + an NVIDIA A100 (described by its profile: no GPU
-   is needed to compile for it), costs measured on this machine for the CPU and from the A100's
-   roofline for the GPU; the report is printed and the per-target artifacts are exported.
+   is needed to compile for it), priced by tvm-place's default cost model (``auto``: the CPU by its
+   learned model where one was trained for it, else its calibrated profile; the A100 by its
+   roofline; the report says which); the report is printed and the per-target artifacts are
+   exported.
 2. The same model placed across two CPU devices of this machine (``["llvm", "llvm"]``), run, and
    checked against the unsplit ``tvm.compile`` build (max abs error <= 1e-5).
 
-Usage: python scripts/main_job.py [--model resnet50] [--out build/main-job] [--cost measured|learned|analytical]
+Usage: python scripts/main_job.py [--model resnet50] [--out build/main-job] [--cost auto|analytical|calibrated|learned|measured]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tvm import relax
 import tvm_place
 from tvm_place import models
 from tvm_place.compiler import prepare
+from tvm_place.options import COST_MODELS, PlaceOptions
 from tvm_place.passes import collect_op_graph
 
 
@@ -29,7 +32,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet50", choices=models.list())
     parser.add_argument("--out", default="build/main-job")
-    parser.add_argument("--cost", default="measured", choices=["measured", "learned", "analytical"])
+    parser.add_argument("--cost", default=PlaceOptions().cost_model, choices=COST_MODELS,
+                        help="the cost model (default: tvm-place's own default)")
     parser.add_argument("--objective", default="throughput", choices=["throughput", "latency"])
     args = parser.parse_args()
 
@@ -38,6 +42,9 @@ def main() -> int:
     print(f"== {model.name}: {model.description}", flush=True)
 
     print("\n== 1. CPU + described A100 GPU", flush=True)
+    default = " (tvm-place's default)" if args.cost == PlaceOptions().cost_model else ""
+    print(f"cost model: {args.cost}{default}; the report's 'priced by' line says which model priced "
+          "each device", flush=True)
     placed = tvm_place.compile(
         model.mod,
         ["llvm", "cuda"],

@@ -119,7 +119,8 @@ def build_model_problems(name: str, hardware: list[str], quick: bool, max_ops: i
     the sizes used. Raises on a failure to build; returns ``(None, info)`` when over ``max_ops``.
     """
     from tvm_place import models
-    from tvm_place.compiler import _cost_model, build_problem, prepare
+    from tvm_place.compiler import build_problem, prepare
+    from tvm_place.cost import AnalyticalCostModel
     from tvm_place.passes import collect_op_graph
     from tvm_place.targets import resolve_targets
 
@@ -140,7 +141,7 @@ def build_model_problems(name: str, hardware: list[str], quick: bool, max_ops: i
     if max_ops is not None and len(graph) > max_ops:
         return None, info
     problems = {}
-    cost_model = _cost_model("analytical")
+    cost_model = AnalyticalCostModel()  # the same costs on every machine
     started = time.perf_counter()
     for hw in hardware:
         targets, profiles, _ = HARDWARE[hw]

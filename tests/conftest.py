@@ -25,6 +25,24 @@ def pytest_collection_modifyitems(config, items):
             "pyproject.toml's 'test' extra")
 
 
+@pytest.fixture
+def models_here(tmp_path):
+    """A folder of the shipped learned cost models, marked as trained at this process's thread
+    count (a machine whose TVM runs more threads than the training did falls back, as a test
+    checks)."""
+    import json
+
+    from tvm_place.cost.learned import MODEL_DIR
+    from tvm_place.cost.measured import cpu_threads
+
+    folder = tmp_path / "learned-models"
+    folder.mkdir()
+    for path in sorted(MODEL_DIR.glob("*.json")):
+        (folder / path.name).write_text(json.dumps({**json.loads(path.read_text()),
+                                                    "threads": cpu_threads()}))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole test session (its start costs about 3 s here).

@@ -37,17 +37,6 @@ def tiny():
                                                num_classes=10).mod))
 
 
-@pytest.fixture
-def models_here(tmp_path):
-    """The shipped models, marked as trained at this process's thread count (a machine whose TVM
-    runs more threads than the training did falls back, as another test checks)."""
-    from tvm_place.cost.measured import cpu_threads
-
-    for path in SHIPPED:
-        (tmp_path / path.name).write_text(json.dumps({**_model(path), "threads": cpu_threads()}))
-    return tmp_path
-
-
 def _device(target: dict, profile: str = "local-cpu"):
     (device,) = resolve_targets([target], [profile])
     return device
@@ -132,6 +121,11 @@ def test_bad_model_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "llvm-bad.json"
     bad.write_text(json.dumps(data))
     with pytest.raises(TvmPlaceError, match="child that is not there"):
+        BoostedTrees.load(bad)
+    data["trees"][0]["left"][0] = _model()["trees"][0]["left"][0]
+    data["trees"][2]["threshold"][1] = "0.5"  # items are checked too, at the item
+    bad.write_text(json.dumps(data))
+    with pytest.raises(TvmPlaceError, match=r"trees\[2\]\.threshold\[1\]: not a number"):
         BoostedTrees.load(bad)
     bad.write_text(json.dumps({**data, "format": "something else"}))
     with pytest.raises(TvmPlaceError, match="learned cost model"):

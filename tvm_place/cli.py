@@ -184,7 +184,7 @@ def _targets(args: argparse.Namespace) -> tuple[list, list | None]:
 
 def _cost_model(args: argparse.Namespace):
     """The cost model a command asked for; ``--cost-cache`` moves the measured and calibrated
-    models' caches."""
+    models' caches (``auto``'s calibrated profiles too)."""
     if args.cost_model == "measured" and args.cost_cache:
         from .cost import MeasuredCostModel
 
@@ -193,6 +193,10 @@ def _cost_model(args: argparse.Namespace):
         from .cost import CalibratedCostModel
 
         return CalibratedCostModel(cache_dir=args.cost_cache)
+    if args.cost_model == "auto" and args.cost_cache:
+        from .cost import AutoCostModel
+
+        return AutoCostModel(cache_dir=args.cost_cache, time_limit=args.time_limit)
     return args.cost_model
 
 
@@ -218,13 +222,14 @@ def _report(problem, placement, cost_sources, log: list, args, options: dict, ex
     """Print the placement as text or, with ``--json``, as one JSON object; write pictures and
     the plan where asked."""
     from .evaluate import evaluate
-    from .report import format_report
+    from .report import cost_sources_by_device, format_report
 
     if args.save_plan:
         from .formats import write_plan
 
         model = {"name": args.model, "sizes": _sizes(args.size), "batch": args.batch, "seed": args.seed}
-        write_plan(args.save_plan, problem, placement, options["targets"], options, model)
+        write_plan(args.save_plan, problem, placement, options["targets"], options, model,
+                   cost_sources=cost_sources)
     pictures = []
     if args.plot:
         from .plot import write_plots
@@ -253,6 +258,7 @@ def _report(problem, placement, cost_sources, log: list, args, options: dict, ex
             "predicted_max_stage_time": evaluation.max_load, "copies": len(evaluation.copies),
             "devices": devices, "plots": pictures, "log": log, "placement": placement.to_dict(),
             "shape_values": shape_values or {}, "fallbacks": fallbacks or [],
+            "cost_sources": cost_sources_by_device(problem.device_names, cost_sources or []),
             **(extra or {}),
         }))
         return
@@ -619,7 +625,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         return 0
     print(calibration.summary())
     print(f"wrote {path}: use it with --devices {path}"
-          + ("" if args.out else " (--cost-model calibrated reads it on this machine)"))
+          + ("" if args.out else " (--cost-model calibrated, and the default auto where this "
+                                 "device has no learned model, read it on this machine)"))
     return 0
 
 
@@ -640,6 +647,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True) -> None:
     from .graph import OBJECTIVES
+    from .options import COST_MODELS, PlaceOptions
     from .solvers import METHODS
 
     parser.add_argument("--target", action="append",
@@ -649,12 +657,15 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
     parser.add_argument("--objective", choices=OBJECTIVES, default="latency")
     parser.add_argument("--method", default="auto", help=f"one of {', '.join(sorted(METHODS))}")
     parser.add_argument("--time-limit", type=_positive(float), default=60.0, help="solver seconds (default 60)")
-    parser.add_argument("--cost-model", choices=["analytical", "calibrated", "learned", "measured"],
-                        default="analytical",
-                        help="roofline from device profiles; the roofline on profiles calibrated "
-                             "on this machine's devices (once each, cached; `tvm-place "
-                             "calibrate`); boosted trees trained on this CPU's kernels; or "
-                             "kernels timed on this machine")
+    parser.add_argument("--cost-model", choices=COST_MODELS, default=PlaceOptions().cost_model,
+                        help="auto (the default): per device the best of the others available "
+                             "(learned where a model was trained for it, else calibrated where "
+                             "it is on this machine, else analytical; the report says which); "
+                             "analytical: roofline from device profiles; calibrated: the "
+                             "roofline on profiles calibrated on this machine's devices (once "
+                             "each, cached; `tvm-place calibrate`); learned: boosted trees "
+                             "trained on this CPU's kernels; measured: kernels timed on this "
+                             "machine")
     parser.add_argument("--cost-cache", metavar="DIR",
                         help="where measured costs and calibrated profiles are cached (default "
                              "$TVM_PLACE_CACHE_DIR or ~/.cache/tvm-place); entries are keyed by "

@@ -24,7 +24,7 @@ from .errors import InfeasibleError, InvalidPlacementError, InvalidTargetError, 
 from .evaluate import evaluate, validate
 from .entries import SEPARATOR, Entry, entry_placement, joint_problem
 from .graph import Device, Placement, PlacementProblem
-from .options import PlaceOptions
+from .options import COST_MODELS, PlaceOptions
 from .report import format_report
 from .runtime.placed import EntryFunction, PlacedModule, format_entries
 from .targets import TargetDevice, resolve_targets
@@ -49,7 +49,14 @@ def _progress_printer(enabled: bool):
     return show
 
 
-def _cost_model(cost_model: Any):
+def _cost_model(cost_model: Any, time_limit: float):
+    """The model a ``cost_model`` option names (see :data:`~tvm_place.options.COST_MODELS`), or
+    the CostModel given; ``time_limit``: the solve's, which bounds ``auto``'s calibration on first
+    use (0: none)."""
+    if cost_model == "auto":
+        from .cost.auto import AutoCostModel
+
+        return AutoCostModel(time_limit=time_limit)
     if cost_model == "analytical":
         return AnalyticalCostModel()
     if cost_model == "measured":
@@ -63,8 +70,8 @@ def _cost_model(cost_model: Any):
     if hasattr(cost_model, "op_time"):
         return cost_model
     raise InvalidTargetError(
-        f"unknown cost model {cost_model!r}; use 'analytical', 'calibrated', 'learned', "
-        "'measured' or an object with op_time()"
+        f"unknown cost model {cost_model!r}; use one of {', '.join(map(repr, COST_MODELS))} or "
+        "an object with op_time()"
     )
 
 
@@ -341,7 +348,8 @@ def place(mod: tvm.IRModule, targets: Sequence[Any], options: PlaceOptions | Non
     objective, time_limit, entry = options.objective, options.time_limit, options.entry
     calls = _entry_calls(entry, options.entries)
     devices = resolve_targets(targets, options.profiles)
-    model = _cost_model(options.cost_model)
+    # a given placement is priced, not chosen: no calibration (time 0) would change it
+    model = _cost_model(options.cost_model, time_limit if options.placement is None else 0.0)
     if options.database is not None and not hasattr(model, "restore_costs"):  # a snapshot keeps its costs
         model = TunedCostModel(tuning_database(options.database), model)
     hints = _hints_by_function(mod, calls, options.shape_hints) if calls else {entry: options.shape_hints}
@@ -428,6 +436,9 @@ def compile(  # noqa: A001 - the public name users call, as in tvm.compile
 
     ``targets``: a list of target strings, dicts or ``tvm.target.Target``; a repeated target is
     another device of that kind. ``objective``: ``"latency"`` or ``"throughput"``. ``cost_model``:
+    ``"auto"`` (the default: per device the best of the models below available for it, the
+    learned model, else the calibrated profile, else the profile as written; the report says
+    which priced each device, :mod:`tvm_place.cost.auto`),
     ``"analytical"`` (roofline from device profiles), ``"calibrated"`` (the roofline on profiles
     fitted to micro-benchmarks on this machine's devices, once per device and cached; devices it
     lacks keep their profiles), ``"learned"`` (boosted trees trained on this CPU's measured

@@ -372,15 +372,23 @@ def plan_to_json(plan: Mapping) -> str:
 
 
 def write_plan(plan_path: str | Path, problem: PlacementProblem, placement: "Placement", targets,
-               options: Mapping, model: Mapping | None = None, extra: Mapping | None = None) -> Path:
+               options: Mapping, model: Mapping | None = None, extra: Mapping | None = None,
+               cost_sources: list[list[str]] | None = None) -> Path:
     """Write the plan of a placement (:func:`plan_to_dict`, with the fields of ``extra`` added)
     and, for costs other than the analytical model's, the cost snapshot beside it that a check
-    replays (:func:`plan_snapshot_path`); returns the plan's path."""
+    replays (:func:`plan_snapshot_path`) and, given ``cost_sources`` (``[operator][device]``),
+    which sources priced each device (``"cost_sources": {"cpu:0": {"learned": 52}}``); returns
+    the plan's path."""
+    from .report import cost_sources_by_device
+
     plan_path = Path(plan_path)
     plan_path.parent.mkdir(parents=True, exist_ok=True)
-    if options.get("cost_model", "analytical") != "analytical":
+    plan = plan_to_dict(problem, placement, targets, options, plan_path, model)
+    if plan["options"]["cost_model"] != "analytical":
         write_problem(problem, plan_snapshot_path(plan_path))
-    plan = {**plan_to_dict(problem, placement, targets, options, plan_path, model), **(extra or {})}
+        if cost_sources:
+            plan["cost_sources"] = cost_sources_by_device(problem.device_names, cost_sources)
+    plan.update(extra or {})
     plan_path.write_text(plan_to_json(plan))
     return plan_path
 

@@ -16,6 +16,10 @@ from typing import Any, Mapping, Sequence
 from .errors import TvmPlaceError
 from .graph import Placement, check_objective
 
+#: The cost models named by a string (``cost_model=``, ``--cost-model``), the default first:
+#: ``auto`` picks the best of the others available for each device (:mod:`tvm_place.cost.auto`).
+COST_MODELS = ("auto", "analytical", "calibrated", "learned", "measured")
+
 
 @dataclass(frozen=True)
 class PlaceOptions:
@@ -23,7 +27,9 @@ class PlaceOptions:
 
     ``objective``: ``"latency"`` or ``"throughput"``; ``method``: a solver (``tvm-place solve
     --help`` lists them) or ``"auto"``; ``time_limit``: seconds for the solve; ``cost_model``:
-    ``"analytical"``, ``"learned"``, ``"measured"``, a snapshot or a CostModel; ``profiles``: a device profile
+    one of :data:`COST_MODELS` (``"auto"``, the default: per device the learned model where one
+    was trained for it, else its calibrated profile, else its profile as written), a snapshot or
+    a CostModel; ``profiles``: a device profile
     name per target (None: each target's default); ``pins``: operator-name glob -> device name;
     ``placement``: a placement to apply instead of solving; ``name``: the problem's name;
     ``database``: a tuning database directory; ``shape_hints``: sizes of symbolic dimensions for
@@ -35,7 +41,7 @@ class PlaceOptions:
     objective: str = "latency"
     method: str = "auto"
     time_limit: float = 60.0
-    cost_model: Any = "analytical"
+    cost_model: Any = COST_MODELS[0]
     profiles: Sequence[str | None] | None = None
     pins: Mapping[str, str] | None = None
     placement: Placement | Sequence[int] | None = None

@@ -42,6 +42,13 @@ def device_traffic(problem: PlacementProblem, placement: Placement, evaluation=N
     return traffic
 
 
+def cost_sources_by_device(device_names, cost_sources: list[list[str]]) -> dict[str, dict[str, int]]:
+    """Per device, how many operators each source priced (``{"cpu:0": {"learned": 52}}``): which
+    cost model priced the device, over every operator, placed there or not."""
+    return {name: dict(Counter(row[d] for row in cost_sources).most_common())
+            for d, name in enumerate(device_names)}
+
+
 def format_report(
     problem: PlacementProblem,
     placement: Placement,
@@ -96,6 +103,10 @@ def format_report(
         lines.append("  cost sources   " + ", ".join(
             f"{count} {source}" for source, count in sorted(placed_sources.items(), key=lambda x: -x[1])
         ) + " (of the operators as placed)")
+        lines.append("  priced by      " + "; ".join(
+            f"{name} " + ", ".join(f"{count} {source}" for source, count in sources.items())
+            for name, sources in cost_sources_by_device(problem.device_names, cost_sources).items()
+        ) + " (every operator, per device)")
     lines += ["", f"  {'#':>4} {'operator':<44} {'device':<8} {'time':>11}  cost source"]
     for u, node in enumerate(problem.graph.nodes):
         d = int(placement.device_of[u])

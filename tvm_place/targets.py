@@ -20,13 +20,16 @@ class TargetDevice:
     """One device of a placement: its TVM target, ``name`` (``cpu:0``, ``gpu:1``), and profile.
 
     ``index`` counts devices of the same kind, in the order given; it is the vdevice id and the
-    runtime device id (``tvm.cpu(index)``, ``tvm.cuda(index)``).
+    runtime device id (``tvm.cpu(index)``, ``tvm.cuda(index)``). ``described``: the user gave its
+    profile (a name, a device file's), so the profile, not this machine, says what the device is
+    (the default cost model prices it as written).
     """
 
     target: tvm.target.Target
     kind: str
     index: int
     profile: DeviceProfile
+    described: bool = False
 
     @property
     def name(self) -> str:
@@ -169,5 +172,6 @@ def resolve_targets(
             target = _make_target(config)
         index = counts.get(kind, 0)
         counts[kind] = index + 1
-        devices.append(TargetDevice(target, kind, index, profile))
+        devices.append(TargetDevice(target, kind, index, profile,
+                                    described=profiles is not None and profiles[position] is not None))
     return devices

@@ -13,9 +13,11 @@ before and after) when the placement changed or the predicted objective regresse
 ``update=True``, or ``pytest --update-golden`` with the ``placement_golden`` fixture of the
 ``tvm_place.pytest_plugin`` plugin, registered for pytest on install).
 
-Costs that do not move: with ``cost_model="analytical"`` (the default) the costs come from the
-device profiles, the same on every machine. With measured costs (or any other cost model) the
-update writes a cost snapshot beside the plan (``<plan>.costs.json``, see
+Costs that do not move: golden plans are placed with ``cost_model="analytical"`` unless told
+otherwise (:data:`GOLDEN_COST_MODEL`; ``tvm_place.compile``'s default, ``"auto"``, prices a
+device by what this machine has: a learned model, a calibration), so the costs come from the
+device profiles, the same on every machine. With measured costs (or any other cost model, ``"auto"``
+included) the update writes a cost snapshot beside the plan (``<plan>.costs.json``, see
 :class:`tvm_place.cost.Snapshot`) and every later check replays it, so no test depends on timings
 taken on a noisy machine. Pin GPU targets to an architecture (``{"kind": "cuda", "arch":
 "sm_80"}``) or a profile: a bare ``"cuda"`` takes the architecture of the machine's GPU, so it
@@ -40,6 +42,9 @@ from .options import PlaceOptions
 
 #: Environment variable that turns every comparison into an update of the golden plan.
 UPDATE_ENV = "TVM_PLACE_UPDATE_GOLDEN"
+#: The cost model of golden plans where none is given: the profiles' costs, the same on every
+#: machine (not the compile default, which depends on the machine).
+GOLDEN_COST_MODEL = "analytical"
 #: Default relative tolerance on the predicted objective (only float noise passes).
 DEFAULT_TOLERANCE = 1e-6
 
@@ -156,7 +161,8 @@ def _options(given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(PLAN_OPTIONS))
     if unknown:
         raise TypeError(f"unknown placement options {unknown}; the options are {sorted(PLAN_OPTIONS)}")
-    checked = PlaceOptions.of(**{k: v for k, v in given.items() if v is not None})
+    given = {"cost_model": GOLDEN_COST_MODEL, **{k: v for k, v in given.items() if v is not None}}
+    checked = PlaceOptions.of(**given)
     options = {name: getattr(checked, name) for name in PLAN_OPTIONS}
     options["time_limit"] = float(options["time_limit"])
     return options
@@ -318,7 +324,8 @@ def run_golden(
     )
     if update:
         extra = {} if tolerance == DEFAULT_TOLERANCE else {"tolerance": tolerance}
-        write_plan(plan_path, placed.problem, placed.placement, targets, options, model, extra)
+        write_plan(plan_path, placed.problem, placed.placement, targets, options, model, extra,
+                   placed.cost_sources)
         return GoldenResult(plan_path, placed.placement, placed.problem, True, None)
     comparison = compare_with_plan(plan, placed, targets, options, plan_path, tolerance)
     return GoldenResult(plan_path, placed.placement, placed.problem, False, comparison)

@@ -1,5 +1,5 @@
 """Cost models: per-target operator time (analytical roofline, calibrated, learned, measured,
-a saved snapshot),
+a saved snapshot, and the default: the best of them available per device),
 link transfer time, and the correction of costs by what a run measured.
 
 The models that need TVM load on first use, so plain-data work (solvers, profiles, links, cost
@@ -10,6 +10,7 @@ from ..lazy import lazy_getattr
 
 _LAZY = {
     "AnalyticalCostModel": "analytical",
+    "AutoCostModel": "auto",
     "CalibratedCostModel": "calibrate",
     "calibrate": "calibrate",
     "CostModel": "base",

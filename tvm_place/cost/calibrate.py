@@ -470,6 +470,19 @@ class CalibratedCostModel:
             self._profiles[key] = self._cached(device) or self._calibrated(device, progress)
         return self._profiles[key]
 
+    def has_profile(self, device) -> bool:
+        """Whether ``device`` is on this machine with a calibrated profile at hand (calibrated by
+        this model, or in the cache), so pricing it runs no micro-benchmark."""
+        if not is_present(device):
+            return False
+        key = cache_key(device)
+        if key not in self._profiles:
+            cached = self._cached(device)
+            if cached is None:
+                return False
+            self._profiles[key] = cached
+        return True
+
     def _cached(self, device):
         from ..formats import load_device_file
 

@@ -158,13 +158,19 @@ class BoostedTrees:
 
     @classmethod
     def load(cls, path: Path | str) -> "BoostedTrees":
-        """The model in ``path``, checked against :data:`tvm_place.schemas.LEARNED_MODEL` and
-        for trees whose nodes point inside the tree (else a :class:`TvmPlaceError`)."""
+        """The model in ``path``, checked against :data:`tvm_place.schemas.LEARNED_MODEL`, its
+        trees' items (:func:`tvm_place.schemas.learned_tree_error`) and for trees whose nodes
+        point inside the tree (else a :class:`TvmPlaceError`)."""
         from .. import schemas
 
         data = schemas.load(path, "learned cost model", schemas.LEARNED_MODEL)
         source = f"learned cost model file {str(Path(path))!r}"
         for t, tree in enumerate(data["trees"]):
+            wrong = schemas.learned_tree_error(tree)
+            if wrong is not None:
+                key, index, kind = wrong
+                raise schemas.field_error(source, ("trees", t, key, index), f"not a {kind}",
+                                          "write the file with scripts/train_cost_model.py")
             n = len(tree["feature"])
             if any(len(tree[key]) != n for key in tree):
                 raise schemas.field_error(source, ("trees", t), "its arrays differ in length",

@@ -19,6 +19,11 @@ class TunedCostModel:
         self.fallback = fallback
         self.name = f"tuned+{fallback.name}"
 
+    def prepare_devices(self, devices, progress=None) -> None:
+        """The fallback's preparation (a calibration on first use, the per-device choice)."""
+        if hasattr(self.fallback, "prepare_devices"):
+            self.fallback.prepare_devices(devices, progress)
+
     def op_time(self, prim_func, node: OpNode, device) -> tuple[float, str]:
         seconds = self.database.seconds(prim_func, device.target)
         if seconds is not None:

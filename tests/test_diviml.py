@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from brute_force import (  # noqa: E402
 )
 
 from tvm_place.errors import InfeasibleError, InvalidPlacementError, UnknownMethodError  # noqa: E402
+from tvm_place.formats import load_problem  # noqa: E402
 from tvm_place.evaluate import evaluate, validate  # noqa: E402
 from tvm_place.graph import Device, OpGraph, OpNode, Placement, PlacementProblem  # noqa: E402
 from tvm_place.solvers import bounds, diviml, diviml_split, replicas, solve  # noqa: E402
@@ -387,3 +389,12 @@ def test_replicated_bound_holds_where_the_plain_bound_does_not():
     problem = heavy_chain()
     assert bounds.lower_bound(problem, "throughput") == pytest.approx(10.0)
     assert bounds.lower_bound(problem, "throughput", replicas=True) <= 5.5
+
+
+def test_equal_optima_give_the_same_plan_on_every_run():
+    """A saved problem with several optimal latency orders (a small BERT layer on a CPU and a T4,
+    priced by the learned model): CP-SAT's parallel workers returned 7 different orders in 10
+    solves at the same value. A plan must be the same on every run (README, regression tests)."""
+    problem = load_problem(Path(__file__).parent / "problems" / "bert-layer-learned-cpu-t4.json")
+    plans = {solve(problem, "latency", "diviml-milp", 20).to_json() for _ in range(6)}
+    assert len(plans) == 1

@@ -59,9 +59,8 @@ for objective in ("latency", "throughput"):
 def test_plan_is_byte_identical_across_runs_and_processes():
     """The same costs give the same plan, here the analytical model's, the same on every machine
     (the default, auto, prices a CPU by a learned model where one matches this machine and its
-    thread count). With this layer's learned costs the latency placement's ``order`` differed
-    from run to run at the same value (diviml-milp returning another optimum), so this test
-    would not hold for them: a solver matter, left to the solvers."""
+    thread count). Equal optima under learned costs once gave another ``order`` from run to run:
+    tests/test_diviml.py's ``test_equal_optima_give_the_same_plan_on_every_run`` keeps that out."""
     # Another process, with another hash seed (so set and dict orders differ from this one's).
     other = subprocess.Popen(
         [sys.executable, "-c", PLACE_AND_PRINT],

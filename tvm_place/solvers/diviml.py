@@ -275,6 +275,10 @@ def _solver(time_limit: float, progress, label: str, scale: float, num_ops: int)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(0.01, time_limit)
     solver.parameters.num_workers = _workers(num_ops)
+    # Among equal optima CP-SAT's parallel workers return whichever finished first, so a small
+    # subproblem (solved to optimality) gave another order at the same value from run to run.
+    # Interleaved search is deterministic whatever the workers: the plan is byte-identical.
+    solver.parameters.interleave_search = num_ops <= SMALL_OPS
     solver.parameters.relative_gap_limit = 0.0
     solver.parameters.absolute_gap_limit = 0.5  # integer objective: a gap below 1 is optimal
     callback = None

@@ -146,7 +146,10 @@ bound is also kept. The bound returned is ``low * unit``, lowered by the relativ
 ``MIP_SAFETY``. Small graphs solve in well under a second; on wide graphs (hundreds of groups,
 ``K = 16``) the probes prove a part of the gap. Size: ``G (K - 1)`` variables ``z``, ``G K``
 variables ``y``, ``2 n K`` variables ``s, r`` and ``2 P K`` clauses (``P`` pairs); not built above
-``CHAIN_MAX_CELLS`` (groups x devices).
+``CHAIN_MAX_CELLS`` (groups x devices). The model is also a search for chains: given a
+placement's chain as a hint, CP-SAT starts from it, and the best chain it finds under the cap is
+returned with the bound (dp's anytime step, :mod:`tvm_place.solvers.anytime`, keeps it where it
+evaluates lower).
 
 5. The cut bound (:mod:`tvm_place.solvers.bounds.cut`)
 -----------------------------------------------------

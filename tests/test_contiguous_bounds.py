@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from brute_force import best_throughput, random_problem
 
+from tvm_place.errors import InvalidPlacementError
+from tvm_place.evaluate import evaluate, validate
 from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem
 from tvm_place.solvers import bounds, dp, grouping, slicegraph, solve
 from tvm_place.solvers.bounds import contiguous
@@ -252,3 +254,31 @@ def test_solve_reports_the_cut_bound_for_every_throughput_method():
     assert cut > 1.2 * work
     placement = solve(problem, "throughput", "greedy", 10.0)
     assert min(placement.value, cut) * (1 - 1e-12) <= placement.lower_bound <= placement.value
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_chain_model_from_a_hint_finds_a_contiguous_chain_no_worse_and_stays_a_bound(seed):
+    # The hint is the one-device chain (a valid chain: block 0 holds every group); the chain the
+    # model returns is a valid contiguous placement, its bound at most the brute-force optimum,
+    # and solved (tiny graphs) the chain is the optimum up to the model's rounding.
+    problem = _case(seed)
+    optimum = _feasible_optimum(problem, contiguous=True)
+    groups = grouping.contract(problem)
+    try:  # the one-device chain's value caps the model, where memory lets it be a placement
+        target = evaluate(problem, np.zeros(problem.num_ops, dtype=np.int64)).max_load
+    except InvalidPlacementError:
+        target = math.inf
+    result = contiguous.chain_bound(problem, 5.0, groups, target=target,
+                                    hint=np.zeros(groups.num_groups, dtype=np.int64),
+                                    probes=False)
+    assert result.value <= optimum * (1 + TOLERANCE), (result, optimum)
+    if "block_of_group" not in result.details:
+        # Nothing under the cap: only where the one-device chain is already the optimum.
+        assert target <= optimum * (1 + SOLVED), (result, optimum, target)
+        return
+    device_of = result.details["block_of_group"][groups.group_of]
+    validate(problem, device_of, contiguous=True)
+    value = evaluate(problem, device_of).max_load
+    assert optimum * (1 - TOLERANCE) <= value <= target * (1 + SOLVED)
+    if result.status == "optimal":
+        assert value <= optimum * (1 + SOLVED), (value, optimum)

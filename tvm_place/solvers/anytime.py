@@ -1,19 +1,29 @@
 """The rest of the time limit, where the exact program over ideals cannot finish (issue 17).
 
 ``dp`` stops early on wide graphs (too many ideals) with the best slicing of one topological
-order. What it has left of its limit goes here, in two steps (``STEPS``): the local search of
-:mod:`tvm_place.solvers.chain_search` lowers the placement, then the cut-window bound of
+order. What it has left of its limit goes here, in the steps of ``STEPS``: the local search of
+:mod:`tvm_place.solvers.chain_search` lowers the placement; where the devices are identical the
+chain model of :mod:`tvm_place.solvers.bounds.contiguous` (Archer et al.'s whole chain in one
+CP-SAT model, section 4 there), hinted with that placement, searches for a better chain; the
+local search runs again from what it found; then the cut-window bound of
 :mod:`tvm_place.solvers.bounds.window` raises the proven bound with the rest of the time (its
 relaxation needs the placement's value: a lower one makes more values "short", charged at both
-ends, so it runs on the value the search ends with). Both halves are valid whatever the other
-does, so the answer is a contiguous placement no worse than the one given, and a bound on the
+ends, so it runs on the value the searches end with). Every step is valid whatever the others
+do, so the answer is a contiguous placement no worse than the one given, and a bound on the
 contiguous optimum.
 
-Why this split (issue 17, testbed/wide, 120 s at load 8 to 17): with search, bound, search,
-bound at shares 0.4, 0.35, 0.6, 1.0 the second search improved on none of the six problems, so
-the second bound (same value, same proof) never ran, and the first stopped after 3 to 22 s with
-every interval of its chain refined; the bound now halves its CP-SAT windows while time is left
-(:mod:`tvm_place.solvers.bounds.window`), so the time the second search used goes to it.
+Why these steps (issue 17, testbed/wide, NASNet-A): with the local search and the bound alone
+the gaps stayed at 2.3% to 5.1%; which side held them was found by the chain model run long
+(240 s, load about 8): on nasnet-a-mobile with 4 devices it found a chain of 0.8707 ms against
+the search's 0.8911 ms, within 0.06% of the cut-window bound the search's value had given; with
+the search's placement as hint, 30 s of it lowered nasnet-a-mobile and nasnet-a-large on 8
+devices by 0.8% and 4.1%. So the incumbent, not the bound, was the weaker side there. Without a
+hint CP-SAT found no chain under the search's value in 100 s on 8 devices. The chain model's own
+proven bound is kept too (it rarely passes the cut-window bound on these graphs). Its share is
+half the time then left: given 60 s instead of 30 s it found the same chains on both 8-device
+problems, while the cut-window bound after it needs 25 to 50 s there. Before the chain model,
+search, bound, search, bound at shares 0.4, 0.35, 0.6, 1.0 was measured: the second search
+improved on none of the six problems.
 """
 
 from __future__ import annotations
@@ -26,11 +36,13 @@ import numpy as np
 from ..evaluate import evaluate
 from ..graph import PlacementProblem
 from . import budget, chain_search
+from .bounds import contiguous
 from .bounds import window as window_bound
 from .grouping import contract
 
-#: The steps and their shares of the time then left.
-STEPS = (("search", 0.4), ("bound", 1.0))
+#: The steps and their shares of the time then left (``chain`` only where the chain model
+#: applies; its share goes to the later steps elsewhere).
+STEPS = (("search", 0.15), ("chain", 0.5), ("search", 0.25), ("bound", 1.0))
 #: Relative gap under which the search stops: the placement is optimal as far as the bound's
 #: bisection can tell.
 CLOSED = 2 * window_bound.TOLERANCE
@@ -70,6 +82,29 @@ def refine(problem: PlacementProblem, device_of: np.ndarray, lower: float, deadl
         if math.isfinite(proven):
             lower = max(lower, min(proven, value))
 
-    for step, share in STEPS:
-        (search if step == "search" else bound)(share * (deadline - time.perf_counter()))
+    def chain(seconds: float) -> None:
+        nonlocal device_of, value, lower
+        if seconds <= 0 or value <= lower * (1 + CLOSED):
+            return
+        order = chain_search.chain_order(problem, device_of)
+        position = {d: b for b, d in enumerate(order)}
+        hint = np.array([position[int(device_of[m[0]])] for m in groups.members])
+        result = contiguous.chain_bound(problem, seconds, groups, floor=lower, target=value,
+                                        hint=hint, probes=False)
+        run = {"seconds": result.seconds, "status": result.status, "bound": result.value}
+        if "block_of_group" in result.details:
+            found = np.asarray(order)[result.details["block_of_group"][groups.group_of]]
+            run["measured"] = evaluate(problem, found).max_load
+            if run["measured"] < value:
+                device_of, value = found, run["measured"]
+        record.setdefault("chain_models", []).append(run)
+        if math.isfinite(result.value):
+            lower = max(lower, min(result.value, value))
+
+    chain_model = (contiguous.chain_applies(problem, groups)
+                   and contiguous.buildable(groups, left))
+    steps = [(step, share) for step, share in STEPS if step != "chain" or chain_model]
+    for step, share in steps:
+        {"search": search, "chain": chain, "bound": bound}[step](
+            share * (deadline - time.perf_counter()))
     return device_of, value, lower

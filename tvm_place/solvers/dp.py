@@ -76,7 +76,8 @@ ideals, so enumeration stops at ``max_ideals``; on that cap, or when the complet
 finished within ``COMPLETE_SHARE`` of the time limit, the best slicing of one topological order
 and the bound of :func:`tvm_place.solvers.bounds.work_bound` and
 :func:`tvm_place.solvers.bounds.contiguous.combinatorial_bound` go to :func:`tvm_place.solvers.anytime.refine`
-for the rest of the limit (local search across the cuts, the cut-window bound: issue 17), and
+for the rest of the limit (local search across the cuts, the chain model hinted with its
+placement, the cut-window bound: issue 17), and
 the answer is flagged not optimal.
 """
 
@@ -105,7 +106,7 @@ DEFAULT_MAX_IDEALS = 200_000
 CHAIN_SHARE = 0.5
 RUNS_SHARE = 0.5
 #: The complete program (enumeration and dynamic program) may take this share of the time limit;
-#: where it cannot finish, the rest goes to local search and the cut-window bound
+#: where it cannot finish, the rest goes to local search, the chain model and the cut-window bound
 #: (:mod:`tvm_place.solvers.anytime`), so that a wide graph's answer is more than a fallback.
 COMPLETE_SHARE = 0.75
 
@@ -732,7 +733,8 @@ def solve(
                 f"the dp search stopped ({stop}) before finding any placement that fits the "
                 "memory capacities and pins; give it more time or check the constraints"
             )
-        # The rest of the limit goes to local search and the cut-window bound (issue 17).
+        # The rest of the limit goes to local search, the chain model and the cut-window bound
+        # (issue 17).
         lower = max(bounds.work_bound(problem), contiguous.combinatorial_bound(problem, contracted))
         fallback, value, lower = anytime.refine(problem, fallback, lower, deadline, stats)
         return Placement(

@@ -146,7 +146,10 @@ bound is also kept. The bound returned is ``low * unit``, lowered by the relativ
 ``MIP_SAFETY``. Small graphs solve in well under a second; on wide graphs (hundreds of groups,
 ``K = 16``) the probes prove a part of the gap. Size: ``G (K - 1)`` variables ``z``, ``G K``
 variables ``y``, ``2 n K`` variables ``s, r`` and ``2 P K`` clauses (``P`` pairs); not built above
-``CHAIN_MAX_CELLS`` (groups x devices).
+``CHAIN_MAX_CELLS`` (groups x devices). The model is also a search for chains: given a
+placement's chain as a hint, CP-SAT starts from it, and the best chain it finds under the cap is
+returned with the bound (dp's anytime step, :mod:`tvm_place.solvers.anytime`, keeps it where it
+evaluates lower).
 
 5. The cut bound (:mod:`tvm_place.solvers.bounds.cut`)
 -----------------------------------------------------
@@ -201,6 +204,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -720,12 +724,20 @@ def chain_bound(
     groups: Groups | None = None,
     floor: float = 0.0,
     target: float = math.inf,
+    hint: np.ndarray | None = None,
+    probes: bool = True,
 ) -> BoundResult:
     """The chain-model bound (module docstring, 4) within ``time_limit`` seconds (building
     included), or ``"skipped"`` where :func:`chain_applies` says no.
 
     ``floor``: a bound already proven (the model's objective starts there); ``target``: the value
-    of a placement at hand (the objective is capped there, which only prunes CP-SAT's search)."""
+    of a placement at hand (the objective is capped there, which only prunes CP-SAT's search);
+    ``hint``: that placement's chain as the block of each group (``0 .. K-1``, its nonempty
+    blocks first), given to CP-SAT as a solution hint. The best chain CP-SAT finds under the cap
+    is ``details["block_of_group"]`` (the same form), where it found one: a contiguous placement
+    (module docstring, 4: the model's rows are the evaluator's loads, rounded down, so its true
+    max-load may lie a little above ``T``; the caller evaluates it). ``probes=False``: the first
+    solve, which minimises ``T``, gets the whole time (for the chain it finds, not the bound)."""
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
@@ -799,11 +811,23 @@ def chain_bound(
         if memory_unit:
             model.add(sum(int(memory[g]) * y[g][b] for g in range(G) if memory[g] > 0) <= room)
     model.minimize(T)
-    low, high, how, solves = _chain_search(model, T, lowest, highest, deadline)
+    if hint is not None:
+        for g in range(G):
+            for b in range(K - 1):
+                model.add_hint(z[g][b], bool(hint[g] <= b))
+    found: dict = {}
+
+    def keep(solver) -> None:
+        found["block_of_group"] = np.array(
+            [next(b for b in range(K) if solver.boolean_value(y[g][b])) for g in range(G)])
+
+    low, high, how, solves = _chain_search(model, T, lowest, highest, deadline, keep,
+                                           CHAIN_FIRST_SHARE if probes else 1.0)
     seconds = time.perf_counter() - started
     if low <= 0:
-        return BoundResult(0.0, "skipped", seconds, solves)
-    return BoundResult(low * unit * (1 - MIP_SAFETY), how, seconds, solves, {"probes": solves})
+        return BoundResult(0.0, "skipped", seconds, solves, found)
+    return BoundResult(low * unit * (1 - MIP_SAFETY), how, seconds, solves,
+                       {"probes": solves, **found})
 
 
 #: The first CP-SAT call of the chain model (minimise ``T`` under the cap) gets this share of
@@ -813,9 +837,13 @@ CHAIN_FIRST_SHARE = 0.5
 CHAIN_PROBE_STEP = 0.25
 
 
-def _chain_search(model, T, low: int, high: int, deadline: float) -> tuple[int, int, str, int]:
+def _chain_search(model, T, low: int, high: int, deadline: float,
+                  on_solution: Callable | None = None,
+                  first_share: float = CHAIN_FIRST_SHARE) -> tuple[int, int, str, int]:
     """``(low, high, status, solves)``: every chain of the model has ``T >= low`` (proven), and
-    some has ``T <= high`` if ``high`` was lowered (see the module docstring, 4)."""
+    some has ``T <= high`` if ``high`` was lowered (see the module docstring, 4);
+    ``on_solution(solver)`` is called after each solve that found a chain better than any
+    before; the first solve gets ``first_share`` of the time."""
     from ortools.sat.python import cp_model
 
     domain = model.proto.variables[T.index].domain
@@ -826,7 +854,7 @@ def _chain_search(model, T, low: int, high: int, deadline: float) -> tuple[int, 
         if left < 0.05 or low > high:
             return low, high, "time_limit", solves
         if first:
-            cap, limit = high, left * CHAIN_FIRST_SHARE
+            cap, limit = high, left * first_share
         else:
             cap, limit = low + max(1, int((high - low) * CHAIN_PROBE_STEP)), left
         domain[0], domain[1] = low, cap
@@ -836,6 +864,9 @@ def _chain_search(model, T, low: int, high: int, deadline: float) -> tuple[int, 
         with solver_stdout_to_stderr():
             status = solver.solve(model)
         solves += 1
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) and on_solution is not None \
+                and solver.objective_value < high:
+            on_solution(solver)
         if status == cp_model.OPTIMAL:
             return int(round(solver.objective_value)), high, "optimal", solves
         if status == cp_model.INFEASIBLE:

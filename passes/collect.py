@@ -28,6 +28,7 @@ from ._ir import (
     var_operands,
 )
 from .fold import FoldConstantCalls
+from .transposed_weights import FuseTransposedWeights
 
 #: DLPack device type codes of ``R.device(device_type, index)`` in ``R.hint_on_device``.
 DEVICE_KIND_OF_DL_TYPE = {1: "cpu", 2: "gpu"}
@@ -580,7 +581,10 @@ def prepare_pipeline() -> tvm.transform.Pass:
     The passes are TVM's, taken from its CPU pipeline
     (``relax.backend.cpu_generic``: the library dispatch passes, which lower sort, scan, top-k
     and sampling, then the legalize passes up to FuseTIR), so whatever TVM's pipeline lowers is
-    lowered here too; then dead code elimination. :class:`~.fold.FoldConstantCalls` runs before
+    lowered here too; then dead code elimination. Before legalization,
+    :class:`~.transposed_weights.FuseTransposedWeights` makes each matmul by a transposed constant
+    weight one kernel that reads the weight as stored (no transposed copy to fold). Then
+    :class:`~.fold.FoldConstantCalls` runs before
     TVM's ``FoldConstant`` and folds the same calls to the same constants from one build (TVM's
     builds a module per folded kernel). ``R.hint_on_device`` survives it as a boundary
     that fusion does not cross. For a training graph (``main`` has the ``tvm_place.training``
@@ -592,15 +596,17 @@ def prepare_pipeline() -> tvm.transform.Pass:
     target = tvm.target.Target(PREPARE_TARGET)
     passes = []
     for tvm_pass in cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target):
-        if tvm_pass.info.name == "FuseOps":
+        if tvm_pass.info.name == "LegalizeOps":  # weights read in place, not folded transposed
+            passes += [FuseTransposedWeights, tvm_pass]
+        elif tvm_pass.info.name == "FuseOps":
             passes += [_tag_training_calls, tvm_pass, _name_fused_calls]
         elif tvm_pass.info.name == "FoldConstant":  # the same folding, one build for all kernels
             passes += [FoldConstantCalls, tvm_pass]
         else:
             passes.append(tvm_pass)
-    if _name_fused_calls not in passes or FoldConstantCalls not in passes:
-        raise RuntimeError("TVM's CPU legalize passes have no FuseOps or FoldConstant: this TVM is "
-                           "not supported")
+    if any(ours not in passes for ours in (FuseTransposedWeights, _name_fused_calls, FoldConstantCalls)):
+        raise RuntimeError("TVM's CPU legalize passes have no LegalizeOps, FuseOps or FoldConstant: "
+                           "this TVM is not supported")
     sequence = tvm.transform.Sequential(
         passes + [relax.transform.DeadCodeElimination()], name="tvm_place.prepare_passes"
     )

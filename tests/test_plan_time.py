@@ -152,3 +152,56 @@ def test_kernel_support_is_checked_once_then_read_from_the_cache(tmp_path, monke
     assert checked == [kernels, kernels]  # one check per target, every kernel in it
     assert support.unbuildable(collected, devices, tmp_path) == first
     assert len(checked) == 2  # the second time, from the cache
+
+
+def linear_module(weight_is_constant: bool = True):
+    """``y = x @ W^T`` (``nn.Linear``'s form, ``W`` a constant or a parameter), then
+    ``y @ y^T``: a transpose of a computed tensor."""
+    weight = np.random.default_rng(1).standard_normal((16, 8)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 8), "float32"))
+    w = relax.Var("w", relax.TensorType((16, 8), "float32"))
+    params = [x] if weight_is_constant else [x, w]
+    with bb.function("main", params):
+        with bb.dataflow():
+            stored = relax.const(weight) if weight_is_constant else w
+            y = bb.emit(relax.op.matmul(x, bb.emit(relax.op.permute_dims(stored))))
+            out = bb.emit_output(relax.op.matmul(y, bb.emit(relax.op.permute_dims(y))))
+        bb.emit_func_output(out)
+    return bb.get(), weight
+
+
+def constants_of(func) -> list:
+    found = []
+    relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(e, tvm.ir.Constant)
+                                    and isinstance(e.ty, relax.TensorType) else None)
+    return found
+
+
+def test_matmul_by_a_transposed_constant_weight_reads_it_in_place(monkeypatch):
+    from tvm_place.passes import prepare_pipeline
+
+    mod, weight = linear_module()
+    builds = count_builds(monkeypatch)
+    prepared = prepare_pipeline()(mod)
+    assert builds == []  # nothing left to fold: no transposed copy of the weight
+    (constant,) = constants_of(prepared["main"])
+    np.testing.assert_array_equal(constant.value.numpy(), weight)  # the weight as stored
+    kernels = sorted(gv.name_hint for gv, f in prepared.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    # The weight's matmul reads it transposed in place; the computed tensor's transpose is as before.
+    assert [k for k in kernels if "NT_matmul" in k] == ["NT_matmul"]
+    assert any("transpose" in k for k in kernels)
+
+    import tvm_place
+
+    x = np.random.default_rng(2).standard_normal((4, 8)).astype("float32")
+    y = x @ weight.T
+    np.testing.assert_allclose(tvm_place.compile(mod, ["llvm"])(x).numpy(), y @ y.T, rtol=1e-5, atol=1e-5)
+
+
+def test_a_transposed_parameter_weight_stays_a_transpose():
+    from tvm_place.passes import prepare_pipeline
+
+    mod, _ = linear_module(weight_is_constant=False)
+    prepared = prepare_pipeline()(mod)
+    assert not any("NT_matmul" in gv.name_hint for gv in prepared.get_global_vars())

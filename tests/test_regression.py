@@ -163,7 +163,7 @@ def test_assert_placement_writes_compares_and_explains(tmp_path, monkeypatch):
     )
 
     # A pin moves operators: the diff names them, with devices and the objective before and after.
-    moved_pins = {"softmax": "gpu:0", "fused_matmul_add": "gpu:0"}
+    moved_pins = {"softmax": "gpu:0", "fused_NT_matmul_add": "gpu:0"}
     with pytest.raises(AssertionError) as failure:
         assert_placement(model.mod, CPU_T4, plan, objective="throughput", pins=moved_pins)
     message = str(failure.value)

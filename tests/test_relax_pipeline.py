@@ -82,7 +82,7 @@ def _modules(module):
 def test_cpu_gpu_builds_cuda_kernels_for_gpu_ops_only():
     model = bert()
     # The first q/k/v projection on the CPU, the second on the GPU: one PrimFunc, two targets.
-    pins = {"fused_matmul_add": "cpu:0", "fused_matmul_add#1": "gpu:0", "softmax": "cpu:0"}
+    pins = {"fused_NT_matmul_add": "cpu:0", "fused_NT_matmul_add#1": "gpu:0", "softmax": "cpu:0"}
     capture = Capture()
     pipeline = tvm_place.pipeline(CPU_GPU, pins=pins)
     executable = tvm.compile(model.mod, relax_pipeline=tvm.transform.Sequential([pipeline, capture]))
@@ -99,7 +99,7 @@ def test_cpu_gpu_builds_cuda_kernels_for_gpu_ops_only():
     for callee, device in zip(callees, placement.device_of):
         kind = "cuda" if device == 1 else "llvm"
         assert kind in {t for name, t in targets.items() if name in (callee, f"{callee}_cuda0", f"{callee}_cpu0")}
-    assert targets["fused_matmul_add"] != targets.get("fused_matmul_add_cuda0", targets.get("fused_matmul_add_cpu0"))
+    assert targets["fused_NT_matmul_add"] != targets.get("fused_NT_matmul_add_cuda0", targets.get("fused_NT_matmul_add_cpu0"))
 
     modules = list(_modules(executable.mod))
     kernels = set()
@@ -237,7 +237,7 @@ def test_cpu_gpu_executable_runs_on_a_real_gpu():
     model = bert()
     # "cuda" without an arch: built for this machine's GPU. Weights of GPU operators are copied
     # from cpu:0 at each call, values cross both ways.
-    pipeline = tvm_place.pipeline(["llvm", "cuda"], pins={"softmax": "cpu:0", "fused_matmul_add": "cpu:0"})
+    pipeline = tvm_place.pipeline(["llvm", "cuda"], pins={"softmax": "cpu:0", "fused_NT_matmul_add": "cpu:0"})
     executable = tvm.compile(model.mod, relax_pipeline=pipeline)
     assert set(pipeline.placement.device_of.tolist()) == {0, 1}
     devices = tvm_place.devices_of(executable)

@@ -29,7 +29,7 @@ EXAMPLES = {
     "inspect": "  tvm-place inspect resnet18 --size image_size=64\n  tvm-place inspect model.onnx --json",
     "place": (
         "  tvm-place place resnet18 --target llvm --target cuda --objective throughput\n"
-        "  tvm-place place bert-base --devices hardware.toml --pin 'fused_matmul*=gpu:0' "
+        "  tvm-place place bert-base --devices hardware.toml --pin '*matmul*=gpu:0' "
         "--save-plan plan.json --plot out/\n"
         "  tvm-place place resnet18 --target llvm --target llvm --plan plan.json --json"
     ),

@@ -7,7 +7,7 @@ the user gave, by name or in a device file, is described by it: the last):
    device's target, by the learned model's own match rule (target kind and CPU, and for a CPU
    the thread count it was trained at: :meth:`~tvm_place.cost.learned.LearnedCostModel.trees_for`).
    On the development machine's CPU it was the most accurate (docs/benchmarks.md, table 4:
-   held-out whole-model time within 1.07x of measured, against 2.56x for the profile as written).
+   held-out whole-model time within 1.10x of measured, against 1.99x for the profile as written).
 2. **calibrated** (:class:`~tvm_place.cost.calibrate.CalibratedCostModel`): a device present on
    this machine, priced by its profile fitted to micro-benchmarks (held-out MAPE 130% against
    258% for the profile as written, same table). A profile cached by an earlier calibration is

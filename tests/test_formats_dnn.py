@@ -50,6 +50,16 @@ def test_workload_devices_costs_and_colour_classes():
     assert sum(node.is_backward for node in problem.graph.nodes) == 32
 
 
+def test_device_counts_written_as_whole_floats_are_counts():
+    """JSON Schema's integers include 2.0 and -0.0 (the fuzzer's ``"maxFPGAs": -0.0`` once raised
+    a TypeError from inside the loader)."""
+    data = json.loads((LAYERS / "bert24_inference.json").read_text())
+    data["maxFPGAs"], data["maxCPUs"] = 2.0, 1.0
+    assert dnn_partitioning_problem(data).device_names == ["acc:0", "acc:1", "cpu:0"]
+    data["maxFPGAs"] = -0.0
+    assert dnn_partitioning_problem(data).device_names == ["cpu:0"]
+
+
 def test_split_round_trip():
     problem = load_dnn_partitioning(LAYERS / "bert24_inference.json")
     device_of = load_dnn_split(DATA / "human-experts" / "bert24_inference_expert.json", problem)

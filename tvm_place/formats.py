@@ -176,7 +176,8 @@ def dnn_partitioning_problem(data: Mapping, name: str = "workload",
     raw_nodes = sorted(data["nodes"], key=lambda node: node["id"])
     index_of = {}
     nodes, compute, memory = [], [], []
-    num_accelerators, num_cpus = data["maxFPGAs"], data["maxCPUs"]
+    # JSON Schema counts 2.0 (and -0.0) as integers: counts are used as Python ints below
+    num_accelerators, num_cpus = int(data["maxFPGAs"]), int(data["maxCPUs"])
     for node in raw_nodes:
         node_id = node["id"]
         if node_id in index_of:

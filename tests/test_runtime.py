@@ -256,14 +256,16 @@ def test_without_an_address_a_ray_of_its_own_is_started(monkeypatch):
     """Not the cluster that RAY_ADDRESS or an earlier ``ray start`` (or another process's
     ``ray.cluster_utils.Cluster``) names: Ray's default joins that one and then refuses num_cpus,
     which failed every Ray test of a suite run beside another one's two-node test."""
-    from tvm_place.runtime.ray_engine import ensure_ray
+    from tvm_place.runtime import ray_engine
 
     calls = []
     fake_ray = types.SimpleNamespace(is_initialized=lambda: False, init=lambda **kw: calls.append(kw))
     monkeypatch.setitem(sys.modules, "ray", fake_ray)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
-    with pytest.warns(UserWarning, match="does not authenticate"):
-        assert ensure_ray() is fake_ray
+    # Whether the warning about authentication fires depends on the real Ray this worker may
+    # already have imported (its token state); that has its own test below.
+    monkeypatch.setattr(ray_engine, "_warn_unauthenticated", lambda address: None)
+    assert ray_engine.ensure_ray() is fake_ray
     (options,) = calls
     assert options["address"] == "local"  # Ray: start a new local instance, ignore others
     assert options["num_cpus"] == len(os.sched_getaffinity(0))

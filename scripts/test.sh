@@ -4,10 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "test,torch,hub"
 export TVM_PLACE_CACHE_DIR="${TVM_PLACE_CACHE_DIR:-$PWD/.tvm_place_cache}"
-# TVM binds the thread that calls a kernel to core 0 (its thread pool's worker 0): both pytest
-# workers then shared one core for the rest of the run (each at half speed; the suite took 11-12
-# minutes instead of about 6). Unbound, the kernel scheduler spreads them over both cores.
-export TVM_BIND_THREADS="${TVM_BIND_THREADS:-0}"
 # Two pytest workers: the suite is CPU-bound Python and the target machine has two cores.
 # loadgroup: the tests of xdist group "ray" share one worker, and so one Ray instance.
 exec .venv/bin/python -m pytest -n "${TVM_PLACE_TEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -25,6 +25,21 @@ def pytest_collection_modifyitems(config, items):
             "pyproject.toml's 'test' extra")
 
 
+def pytest_runtest_teardown(item):
+    """Widen the test runner's thread to this process's cores again after each test.
+
+    TVM pins a thread that launches its first parallel kernel to the machine's first core: both
+    pytest workers' threads then shared core 0 for the rest of the run (the suite took 11-12
+    minutes instead of about 7). The tests run TVM as a user's process does (tvm-place's own
+    threads and Ray actors bind themselves to their cores, which tests check); only the runner's
+    thread is put back, once its pool exists TVM does not pin it again."""
+    import os
+
+    from tvm_place.cores import process_cores
+
+    os.sched_setaffinity(0, process_cores())
+
+
 @pytest.fixture
 def models_here(tmp_path):
     """A folder of the shipped learned cost models, marked as trained at this process's thread

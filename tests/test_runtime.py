@@ -26,6 +26,7 @@ from tvm import relax
 import tvm_place
 from tvm_place import models, schedule
 from tvm_place.compiler import prepare
+from tvm_place.cores import process_cores
 from tvm_place.cost import AnalyticalCostModel
 from tvm_place.errors import TvmPlaceError
 from tvm_place.evaluate import evaluate
@@ -268,7 +269,7 @@ def test_without_an_address_a_ray_of_its_own_is_started(monkeypatch):
     assert ray_engine.ensure_ray() is fake_ray
     (options,) = calls
     assert options["address"] == "local"  # Ray: start a new local instance, ignore others
-    assert options["num_cpus"] == len(os.sched_getaffinity(0))
+    assert options["num_cpus"] == len(process_cores())
 
 
 def two_outputs():
@@ -365,6 +366,9 @@ def test_ray_actors_run_pinned_measure_links_and_equal_threads(bert, ray_session
             assert os.getpriority(os.PRIO_PROCESS, pids[device]) == os.getpriority(os.PRIO_PROCESS, 0)
         assert_same(placed.run_stream(stream), expected)
         assert np.array_equal(placed(stream[1]).numpy(), expected[1])
+        # Still on their cores after running kernels (TVM pinned each actor to core 0 before).
+        for device, group in zip(sorted(pids), core_groups(2)):
+            assert sorted(os.sched_getaffinity(pids[device])) == group
         # Both halves of every copy were timed on the actors.
         for record in placed.last_stats.copies.values():
             assert len(record.export_seconds) == len(stream) == len(record.import_seconds)
@@ -665,6 +669,94 @@ def test_a_worker_calls_each_stage_by_name_in_its_devices_module(bert):
     with pytest.raises(RuntimeError, match="module 'cpu0' has no function for stage 'stage9_cpu0'"):
         worker.load("cpu0", placed.executables["cpu0"], None, ["stage9_cpu0"])
     worker.close()
+
+
+needs_two_cores = pytest.mark.skipif(len(process_cores()) < 2, reason="needs two cores")
+
+
+@needs_two_cores
+def test_kernel_threads_run_on_the_cores_they_were_given():
+    """TVM pins a thread that launches a parallel kernel to the machine's first core, and so the
+    process's later threads: each device thread of one process ran on core 0. Bound, each runs on
+    its own cores; the process's cores are still known; later threads get TVM's own default.
+    In a fresh process without TVM_BIND_THREADS, as a user's."""
+    script = textwrap.dedent("""
+        import os, threading
+        import numpy as np
+        import tvm_place
+        from tvm_place.cores import process_cores
+        from tvm_place.runtime.workers import bind_kernel_threads, core_groups
+        import tvm
+        from tvm import relax
+
+        start = sorted(os.sched_getaffinity(0))
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((128, 128), "float32"))
+        with bb.function("main", [x]):
+            with bb.dataflow():
+                out = bb.emit_output(relax.op.nn.relu(relax.op.matmul(x, x)))
+            bb.emit_func_output(out)
+        executable = tvm.compile(bb.get(), target="llvm")
+        data = tvm.runtime.tensor(np.ones((128, 128), "float32"))
+        num_threads = tvm.get_global_func("runtime.NumThreads")
+        num_threads()  # makes this thread's pool, as its first parallel kernel would
+        assert sorted(os.sched_getaffinity(0)) == [0], os.sched_getaffinity(0)  # TVM's pin
+        assert process_cores() == start, process_cores()
+        default, seen = [], {}
+        def fresh():
+            default.append(num_threads())
+        def device(group):
+            bind_kernel_threads(group)
+            relax.VirtualMachine(executable, tvm.cpu())["main"](data)  # a VM per thread, as workers
+            seen[tuple(group)] = (sorted(os.sched_getaffinity(0)), num_threads())
+        thread = threading.Thread(target=fresh); thread.start(); thread.join()
+        groups = core_groups(2)
+        threads = [threading.Thread(target=device, args=(g,)) for g in groups]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        for group in groups:
+            assert seen[tuple(group)] == (group, len(group)), (group, seen)
+        after = []
+        thread = threading.Thread(target=lambda: after.append(num_threads())); thread.start(); thread.join()
+        assert after == default, (after, default)
+        print("ok", groups)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TVM_BIND_THREADS"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+@needs_two_cores
+def test_the_threads_engine_runs_each_cpu_device_on_its_own_cores(bert):
+    """Every stage of a device, called by the executor's thread for it, runs on the device's
+    cores (before: all on core 0, each device at half speed beside the other)."""
+    model, placed, stream, expected = bert
+    placed.attach_workers("threads", calibrate=False)
+    try:
+        seen: dict[int, set] = {}
+        for device, worker in placed.workers.items():
+            def recorded(function, device=device):
+                def call(*args):
+                    seen.setdefault(device, set()).add(tuple(sorted(os.sched_getaffinity(0))))
+                    return function(*args)
+                return call
+            worker._stages = {name: recorded(f) for name, f in worker._stages.items()}
+        assert_same(placed.run_stream(stream), expected)
+        # One mask per device, the two disjoint, together all of this process's cores.
+        assert sorted(seen) == [0, 1] and all(len(masks) == 1 for masks in seen.values())
+        (first,), (second,) = seen[0], seen[1]
+        assert not set(first) & set(second) and sorted(first + second) == process_cores()
+    finally:
+        placed.close()
+
+
+def test_cores_for_the_threads_engine_are_checked(bert):
+    _, placed, _, _ = bert
+    with pytest.raises(WorkerError, match="core 4096 in `cores` is not one this process may run on"):
+        placed.attach_workers("threads", cores=[[0], [4096]], calibrate=False)
+    with pytest.raises(WorkerError, match="2 CPU devices run here but `cores` gives 1 core groups"):
+        placed.attach_workers("threads", cores=[[0]], calibrate=False)
 
 
 def test_a_worker_writes_libraries_only_inside_its_own_folder():

@@ -16,6 +16,7 @@ from .errors import (
     UnsupportedModelError,
     UntunedKernelWarning,
 )
+from . import cores as _cores  # noqa: F401 - reads the process's cores before TVM pins threads
 from .graph import Device, OpGraph, OpNode, Placement, PlacementProblem
 from .lazy import lazy_getattr
 from .options import PlaceOptions

@@ -316,8 +316,8 @@ class PlacedModule:
         CPU-only machine offers its cores as CPU devices; ``"processes"`` is the same on a local
         Ray); ``address``: an existing Ray cluster (``"HOST:6379"``, ``"auto"``) instead of a
         local one. ``cores``: each CPU device's cores, in device order (default: this process's
-        cores split evenly; on a cluster Ray places the actors); ``threads``: TVM threads per
-        actor (default: one per core). ``timeout`` bounds the start of the workers.
+        cores split evenly between several CPU devices, for threads too; on a cluster Ray places
+        the actors); ``threads``: TVM threads per CPU device (default: one per core). ``timeout`` bounds the start of the workers.
 
         ``calibrate``: copy probe tensors (``probe_sizes``, default 1 KB to 64 MB) between every
         pair of workers and write the fitted links into :attr:`problem` (see
@@ -349,9 +349,11 @@ class PlacedModule:
         created: dict[int, Any] = {}
         try:
             if mode == "threads":
+                groups = self._thread_core_groups(used, cores)
                 for device in used:
                     spec = self.devices[device]
-                    created[device] = w.LocalWorker(spec["kind"], int(spec["index"]), spec["name"])
+                    created[device] = w.LocalWorker(spec["kind"], int(spec["index"]), spec["name"],
+                                                    groups.get(device), threads)
             else:
                 from .ray_engine import start_workers
 
@@ -372,6 +374,32 @@ class PlacedModule:
         if calibrate and len(created) > 1:
             self.calibrate_links(probe_sizes)
         return self
+
+    def _thread_core_groups(self, used: Sequence[int], cores) -> dict[int, list[int]]:
+        """The cores of each CPU device the ``threads`` engine runs: ``cores`` as given, or
+        with several CPU devices this process's cores split evenly, as the Ray actors get them
+        (the evaluator prices each device alone on its cores); one CPU device keeps TVM's own
+        threads."""
+        from ..cores import process_cores
+        from .workers import core_groups
+
+        cpus = [device for device in used if self.devices[device]["kind"] == "cpu"]
+        if cores is None:
+            if len(cpus) < 2:
+                return {}
+            cores = core_groups(len(cpus))
+        available = set(process_cores())
+        cores = [list(group) for group in cores]
+        if len(cores) < len(cpus) or any(not group for group in cores):
+            raise WorkerError(f"{len(cpus)} CPU devices run here but `cores` gives {len(cores)} "
+                              "core groups (a non-empty list of core numbers per CPU device, in "
+                              "device order)")
+        for group in cores:
+            for core in group:
+                if isinstance(core, bool) or not isinstance(core, int) or core not in available:
+                    raise WorkerError(f"core {core!r} in `cores` is not one this process may run "
+                                      f"on (it may use {sorted(available)})")
+        return dict(zip(cpus, cores))
 
     def calibrate_links(self, sizes: Sequence[int] | None = None, repeat: int = 8,
                         warmup: int = 4) -> dict:

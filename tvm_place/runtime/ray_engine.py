@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..cores import process_cores
 from .errors import WorkerError
 from .workers import ShapeValues, StageCall, Worker, run_stage, stage_functions, to_numpy
 
@@ -69,7 +70,7 @@ def ensure_ray(address: str | None = None):
             # address="local": Ray's default joins the cluster a ``ray start`` (or another
             # process's ray.cluster_utils.Cluster) last recorded in /tmp/ray, and then refuses
             # num_cpus; a run without an address must not depend on what else runs here.
-            ray.init(address="local", num_cpus=len(os.sched_getaffinity(0)),
+            ray.init(address="local", num_cpus=len(process_cores()),
                      _system_config={"worker_niceness": 0}, **options)
         else:
             ray.init(address=address, **options)
@@ -137,6 +138,15 @@ class StageActor:
             os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM loads in this process
         import tvm
 
+        from .workers import bind_kernel_threads
+
+        # Before any kernel: TVM would pin this thread to the machine's first core whatever the
+        # affinity above. On a cluster node (no cores given) the actor's threads share the node's
+        # cores with whatever else runs there.
+        available = sorted(os.sched_getaffinity(0))
+        bind_kernel_threads(cores or available,
+                            threads or (None if cores else int(tvm.get_global_func("runtime.NumThreads")())),
+                            shared=not cores)
         self._tvm = tvm
         # A GPU actor sees only the GPU Ray gave it (CUDA_VISIBLE_DEVICES): its device 0.
         self.device = tvm.cpu(0) if kind == "cpu" else tvm.cuda(0)

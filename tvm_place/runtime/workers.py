@@ -24,9 +24,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..cores import process_cores
 from .errors import DeviceUnavailableError
 
-__all__ = ["Kept", "LocalWorker", "ShapeValues", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device", "stage_functions",
+__all__ = ["Kept", "LocalWorker", "bind_kernel_threads", "ShapeValues", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device", "stage_functions",
            "to_numpy"]
 
 
@@ -231,11 +232,49 @@ class Worker:
         return f"<{type(self).__name__} {self.label}>"
 
 
-class LocalWorker(Worker):
-    """Runs stages in this process on ``tvm.cpu(index)`` or ``tvm.cuda(index)``."""
+#: TVM's ``AffinityMode`` values kSpecifyOneCorePerThread and kSpecifyThreadShareAllCore
+#: (src/runtime/threading_backend.h).
+_ONE_CORE_PER_THREAD, _SHARE_ALL_CORES = -2, -3
+_binding = threading.Lock()
 
-    def __init__(self, kind: str, index: int, name: str | None = None):
+
+def bind_kernel_threads(cores: Sequence[int], threads: int | None = None, shared: bool = False) -> None:
+    """Run the TVM kernels the calling thread launches on ``cores``: its TVM thread pool gets
+    ``threads`` threads (default and at most: one per core), each pinned to one of them
+    (``shared``: all of them free to run on any of ``cores``, for cores other processes use too).
+    Call it before the thread launches its first kernel (a pool cannot grow afterwards).
+
+    Why: TVM's thread pool (one per thread that launches kernels) pins that thread to the
+    machine's first cores unless ``TVM_BIND_THREADS=0``, whatever affinity it had. Every device
+    thread of the ``threads`` runtime, and every Ray actor, ran on core 0: two CPU devices shared
+    one core (a BERT layer on two CPUs ran its stages 1.9-2.0x the evaluator's times; bound to
+    their own cores, 0.97-1.07x). TVM's call for several instances on one machine
+    (``runtime.config_threadpool``) also sets the thread count of every pool created later in
+    the process; that default is put back, from a throwaway thread (the call configures its
+    caller's pool too). The lock keeps two devices' calls from mixing.
+    """
+    import tvm
+
+    configure = tvm.get_global_func("runtime.config_threadpool")
+    with _binding:
+        configure(_SHARE_ALL_CORES if shared else _ONE_CORE_PER_THREAD, threads or len(cores),
+                  [str(core) for core in cores])
+        restore = threading.Thread(target=configure, args=(1, 0, []), name="tvm-place thread reset")
+        restore.start()
+        restore.join()
+
+
+class LocalWorker(Worker):
+    """Runs stages in this process on ``tvm.cpu(index)`` or ``tvm.cuda(index)``; a CPU device
+    given ``cores`` runs its kernels there (:func:`bind_kernel_threads`, in each thread that
+    calls its stages)."""
+
+    def __init__(self, kind: str, index: int, name: str | None = None,
+                 cores: Sequence[int] | None = None, threads: int | None = None):
         super().__init__(f"thread {name or f'{kind}:{index}'}")
+        self.cores = list(cores) if cores else None
+        self.threads = threads
+        self._bound = threading.local()  # whether the calling thread's kernels run on ``cores``
         self.device = runtime_device(kind, index)
         if not self.device.exist:
             raise DeviceUnavailableError(
@@ -267,6 +306,9 @@ class LocalWorker(Worker):
     def submit(self, call):
         with self._lock:
             values = self._values.setdefault(call.key, {})
+        if self.cores and not getattr(self._bound, "done", False):
+            bind_kernel_threads(self.cores, self.threads)
+            self._bound.done = True
         # Runs here, in the executor's thread for this device: the call is done when it returns.
         return run_stage(self._stages[call.stage], values, call, self._import, _same, _same, self._kept)
 
@@ -323,7 +365,7 @@ def core_groups(count: int, cores: Sequence[int] | None = None) -> list[list[int
 
     With fewer cores than groups, groups share cores (round robin): the devices then compete.
     """
-    available = sorted(cores if cores is not None else os.sched_getaffinity(0))
+    available = sorted(cores if cores is not None else process_cores())
     if count <= 0:
         return []
     if len(available) < count:

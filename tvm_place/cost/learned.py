@@ -47,7 +47,7 @@ BLOCK_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
 #: count or size; iterations are the points of a block's iteration domain. The ``inner_``
 #: features describe how the heaviest block's innermost loop walks the buffers it reads
 #: (:func:`inner_read_strides`): a matmul by weights stored (in, out) strides through them and
-#: runs several times slower than the same matmul reading weights (out, in) in place.
+#: runs up to several times slower than the same matmul reading weights (out, in) in place.
 FEATURES: tuple[str, ...] = (
     "log_flops", "log_bytes", "log_output_bytes", "log_param_bytes", "log_intensity",
     "blocks", "reduction_blocks", "loops", "max_loop_depth", "params", "max_rank",

@@ -97,9 +97,14 @@ def _blocks(stmt, loop_vars: list, out: list, loops: list, realize=None) -> None
 
 def _coefficients(expr, variables: list) -> list[float] | None:
     """The constant coefficients of ``variables`` in ``expr`` where it is linear in them with
-    constant coefficients, else None."""
-    from tvm import sym
+    constant coefficients, else None. A variable or a constant alone, the usual index, is read
+    here; anything else asks TVM's arithmetic (a call across to C++, the costly part)."""
+    from tvm import sym, tirx
 
+    if isinstance(expr, tirx.Var):
+        return [1.0 if expr.same_as(v) else 0.0 for v in variables]
+    if isinstance(expr, tirx.IntImm):
+        return [0.0] * len(variables)
     found = sym.detect_linear_equation(expr, variables)
     if len(found) != len(variables) + 1:
         return None
@@ -153,7 +158,7 @@ def kernel_features(prim_func, node: OpNode) -> np.ndarray:
     classes = {kind: [0, 0.0] for kind, _ in BLOCK_CLASSES}
     total = heaviest = reduction = innermost = 0.0
     reduction_blocks = 0
-    strides: list[tuple[float, float]] = []
+    heaviest_block = None
     for block, realize, loop_vars in blocks:
         extents = [_extent(v) for v in block.iter_vars]
         iterations = float(np.prod(extents)) if extents else 1.0
@@ -163,7 +168,7 @@ def kernel_features(prim_func, node: OpNode) -> np.ndarray:
         spatial = [e for v, e in zip(block.iter_vars, extents) if int(v.iter_type) == 0]
         if iterations >= heaviest:
             heaviest, innermost = iterations, (spatial[-1] if spatial else 1.0)
-            strides = inner_read_strides(block, realize, loop_vars)
+            heaviest_block = (block, realize, loop_vars)
         total += iterations
         entry = classes[block_class(block.name_hint)]
         entry[0] += 1
@@ -171,6 +176,7 @@ def kernel_features(prim_func, node: OpNode) -> np.ndarray:
     params = list(prim_func.params)
     shapes = [[int(d) if hasattr(d, "value") or isinstance(d, int) else 1 for d in p.shape]
               for p in params if hasattr(p, "shape")]
+    strides = inner_read_strides(*heaviest_block) if heaviest_block else []
     output = params[-1] if params else None
     output_bits = float(np.dtype(str(output.dtype)).itemsize * 8) \
         if output is not None and hasattr(output, "dtype") else 0.0

@@ -469,8 +469,9 @@ def learned_section(records: list[dict], regrets: list[dict]) -> tuple[str, dict
     hardware = list(dict.fromkeys(r["hardware"] for r in regrets))
     cost_models = list(dict.fromkeys(r["cost_model"] for r in regrets))
     lines = [
-        "**Learned model (issue 18)**: `cost_model=\"learned\"`, boosted trees "
-        "(`tvm_place/cost/learned/`, trained by `scripts/train_cost_model.py` on "
+        "**Learned model (issue 18)**: `cost_model=\"learned\"`, a linear base in log FLOPs "
+        "and bytes plus boosted trees (`tvm_place/cost/learned/`, trained by "
+        "`scripts/train_cost_model.py` on "
         f"{len({r['model'] for r in dataset['records'] if r['role'] == 'train'})} registry models "
         "at several sizes) evaluated on the held-out models above, none of which, nor any other "
         "size or variant of their architectures, is in the training data. 'Seen' counts "

@@ -55,6 +55,32 @@ def test_features_are_deterministic_and_tell_kernels_apart(tiny):
     assert len({tuple(r) for r in rows}) > len(rows) // 2  # different kernels, different rows
 
 
+def _matmul(weights_transposed: bool):
+    """A (16, 64) x (64, 128) matmul, its weights stored (128, 64) (read in place, NT) or
+    (64, 128) (strided), as a PrimFunc and its node."""
+    from tvm import te
+
+    a = te.placeholder((16, 64), name="A")
+    w = te.placeholder((128, 64) if weights_transposed else (64, 128), name="W")
+    k = te.reduce_axis((0, 64), name="k")
+    out = te.compute((16, 128), lambda i, j: te.sum(
+        a[i, k] * (w[j, k] if weights_transposed else w[k, j]), axis=k), name="matmul")
+    node = OpNode("matmul", flops=2 * 16 * 64 * 128, bytes_accessed=4 * (16 * 64 + 64 * 128),
+                  output_bytes=4 * 16 * 128, param_bytes=4 * 64 * 128)
+    return te.create_prim_func([a, w, out]), node
+
+
+def test_features_tell_a_strided_weight_read_from_one_in_place():
+    """The innermost (reduction) loop walks W[k, j] 128 elements a step, W[j, k] one."""
+    strided, in_place = (kernel_features(*_matmul(t)) for t in (False, True))
+    stride, count = FEATURES.index("log_inner_read_stride"), FEATURES.index("inner_strided_reads")
+    assert strided[stride] == pytest.approx(np.log1p(128)) and strided[count] == 1
+    assert in_place[stride] == pytest.approx(np.log1p(1)) and in_place[count] == 0
+    assert strided[FEATURES.index("log_inner_strided_bytes")] == pytest.approx(np.log1p(4 * 64 * 128))
+    others = [i for i, f in enumerate(FEATURES) if "inner_" not in f]
+    assert np.array_equal(strided[others], in_place[others])  # nothing else tells them apart
+
+
 def test_shipped_model_loads_and_predicts_positive_times(tiny, models_here):
     assert SHIPPED, "no learned model shipped in tvm_place/cost/learned/"
     data = _model()
@@ -127,6 +153,11 @@ def test_bad_model_file_is_a_clear_error(tmp_path):
     bad.write_text(json.dumps(data))
     with pytest.raises(TvmPlaceError, match=r"trees\[2\]\.threshold\[1\]: not a number"):
         BoostedTrees.load(bad)
+    data["trees"][2]["threshold"][1] = _model()["trees"][2]["threshold"][1]
+    bad.write_text(json.dumps({**data, "linear": {"features": ["no such feature"],
+                                                  "coefficients": [1.0]}}))
+    with pytest.raises(TvmPlaceError, match="linear: names features the model has not"):
+        BoostedTrees.load(bad)
     bad.write_text(json.dumps({**data, "format": "something else"}))
     with pytest.raises(TvmPlaceError, match="learned cost model"):
         BoostedTrees.load(bad)
@@ -139,6 +170,34 @@ def test_trees_follow_xgboost_rule():
          "right": [2, -1, -1], "default_left": [False, False, False], "value": [0, -2.0, 3.0]}]})
     rows = np.array([[0.0, 0.4], [0.0, 0.5], [0.0, np.nan]])
     assert trees.predict(rows).tolist() == [-1.0, 4.0, 4.0]
+    based = BoostedTrees({**trees.data, "linear": {"features": ["a"], "coefficients": [0.5]}})
+    rows[:, 0] = [2.0, 4.0, 6.0]  # the linear base adds 0.5 x a; the trees read b as before
+    assert based.predict(rows).tolist() == [0.0, 6.0, 7.0]
+
+
+def test_cross_validation_reads_training_records_only(tmp_path, capsys):
+    """``cv`` leaves each architecture out in turn and never reads a held-out record."""
+    pytest.importorskip("xgboost")
+    dataset = json.loads(train_cost_model.DATASET.read_text())
+    small = {"resnet18", "vgg16", "two-tower"}
+    dataset["records"] = [r for r in dataset["records"] if r["role"] == "held-out"
+                          or train_cost_model.architecture(r["model"]) in small]
+    path = tmp_path / "dataset.json"
+
+    def cv() -> str:
+        path.write_text(json.dumps(dataset))
+        train_cost_model.main(["cv", "--dataset", str(path)])
+        return capsys.readouterr().err
+
+    first = cv()
+    assert "cross-validated (" in first and "resnet18[image_size=32]" in first
+    assert "t5-base" not in first
+    for record in dataset["records"]:
+        if record["role"] == "held-out":
+            record["seconds"] *= 1000.0
+    assert cv() == first
+    with pytest.raises(SystemExit, match="no feature"):
+        train_cost_model.main(["cv", "--dataset", str(path), "--without", "nonsense"])
 
 
 def _chain(costs_a, costs_b, transfer=0.0) -> PlacementProblem:

@@ -305,6 +305,9 @@ LEARNED_MODEL = _object({
     "target_transform": {"const": "log seconds"},
     "features": {"type": "array", "items": STRING},
     "base_score": NUMBER,
+    "linear": _object({"features": {"type": "array", "items": STRING},
+                       "coefficients": {"type": "array", "items": NUMBER}},
+                      required=("features", "coefficients")),
     "trees": {"type": "array", "items": LEARNED_TREE, "minItems": 1},
     "training": {"type": "object"},
 }, required=("format", "version", "target", "features", "base_score", "trees"))

@@ -1,10 +1,11 @@
 """Learned cost model: gradient-boosted regression trees on features of each TIR kernel.
 
 A per-target model predicts the log of a kernel's measured time from :func:`kernel_features`
-(sizes, work and block structure read from the PrimFunc and its operator node; no compile, no
-run). The trees are trained by ``scripts/train_cost_model.py`` with XGBoost (Chen and Guestrin,
-"XGBoost: A Scalable Tree Boosting System", KDD 2016) on times :class:`MeasuredCostModel` took on
-one machine, and saved in this module's own JSON format (:data:`tvm_place.schemas.LEARNED_MODEL`):
+(sizes, work, block structure and how the innermost loop walks memory, read from the PrimFunc and
+its operator node; no compile, no run): a linear function of the kernel's log FLOPs and bytes,
+plus trees that correct it. Both are fitted by ``scripts/train_cost_model.py``, the trees with
+XGBoost (Chen and Guestrin, "XGBoost: A Scalable Tree Boosting System", KDD 2016), on times
+:class:`MeasuredCostModel` took on one machine, and saved in this module's own JSON format (:data:`tvm_place.schemas.LEARNED_MODEL`):
 plain arrays per tree that :class:`BoostedTrees` evaluates in plain Python, so placing with a
 learned model needs no boosting library (only training does: ``pip install 'tvm-place[xgboost]'``).
 Prediction costs O(trees x depth) per kernel.
@@ -43,12 +44,16 @@ BLOCK_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 #: The features, in the order of :func:`kernel_features`' vector. ``log`` is ``log1p`` of a
-#: count or size; iterations are the points of a block's iteration domain.
+#: count or size; iterations are the points of a block's iteration domain. The ``inner_``
+#: features describe how the heaviest block's innermost loop walks the buffers it reads
+#: (:func:`inner_read_strides`): a matmul by weights stored (in, out) strides through them and
+#: runs up to several times slower than the same matmul reading weights (out, in) in place.
 FEATURES: tuple[str, ...] = (
     "log_flops", "log_bytes", "log_output_bytes", "log_param_bytes", "log_intensity",
     "blocks", "reduction_blocks", "loops", "max_loop_depth", "params", "max_rank",
     "output_dtype_bits", "log_iterations", "log_max_block_iterations", "log_reduction_extent",
     "log_innermost_extent", "log_output_elements",
+    "log_inner_read_stride", "inner_strided_reads", "log_inner_strided_bytes",
 ) + tuple(f"{kind}_blocks" for kind, _ in BLOCK_CLASSES) \
   + tuple(f"log_{kind}_iterations" for kind, _ in BLOCK_CLASSES)
 
@@ -62,32 +67,81 @@ def block_class(name: str) -> str:
     return BLOCK_CLASSES[-1][0]
 
 
-def _blocks(stmt, depth: int, out: list, loops: list) -> None:
-    """Every non-root block under ``stmt`` as ``(block, loop depth)``; ``loops`` collects the loop
-    depth of every ``For``."""
+def _blocks(stmt, loop_vars: list, out: list, loops: list, realize=None) -> None:
+    """Every non-root block under ``stmt`` as ``(block, its realize, the loop variables around
+    it, outermost first)``; ``loops`` collects the loop depth of every ``For``."""
     from tvm import tirx
     from tvm.s_tir import SBlock, SBlockRealize
 
     if isinstance(stmt, SBlockRealize):
-        _blocks(stmt.block, depth, out, loops)
+        _blocks(stmt.block, loop_vars, out, loops, stmt)
     elif isinstance(stmt, SBlock):
         if stmt.name_hint != "root":
-            out.append((stmt, depth))
+            out.append((stmt, realize, loop_vars))
         if stmt.init is not None:
-            _blocks(stmt.init, depth, out, loops)
-        _blocks(stmt.body, depth, out, loops)
+            _blocks(stmt.init, loop_vars, out, loops)
+        _blocks(stmt.body, loop_vars, out, loops)
     elif isinstance(stmt, tirx.For):
-        loops.append(depth + 1)
-        _blocks(stmt.body, depth + 1, out, loops)
+        loops.append(len(loop_vars) + 1)
+        _blocks(stmt.body, loop_vars + [stmt.loop_var], out, loops)
     elif isinstance(stmt, tirx.SeqStmt):
         for child in stmt.seq:
-            _blocks(child, depth, out, loops)
+            _blocks(child, loop_vars, out, loops)
     elif isinstance(stmt, tirx.IfThenElse):
-        _blocks(stmt.then_case, depth, out, loops)
+        _blocks(stmt.then_case, loop_vars, out, loops)
         if stmt.else_case is not None:
-            _blocks(stmt.else_case, depth, out, loops)
+            _blocks(stmt.else_case, loop_vars, out, loops)
     elif hasattr(stmt, "body"):
-        _blocks(stmt.body, depth, out, loops)
+        _blocks(stmt.body, loop_vars, out, loops)
+
+
+def _coefficients(expr, variables: list) -> list[float] | None:
+    """The constant coefficients of ``variables`` in ``expr`` where it is linear in them with
+    constant coefficients, else None. A variable or a constant alone, the usual index, is read
+    here; anything else asks TVM's arithmetic (a call across to C++, the costly part)."""
+    from tvm import sym, tirx
+
+    if isinstance(expr, tirx.Var):
+        return [1.0 if expr.same_as(v) else 0.0 for v in variables]
+    if isinstance(expr, tirx.IntImm):
+        return [0.0] * len(variables)
+    found = sym.detect_linear_equation(expr, variables)
+    if len(found) != len(variables) + 1:
+        return None
+    if not all(hasattr(c, "value") for c in found[:-1]):
+        return None
+    return [float(c.value) for c in found[:-1]]
+
+
+def inner_read_strides(block, realize, loop_vars: list) -> list[tuple[float, float]]:
+    """``(stride in elements, bytes)`` of each buffer ``block`` reads, the stride being how far
+    one step of the innermost loop around the block moves the read (0: the read stays put; an
+    index not linear in the block's variables, a gather's, counts one step of its dimension).
+    O(reads x rank)."""
+    if realize is None or not loop_vars:
+        return []
+    inner = loop_vars[-1]
+    block_vars = [v.var for v in block.iter_vars]
+    # How far one step of the innermost loop moves each block variable.
+    moves = []
+    for value in realize.iter_values:
+        found = _coefficients(value, [inner])
+        moves.append(found[0] if found is not None else 0.0)
+    strides = []
+    for region in block.reads:
+        buffer = region.source  # a buffer-backed region: its source is the Buffer
+        shape = [float(d.value) if hasattr(d, "value") else 1.0 for d in buffer.shape]
+        elements = 1.0
+        stride = 0.0
+        for d in reversed(range(len(shape))):
+            found = _coefficients(region.region[d].min, block_vars) if block_vars else []
+            if found is None:
+                stride = max(stride, elements)
+            else:
+                stride += abs(sum(c * m for c, m in zip(found, moves))) * elements
+            elements *= shape[d]
+        strides.append((stride, elements * np.dtype(str(buffer.dtype)).itemsize))
+    return strides
 
 
 def _extent(iter_var) -> float:
@@ -100,11 +154,12 @@ def kernel_features(prim_func, node: OpNode) -> np.ndarray:
     (iteration domains, reduction extents, loop nests, what each block computes). Deterministic;
     O(statements of the PrimFunc)."""
     blocks, loops = [], []
-    _blocks(prim_func.body, 0, blocks, loops)
+    _blocks(prim_func.body, [], blocks, loops)
     classes = {kind: [0, 0.0] for kind, _ in BLOCK_CLASSES}
     total = heaviest = reduction = innermost = 0.0
     reduction_blocks = 0
-    for block, _ in blocks:
+    heaviest_block = None
+    for block, realize, loop_vars in blocks:
         extents = [_extent(v) for v in block.iter_vars]
         iterations = float(np.prod(extents)) if extents else 1.0
         reduce = [e for v, e in zip(block.iter_vars, extents) if int(v.iter_type) == 2]
@@ -113,6 +168,7 @@ def kernel_features(prim_func, node: OpNode) -> np.ndarray:
         spatial = [e for v, e in zip(block.iter_vars, extents) if int(v.iter_type) == 0]
         if iterations >= heaviest:
             heaviest, innermost = iterations, (spatial[-1] if spatial else 1.0)
+            heaviest_block = (block, realize, loop_vars)
         total += iterations
         entry = classes[block_class(block.name_hint)]
         entry[0] += 1
@@ -120,6 +176,7 @@ def kernel_features(prim_func, node: OpNode) -> np.ndarray:
     params = list(prim_func.params)
     shapes = [[int(d) if hasattr(d, "value") or isinstance(d, int) else 1 for d in p.shape]
               for p in params if hasattr(p, "shape")]
+    strides = inner_read_strides(*heaviest_block) if heaviest_block else []
     output = params[-1] if params else None
     output_bits = float(np.dtype(str(output.dtype)).itemsize * 8) \
         if output is not None and hasattr(output, "dtype") else 0.0
@@ -130,21 +187,36 @@ def kernel_features(prim_func, node: OpNode) -> np.ndarray:
         max((len(s) for s in shapes), default=0), output_bits,
         math.log1p(total), math.log1p(heaviest), math.log1p(reduction), math.log1p(innermost),
         math.log1p(float(np.prod(shapes[-1])) if shapes else 0.0),
+        math.log1p(max((stride for stride, _ in strides), default=0.0)),
+        sum(stride > 1 for stride, _ in strides),
+        math.log1p(sum(size for stride, size in strides if stride > 1)),
     ]
     values += [classes[kind][0] for kind, _ in BLOCK_CLASSES]
     values += [math.log1p(classes[kind][1]) for kind, _ in BLOCK_CLASSES]
     return np.array(values, dtype=np.float64)
 
 
-class BoostedTrees:
-    """Regression trees saved as plain arrays, evaluated in plain Python.
+def linear_part(rows: np.ndarray, features, linear: dict | None, base_score: float) -> np.ndarray:
+    """``base_score`` plus the ``linear`` part of a model (see :class:`BoostedTrees`) for each
+    row of ``features``, computed from the rows rounded to float32, as the trees read them."""
+    rows = np.asarray(rows, dtype=np.float32).astype(np.float64)
+    out = np.full(len(rows), float(base_score))
+    if linear:
+        for name, coefficient in zip(linear["features"], linear["coefficients"]):
+            out += coefficient * rows[:, list(features).index(name)]
+    return out
 
-    Each tree holds per node ``feature`` (-1 at a leaf), ``threshold``, ``left``, ``right``,
-    ``default_left`` (where a missing value goes) and ``value`` (a leaf's output). A row goes left
-    where ``x[feature] < threshold`` (XGBoost's rule; the row is rounded to float32 first, as
-    XGBoost reads it, and thresholds are float32 values); the prediction is ``base_score`` plus
-    the leaves reached. O(rows x trees x depth): about a millisecond per kernel for 300 trees of
-    depth 5.
+
+class BoostedTrees:
+    """Regression trees saved as plain arrays, evaluated in plain Python, on a linear base.
+
+    The prediction is ``base_score``, plus the optional ``linear`` part (``{"features": names,
+    "coefficients": numbers}``: a weighted sum of those features, fitted before the trees so
+    they learn a kernel's rate rather than its size), plus the leaves reached. Each tree holds
+    per node ``feature`` (-1 at a leaf), ``threshold``, ``left``, ``right``, ``default_left``
+    (where a missing value goes) and ``value`` (a leaf's output). A row goes left where ``x[feature] < threshold`` (XGBoost's rule; the row is rounded to float32 first, as
+    XGBoost reads it, and thresholds are float32 values). O(rows x trees x depth): about a
+    millisecond per kernel for 300 trees of depth 5.
     """
 
     def __init__(self, data: dict):
@@ -165,6 +237,12 @@ class BoostedTrees:
 
         data = schemas.load(path, "learned cost model", schemas.LEARNED_MODEL)
         source = f"learned cost model file {str(Path(path))!r}"
+        linear = data.get("linear", {"features": [], "coefficients": []})
+        if len(linear["features"]) != len(linear["coefficients"]) \
+                or not set(linear["features"]) <= set(data["features"]):
+            raise schemas.field_error(source, ("linear",), "names features the model has not, or "
+                                      "differs in length from its coefficients",
+                                      "write the file with scripts/train_cost_model.py")
         for t, tree in enumerate(data["trees"]):
             wrong = schemas.learned_tree_error(tree)
             if wrong is not None:
@@ -189,9 +267,9 @@ class BoostedTrees:
         rows = np.asarray(rows, dtype=np.float32)
         if rows.ndim != 2 or rows.shape[1] != len(self.features):
             raise ValueError(f"expected rows of {len(self.features)} features, got {rows.shape}")
-        out = np.empty(len(rows))
+        out = linear_part(rows, self.features, self.data.get("linear"), self.base_score)
         for r, row in enumerate(rows.tolist()):
-            total = self.base_score
+            total = out[r]
             for tree in self.trees:
                 feature, threshold, left, right, default_left, value = tree[0]
                 while feature >= 0:  # children come after their parent: at most depth steps

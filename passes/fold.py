@@ -10,7 +10,9 @@ whatever else it folds (then nothing of this kind is left for it to build).
 Most of those kernels only reshape a constant (ResNet-50's 106 of 107: each batch norm's scale
 and shift viewed as ``(1, C, 1, 1)``), which needs neither a kernel nor a build: the bytes stay
 as they are. :class:`FoldConstantReshapes`, before legalization, gives each such call its value
-directly, so it is neither legalized nor built; the module after folding is the same.
+directly, so it is neither legalized nor built; the module after folding is the same, constants
+bit for bit, but for names: a kernel that still reshapes a computed tensor may be numbered lower
+(``reshape2`` -> ``reshape``), the folded reshapes no longer taking the names before it.
 """
 
 from __future__ import annotations
@@ -139,6 +141,8 @@ def _reshaped_constant(call: relax.Call, source) -> relax.Expr | None:
 
 @relax.expr_functor.mutator
 class _ReshapeFolder(relax.PyExprMutator):
+    """Replaces each reshape of a constant by its value, counting them in ``folds``."""
+
     folds = 0
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102 - the mutator's hook

@@ -27,7 +27,7 @@ from ._ir import (
     type_bytes,
     var_operands,
 )
-from .fold import FoldConstantCalls
+from .fold import FoldConstantCalls, FoldConstantReshapes
 from .transposed_weights import FuseTransposedWeights
 
 #: DLPack device type codes of ``R.device(device_type, index)`` in ``R.hint_on_device``.
@@ -596,8 +596,9 @@ def prepare_pipeline() -> tvm.transform.Pass:
     target = tvm.target.Target(PREPARE_TARGET)
     passes = []
     for tvm_pass in cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target):
-        if tvm_pass.info.name == "LegalizeOps":  # weights read in place, not folded transposed
-            passes += [FuseTransposedWeights, tvm_pass]
+        # weights read in place, not folded transposed; reshaped constants folded, not built
+        if tvm_pass.info.name == "LegalizeOps":
+            passes += [FuseTransposedWeights, FoldConstantReshapes, tvm_pass]
         elif tvm_pass.info.name == "FuseOps":
             passes += [_tag_training_calls, tvm_pass, _name_fused_calls]
         elif tvm_pass.info.name == "FoldConstant":  # the same folding, one build for all kernels

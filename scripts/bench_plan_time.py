@@ -24,7 +24,8 @@ The whole run uses a temporary cache directory (``TVM_PLACE_CACHE_DIR``), never 
 ``--profile`` then runs each tvm-place configuration once under cProfile and reports where the
 time goes, by phase of ``tvm_place.compile`` (cumulative seconds of the function that does it;
 cProfile's overhead inflates the Python-heavy phases a little), and the Relax passes' share of
-``tvm.compile``'s time.
+``tvm.compile``'s time; and, without cProfile, the seconds of each pass of tvm-place's ``prepare``
+beside each pass of ``tvm.compile``'s Relax pipeline (median of ``--repeat`` calls).
 
 Writes the block ``<!-- table:plan-time -->`` of docs/benchmarks.md (``--no-write``: print only).
 
@@ -162,12 +163,41 @@ def time_model(name: str, repeat: int, warm_dir: str, only=None) -> dict:
             "load": load_average()}
 
 
-def profile_model(name: str, warm_dir: str) -> dict:
-    """Seconds per phase of one call of each tvm-place configuration, under cProfile."""
+def pass_seconds(pipeline, mod, repeat: int) -> dict[str, float]:
+    """``{pass: seconds}``: the median over ``repeat`` runs of ``pipeline`` on ``mod`` of each pass
+    its Sequential runs (nested passes count in theirs; a pass run twice sums)."""
+    import tvm
+
+    @tvm.ir.instrument.pass_instrument
+    class PassTimes:
+        def __init__(self):
+            self.started, self.seconds = [], {}
+
+        def run_before_pass(self, _mod, _info):
+            self.started.append(time.perf_counter())
+
+        def run_after_pass(self, _mod, info):
+            elapsed = time.perf_counter() - self.started.pop()
+            if len(self.started) == 2:  # the pipeline's pass, then its Sequential, then these
+                self.seconds[info.name] = self.seconds.get(info.name, 0.0) + elapsed
+
+    runs = []
+    for _ in range(repeat):
+        times = PassTimes()
+        with tvm.transform.PassContext(instruments=[times]):
+            pipeline(mod)
+        runs.append(times.seconds)
+    return {name: statistics.median(run.get(name, 0.0) for run in runs) for name in runs[0]}
+
+
+def profile_model(name: str, warm_dir: str, repeat: int) -> dict:
+    """Seconds per phase of one call of each tvm-place configuration, under cProfile, and per
+    pass of ``prepare`` and of ``tvm.compile``'s Relax pipeline (:func:`pass_seconds`)."""
     import tvm
     from tvm import relax
 
     import tvm_place.models
+    from tvm_place.passes import prepare_pipeline
 
     mod = tvm_place.models.get(name).mod
     calls = configurations(mod, warm_dir)
@@ -192,7 +222,15 @@ def profile_model(name: str, warm_dir: str) -> dict:
     started = time.perf_counter()
     tvm.compile(mod, target=target)
     whole = time.perf_counter() - started
-    return {"name": name, "phases": phases, "tvm_pipeline": pipeline, "tvm_total": whole}
+
+    def tvm_pipeline(module):
+        with target:
+            return relax.get_pipeline("default")(module)
+
+    passes = {"prepare": pass_seconds(prepare_pipeline(), mod, repeat),
+              "tvm.compile": pass_seconds(tvm_pipeline, mod, repeat)}
+    return {"name": name, "phases": phases, "tvm_pipeline": pipeline, "tvm_total": whole,
+            "passes": passes}
 
 
 def timing_table(results: list[dict]) -> str:
@@ -233,7 +271,23 @@ def profile_table(profiles: list[dict]) -> str:
             shown = phase.replace("  ", "&nbsp;&nbsp;")
             lines.append(f"| {shown} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
         blocks.append("\n".join(lines))
+        blocks.append(pass_table(profile))
     return "\n\n".join(blocks)
+
+
+def pass_table(profile: dict) -> str:
+    """Seconds per pass: tvm-place's ``prepare`` beside ``tvm.compile``'s Relax pipeline, each
+    pass on the row of its name (a pass one of them does not run: blank)."""
+    ours, theirs = profile["passes"]["prepare"], profile["passes"]["tvm.compile"]
+    lines = [f"**{profile['name']}**, per pass (seconds, median of the rounds, no cProfile; "
+             "the passes from RewriteDataflowReshape on run in tvm-place's device build)", "",
+             "| pass | tvm-place prepare | tvm.compile's Relax pipeline |", "| --- | ---: | ---: |"]
+    names = list(ours) + [name for name in theirs if name not in ours]
+    for name in names:
+        cells = [f"{table[name]:.3f}" if name in table else "" for table in (ours, theirs)]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    lines.append(f"| total | {sum(ours.values()):.3f} | {sum(theirs.values()):.3f} |")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -253,7 +307,7 @@ def main(argv=None) -> int:
     try:
         with LoadSampler() as load:
             results = [time_model(name, args.repeat, warm_dir, args.configs) for name in args.models]
-            profiles = [profile_model(name, warm_dir) for name in args.models] if args.profile else []
+            profiles = [profile_model(name, warm_dir, args.repeat) for name in args.models] if args.profile else []
     finally:
         shutil.rmtree(warm_dir, ignore_errors=True)
     from tvm_place.options import PlaceOptions

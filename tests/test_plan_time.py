@@ -205,3 +205,65 @@ def test_a_transposed_parameter_weight_stays_a_transpose():
     mod, _ = linear_module(weight_is_constant=False)
     prepared = prepare_pipeline()(mod)
     assert not any("NT_matmul" in gv.name_hint for gv in prepared.get_global_vars())
+
+
+def reshape_module() -> tvm.IRModule:
+    """``x + squeeze(expand_dims(reshape(reshape(c1)))) * c2 + reshape(flatten(c3))``: reshapes
+    of constants, of each other, and one feeding a constant multiply (which still needs a kernel
+    to fold)."""
+    rng = np.random.default_rng(3)
+    c1, c2 = relax.const(rng.standard_normal((32,)).astype("float32")), relax.const(
+        rng.standard_normal((4, 8)).astype("float32"))
+    c3 = relax.const(rng.standard_normal((4, 8, 1)).astype("float32"))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            twice = bb.emit(relax.op.reshape(bb.emit(relax.op.reshape(c1, (8, 4))), (4, 8)))
+            viewed = bb.emit(relax.op.squeeze(bb.emit(relax.op.expand_dims(twice, 0)), [0]))
+            scaled = bb.emit(relax.op.multiply(viewed, c2))
+            flat = bb.emit(relax.op.reshape(relax.op.flatten(c3), (4, 8)))
+            out = bb.emit_output(relax.op.add(bb.emit(relax.op.add(x, scaled)), flat))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def without_reshape_folding(monkeypatch):
+    """prepare_pipeline as it was before FoldConstantReshapes: TVM legalizes each reshape of a
+    constant into a kernel and constant folding builds it."""
+    from tvm_place.passes import collect
+
+    with monkeypatch.context() as patch:
+        patch.setattr(collect, "FoldConstantReshapes",
+                      tvm.transform.module_pass(lambda mod, _: mod, opt_level=0, name="identity"))
+        return collect.prepare_pipeline()
+
+
+@pytest.mark.parametrize("make", [reshape_module, lambda: models.get("resnet18", image_size=32).mod],
+                         ids=["reshapes", "resnet18"])
+def test_reshapes_of_constants_fold_without_kernels_to_the_same_module(make, monkeypatch):
+    from tvm_place.passes import prepare_pipeline
+
+    mod = make()
+    long_way = without_reshape_folding(monkeypatch)(mod)
+    builds = count_builds(monkeypatch)
+    prepared = prepare_pipeline()(mod)
+    # Only the multiply of a reshaped constant is built (ResNet's folds are all reshapes: none).
+    assert [len(library.functions_items()) for library in builds] == ([1] if make is reshape_module else [])
+    assert tvm_ffi.structural_equal(prepared, long_way, map_free_vars=True)  # constants bit for bit
+
+
+def test_reshape_folding_leaves_reshapes_of_computed_tensors_alone():
+    from tvm_place.passes.fold import fold_constant_reshapes
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.reshape(bb.emit(relax.op.exp(x)), (32,)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    assert fold_constant_reshapes(mod).same_as(mod)
+    folded = fold_constant_reshapes(reshape_module())
+    assert [b.value.op.name for b in folded["main"].body.blocks[0].bindings
+            if isinstance(b.value, relax.Call)] == ["relax.multiply", "relax.add", "relax.add"]

@@ -764,3 +764,123 @@ def solve(
         method="dp",
         stats=stats,
     )
+
+
+
+#: The neighbourhood program (:func:`improve_near_cuts`): how many consecutive cuts move at once,
+#: the first radius (a share of each block's least-cost work) and the factor it is cut by where
+#: the neighbourhood has too many ideals.
+NEIGHBOURHOOD_CUTS = 2
+NEIGHBOURHOOD_RADIUS = 0.3
+NEIGHBOURHOOD_SHRINK = 0.7
+NEIGHBOURHOOD_MIN_RADIUS = 0.01
+
+
+def _near_cut_grouping(problem: PlacementProblem, groups: Groups, block_of_group: np.ndarray,
+                       radius: float, cuts: range) -> np.ndarray:
+    """The coarse grouping of :func:`improve_near_cuts`. Blocks ``B_0, B_1, ..`` of the chain
+    ``block_of_group`` (in chain order); cut ``b`` lies between ``B_b`` and ``B_{b+1}``. For each
+    cut of ``cuts`` the *tail* of ``B_b`` (groups whose descendants inside ``B_b`` weigh at most
+    ``radius`` of ``B_b``'s least-cost work) and the *head* of ``B_{b+1}`` (likewise ancestors;
+    a group in both is in the head) stay single groups; the rest of each block, its *core*,
+    becomes one group. Returned: the coarse group of each of ``groups``' groups, numbered core 0,
+    tail 0 and head 1, core 1, ... (each run in ``groups``' order).
+
+    Why the numbering is topological (so that its prefixes are ideals, what the enumeration
+    needs): a head is closed under ancestors inside its block and a tail under descendants, so
+    ``I_b`` minus tail ``b`` and ``I_b`` plus head ``b + 1`` are ideals; nothing of tail ``b`` or
+    head ``b + 1`` precedes core ``b`` (it lies in the smaller ideal, they do not) or follows core
+    ``b + 1`` (they lie in the larger ideal, it does not). Time O(G^2 + G D) (NumPy)."""
+    G = groups.num_groups
+    work = groups.least_compute(problem)
+    # Paths between two groups of a block stay in it (the chain is contiguous): closures over
+    # the in-block edges are the in-block ancestors and descendants.
+    ancestors = np.eye(G, dtype=bool)
+    for g, h in groups.edges.tolist():  # sorted by tail, tails in topological order
+        if block_of_group[g] == block_of_group[h]:
+            ancestors[h] |= ancestors[g]
+    ancestor_work = ancestors @ work
+    descendant_work = ancestors.T @ work
+    blocks = int(block_of_group.max()) + 1
+    block_work = np.bincount(block_of_group, work, blocks)
+    reach = radius * block_work[block_of_group]
+    moving = np.zeros(blocks + 1, dtype=bool)
+    moving[list(cuts)] = True
+    head = (ancestor_work <= reach) & moving[np.maximum(block_of_group - 1, 0)] \
+        & (block_of_group > 0)
+    tail = (descendant_work <= reach) & moving[block_of_group] & ~head
+    coarse = np.empty(G, dtype=np.int64)
+    label = 0
+    for b in range(blocks):
+        core = (block_of_group == b) & ~head & ~tail
+        if core.any():
+            coarse[core] = label
+            label += 1
+        free = np.flatnonzero(((block_of_group == b) & tail) | ((block_of_group == b + 1) & head))
+        coarse[free] = label + np.arange(len(free))
+        label += len(free)
+    return coarse
+
+
+def improve_near_cuts(problem: PlacementProblem, device_of: np.ndarray, deadline: float,
+                      max_ideals: int = DEFAULT_MAX_IDEALS) -> tuple[np.ndarray, dict]:
+    """A large neighbourhood search whose step is this module's exact program on a coarsened
+    graph (issue 17). The contiguous placement ``device_of``'s cuts are taken
+    ``NEIGHBOURHOOD_CUTS`` consecutive ones at a time; the groups near those cuts stay free and
+    the rest of each block is merged into one core (:func:`_near_cut_grouping`), so that the
+    ideals fit; the program's optimum over that grouping is the best contiguous placement that
+    moves only those cuts, within the radius (its loads are the evaluator's: the grouping only
+    restricts which splits exist), never worse than the placement (whose cuts lie there). A
+    window's radius starts at ``NEIGHBOURHOOD_RADIUS`` and shrinks by ``NEIGHBOURHOOD_SHRINK``
+    where its neighbourhood has more than ``max_ideals`` ideals. Rounds over the windows repeat
+    until one improves nothing or ``deadline`` (``time.perf_counter()``). Gives incumbents only:
+    the coarse optimum is no bound (the grouping is a restriction).
+
+    Returns ``(device_of, run)``, ``run`` recording the steps (radius, ideals, value).
+    Time per step: the enumeration and program of :func:`solve` over the neighbourhood's ideals.
+    """
+    from .chain_search import chain_order
+    from .grouping import groups_from
+
+    types = DeviceTypes.of(problem)
+    groups = contract(problem)
+    value = evaluate(problem, device_of).max_load
+    radius: dict[int, float] = {}
+    steps: list[dict] = []
+    improved = True
+    while improved and time.perf_counter() < deadline:
+        improved = False
+        first = 0
+        while time.perf_counter() < deadline:
+            order = chain_order(problem, device_of)
+            position = {d: b for b, d in enumerate(order)}
+            block_of_group = np.array([position[int(device_of[m[0]])] for m in groups.members])
+            cuts = int(block_of_group.max())
+            if first >= max(cuts - NEIGHBOURHOOD_CUTS + 1, 1):
+                break
+            window = range(first, min(first + NEIGHBOURHOOD_CUTS, cuts))
+            r = radius.get(first, NEIGHBOURHOOD_RADIUS)
+            coarse = _near_cut_grouping(problem, groups, block_of_group, r, window)
+            grouping = _bit_groups(problem, groups_from(problem, coarse[groups.group_of]))
+            step = {"cuts": [window.start, window.stop], "radius": r, "groups": len(grouping)}
+            steps.append(step)
+            try:
+                lattice = _enumerate_ideals(problem, grouping, types, deadline, max_ideals, None,
+                                            chain=False)
+                step["ideals"] = len(lattice)
+                _, blocks, _ = _best_split(lattice, types, grouping.group_of,
+                                           value * (1 + _BOUND_SLACK), deadline, None,
+                                           "neighbourhood")
+            except _Stopped as stop:
+                step["stopped"] = str(stop)
+                if r * NEIGHBOURHOOD_SHRINK < NEIGHBOURHOOD_MIN_RADIUS:
+                    first += 1
+                else:
+                    radius[first] = r * NEIGHBOURHOOD_SHRINK
+                continue
+            found = _assign(blocks, types, problem.num_ops) if blocks else device_of
+            step["value"] = measured = evaluate(problem, found).max_load
+            if measured < value * (1 - _BOUND_SLACK):
+                device_of, value, improved = found, measured, True
+            first += 1
+    return device_of, {"steps": steps, "value": value}

@@ -45,11 +45,15 @@ def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
 
 
-def run(entries: list[dict], testbed: Path, methods: list[str], time_limit: float) -> list[dict]:
+def run(entries: list[dict], testbed: Path, methods: list[str],
+        time_limit: float) -> tuple[list[dict], dict]:
+    """``(rows, unproven)``: a row per problem and method; ``unproven`` maps each row's index,
+    where the answer is a contiguous placement not proven optimal, to ``(problem, device_of)``."""
     from tvm_place.formats import load_problem
     from tvm_place.solvers import solve
 
     rows = []
+    unproven = {}
     for entry in entries:
         problem = load_problem(str(testbed / entry["file"]))
         for method in methods:
@@ -71,12 +75,41 @@ def run(entries: list[dict], testbed: Path, methods: list[str], time_limit: floa
             if "anytime" in stats:  # dp stopped early: its one-order slicing and what followed
                 row["one_order"] = stats.get("upper_bound")
                 row["anytime"] = stats["anytime"]
+            if row["search_space"] == "contiguous" and not row["optimal"]:
+                unproven[len(rows)] = (problem, placement.device_of)
             rows.append(row)
             print(f"{entry['model']}@{entry['hardware']} ({entry['ops']} ops) {method}: "
                   f"{placement.value:.6g}, bound {placement.lower_bound:.6g}, gap "
                   f"{100 * placement.gap:.2f}% in {seconds:.1f} s (load {row['load']:.1f})",
                   flush=True)
-    return rows
+    return rows, unproven
+
+
+def which_side(rows: list[dict], unproven: dict, seconds: float) -> list[dict]:
+    """Which side holds each unproven contiguous answer's gap, run long (issue 17): the chain
+    model hinted with the answer for ``seconds`` (does the placement move?), then the cut-window
+    bound from scratch (no floor) for ``seconds`` on the better of the two values (does the bound
+    move, or does its relaxation stop with nothing left to refine?)."""
+    from tvm_place.solvers import anytime
+    from tvm_place.solvers.bounds import window as window_bound
+    from tvm_place.solvers.grouping import contract
+
+    out = []
+    for index, (problem, device_of) in unproven.items():
+        row = rows[index]
+        groups = contract(problem)
+        _, chain = anytime.hinted_chain(problem, device_of, seconds, groups)
+        upper = min(row["value"], chain.get("measured", math.inf))
+        bound, stats = window_bound.window_bound(problem, seconds, upper, groups)
+        out.append({"model": row["model"], "k": row["k"], "method": row["method"],
+                    "value": row["value"], "lower_bound": row["lower_bound"], "chain": chain,
+                    "upper": upper, "window_bound": bound, "window": stats,
+                    "load": tables.load_average()})
+        print(f"  {row['model']}@{row['hardware']} {row['method']}, {seconds:g} s each: chain "
+              f"model {chain.get('measured', math.nan):.6g} (bound {chain['bound']:.6g}), "
+              f"cut-window bound {bound:.6g} on {upper:.6g} in "
+              f"{stats.get('seconds', 0):.1f} s", flush=True)
+    return out
 
 
 #: The cut-window bound's refinements, measured against each other (``--bound-variants``):
@@ -120,7 +153,7 @@ def bound_variants(entries: list[dict], testbed: Path, rows: list[dict],
 
 
 def render(rows: list[dict], methods: list[str], meta: dict, before: list[dict],
-           variants: list[dict]) -> str:
+           variants: list[dict], sides: list[dict]) -> str:
     """The block: per problem and method, then per method; ``before``: the rows of an earlier
     run (older code, same testbed and limit) shown beside them."""
     lines = [
@@ -172,6 +205,25 @@ def render(rows: list[dict], methods: list[str], meta: dict, before: list[dict],
             lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(
                 f"{cells[n]['bound'] / cells[n]['upper']:.5f} ({cells[n]['stats'].get('seconds', 0):.1f} s)"
                 if n in cells else "" for n in names) + " |")
+    if sides:
+        lines += ["", f"Which side holds the gaps, run long (`--which-side {meta['side_seconds']:g}`):"
+                  f" the chain model hinted with the answer for {meta['side_seconds']:g} s, then "
+                  f"the cut-window bound from scratch for {meta['side_seconds']:g} s on the better "
+                  "value (*stopped*: before the limit with nothing left to refine, its "
+                  "relaxation's own limit):", "",
+                  "| model | k | method | answer (ms) | chain model found (ms) | its bound (ms) | "
+                  "cut-window bound (ms) | gap then | seconds | load |",
+                  "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for v in sides:
+            found = v["chain"].get("measured")
+            took = v["window"].get("seconds", 0.0)
+            stopped = " (stopped)" if took < 0.98 * meta["side_seconds"] else ""
+            lines.append(
+                f"| {v['model']} | {v['k']} | {v['method']} | {1e3 * v['value']:.4f} | "
+                f"{f'{1e3 * found:.4f}' if found is not None else 'none'} | "
+                f"{1e3 * v['chain']['bound']:.4f} | {1e3 * v['window_bound']:.4f} | "
+                f"{100 * (1 - v['window_bound'] / v['upper']):.2f}% | {took:.1f}{stopped} | "
+                f"{v['load']:.1f} |")
     lines += ["", f"Geometric means count a proven optimum's gap as {GAP_FLOOR:g}."]
     for note in meta.get("notes") or []:
         lines += ["", note]
@@ -194,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bound-variants", type=float, default=0.0, metavar="SECONDS",
                         help="also run the cut-window bound's refinements against each other, "
                              "this many seconds each")
+    parser.add_argument("--which-side", type=float, default=0.0, metavar="SECONDS",
+                        help="after the run, give every unproven contiguous answer the chain "
+                             "model and the cut-window bound this many seconds each, to see "
+                             "which side holds its gap")
     parser.add_argument("--before", default=None,
                         help="an earlier run's results JSON (older code) to show beside this one")
     parser.add_argument("--before-label", default="an earlier run",
@@ -217,26 +273,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_results:
         earlier = json.loads(Path(args.from_results).read_text())
         rows, meta, variants = earlier["rows"], earlier["meta"], earlier["bound_variants"]
+        sides = earlier.get("which_side", [])
         if args.bound_variants:  # measured now, on the earlier run's values, and kept
             variants = bound_variants(wide_entries(), testbed, rows, args.bound_variants)
             meta["bound_seconds"] = args.bound_variants
             meta["bound_variants_load"] = tables.load_average()
             Path(args.results).write_text(json.dumps(
-                {"meta": meta, "rows": rows, "bound_variants": variants}, indent=1,
+                {"meta": meta, "rows": rows, "bound_variants": variants, "which_side": sides},
+                indent=1,
                 default=str) + "\n")
         meta["notes"] = list(meta.get("notes") or []) + args.note + [
             tables.rendered_note(args.from_results)]
         before = json.loads(Path(args.before).read_text())["rows"] if args.before else []
         meta["before"] = args.before_label if args.before else None
         methods = list(dict.fromkeys(r["method"] for r in rows))
-        tables.publish("wide", HEADING, render(rows, methods, meta, before, variants),
+        tables.publish("wide", HEADING, render(rows, methods, meta, before, variants, sides),
                        None if args.no_doc else Path(args.doc))
         return 0
 
     entries = wide_entries()
     load_start = tables.load_average()
     started = time.perf_counter()
-    rows = run(entries, testbed, args.methods, args.time_limit)
+    rows, unproven = run(entries, testbed, args.methods, args.time_limit)
     meta = tables.run_record("table_wide.py", argv, load_start, started, testbed=tables.shown(testbed),
                              time_limit=args.time_limit, notes=args.note, min_ops=args.min_ops)
     before = json.loads(Path(args.before).read_text())["rows"] if args.before else []
@@ -244,9 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     variants = (bound_variants(entries, testbed, rows, args.bound_variants)
                 if args.bound_variants else [])
     meta["bound_seconds"] = args.bound_variants
-    tables.publish("wide", HEADING, render(rows, args.methods, meta, before, variants),
+    sides = which_side(rows, unproven, args.which_side) if args.which_side else []
+    meta["side_seconds"] = args.which_side
+    tables.publish("wide", HEADING, render(rows, args.methods, meta, before, variants, sides),
                    None if args.no_doc else Path(args.doc), Path(args.results),
-                   {"meta": meta, "rows": rows, "bound_variants": variants})
+                   {"meta": meta, "rows": rows, "bound_variants": variants, "which_side": sides})
     return 0
 
 

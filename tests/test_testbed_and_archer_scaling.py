@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +131,22 @@ def test_wide_table_grades_every_method_the_same_way(tmp_path):
         (k, name) for k in (2, 4) for name in wide.BOUND_VARIANTS}
     for v in kept["bound_variants"]:
         assert 0 < v["bound"] <= v["upper"] * (1 + 1e-9)
+    # Which side holds a gap: an answer far from optimal (every operator on one device) moves,
+    # the bound stays under the better value, and the table shows both.
+    from tvm_place.evaluate import evaluate
+    from tvm_place.formats import load_problem
+
+    entry = next(e for e in manifest["problems"] if e["hardware"] == "a100x4")
+    problem = load_problem(str(out / entry["file"]))
+    lumped = np.zeros(problem.num_ops, dtype=np.int64)
+    row = {"model": entry["model"], "hardware": "a100x4", "k": 4, "method": "dp",
+           "value": evaluate(problem, lumped).max_load, "lower_bound": 0.0}
+    sides = wide.which_side([row], {0: (problem, lumped)}, 2.0)
+    assert len(sides) == 1 and sides[0]["chain"]["measured"] < row["value"]
+    assert sides[0]["upper"] == sides[0]["chain"]["measured"]
+    assert 0 < sides[0]["window_bound"] <= sides[0]["upper"] * (1 + 1e-9)
+    table = wide.render([], [], {**kept["meta"], "side_seconds": 2.0}, [], [], sides)
+    assert "Which side holds the gaps" in table and f"| {entry['model']} | 4 | dp |" in table
 
 
 def test_scaling_table_and_plot(testbed, tmp_path):

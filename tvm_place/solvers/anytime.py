@@ -38,7 +38,7 @@ from ..graph import PlacementProblem
 from . import budget, chain_search
 from .bounds import contiguous
 from .bounds import window as window_bound
-from .grouping import contract
+from .grouping import Groups, contract
 
 #: The steps and their shares of the time then left (``chain`` only where the chain model
 #: applies; its share goes to the later steps elsewhere).
@@ -46,6 +46,27 @@ STEPS = (("search", 0.15), ("chain", 0.5), ("search", 0.25), ("bound", 1.0))
 #: Relative gap under which the search stops: the placement is optimal as far as the bound's
 #: bisection can tell.
 CLOSED = 2 * window_bound.TOLERANCE
+
+
+def hinted_chain(problem: PlacementProblem, device_of: np.ndarray, seconds: float,
+                 groups: Groups, lower: float = 0.0) -> tuple[np.ndarray, dict]:
+    """The chain model (:func:`~tvm_place.solvers.bounds.contiguous.chain_bound`, identical
+    devices) for ``seconds``, hinted with the contiguous placement ``device_of`` and capped at
+    its value, ``lower`` its objective's floor: ``(placement, run)``, the placement being the
+    best chain CP-SAT found (``device_of`` where none) and ``run`` its ``seconds``, ``status``,
+    proven ``bound`` and, where it found a chain, that chain's ``measured`` max-load."""
+    order = chain_search.chain_order(problem, device_of)
+    position = {d: b for b, d in enumerate(order)}
+    hint = np.array([position[int(device_of[m[0]])] for m in groups.members])
+    result = contiguous.chain_bound(problem, seconds, groups, floor=lower,
+                                    target=evaluate(problem, device_of).max_load, hint=hint,
+                                    probes=False)
+    run = {"seconds": result.seconds, "status": result.status, "bound": result.value}
+    if "block_of_group" not in result.details:
+        return device_of, run
+    found = np.asarray(order)[result.details["block_of_group"][groups.group_of]]
+    run["measured"] = evaluate(problem, found).max_load
+    return found, run
 
 
 def refine(problem: PlacementProblem, device_of: np.ndarray, lower: float, deadline: float,
@@ -86,20 +107,12 @@ def refine(problem: PlacementProblem, device_of: np.ndarray, lower: float, deadl
         nonlocal device_of, value, lower
         if seconds <= 0 or value <= lower * (1 + CLOSED):
             return
-        order = chain_search.chain_order(problem, device_of)
-        position = {d: b for b, d in enumerate(order)}
-        hint = np.array([position[int(device_of[m[0]])] for m in groups.members])
-        result = contiguous.chain_bound(problem, seconds, groups, floor=lower, target=value,
-                                        hint=hint, probes=False)
-        run = {"seconds": result.seconds, "status": result.status, "bound": result.value}
-        if "block_of_group" in result.details:
-            found = np.asarray(order)[result.details["block_of_group"][groups.group_of]]
-            run["measured"] = evaluate(problem, found).max_load
-            if run["measured"] < value:
-                device_of, value = found, run["measured"]
+        found, run = hinted_chain(problem, device_of, seconds, groups, lower)
+        if run.get("measured", math.inf) < value:
+            device_of, value = found, run["measured"]
         record.setdefault("chain_models", []).append(run)
-        if math.isfinite(result.value):
-            lower = max(lower, min(result.value, value))
+        if math.isfinite(run["bound"]):
+            lower = max(lower, min(run["bound"], value))
 
     chain_model = (contiguous.chain_applies(problem, groups)
                    and contiguous.buildable(groups, left))

@@ -187,6 +187,10 @@ def test_steady_state_interval_counts_replica_bursts():
     assert stats.interval == pytest.approx(0.5)
     stats = StreamStats(device_names=["cpu:0"], finished=[1.0, 2.0, 3.5, 4.5])
     assert stats.interval == pytest.approx(1.0)
+    # Two inputs in flight finishing in pairs: the median consecutive gap (0.01 s) is no period.
+    stats = StreamStats(device_names=["cpu:0", "cpu:1"], depth=2,
+                        finished=[1.0, 1.01, 2.0, 2.01, 3.0, 3.01, 4.0, 4.01])
+    assert stats.interval == pytest.approx(0.5)
 
 
 def test_replicas_over_different_targets_are_refused(bert):

@@ -91,9 +91,13 @@ class StreamStats:
     @property
     def interval(self) -> float:
         """Seconds per input in steady state: the median time between results ``g`` apart,
-        divided by ``g``, where ``g`` is the largest replica group (1 without replicas: the median
-        time between consecutive results), since a group's members finish inputs in bursts."""
-        group = max((len(g) for g in self.replicas), default=1)
+        divided by ``g``, where ``g`` is the number of inputs in flight (``depth``) or the largest
+        replica group if larger: results come in bursts of up to that many (a group's members
+        finish together; a device running several stages of inputs in flight finishes them in
+        turn), and the median gap between consecutive results read 165-174 ms per input where
+        each device's load was 243-475 ms (a BERT layer's stream on two CPUs)."""
+        group = max([self.depth, *(len(g) for g in self.replicas)], default=1) or 1
+        group = min(group, max(1, len(self.finished) - 1))
         if len(self.finished) <= group:
             return self.wall_seconds / max(1, len(self.finished))
         finished = np.asarray(self.finished)

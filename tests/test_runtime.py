@@ -755,6 +755,21 @@ def test_the_threads_engine_runs_each_cpu_device_on_its_own_cores(bert):
         placed.close()
 
 
+def test_core_groups_keep_a_cores_hyper_threads_together():
+    """Linux numbers the two hyper-threads of core i as cpu i and i + n/2: a split in number
+    order gave each device one thread of every core (the devices then compete for all of them)."""
+    def siblings(cpu):
+        return cpu % 4  # 4 physical cores, 8 logical CPUs
+
+    assert core_groups(2, range(8), siblings) == [[0, 1, 4, 5], [2, 3, 6, 7]]
+    assert core_groups(3, range(8), siblings) == [[0, 1, 4, 5], [2, 6], [3, 7]]
+    # Fewer physical cores than groups: the logical CPUs are split; fewer CPUs: shared.
+    assert core_groups(4, range(4), lambda cpu: cpu % 2) == [[0], [1], [2], [3]]
+    assert core_groups(3, [0, 1]) == [[0], [1], [0]]
+    # No topology known: one CPU is one core.
+    assert core_groups(2, [5, 3, 9, 7], lambda cpu: (-1, cpu)) == [[3, 5], [7, 9]]
+
+
 def test_cores_for_the_threads_engine_are_checked(bert):
     _, placed, _, _ = bert
     with pytest.raises(WorkerError, match="core 4096 in `cores` is not one this process may run on"):

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -360,20 +360,40 @@ def _same(tensor):
     return tensor  # in this process: a copy is the receiver's copyto, an output the tensor itself
 
 
-def core_groups(count: int, cores: Sequence[int] | None = None) -> list[list[int]]:
-    """Split this process's CPU cores (or ``cores``) into ``count`` groups, as evenly as possible.
+def physical_core(cpu: int) -> tuple:
+    """The physical core a logical CPU belongs to (Linux sysfs topology: package and core id);
+    hyper-threads of one core share it. Unknown topology: the CPU itself."""
+    topology = f"/sys/devices/system/cpu/cpu{cpu}/topology"
+    try:
+        with open(f"{topology}/physical_package_id") as package, open(f"{topology}/core_id") as core:
+            return int(package.read()), int(core.read())
+    except (OSError, ValueError):
+        return (-1, cpu)
 
-    With fewer cores than groups, groups share cores (round robin): the devices then compete.
+
+def core_groups(count: int, cores: Sequence[int] | None = None,
+                physical: Callable[[int], Any] = physical_core) -> list[list[int]]:
+    """Split this process's CPU cores (or ``cores``) into ``count`` groups, as evenly as possible,
+    keeping the hyper-threads of a physical core (``physical(cpu)``: its key) in one group.
+
+    Why: Linux numbers a core's two hyper-threads far apart (cpu i and i + n/2): split in number
+    order, each device would get one thread of every core, and the devices would compete for
+    every core while the evaluator prices each alone. With fewer physical cores than groups the
+    logical CPUs are split; with fewer CPUs than groups, groups share them (round robin).
     """
     available = sorted(cores if cores is not None else process_cores())
     if count <= 0:
         return []
     if len(available) < count:
         return [[available[i % len(available)]] for i in range(count)]
-    size, extra = divmod(len(available), count)
+    siblings: dict[Any, list[int]] = {}
+    for cpu in available:
+        siblings.setdefault(physical(cpu), []).append(cpu)
+    units = sorted(siblings.values()) if len(siblings) >= count else [[cpu] for cpu in available]
+    size, extra = divmod(len(units), count)
     groups, start = [], 0
     for i in range(count):
         end = start + size + (1 if i < extra else 0)
-        groups.append(available[start:end])
+        groups.append(sorted(cpu for unit in units[start:end] for cpu in unit))
         start = end
     return groups

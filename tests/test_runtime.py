@@ -191,6 +191,14 @@ def test_steady_state_interval_counts_replica_bursts():
     stats = StreamStats(device_names=["cpu:0", "cpu:1"], depth=2,
                         finished=[1.0, 1.01, 2.0, 2.01, 3.0, 3.01, 4.0, 4.01])
     assert stats.interval == pytest.approx(0.5)
+    # A faster drain (one input a second, then the last three 0.3 s apart) pulls the median
+    # below the period; the busiest device's measured load per input (1 s) is the floor.
+    finished = [1.0, 2.0, 3.0, 4.0, 4.3, 4.6, 4.9]
+    stats = StreamStats(device_names=["cpu:0"], depth=3, finished=finished)
+    assert stats.interval < 0.7
+    stats = StreamStats(device_names=["cpu:0"], depth=3, finished=finished, stage_device={"s0": 0},
+                        compute={"s0": [1.0] * len(finished)})
+    assert stats.interval == pytest.approx(1.0)
 
 
 def test_replicas_over_different_targets_are_refused(bert):

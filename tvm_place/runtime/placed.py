@@ -317,7 +317,8 @@ class PlacedModule:
         Ray); ``address``: an existing Ray cluster (``"HOST:6379"``, ``"auto"``) instead of a
         local one. ``cores``: each CPU device's cores, in device order (default: this process's
         cores split evenly between several CPU devices, for threads too; on a cluster Ray places
-        the actors); ``threads``: TVM threads per CPU device (default: one per core). ``timeout`` bounds the start of the workers.
+        the actors); ``threads``: TVM threads per CPU device (default: one per core).
+        ``timeout`` bounds the start of the workers.
 
         ``calibrate``: copy probe tensors (``probe_sizes``, default 1 KB to 64 MB) between every
         pair of workers and write the fitted links into :attr:`problem` (see

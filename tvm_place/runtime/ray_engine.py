@@ -25,7 +25,8 @@ import numpy as np
 
 from ..cores import process_cores
 from .errors import WorkerError
-from .workers import ShapeValues, StageCall, Worker, run_stage, stage_functions, to_numpy
+from .workers import (ShapeValues, StageCall, Worker, bind_kernel_threads, run_stage, stage_functions,
+                      to_numpy)
 
 RAY_MISSING = (
     "workers='ray' needs Ray, which is not installed: pip install 'tvm-place[ray]' "
@@ -138,15 +139,14 @@ class StageActor:
             os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM loads in this process
         import tvm
 
-        from .workers import bind_kernel_threads
-
         # Before any kernel: TVM would pin this thread to the machine's first core whatever the
         # affinity above. On a cluster node (no cores given) the actor's threads share the node's
-        # cores with whatever else runs there.
-        available = sorted(os.sched_getaffinity(0))
-        bind_kernel_threads(cores or available,
-                            threads or (None if cores else int(tvm.get_global_func("runtime.NumThreads")())),
-                            shared=not cores)
+        # cores with whatever else runs there, as many as TVM would start.
+        if cores:
+            bind_kernel_threads(cores, threads)
+        else:
+            default = int(tvm.get_global_func("runtime.NumThreads")())
+            bind_kernel_threads(sorted(os.sched_getaffinity(0)), threads or default, shared=True)
         self._tvm = tvm
         # A GPU actor sees only the GPU Ray gave it (CUDA_VISIBLE_DEVICES): its device 0.
         self.device = tvm.cpu(0) if kind == "cpu" else tvm.cuda(0)

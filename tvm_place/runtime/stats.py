@@ -91,17 +91,23 @@ class StreamStats:
     @property
     def interval(self) -> float:
         """Seconds per input in steady state: the median time between results ``g`` apart,
-        divided by ``g``, where ``g`` is the number of inputs in flight (``depth``) or the largest
-        replica group if larger: results come in bursts of up to that many (a group's members
-        finish together; a device running several stages of inputs in flight finishes them in
-        turn), and the median gap between consecutive results read 165-174 ms per input where
-        each device's load was 243-475 ms (a BERT layer's stream on two CPUs)."""
+        divided by ``g``, and never less than the busiest device's measured load per input (no
+        pipeline outputs faster than its slowest device works).
+
+        ``g`` is the number of inputs in flight (``depth``), or the largest replica group if
+        larger: results come in bursts of up to that many (a group's members finish together; a
+        device running several stages of inputs in flight finishes them in turn). The median gap
+        between consecutive results read 165-174 ms per input where each device's load was
+        243-475 ms (a BERT layer's stream on two CPUs). In a short stream the drain (a device
+        whose stages are done finishes the rest faster) still pulls the median below the period:
+        hence the floor."""
         group = max([self.depth, *(len(g) for g in self.replicas)], default=1) or 1
         group = min(group, max(1, len(self.finished) - 1))
         if len(self.finished) <= group:
             return self.wall_seconds / max(1, len(self.finished))
         finished = np.asarray(self.finished)
-        return float(np.median(finished[group:] - finished[:-group])) / group
+        median = float(np.median(finished[group:] - finished[:-group])) / group
+        return max(median, float(self.device_times()["load"].max(initial=0.0)))
 
     @property
     def latencies(self) -> np.ndarray:

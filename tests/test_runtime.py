@@ -712,7 +712,7 @@ def test_kernel_threads_run_on_the_cores_they_were_given():
         data = tvm.runtime.tensor(np.ones((128, 128), "float32"))
         num_threads = tvm.get_global_func("runtime.NumThreads")
         num_threads()  # makes this thread's pool, as its first parallel kernel would
-        assert sorted(os.sched_getaffinity(0)) == [0], os.sched_getaffinity(0)  # TVM's pin
+        assert len(os.sched_getaffinity(0)) < len(start), os.sched_getaffinity(0)  # TVM's pin
         assert process_cores() == start, process_cores()
         default, seen = [], {}
         def fresh():

@@ -5,9 +5,10 @@ A per-target model predicts the log of a kernel's measured time from :func:`kern
 its operator node; no compile, no run): a linear function of the kernel's log FLOPs and bytes,
 plus trees that correct it. Both are fitted by ``scripts/train_cost_model.py``, the trees with
 XGBoost (Chen and Guestrin, "XGBoost: A Scalable Tree Boosting System", KDD 2016), on times
-:class:`MeasuredCostModel` took on one machine, and saved in this module's own JSON format (:data:`tvm_place.schemas.LEARNED_MODEL`):
-plain arrays per tree that :class:`BoostedTrees` evaluates in plain Python, so placing with a
-learned model needs no boosting library (only training does: ``pip install 'tvm-place[xgboost]'``).
+:class:`MeasuredCostModel` took on one machine, and saved in this module's own JSON format
+(:data:`tvm_place.schemas.LEARNED_MODEL`): plain arrays per tree that :class:`BoostedTrees`
+evaluates in plain Python, so placing with a learned model needs no boosting library (only
+training does: ``pip install 'tvm-place[xgboost]'``).
 Prediction costs O(trees x depth) per kernel.
 
 Models shipped with the package live in ``tvm_place/cost/learned/``, one per target and CPU:
@@ -214,8 +215,9 @@ class BoostedTrees:
     "coefficients": numbers}``: a weighted sum of those features, fitted before the trees so
     they learn a kernel's rate rather than its size), plus the leaves reached. Each tree holds
     per node ``feature`` (-1 at a leaf), ``threshold``, ``left``, ``right``, ``default_left``
-    (where a missing value goes) and ``value`` (a leaf's output). A row goes left where ``x[feature] < threshold`` (XGBoost's rule; the row is rounded to float32 first, as
-    XGBoost reads it, and thresholds are float32 values). O(rows x trees x depth): about a
+    (where a missing value goes) and ``value`` (a leaf's output). A row goes left where
+    ``x[feature] < threshold`` (XGBoost's rule; the row is rounded to float32 first, as XGBoost
+    reads it, and thresholds are float32 values). O(rows x trees x depth): about a
     millisecond per kernel for 300 trees of depth 5.
     """
 

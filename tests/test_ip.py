@@ -21,7 +21,7 @@ from brute_force import best_latency, best_throughput, random_problem  # noqa: E
 
 from tvm_place.errors import InfeasibleError, UnknownMethodError  # noqa: E402
 from tvm_place.evaluate import evaluate, validate  # noqa: E402
-from tvm_place.formats import load_dnn_partitioning  # noqa: E402
+from tvm_place.formats import load_dnn_partitioning, load_problem  # noqa: E402
 from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem  # noqa: E402
 from tvm_place.solvers import dp, ip, latency_ip  # noqa: E402
 from time_allowance import allowed_seconds  # noqa: E402
@@ -252,6 +252,22 @@ def test_latency_ip_proves_the_bert24_latency_optimum():
     assert placement.value == pytest.approx(100.2185, abs=1e-4)
     assert placement.stats["optimal"] is True
 
+
+
+@pytest.mark.parametrize("source", ["bert-layer-learned-cpu-t4", "random-14-seed-7"])
+def test_latency_ip_equal_optima_give_the_same_plan_on_every_run(source):
+    """Problems with several optimal placements or orders: the saved BERT/T4 problem (CP-SAT's
+    parallel workers returned 3 orders in 8 solves) and a random DAG (2 placements, 3 plans in 4
+    solves). The plan is the canonical one every time, at the proven optimum."""
+    if source.startswith("random"):
+        problem = random_problem(np.random.default_rng(7), 14, 3)
+    else:
+        problem = load_problem(Path(__file__).parent / "problems" / f"{source}.json")
+    placements = [latency_ip.solve(problem, "latency", 20) for _ in range(6)]
+    assert {p.to_json() for p in placements} == {placements[0].to_json()}
+    assert placements[0].stats["optimal"] and placements[0].stats["canonical"]
+    assert placements[0].value == evaluate(problem, placements[0].device_of,
+                                           placements[0].order).latency
 
 # -- shared contract ----------------------------------------------------------------------------
 

@@ -215,13 +215,20 @@ class PlacementProblem:
         return allowed
 
 
+#: ``stats`` keys that count a search's effort (CP-SAT's branches and conflicts): with parallel
+#: workers they depend on how the workers' threads raced, as run times depend on the machine.
+SEARCH_EFFORT = frozenset({"nodes", "conflicts"})
+
+
 def _without_timings(value: Any) -> Any:
-    """``value`` without the entries that record run times (keys ``seconds``, ``*_seconds``)."""
+    """``value`` without the entries that record how a run went rather than what it found: run
+    times (keys ``seconds``, ``*_seconds``) and search effort (:data:`SEARCH_EFFORT`)."""
     if isinstance(value, Mapping):
         return {
             k: _without_timings(v)
             for k, v in value.items()
-            if not (isinstance(k, str) and (k == "seconds" or k.endswith("_seconds")))
+            if not (isinstance(k, str) and (k == "seconds" or k.endswith("_seconds")
+                                            or k in SEARCH_EFFORT))
         }
     if isinstance(value, (list, tuple)):
         return [_without_timings(v) for v in value]
@@ -274,8 +281,9 @@ class Placement:
         return max(0.0, (self.value - self.lower_bound) / self.value)
 
     def to_dict(self, timings: bool = True) -> dict:
-        """The placement as JSON-able data; ``timings=False`` leaves out how long solvers ran
-        (every ``stats`` entry named ``seconds`` or ``*_seconds``, at any depth)."""
+        """The placement as JSON-able data; ``timings=False`` leaves out how long solvers ran and
+        how hard they searched (every ``stats`` entry named ``seconds``, ``*_seconds``, ``nodes``
+        or ``conflicts``, at any depth)."""
         return {
             "format": "tvm-place-placement",
             "version": FORMAT_VERSION,

@@ -46,6 +46,10 @@ time; its placement and order, re-timed with the integer costs, are the solution
 answer if CP-SAT finds no schedule within the time limit. ``initial`` (a ``device_of`` array or a
 :class:`Placement`, its ``order`` used if set) replaces HEFT as the hint.
 
+Equal optima: where CP-SAT proves its answer optimal, the schedule returned is the first one of
+makespan at most that optimum that a single worker with a fixed seed finds
+(:func:`_canonical_schedule`), so the plan does not depend on how the parallel workers raced.
+
 Size: ``n * D`` booleans and optional intervals, ``m`` crossing literals, ``m * (D + 2)`` rows.
 """
 
@@ -81,6 +85,10 @@ MEMORY_UNITS = 10**12
 
 #: CP-SAT workers: all cores, at most this many.
 MAX_WORKERS = 8
+
+#: The canonical schedule's search (:func:`_canonical_schedule`) gets this many times the
+#: parallel solve's seconds, and at least this many seconds.
+CANONICAL_SHARE, CANONICAL_SECONDS = 2.0, 1.0
 
 #: Seconds kept back from the solver's limit for reading the solution.
 _FINISH_RESERVE = 0.05
@@ -197,6 +205,53 @@ def build_makespan_program(
     variables = {"x": x, "Start": start, "Latency": latency, "Cross": cross,
                  "TotalLatency": total_latency, "p": p, "t": t}
     return model, variables
+
+
+def _read_schedule(problem: PlacementProblem, solver, variables) -> tuple[np.ndarray, np.ndarray]:
+    """The placement and execution order of a CP-SAT solution: operators sorted by start, then
+    finish, then topological position."""
+    x, start, finish = variables["x"], variables["Start"], variables["Latency"]
+    device_of = np.array([
+        next(d for d in range(problem.num_devices) if (u, d) in x and solver.value(x[u, d]))
+        for u in range(problem.num_ops)
+    ], dtype=np.int64)
+    position = np.empty(problem.num_ops, dtype=np.int64)
+    position[problem.graph.topological_order] = np.arange(problem.num_ops)
+    order = np.array(sorted(range(problem.num_ops), key=lambda u: (
+        solver.value(start[u]), solver.value(finish[u]), position[u])), dtype=np.int64)
+    return device_of, order
+
+
+def _canonical_schedule(problem, model, variables, optimum: int, deadline: float,
+                        solve_seconds: float):
+    """One optimal schedule whatever the parallel search returned, or ``None`` if not found in
+    time: the first schedule of makespan at most ``optimum`` (the proven integer optimum) that a
+    single CP-SAT worker with a fixed seed finds, no objective.
+
+    Why: where several placements or orders are optimal, which one the parallel workers return
+    depends on how their threads race, so the same problem gave another plan from run to run
+    (the saved BERT/T4 problem of tests/problems: 3 orders in 8 solves), which breaks golden plans
+    and byte-identical builds. A single worker is deterministic but far slower to *prove* an
+    optimum; *finding* a schedule at a proven value is the cheap part (measured on that problem
+    and random 14- and 24-operator DAGs: at most the parallel solve's time). It gets at most twice
+    the parallel solve's time (1 s at least) within the limit; past that the parallel answer
+    stands, optimal but not canonical (``stats["canonical"]`` is False).
+    """
+    from ortools.sat.python import cp_model
+
+    seconds = min(deadline - time.perf_counter() - _FINISH_RESERVE,
+                  max(CANONICAL_SECONDS, CANONICAL_SHARE * solve_seconds))
+    if seconds <= 0:
+        return None
+    model.add(variables["TotalLatency"] <= optimum)
+    model.clear_objective()
+    solver = cp_model.CpSolver()
+    solver.parameters.num_workers = 1
+    solver.parameters.random_seed = 0
+    solver.parameters.max_time_in_seconds = seconds
+    if solver.solve(model) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return None
+    return _read_schedule(problem, solver, variables)
 
 
 def _add_hint(model, variables, problem, device_of, order) -> None:
@@ -317,17 +372,15 @@ def solve(
         if cheap is not None:
             warm, warm_latency = (cheap.device_of, cheap.order, "greedy"), cheap.value
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        x, start, finish = variables["x"], variables["Start"], variables["Latency"]
-        device_of = np.array([
-            next(d for d in range(problem.num_devices) if (u, d) in x and solver.value(x[u, d]))
-            for u in range(problem.num_ops)
-        ], dtype=np.int64)
-        position = np.empty(problem.num_ops, dtype=np.int64)
-        position[problem.graph.topological_order] = np.arange(problem.num_ops)
-        order = np.array(sorted(range(problem.num_ops), key=lambda u: (
-            solver.value(start[u]), solver.value(finish[u]), position[u])), dtype=np.int64)
         bound = solver.best_objective_bound / scale
         optimal = status == cp_model.OPTIMAL
+        device_of, order = _read_schedule(problem, solver, variables)
+        if optimal:
+            canonical = _canonical_schedule(problem, model, variables, int(solver.objective_value),
+                                            deadline, time.perf_counter() - started)
+            stats["canonical"] = canonical is not None
+            if canonical is not None:
+                device_of, order = canonical
     elif warm is not None:
         device_of, order, stats["fallback"] = warm[0], warm[1], warm[2]
         bound = solver.best_objective_bound / scale if solved else -math.inf

@@ -38,11 +38,27 @@ BACKEND_OF_KIND = {"llvm": "cpu_generic", "cuda": "cuda"}
 #: Rules that give every GPU PrimFunc a real GPU schedule (an unscheduled one would silently
 #: become host code; see the TVM 0.27 notes).
 def gpu_schedule_pass() -> tvm.transform.Pass:
+    """dlight's default GPU rules in TVM's order, the first that applies scheduling each kernel.
+
+    A rule whose analysis raises on a kernel counts as not applying to it and the next rule is
+    tried: TVM 0.27's Reduction rule asserts on a fused reduction over broadcast reads
+    (moe-block's top-k mask) where it should decline, and ``ApplyDefaultSchedule`` would stop the
+    whole module there; Fallback schedules that kernel."""
     from tvm.s_tir import dlight as dl
 
-    return dl.ApplyDefaultSchedule(
-        dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()
-    )
+    class Declining(dl.ScheduleRule):
+        def __init__(self, rule: dl.ScheduleRule):
+            self.rule = rule
+
+        def apply(self, func, target, tunable):
+            try:
+                return self.rule.apply(func, target, tunable)
+            except Exception:  # noqa: BLE001 - the rule's analysis failed: it does not apply
+                return None
+
+    rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+             dl.gpu.Fallback()]
+    return dl.ApplyDefaultSchedule(*[Declining(rule) for rule in rules])
 
 
 def require_gpu_schedules() -> tvm.transform.Pass:

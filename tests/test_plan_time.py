@@ -134,6 +134,27 @@ def test_build_failures_names_gpu_kernels_no_schedule_reaches():
     assert why["sort"].startswith("no GPU schedule applies to kernel(s) ['sort']")
 
 
+def test_a_dlight_rule_that_raises_counts_as_not_applying():
+    """moe-block's top-k mask, ``sum(x_i > x_j over j)`` fused into one kernel: dlight's
+    Reduction rule asserts in its analysis of the broadcast reads (TVM 0.27) where it should
+    decline, which stopped the CUDA kernel check with a bare AssertionError; the next rule
+    (Fallback) schedules it."""
+    from tvm_place.compiler import prepare
+    from tvm_place.passes.build import build_failures
+    from tvm_place.targets import resolve_targets
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 128, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            above = bb.emit(relax.op.greater(relax.op.expand_dims(x, 2), relax.op.expand_dims(x, 3)))
+            rank = bb.emit_output(relax.op.sum(relax.op.astype(above, "float32"), axis=-1))
+        bb.emit_func_output(rank)
+    mod = prepare(bb.get())
+    kernels = {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+    assert len(kernels) == 1  # fused: the form the rule fails on
+    assert build_failures(kernels, resolve_targets(["cuda"])[0].target) == {name: "" for name in kernels}
+
 def test_kernel_support_is_checked_once_then_read_from_the_cache(tmp_path, monkeypatch):
     from tvm_place.compiler import prepare
     from tvm_place.cost import support

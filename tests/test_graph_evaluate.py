@@ -266,3 +266,17 @@ def test_endless_stream_orders_calls_as_asked():
         got = [endless.call(device, i) for i in range(40)]
         assert got == [call[:2] for call in finite.calls[device][:40]]
     assert back_and_forth_stream(4, 2).call(0, 10) is None
+
+
+def test_stream_interval_of_replicas_deals_inputs_to_the_members_in_turn():
+    """A two-operator chain (3 s) replicated on both devices: one input in flight takes 3 s;
+    two keep both members busy, 1.5 s per input, the max-stage time (each carries half)."""
+    from tvm_place.evaluate import stream_interval
+
+    problem = chain_problem([1.0, 2.0])
+    replicated = Placement(device_of=np.zeros(2, dtype=np.int64), objective="throughput",
+                           value=0.0, lower_bound=0.0, method="given", replicas=[(0, 1)])
+    assert evaluate(problem, replicated).max_load == 1.5
+    assert stream_interval(problem, replicated, depth=1) == pytest.approx(3.0)
+    for depth in (2, 4):
+        assert stream_interval(problem, replicated, depth) == pytest.approx(1.5)

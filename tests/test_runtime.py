@@ -104,6 +104,35 @@ def stage_number(name: str) -> int:
     return int(name.split("_")[0].removeprefix("stage"))
 
 
+def evaluator_stream_order(placed, depth: int, count: int) -> dict[int, list[tuple[int, str]]]:
+    """Per device, its ``(input, stage)`` calls in a stream of ``count`` inputs as the
+    evaluator's stream rule orders them (``stream_interval``'s schedule, on the problem's
+    costs): an endless stream, as the runtime reads one, less the inputs that never come."""
+    from tvm_place.evaluate import stage_costs
+
+    _, stage_device, busy, needs = stage_costs(placed.problem, placed.placement.device_of)
+    stream = schedule.Stream(stage_device, busy, needs, depth)
+    names = [step["stage"] for step in placed.plan.steps if step["kind"] == "call"]
+    order = {}
+    for device in sorted(set(stage_device.tolist())):
+        calls, i = [], 0
+        while len(calls) < count * int((stage_device == device).sum()):
+            k, stage = stream.call(device, i)
+            i += 1
+            if k < count:
+                calls.append((k, names[stage]))
+        order[device] = calls
+    return order
+
+
+def ran_order(stats) -> dict[int, list[tuple[int, str]]]:
+    """Per device, the ``(input, stage)`` calls a run made, in the order they started."""
+    order: dict[int, list[tuple[int, str]]] = {}
+    for device, k, stage, *_ in sorted(stats.runs, key=lambda run: run[3]):
+        order.setdefault(device, []).append((k, stage))
+    return order
+
+
 # -- the schedule and latency mode --------------------------------------------------------------
 
 
@@ -158,6 +187,19 @@ def test_stream_in_threads_equals_latency_mode_in_order(bert):
     assert "cpu:1" in stats.format()
     # A one-input model takes bare arrays or 1-tuples alike.
     assert_same(placed.run_stream([(x,) for x in stream[:2]]), expected[:2])
+
+
+def test_stream_runs_every_devices_calls_in_the_order_the_evaluator_prices(bert):
+    """cpu:0 runs stages on both sides of cpu:1's: each device runs the calls of a stream in the
+    stream rule's order, the schedule ``stream_interval`` prices (the Ray actors too: below)."""
+    model, placed, stream, expected = bert
+    placed.attach_workers("threads")
+    for depth in (1, 2, 4):
+        assert_same(placed.run_stream(stream, depth=depth), expected)
+        assert ran_order(placed.last_stats) == evaluator_stream_order(placed, depth, len(stream))
+    gantt = placed.last_stats.gantt().splitlines()
+    assert gantt[0] == "cpu:0:" and "cpu:1:" in gantt
+    assert len(gantt) == 2 + len(placed.last_stats.runs) and "idle before" in gantt[1]
 
 
 def test_replica_groups_take_alternate_inputs_in_order(bert):
@@ -427,6 +469,8 @@ def test_ray_device_on_both_sides_of_another_takes_the_next_input_first(bert, ra
     with placed.attach_workers("ray", calibrate=False):
         assert_same(placed.run_stream(stream, depth=4), expected)
         order = [(k, stage) for device, k, stage, *_ in placed.last_stats.runs if device == 0]
+        # the actors ran the stream rule's order (their own clocks give the starts)
+        assert ran_order(placed.last_stats) == evaluator_stream_order(placed, 4, len(stream))
     stages = sorted({stage for _, stage in order}, key=stage_number)
     assert order.index((1, stages[0])) < order.index((0, stages[-1])), order
     # and each input's stages still run in the schedule's order

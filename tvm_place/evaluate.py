@@ -7,6 +7,7 @@ the costs alone, so no solver's own arithmetic is trusted. Cost rules: :mod:`tvm
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -347,101 +348,81 @@ def evaluate(
     )
 
 
+def stage_costs(problem: PlacementProblem, device_of: np.ndarray, order: np.ndarray | None = None):
+    """The stages of a placement as the stream rule (:class:`tvm_place.schedule.Stream`) sees
+    them: ``(stage, stage_device, busy, needs)``.
+
+    ``stage[u]``: operator ``u``'s stage (:func:`tvm_place.schedule.stage_of`);
+    ``stage_device[s]``: its device; ``busy[s, p]``: the seconds stage ``s`` occupies device
+    ``p`` if run there (a replica group's member runs its first device's stages): its operators'
+    compute, its ``call_overhead``, and its halves of the copies it receives (at its first stage
+    that reads the value) and sends (once per value): :func:`evaluate`'s loads, stage by stage (on
+    Ray a copy's export and import run on the workers); ``needs[s]``: the stages whose values
+    stage ``s`` reads. Time O(n + m) (times the devices for ``busy``).
+    """
+    device_of = np.asarray(device_of, dtype=np.int64)
+    n = problem.num_ops
+    order = problem.graph.topological_order if order is None else np.asarray(order)
+    stage = schedule.stage_of(device_of, problem.graph.edges, order)
+    num_stages = int(stage.max()) + 1 if n else 0
+    stage_device = np.zeros(num_stages, dtype=np.int64)
+    stage_device[stage] = device_of
+    overhead = np.array([d.call_overhead for d in problem.devices], dtype=np.float64)
+    busy = np.tile(overhead, (num_stages, 1))
+    np.add.at(busy, stage, problem.compute_time)
+    copies = cross_device_copies(problem, device_of)
+    for u, e in copies:  # the receiver's half, at its first stage that reads the value
+        receiving = [v for v in problem.graph.successors[u] if device_of[v] == e]
+        busy[min(stage[v] for v in receiving)] += problem.transfer_time[u]
+    for u in sorted({u for u, _ in copies}):  # the sender's half, once per value
+        busy[stage[u]] += problem.transfer_time[u]
+    needs: list[set[int]] = [set() for _ in range(num_stages)]
+    for u, v in np.asarray(problem.graph.edges, dtype=np.int64).reshape(-1, 2).tolist():
+        if stage[u] != stage[v]:
+            needs[stage[v]].add(int(stage[u]))
+    return stage, stage_device, busy, needs
+
+
+def stream_members(replicas, devices: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+    """``{physical device: (logical device, position, group size)}`` for the devices that run
+    stages (``devices``) and the members of their replica groups."""
+    members = {int(d): (int(d), 0, 1) for d in devices}
+    for group in replicas:
+        if int(group[0]) in members:
+            for position, member in enumerate(group):
+                members[int(member)] = (int(group[0]), position, len(group))
+    return members
+
+
 def stream_interval(problem: PlacementProblem, placement: Placement | np.ndarray, depth: int,
                     inputs: int | None = None, order: np.ndarray | None = None) -> float:
     """Seconds per input in steady state of a stream with at most ``depth`` inputs in flight,
     input ``k`` entering when input ``k - depth`` has left (as ``run_stream(depth=...)`` admits
     them, and as a decode loop feeds a micro-batch's next step once its last one is out).
 
-    The runtime's rule, simulated stage by stage (:func:`tvm_place.schedule.stage_of`): each
-    device runs one stage at a time, in its stage order per input; a free device takes the
-    earliest input whose next stage has its inputs, and a stage of input ``k`` waits for the
-    same stage of input ``k - 1``. A stage occupies its device for its operators' compute, its
-    ``call_overhead`` and its halves of the copies it receives and sends (the loads of
-    :func:`evaluate`; on Ray a copy's export and import run on the workers). The interval is at
-    least ``max_load``, which a contiguous split reaches with enough inputs in flight; with
-    few in flight and a split that goes back and forth between devices it is larger, which
-    the bound ``max(max_load, latency / depth)`` misses. With ``depth=1`` it is the latency
-    with copies occupying their devices (:func:`evaluate`'s latency lets them overlap).
+    The schedule the runtime runs (:class:`tvm_place.schedule.Stream`, on :func:`stage_costs`):
+    each device runs one stage at a time; a copy's halves occupy the devices at either end. The
+    interval is at least ``max_load``, which a contiguous split reaches with enough inputs in
+    flight; with few in flight and a split that goes back and forth between devices it is
+    larger, which the bound ``max(max_load, latency / depth)`` misses. With ``depth=1`` it is
+    the latency with copies occupying their devices (:func:`evaluate`'s latency lets them
+    overlap). Replica groups take alternate inputs.
 
     ``inputs``: how many are simulated (default ``8 * depth + 8``); the interval is measured
-    over the second half. Time O(inputs * (n + m)).
+    between the ends of the inputs at a quarter and three quarters of them. Time
+    O(inputs * (n + m) * depth).
     """
     device_of, order, replicas = placement_arrays(placement, order)
-    if replicas:
-        raise InvalidPlacementError("stream_interval does not simulate replica groups")
     validate(problem, placement, order)
     if depth < 1:
         raise InvalidPlacementError(f"depth must be at least 1, not {depth}")
-    n = problem.num_ops
-    if n == 0:
+    if problem.num_ops == 0:
         return 0.0
-    order = problem.graph.topological_order if order is None else np.asarray(order)
-    stage = schedule.stage_of(device_of, problem.graph.edges, order)
-    num_stages = int(stage.max()) + 1
-    stage_device = np.zeros(num_stages, dtype=np.int64)
-    stage_device[stage] = device_of
-    overhead = np.array([d.call_overhead for d in problem.devices])
-    busy = overhead[stage_device].astype(np.float64)
-    np.add.at(busy, stage, problem.compute_time[np.arange(n), device_of])
-    copies = cross_device_copies(problem, device_of)
-    for u, e in copies:  # the receiver's half, at its first stage that reads the value
-        receiving = [v for v in problem.graph.successors[u] if device_of[v] == e]
-        busy[min(stage[v] for v in receiving)] += problem.transfer_time[u, e]
-    for u in sorted({u for u, _ in copies}):  # the sender's half, once per value
-        busy[stage[u]] += problem.transfer_time[u, device_of[u]]
-    needs: list[set[int]] = [set() for _ in range(num_stages)]
-    for u, v in np.asarray(problem.graph.edges, dtype=np.int64).reshape(-1, 2).tolist():
-        if stage[u] != stage[v]:
-            needs[stage[v]].add(int(stage[u]))
-    sequences = [[s for s in range(num_stages) if stage_device[s] == d] for d in range(problem.num_devices)]
+    _, stage_device, busy, needs = stage_costs(problem, device_of, order)
     total = inputs if inputs is not None else 8 * depth + 8
-    finish = np.full((total, num_stages), np.inf)
-    done = np.full(total, np.inf)
-    admitted = np.full(total, np.inf)
-    admitted[:depth] = 0.0
-    progress = [[0] * total for _ in range(problem.num_devices)]
-    first = [0] * problem.num_devices  # per device: the earliest input it has not finished
-    free = [0.0] * problem.num_devices
-    left = total * num_stages
-    while left:
-        best = None  # (start, input, device, stage)
-        for d, sequence in enumerate(sequences):
-            while first[d] < total and progress[d][first[d]] >= len(sequence):
-                first[d] += 1
-            candidate = None
-            for k in range(first[d], total):
-                i = progress[d][k]
-                if i >= len(sequence):
-                    continue
-                if not np.isfinite(admitted[k]):
-                    break  # inputs enter in order
-                s = sequence[i]
-                if k and finish[k - 1, s] == np.inf:
-                    break  # the same stage of the previous input goes first
-                ready = max([admitted[k]] + [finish[k, p] for p in needs[s]])
-                if not np.isfinite(ready):
-                    continue
-                start = max(free[d], ready)
-                if candidate is None or start < candidate[0] or (start == candidate[0] and k < candidate[1]):
-                    candidate = (start, k, d, s)
-                if ready <= free[d]:
-                    break  # the earliest input ready when the device frees up
-            if candidate is not None and (best is None or candidate < best):
-                best = candidate
-        if best is None:
-            raise InvalidPlacementError("stream_interval: the stream cannot proceed (a cycle?)")
-        start, k, d, s = best
-        finish[k, s] = start + busy[s]
-        free[d] = finish[k, s]
-        progress[d][k] += 1
-        left -= 1
-        if np.isfinite(finish[k]).all():
-            done[k] = finish[k].max()
-            if k + depth < total:
-                admitted[k + depth] = done[k]
-    half = total // 2
-    return float((done[total - 1] - done[half - 1]) / (total - half))
+    members = stream_members(replicas, sorted(set(stage_device.tolist())))
+    stream = schedule.Stream(stage_device, busy, needs, depth, total, members)
+    return stream.interval()
 
 
 def regret(problem: PlacementProblem, placement: Placement | np.ndarray,

@@ -10,9 +10,10 @@ calls making its inputs are submitted (it runs its calls in order, each once its
 so no stage waits for a round trip through this process; a thread worker runs a call once its
 inputs are there.
 
-With several inputs in flight (throughput mode, at most ``depth`` at once), a device runs the
-earliest input whose next stage there is ready, and never runs an input's stage before the
-previous input's same stage on that device, so results leave in input order and every stage
+With several inputs in flight (throughput mode, at most ``depth`` at once), each device runs its
+calls in the order of the stream rule (:class:`tvm_place.schedule.Stream`, simulated on the
+evaluator's stage times: the schedule ``stream_interval`` prices), never an input's stage before
+the previous input's same stage on that device, so results leave in input order and every stage
 works on the next input while the later stages work on the earlier ones. One input alone is
 exactly the latency schedule.
 
@@ -35,6 +36,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .. import schedule
 from .errors import RunInterrupted, StageError, StageTimeoutError, WorkerDiedError
 from .stats import StreamStats
 from .workers import Kept, ShapeValues, StageCall, Worker, nbytes, to_numpy
@@ -109,15 +111,14 @@ class Program:
                 fetches=[n for n in outputs if n in plan.outputs],
             ))
         made_on = {name: step.device for step in self.steps for name in step.outputs}
-        #: Per step: how many device changes the longest chain of stages before it makes (0 for
-        #: a stage reading only the model's inputs and its own device's values). In a stream,
-        #: input k's step runs about when input k + lag's first stages do.
         made_by = {name: step.position for step in self.steps for name in step.outputs}
-        self.lag: list[int] = []
-        for step in self.steps:
-            before = [made_by[a.source] for a in step.args if a.source in made_by]
-            self.lag.append(max((self.lag[p] + (self.steps[p].device != step.device) for p in before),
-                                default=0))
+        #: Per step: the steps whose values it reads.
+        self.needs = [sorted({made_by[a.source] for a in step.args if a.source in made_by})
+                      for step in self.steps]
+        #: Per step and physical device: the seconds the evaluator predicts it takes there
+        #: (:func:`tvm_place.evaluate.stage_costs`), which order a stream's calls; None: unknown,
+        #: every step counts alike.
+        self.step_times = None
         #: Per plan copy (by result name): the device of the value it copies (None: the host).
         self.copy_source_device = {name: made_on.get(c["source"]) for name, c in copies.items()}
         #: Per device: its steps' positions in the order it runs them.
@@ -140,6 +141,15 @@ class Program:
             if first in self.sequence:
                 for position, member in enumerate(group):
                     self.members[int(member)] = (first, position, len(group))
+
+    def stream(self, depth: int) -> schedule.Stream:
+        """The order of an endless stream's calls on each physical device (the one stream rule,
+        which the evaluator's :func:`~tvm_place.evaluate.stream_interval` prices)."""
+        times = self.step_times
+        if times is None:
+            times = np.ones((len(self.steps), max(self.members, default=0) + 1))
+        return schedule.Stream([step.device for step in self.steps], times, self.needs, depth,
+                               members=self.members)
 
     def shape_inputs(self, host: dict) -> dict[str, ShapeValues]:
         """The stages' shape arguments for one input (``host``: the model's inputs by name)."""
@@ -204,6 +214,10 @@ class _Run:
         #: Inputs from this index on are not run (a stage failed on it).
         self.stop_index: float = float("inf")
         self.contexts: dict[int, _Context] = {}
+        #: The stream's order of every device's calls, and how many of them each has taken.
+        self.stream = program.stream(self.depth)
+        self.taken: dict[int, int] = {d: 0 for d in program.members}
+        #: Per device: how many calls of each input in flight it has taken.
         self.progress: dict[int, dict[int, int]] = {d: {} for d in program.members}
         self.busy: dict[int, tuple[int, float, str] | None] = {d: None for d in program.members}
         self.submitted = 0
@@ -246,42 +260,37 @@ class _Run:
 
     # -- one device --
     def _next_task(self, device: int):
-        """The earliest input whose next stage on ``device`` can run now (under ``cond``).
+        """``device``'s next call in the stream's order (:class:`~tvm_place.schedule.Stream`, on
+        the evaluator's stage times), once its input is in and the values it reads are made, or
+        on a worker that runs its calls in submission order (``eager``: a Ray actor) once the
+        calls making them are submitted (under ``cond``). None while it waits.
 
-        A worker that queues calls (``eager``) gets a call once its inputs are submitted, not
-        made, and runs its calls in that order: there "earliest" counts each stage's lag
-        (:attr:`Program.lag`), so a device that runs stages on both sides of another device's
-        (a BERT layer's attention and second FFN matmul around the first one) takes the next
-        input's first stage before the earlier input's later stage, which would wait. Such a
-        call is held back while an input not yet read could go before it (except the oldest
-        input's calls: that input's completion is what lets the next one in)."""
+        Why a fixed order: an actor runs its queued calls in turn, so the order is chosen when
+        the calls are submitted, before their inputs exist; the stream rule chooses it as the
+        evaluator prices it (a device running stages on both sides of another's takes the next
+        input's first stage before the earlier input's later stage, which would wait)."""
         logical, member, size = self.program.members[device]
-        sequence = self.program.sequence[logical]
-        progress = self.progress[device]
-        lagged = self.workers[device].eager
-        found = None
-        oldest = min(self.contexts, default=None)
-        horizon = None if self.exhausted else self.submitted + min(self.program.lag[p] for p in sequence)
-        for k in sorted(self.contexts):
-            if k % size != member or k >= self.stop_index:
-                continue
-            i = progress.get(k, 0)
-            if i >= len(sequence):
-                continue
-            previous = k - size
-            if previous in self.contexts and progress.get(previous, 0) <= i:
-                continue  # the same stage of the previous input here goes first
-            context = self.contexts[k]
-            step = self.program.steps[sequence[i]]
-            if all(a.kind != "copy" or a.source in context.payloads for a in step.args):
-                if not lagged:
-                    return context, step
-                key = (k + self.program.lag[step.position], k)
-                if k != oldest and horizon is not None and key[0] > horizon:
-                    continue
-                if found is None or key < found[0]:
-                    found = key, (context, step)
-        return None if found is None else found[1]
+        while True:
+            k, position = self.stream.call(device, self.taken[device])
+            # Inputs from ``last`` on never run (the stream ended, or a stage failed, before):
+            # their calls are skipped, up to this device's last call of an input before it.
+            last = min(self.stop_index, self.submitted if self.exhausted else float("inf"))
+            if k < last:
+                break
+            per_input, progress = len(self.program.sequence[logical]), self.progress[device]
+            if all(progress.get(i, 0) >= per_input for i in self.contexts
+                   if i < last and i % size == member):
+                return None  # this device is done with every input that runs
+            self.taken[device] += 1
+        context = self.contexts.get(k)
+        if context is None:
+            return None  # not read yet
+        step = self.program.steps[position]
+        if all(a.kind != "copy" or a.source in context.payloads for a in step.args):
+            self.taken[device] += 1
+            self.progress[device][k] = self.progress[device].get(k, 0) + 1
+            return context, step
+        return None
 
     def _call(self, context: _Context, step: _Step, device: int, worker: Worker) -> StageCall:
         """The call of ``step`` (outside ``cond``: making a model input's payload copies it)."""
@@ -335,7 +344,6 @@ class _Run:
                     self.cond.wait(POLL)
                 if task is not None:
                     context, step = task
-                    self.progress[device][context.index] = self.progress[device].get(context.index, 0) + 1
             if task is not None:
                 try:
                     call = self._call(context, step, device, worker)
@@ -373,7 +381,11 @@ class _Run:
                     self.busy[device] = (head[0].index, time.monotonic(), head[1].stage)
                 else:
                     self.busy[device] = None
-                self.stats.runs.append((device, context.index, step.stage, started, ended))
+                # The Gantt from the worker's own clock: a queued call (Ray) starts when its
+                # inputs exist, which the driver cannot see.
+                offset = self.stats.start - self.stats.epoch
+                self.stats.runs.append((device, context.index, step.stage,
+                                        result.span[0] + offset, result.span[1] + offset))
                 if all(arg.kind != "copy" for arg in step.args):  # no wait for another device
                     own = result.compute + sum(result.imports.values()) \
                         + sum(result.exports.values()) + sum(result.fetches.values())
@@ -489,7 +501,7 @@ class _Run:
         threads = [threading.Thread(target=self._device_loop, args=(device,), daemon=True,
                                     name=f"tvm-place device {self.program.device_names[device]}")
                    for device in self.program.members]
-        self.stats.start = time.perf_counter()
+        self.stats.start, self.stats.epoch = time.perf_counter(), time.time()
         for thread in threads:
             thread.start()
         next_index = 0

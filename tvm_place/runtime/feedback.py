@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from ..evaluate import evaluate
+from ..evaluate import evaluate, stream_interval
 from ..graph import Placement, PlacementProblem
 from .stats import StreamStats
 
@@ -50,6 +50,7 @@ def transfer_overheads(problem: PlacementProblem, placement: Placement, stats: S
     """Per device: mean seconds a measured copy half (send or receive) took beyond the predicted
     transfer times; devices that copied nothing get the mean over those that did."""
     evaluation = evaluate(problem, placement)
+    stream = stream_interval(problem, placement, stats.depth or 1)
     measured = stats.device_times()
     halves = np.zeros(problem.num_devices)
     for record in stats.copies.values():
@@ -80,6 +81,7 @@ def compare(problem: PlacementProblem, placement: Placement, stats: StreamStats,
             latency: float | None = None) -> str:
     """A table of predicted (evaluator) against measured times, per device and overall."""
     evaluation = evaluate(problem, placement)
+    stream = stream_interval(problem, placement, stats.depth or 1)
     measured = stats.device_times()
     stages = {d: [s for s, dev in stats.stage_device.items() if dev == d] for d in range(problem.num_devices)}
     for group in placement.replicas:  # members run their group's stages
@@ -110,7 +112,9 @@ def compare(problem: PlacementProblem, placement: Placement, stats: StreamStats,
         f"  model inputs/outputs to and from the host (not in the evaluator): {_ms(host)} ms per input",
         f"  max-stage time   predicted {_ms(evaluation.max_load)} ms, measured {_ms(stats.max_stage_seconds)} ms"
         f" (steady-state time per input {_ms(stats.interval)} ms)",
-        f"  throughput       predicted {_per_second(evaluation.max_load)} inputs/s, measured "
+        f"  per input        predicted {_ms(stream)} ms in steady state with {stats.depth or 1} in "
+        f"flight (the stream's schedule), measured {_ms(stats.interval)} ms",
+        f"  throughput       predicted {_per_second(stream)} inputs/s, measured "
         f"{_per_second(stats.interval)} inputs/s steady-state, {stats.throughput:.2f} inputs/s overall",
     ]
     if latency is not None:

@@ -289,8 +289,24 @@ class PlacedModule:
         from .executor import Program
 
         replicas = self.placement.replicas if self.placement is not None else []
-        return Program(plan or self._entry_plan(), [d["name"] for d in self.devices], replicas,
-                       self._shared.kept)
+        program = Program(plan or self._entry_plan(), [d["name"] for d in self.devices], replicas,
+                          self._shared.kept)
+        program.step_times = self._stage_times(program)
+        return program
+
+    def _stage_times(self, program):
+        """The evaluator's seconds per step of ``program`` and device (the times a stream's order
+        is chosen on), where this module's problem and placement cut the plan's stages; else
+        None (e.g. one function of a module of several, whose problem is their joint one)."""
+        if self.problem is None or self.placement is None:
+            return None
+        from ..evaluate import stage_costs
+
+        _, stage_device, busy, needs = stage_costs(self.problem, self.placement.device_of,
+                                                   self.placement.order)
+        same = (stage_device.tolist() == [step.device for step in program.steps]
+                and [sorted(need) for need in needs] == program.needs)
+        return busy if same else None
 
     def _programs(self) -> list:
         """A program per function this module's workers run (all of a module's functions)."""

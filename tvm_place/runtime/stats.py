@@ -56,9 +56,12 @@ class StreamStats:
     start: float = 0.0
     end: float = 0.0
     depth: int = 0
-    #: ``(device, input index, stage, start, end)`` of every stage call, as the driver saw it
-    #: (``perf_counter`` seconds; ``device`` is the physical device: a replica group's member
-    #: that ran it).
+    #: ``time.time()`` at ``start``: how the workers' clocks (:class:`StageResult` ``span``)
+    #: map onto this one.
+    epoch: float = 0.0
+    #: ``(device, input index, stage, start, end)`` of every stage call as its worker ran it
+    #: (``perf_counter`` seconds of this process; ``device`` is the physical device: a replica
+    #: group's member that ran it): the run's Gantt chart (:meth:`gantt`).
     runs: list[tuple[int, int, str, float, float]] = field(default_factory=list)
     #: Per stage call: the seconds the driver waited beyond what the worker reported spending
     #: (dispatch, result hand-back, scheduling: the cost of a call itself).
@@ -163,6 +166,22 @@ class StreamStats:
     def max_stage_seconds(self) -> float:
         """The measured max-stage time: the largest per-device load (compute and copies)."""
         return float(self.device_times()["load"].max())
+
+    def gantt(self) -> str:
+        """The run's Gantt chart as text: per device its calls in the order they started (input,
+        stage, start and end in ms from the run's start) and how long the device sat idle
+        before each (waiting for a value from another device, or for an input to enter)."""
+        lines = []
+        for device in sorted({run[0] for run in self.runs}):
+            lines.append(f"{self.device_names[device]}:")
+            free = 0.0
+            for _, k, stage, start, end in sorted((run for run in self.runs if run[0] == device),
+                                                  key=lambda run: run[3]):
+                start, end = (start - self.start) * 1e3, (end - self.start) * 1e3
+                lines.append(f"  input {k:<4} {stage:<18} {start:9.1f} - {end:9.1f} ms  "
+                             f"idle before {max(0.0, start - free):8.1f} ms")
+                free = end
+        return "\n".join(lines)
 
     def format(self) -> str:
         """A plain-text table of what was measured."""

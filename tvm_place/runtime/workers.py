@@ -100,6 +100,9 @@ class StageResult:
     exports: dict[str, float]
     fetches: dict[str, float]
     sizes: dict[str, int] = field(default_factory=dict)
+    #: When the call began and ended on the worker (``time.time()``: one clock for every process
+    #: of a host, so the driver places the call on its own timeline; NTP-close across hosts).
+    span: tuple[float, float] = (0.0, 0.0)
 
 
 def run_stage(function, values: dict, call: StageCall, import_value, export_value, fetch_value,
@@ -113,6 +116,7 @@ def run_stage(function, values: dict, call: StageCall, import_value, export_valu
     ``fetch_value(tensor)`` hands a model output to the driver.
     """
     clock = time.perf_counter
+    began = time.time()
     args, imports, sizes = [], {}, {}
     for name, payload in call.args:
         if payload is None:
@@ -153,7 +157,8 @@ def run_stage(function, values: dict, call: StageCall, import_value, export_valu
         fetches[name] = clock() - start
     for name in call.frees:
         values.pop(name, None)
-    return StageResult(payloads, outputs, compute, imports, exports, fetches, sizes)
+    return StageResult(payloads, outputs, compute, imports, exports, fetches, sizes,
+                       (began, time.time()))
 
 
 class Worker:

@@ -96,16 +96,20 @@ every ideal of a window stays feasible as in the CP-SAT windows, costs rounded d
 at ``upper`` (where no block reaches the cap, ``P`` is the cap: still at most every such
 block's load). A larger window only lowers ``P``, so a pair priced on windows holding
 intervals ``j', j`` prices every transition between intervals inside them (the largest price).
-*Refinement:* where the program's chain has a block whose two intervals are refined as far as
-they go (above) and not priced, the pair of its intervals is priced (``PAIR_SECONDS``); where
-that forbids it at the chain's ``T``, the windows widened by ``PAIR_WIDEN`` of ``upper`` on
-each side are priced too, so that the chain's next try between neighbouring intervals is
-forbidden at once where the widened price exceeds ``T``. When nothing else is left, the pairs
-of the chain whose CP-SAT time ran out are priced again with twice the time, up to
-``PAIR_MOST_SECONDS``. On nasnet-a-large with 8 devices this raised the bound on 2.00244 ms
-from 1.9757 ms (gap 1.33%) to 2.00227 ms (0.008%) in 90 s (under /work/helpers/heavy, load
-about 2.5); on nasnet-a-mobile the CP-SAT windows take the time and the pairs priced change
-little.
+*Refinement:* where the program's chain has a block between two intervals that are elementary
+or finer (not runs of several) and not priced, the pair of its intervals is priced
+(``PAIR_SECONDS`` at most); where that forbids it at the chain's ``T``, the windows widened by
+``PAIR_WIDEN`` of ``upper`` on each side are priced too, so that the chain's next try between
+neighbouring intervals is forbidden at once where the widened price exceeds ``T``. When nothing
+else is left, the pairs of the chain whose CP-SAT time ran out are priced again with twice the
+time, up to ``PAIR_MOST_SECONDS``. CP-SAT runs these models at linearization level 2: on five
+blocks of the nasnet-a-mobile 8-device chain it proved each above the cap in 0.02 to 0.24 s,
+where the default level proved two in 4 s and bounds of 0.40 to 0.44 ms for the others (cap
+0.4995 ms). Measured from 0.4995 ms and 2.0024 ms on nasnet-a-mobile and nasnet-a-large with
+8 devices (under /work/helpers/heavy, load 1.2 to 2.0), 40 s each: the bound rose from 0.4768
+to 0.4821 ms (gap 4.55% to 3.49%; 0.4913 ms, 1.65%, in 100 s) and from 1.9757 ms (where it
+stopped without pairs, previous session) to 2.0023 ms (1.33% to 0.008%). Pricing only blocks between intervals refined as far as they go left
+mobile at 4.50% in 40 s (the windows take the time), pricing blocks between runs too at 3.95%.
 
 The minimum cut. Source side = the ideal. Arcs ``h -> g`` of infinite capacity for each group
 edge ``g -> h`` (an ideal holding ``h`` holds ``g``); for each sender ``u`` of ``S_ℓ`` with
@@ -203,15 +207,19 @@ def _closure_work(groups: Groups, compute: np.ndarray) -> tuple[np.ndarray, np.n
     return work(ancestors), work(descendants)
 
 
-def _least(model, seconds: float, deadline: float) -> tuple[float, bool]:
+def _least(model, seconds: float, deadline: float,
+           linearization: int = 1) -> tuple[float, bool]:
     """CP-SAT's proven bound on the least integer objective of ``model`` within ``seconds``
     (and by ``deadline``): ``inf`` where it is infeasible, 0 where nothing is proven; and
-    whether it is that least value (or infeasibility), not a bound cut short by the time."""
+    whether it is that least value (or infeasibility), not a bound cut short by the time.
+    ``linearization``: CP-SAT's ``linearization_level`` (the pairs' models need 2, module
+    docstring; the windows' were measured no faster with it)."""
     from ortools.sat.python import cp_model
 
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(0.0, min(seconds, deadline - time.perf_counter()))
     solver.parameters.num_workers = 1
+    solver.parameters.linearization_level = linearization
     status = solver.solve(model)
     if status == cp_model.INFEASIBLE:
         return math.inf, True
@@ -479,7 +487,7 @@ class _Windows:
         load = cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [c for _, c in terms])
         model.add(load <= top - constant)
         model.minimize(load)
-        bound, exact = _least(model, seconds, deadline)
+        bound, exact = _least(model, seconds, deadline, linearization=2)
         self.pair_solves += 1
         if math.isinf(bound):  # every such block's load is above the cap
             return (top + 1) * unit, True
@@ -725,12 +733,13 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
         levels_used = relaxation.levels_used(chain or [])
         used = sorted({j for j in chain or () if refinable(runs[j], levels_used[j])},
                       reverse=True)
-        # The blocks of the chain whose two windows are refined as far as they go and not
-        # priced; where none, those whose price CP-SAT's time cut short, with twice the time.
+        # The blocks of the chain between elementary intervals or finer ones (not runs of
+        # several) and not priced; where none, those whose price CP-SAT's time cut short, with
+        # twice the time.
         ends = [None, *(chain or []), None]  # runs; None: the chain's start or end
         settled = [block for a, b, block in zip(ends[:-1], ends[1:],
                                                 relaxation.blocks(chain or []))
-                   if a not in used and b not in used and PAIR_SECONDS > 0]
+                   if all(j is None or runs[j][2] > 0 for j in (a, b)) and PAIR_SECONDS > 0]
         unpriced = [(block, PAIR_SECONDS) for block in settled if block not in priced]
         if not used and not unpriced:
             unpriced = [(block, 2 * priced[block][1]) for block in settled

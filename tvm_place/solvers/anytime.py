@@ -4,8 +4,8 @@
 order. What it has left of its limit goes here, in the steps of ``STEPS``: the local search of
 :mod:`tvm_place.solvers.chain_search` lowers the placement; where the devices are identical the
 chain model of :mod:`tvm_place.solvers.bounds.contiguous` (Archer et al.'s whole chain in one
-CP-SAT model, section 4 there), hinted with that placement, searches for a better chain; the
-local search runs again from what it found; then the cut-window bound of
+CP-SAT model, section 4 there), hinted with that placement, searches for a better chain (where
+it does not apply, the local search runs again instead); then the cut-window bound of
 :mod:`tvm_place.solvers.bounds.window` raises the proven bound with the rest of the time (its
 relaxation needs the placement's value: a lower one makes more values "short", charged at both
 ends, so it runs on the value the searches end with). Every step is valid whatever the others
@@ -23,7 +23,11 @@ proven bound is kept too (it rarely passes the cut-window bound on these graphs)
 half the time then left: given 60 s instead of 30 s it found the same chains on both 8-device
 problems, while the cut-window bound after it needs 25 to 50 s there. Before the chain model,
 search, bound, search, bound at shares 0.4, 0.35, 0.6, 1.0 was measured: the second search
-improved on none of the six problems.
+improved on none of the six problems. After the chain model a second search (0.25 of the time
+then left, about 12 s) improved on none of the four NASNet-A problems either (issue 17, two
+sessions' runs under the bench), so where the chain model runs its time goes to the bound, whose
+pair charges keep raising it with more time (nasnet-a-mobile 8 devices: gap 3.49% in 40 s,
+1.65% in 100 s; :mod:`tvm_place.solvers.bounds.window`).
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ from .bounds import contiguous
 from .bounds import window as window_bound
 from .grouping import Groups, contract
 
-#: The steps and their shares of the time then left (``chain`` only where the chain model
-#: applies; its share goes to the later steps elsewhere).
-STEPS = (("search", 0.15), ("chain", 0.5), ("search", 0.25), ("bound", 1.0))
+#: The steps and their shares of the time then left, where the chain model applies and where
+#: not (module docstring: after the chain model a second search improved nothing).
+STEPS = {True: (("search", 0.15), ("chain", 0.5), ("bound", 1.0)),
+         False: (("search", 0.15), ("search", 0.25), ("bound", 1.0))}
 #: Relative gap under which the search stops: the placement is optimal as far as the bound's
 #: bisection can tell.
 CLOSED = 2 * window_bound.TOLERANCE
@@ -116,8 +121,7 @@ def refine(problem: PlacementProblem, device_of: np.ndarray, lower: float, deadl
 
     chain_model = (contiguous.chain_applies(problem, groups)
                    and contiguous.buildable(groups, left))
-    steps = [(step, share) for step, share in STEPS if step != "chain" or chain_model]
-    for step, share in steps:
+    for step, share in STEPS[chain_model]:
         {"search": search, "chain": chain, "bound": bound}[step](
             share * (deadline - time.perf_counter()))
     return device_of, value, lower

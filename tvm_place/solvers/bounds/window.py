@@ -70,6 +70,47 @@ devices: halving raised the bound from 0.924 to 0.943 of the best value, 30 s, l
 The bisection runs again, until the chain uses only points and CP-SAT windows narrower than
 that, charged at the levels it uses, or the time is spent. Refining only raises ``φ``.
 
+Pairs: a block's two cuts charged together. Each cut's charge above is the least over its
+window alone, and the program may end a block at the cheapest ideal of one window and start the
+next at the cheapest of another, where the block between two such ideals pays more: on
+NASNet-A the program's chain cuts inside cells, where a block's two cuts together pay more than
+each cut's least. So a block from interval ``j'`` to interval ``j`` is also charged
+``P(j', j)``, a lower bound on the least load ``f(I \ J) = c*(I \ J) + t*(sent) + t*(received)``
+(each send and receive at its least transfer time, the rule of :mod:`.contiguous`, section 6)
+over the ideals ``J ⊆ I`` with ``c*(J)`` in a window holding interval ``j'`` and ``c*(I)`` in
+one holding ``j``, and the program forbids the block where ``P(j', j) > T``::
+
+    R_b[j] = min(r_j, max_{j' <= j, P(j', j) <= T} (...) + T)   (as above otherwise)
+
+*Validity.* Take a contiguous placement of max-load ``T`` and its chain, ``x_b`` in ``j_b`` as
+above. Block ``b`` is ``I_b \ I_{b-1}`` with ``I_{b-1} ⊆ I_b`` ideals whose works lie in
+intervals ``j_{b-1}`` and ``j_b``, hence in every priced pair of windows holding them, so
+``P(j_{b-1}, j_b) <= f(B_b) <=`` its load ``<= T``: no block of the chain is forbidden, the
+chain stays feasible and the bound stays at most ``T`` (what the program keeps per interval,
+the largest ``x``, is unchanged in kind: the forbidden blocks depend on the intervals only).
+``P`` is CP-SAT's proven bound on a model of the block (Booleans for ``J`` and ``I`` per group,
+the groups forced in or out of the windows fixed, the ideal and nesting implications, a
+Boolean per sender for its send and one for its receive with the clauses of
+:mod:`.contiguous`' section 4, the work windows with the weights rounded so that
+every ideal of a window stays feasible as in the CP-SAT windows, costs rounded down), capped
+at ``upper`` (where no block reaches the cap, ``P`` is the cap: still at most every such
+block's load). A larger window only lowers ``P``, so a pair priced on windows holding
+intervals ``j', j`` prices every transition between intervals inside them (the largest price).
+*Refinement:* where the program's chain has a block between two intervals that are elementary
+or finer (not runs of several) and not priced, the pair of its intervals is priced
+(``PAIR_SECONDS`` at most); where that forbids it at the chain's ``T``, the windows widened by
+``PAIR_WIDEN`` of ``upper`` on each side are priced too, so that the chain's next try between
+neighbouring intervals is forbidden at once where the widened price exceeds ``T``. When nothing
+else is left, the pairs of the chain whose CP-SAT time ran out are priced again with twice the
+time, up to ``PAIR_MOST_SECONDS``. CP-SAT runs these models at linearization level 2: on five
+blocks of the nasnet-a-mobile 8-device chain it proved each above the cap in 0.02 to 0.24 s,
+where the default level proved two in 4 s and bounds of 0.40 to 0.44 ms for the others (cap
+0.4995 ms). Measured from 0.4995 ms and 2.0024 ms on nasnet-a-mobile and nasnet-a-large with
+8 devices (under /work/helpers/heavy, load 1.2 to 2.0), 40 s each: the bound rose from 0.4768
+to 0.4821 ms (gap 4.55% to 3.49%; 0.4913 ms, 1.65%, in 100 s) and from 1.9757 ms (where it
+stopped without pairs, previous session) to 2.0023 ms (1.33% to 0.008%). Pricing only blocks between intervals refined as far as they go left
+mobile at 4.50% in 40 s (the windows take the time), pricing blocks between runs too at 3.95%.
+
 The minimum cut. Source side = the ideal. Arcs ``h -> g`` of infinite capacity for each group
 edge ``g -> h`` (an ideal holding ``h`` holds ``g``); for each sender ``u`` of ``S_ℓ`` with
 ``t*[u] > 0``, a node ``s_u`` with ``g(u) -> s_u`` of capacity ``t*[u]`` and ``s_u -> h``
@@ -82,7 +123,8 @@ in the time limit keeps ``φ = 0``, which keeps the bound valid.
 
 Validity uses nothing about memory, pins or device speeds beyond the least costs, so the bound
 holds with heterogeneous devices too (it is weakest there). It is exact for nothing: each cut's
-charge is the least over its interval, and the values that may skip a block are not charged.
+charge is the least over its interval, the pairs are priced only where the chain asks, and the
+values that may skip a block are not charged.
 
 Complexity: ``O(G^2 / 64)`` for the ancestor sets; ``LEVELS`` minimum cuts on ``O(G + n)`` nodes
 and ``O(m)`` arcs per interval charged (``COARSE_INTERVALS`` first, at most ``2G + 1`` elementary
@@ -118,6 +160,14 @@ WINDOW_SECONDS = 0.5
 #: CP-SAT windows on the program's chain wider than this share of ``upper`` are halved, each
 #: half charged again (its ideals are a subset: the charge only rises).
 SPLIT_WIDTH = 1e-3
+#: CP-SAT's seconds per pair of windows priced (a block's least load), 0 to price none; the
+#: shares of ``upper`` by which the windows of a block found too heavy are widened, in turn,
+#: until the widened pair is too heavy too.
+PAIR_SECONDS = 2.0
+PAIR_WIDEN = (0.04, 0.01)
+#: A pair whose price CP-SAT's time cut short is priced again, with twice the time, while the
+#: program's chain still uses it and nothing else is left, up to this many seconds.
+PAIR_MOST_SECONDS = 16.0
 #: Seconds per (group, group) pair to build the ancestor sets and their work (measured on the
 #: 2-core development machine, rounded up); the bound is skipped where that takes more than
 #: half its time.
@@ -157,6 +207,29 @@ def _closure_work(groups: Groups, compute: np.ndarray) -> tuple[np.ndarray, np.n
     return work(ancestors), work(descendants)
 
 
+def _least(model, seconds: float, deadline: float,
+           linearization: int = 1) -> tuple[float, bool]:
+    """CP-SAT's proven bound on the least integer objective of ``model`` within ``seconds``
+    (and by ``deadline``): ``inf`` where it is infeasible, 0 where nothing is proven; and
+    whether it is that least value (or infeasibility), not a bound cut short by the time.
+    ``linearization``: CP-SAT's ``linearization_level`` (the pairs' models need 2, module
+    docstring; the windows' were measured no faster with it)."""
+    from ortools.sat.python import cp_model
+
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(0.0, min(seconds, deadline - time.perf_counter()))
+    solver.parameters.num_workers = 1
+    solver.parameters.linearization_level = linearization
+    status = solver.solve(model)
+    if status == cp_model.INFEASIBLE:
+        return math.inf, True
+    if status == cp_model.OPTIMAL:
+        return solver.objective_value, True
+    feasible = status in (cp_model.FEASIBLE, cp_model.UNKNOWN)
+    bound = solver.best_objective_bound if feasible else math.nan  # MODEL_INVALID: nothing
+    return (max(0.0, math.ceil(bound - 1e-6)) if math.isfinite(bound) else 0.0), False
+
+
 class _Windows:
     """The networks of the module docstring, built once; :meth:`charge` and :meth:`exact` give
     ``φ`` per level for an interval."""
@@ -175,6 +248,7 @@ class _Windows:
         self.unit = scale / RESOLUTION
         comm = groups.comm
         cost = np.floor(self.transfer / self.unit).astype(np.int64)
+        self.groups, self.operator_cost = groups, cost
         comm = comm[cost[comm[:, 0]] > 0] if len(comm) else np.zeros((0, 2), dtype=np.int64)
         senders, pair_sender = np.unique(comm[:, 0], return_inverse=True)
         pair_sender = np.asarray(pair_sender).reshape(-1)
@@ -219,7 +293,7 @@ class _Windows:
         self.out_arcs = np.asarray(flow.add_arcs_with_capacity(
             np.arange(G, dtype=np.int32), np.full(G, sink, np.int32), np.zeros(G, np.int64)))
         self.flow, self.source, self.sink = flow, source, sink
-        self.max_flows = self.cp_solves = 0
+        self.max_flows = self.cp_solves = self.pair_solves = 0
 
     def _set(self, arcs: np.ndarray, capacities: np.ndarray) -> None:
         if len(arcs):
@@ -331,23 +405,93 @@ class _Windows:
                 model.add_bool_or([consumer, cut] + ([~z[index[own]]] if own in index else []))
             terms.append((cost, cut))
         model.minimize(sum(cost * var for cost, var in terms))
-        solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(0.0, min(WINDOW_SECONDS,
-                                                             deadline - time.perf_counter()))
-        solver.parameters.num_workers = 1
-        status = solver.solve(model)
+        bound, _ = _least(model, WINDOW_SECONDS, deadline)
         self.cp_solves += 1
-        if status == cp_model.INFEASIBLE:
-            return math.inf
-        if status == cp_model.OPTIMAL:
-            bound = solver.objective_value
-        elif status in (cp_model.FEASIBLE, cp_model.UNKNOWN):
-            bound = solver.best_objective_bound
-        else:
-            return 0.0
-        if not math.isfinite(bound):
-            return 0.0
-        return (max(0.0, math.ceil(bound - 1e-6)) + constant) * self.unit
+        return math.inf if math.isinf(bound) else (bound + constant) * self.unit
+
+    def pair_load(self, start: tuple[float, float], end: tuple[float, float], deadline: float,
+                  cap: float, seconds: float) -> tuple[float, bool]:
+        """A lower bound on the least load of a block ``I \\ J`` whose start ``J`` has its work
+        in ``start`` and whose end ``I`` has its work in ``end``, ``(low, high)`` each (module
+        docstring, pairs): CP-SAT's proven bound within ``seconds`` (``cap`` and above where no
+        such block reaches ``cap``; 0 where it proves nothing), and whether it is that least
+        load (rounded) or above ``cap``, not a bound cut short by the time."""
+        from ortools.sat.python import cp_model
+
+        unit = self.unit
+        J_in, J_out = self._forced(*start)
+        I_in, I_out = self._forced(*end)
+        I_in, J_out = I_in | J_in, J_out | I_out  # J ⊆ I
+        if (J_in & J_out).any() or (I_in & I_out).any():
+            return math.inf, True  # no such pair of ideals
+        model = cp_model.CpModel()
+        # Per group its membership of J and of I: 1, 0 (forced) or a Boolean (free); the forced
+        # sets are closed under predecessors (J, I) and successors (not J, not I), so only free
+        # groups need the ideal constraints.
+        J = [1 if i else 0 if o else model.new_bool_var("") for i, o in zip(J_in, J_out)]
+        I = [1 if i else 0 if o else model.new_bool_var("") for i, o in zip(I_in, I_out)]
+        for g, h in self.groups.edges.tolist():
+            for X in (J, I):
+                if not isinstance(X[h], int) and not isinstance(X[g], int):
+                    model.add_implication(X[h], X[g])
+        B = []  # [g in I \ J]: 1, 0 or a Boolean
+        for j, i in zip(J, I):
+            if isinstance(j, int) and isinstance(i, int):
+                B.append(i - j)
+                continue
+            if not isinstance(j, int) and not isinstance(i, int):
+                model.add_implication(j, i)
+            y = model.new_bool_var("")
+            model.add(y == i - j)
+            B.append(y)
+        down = np.floor(self.compute / unit).astype(np.int64).tolist()
+        up = np.ceil(self.compute / unit).astype(np.int64).tolist()
+        for X, (low, high) in ((J, start), (I, end)):
+            # As in the CP-SAT windows: every ideal of the window stays feasible.
+            for weights, sign, bound in ((down, 1, math.floor(high / unit * (1 + 1e-9) + 1e-6)),
+                                         (up, -1, -math.ceil(low / unit * (1 - 1e-9) - 1e-6))):
+                fixed = sum(w for w, x in zip(weights, X) if isinstance(x, int) and x)
+                free = [(w, x) for w, x in zip(weights, X) if not isinstance(x, int)]
+                if not free:
+                    if sign * fixed > bound:
+                        return math.inf, True
+                    continue
+                model.add(sign * cp_model.LinearExpr.weighted_sum(
+                    [x for _, x in free], [w for w, _ in free]) <= bound - sign * fixed)
+        constant = sum(w for w, y in zip(down, B) if isinstance(y, int) and y)
+        terms = [(y, w) for w, y in zip(down, B) if not isinstance(y, int) and w > 0]
+
+        def holds(x, value: int):
+            """``x == value`` as True, False or a literal."""
+            return x == value if isinstance(x, int) else (x if value else ~x)
+
+        for sender, consumers in enumerate(self.sender_consumers):
+            own = int(self.sender_group[sender])
+            for side in ((1, 0), (0, 1)):  # sent: own in B, a consumer not; received: reverse
+                conditions = [(holds(B[own], side[0]), holds(B[h], side[1]))
+                              for h in consumers.tolist()]
+                if any(x is True and y is True for x, y in conditions):
+                    constant += int(self.sender_cost[sender])  # charged whatever is free
+                    continue
+                clauses = [[~x for x in pair if x is not True] for pair in conditions
+                           if not any(x is False for x in pair)]
+                if not clauses:
+                    continue
+                charged = model.new_bool_var("")
+                for clause in clauses:
+                    model.add_bool_or([charged] + clause)
+                terms.append((charged, int(self.sender_cost[sender])))
+        top = int(math.floor(cap / unit * (1 + 1e-9)))
+        if constant > top:
+            return (top + 1) * unit, True
+        load = cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [c for _, c in terms])
+        model.add(load <= top - constant)
+        model.minimize(load)
+        bound, exact = _least(model, seconds, deadline, linearization=2)
+        self.pair_solves += 1
+        if math.isinf(bound):  # every such block's load is above the cap
+            return (top + 1) * unit, True
+        return (bound + constant) * unit, exact
 
     def exact(self, low: float, high: float, deadline: float,
               cap: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -433,6 +577,28 @@ class _Program:
         cost[np.tril_indices(len(self.lows), -1)] = -np.inf  # j' <= j only
         cost[np.isnan(cost)] = -np.inf
         self.cost, self.level = cost, level
+        self.pair = np.zeros_like(cost)  # the least load of a block from j' to j (pairs)
+
+    def price(self, pairs: list[tuple[float, float, float, float, float]]) -> None:
+        """Each pair of windows ``(start low, start high, end low, end high, least load)``
+        priced, as the least load of every block from an interval inside its start window to
+        one inside its end window (the intervals are in order of work, so those inside a
+        window are a run of them)."""
+        slack = 1e-9 * max(self.W, 1e-30)
+        for low0, high0, low1, high1, load in pairs:
+            a0 = np.searchsorted(self.lows, low0 - slack, side="left")
+            b0 = np.searchsorted(self.highs, high0 + slack, side="right")
+            a1 = np.searchsorted(self.lows, low1 - slack, side="left")
+            b1 = np.searchsorted(self.highs, high1 + slack, side="right")
+            block = self.pair[a0:b0, a1:b1]
+            np.maximum(block, load, out=block)
+
+    def blocks(self, chain: list[int]) -> list[tuple[float, float, float, float]]:
+        """The windows of each block of ``chain``: ``(start low, start high, end low, end
+        high)``."""
+        stops = [0] + [j + 1 for j in chain] + [len(self.lows) - 1]
+        return [(float(self.lows[a]), float(self.highs[a]), float(self.lows[b]),
+                 float(self.highs[b])) for a, b in zip(stops[:-1], stops[1:])]
 
     def levels_used(self, chain: list[int]) -> dict[int, set[int]]:
         """Per interval of ``chain``, the levels of the two blocks it ends and starts."""
@@ -451,15 +617,16 @@ class _Program:
         reach = np.full(J2, -np.inf)
         reach[0] = 0.0
         choices = []
+        cost = np.where(self.pair > T, -np.inf, self.cost)  # no block lighter than T there
         for _ in range(1, self.K):
-            options = reach[:, None] + self.cost  # (j', j)
+            options = reach[:, None] + cost  # (j', j)
             choice = options.argmax(axis=0)
             best = options[choice, np.arange(J2)]
             reach = np.minimum(self.highs, best + T)
             reach[reach < self.lows] = -np.inf
             reach[0] = reach[-1] = -np.inf  # start and end are no cut
             choices.append(choice)
-        final = reach + self.cost[:, -1]
+        final = reach + cost[:, -1]
         if not np.isfinite(final).any() or final.max() + T < self.W:
             return None
         chain = [int(final.argmax())]
@@ -516,6 +683,7 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
         """The bracket of the least feasible T: infeasible at ``low``, feasible at ``high``
         (``high`` first tried as a guess: refining may have made it infeasible)."""
         relaxation = program()
+        relaxation.price(pairs)
         if high < upper and relaxation.chain(high) is None:
             low, high = high, upper
         while high - low > TOLERANCE * high:
@@ -532,14 +700,51 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
         return run[2] < 2 or (run[2] == 2 and (run[5] - run[4] > SPLIT_WIDTH * upper
                                                or not levels <= run[6]))
 
+    def price(block: tuple[float, float, float, float], T: float, seconds: float) -> None:
+        """Price the windows of a block of the chain at ``T`` (``seconds`` for CP-SAT); where
+        that forbids the block, its windows widened too, to forbid the blocks between its
+        neighbours (pairs)."""
+        nonlocal banned
+        start, end = block[:2], block[2:]
+        load, proven = windows.pair_load(start, end, deadline, upper, seconds)
+        pairs.append((*block, load))
+        priced[block] = (load, seconds, proven)
+        if load <= T:
+            return
+        banned += 1
+        for share in PAIR_WIDEN:
+            if time.perf_counter() > deadline:
+                break
+            m = share * upper
+            wide = (max(0.0, start[0] - m), min(W, start[1] + m),
+                    max(0.0, end[0] - m), min(W, end[1] + m))
+            load, _ = windows.pair_load(wide[:2], wide[2:], deadline, upper, PAIR_SECONDS)
+            pairs.append((*wide, load))
+            if load > T:
+                break
+
+    pairs: list[tuple[float, float, float, float, float]] = []
+    # Per block priced: (its least load, CP-SAT's seconds, whether that load is proven exact).
+    priced: dict[tuple[float, float, float, float], tuple[float, float, bool]] = {}
     low, high, relaxation = bisect(floor, upper)
-    rounds = halved = 0
+    rounds = halved = banned = 0
     while time.perf_counter() < deadline:
         chain = relaxation.chain(high)
         levels_used = relaxation.levels_used(chain or [])
         used = sorted({j for j in chain or () if refinable(runs[j], levels_used[j])},
                       reverse=True)
-        if not used:
+        # The blocks of the chain between elementary intervals or finer ones (not runs of
+        # several) and not priced; where none, those whose price CP-SAT's time cut short, with
+        # twice the time.
+        ends = [None, *(chain or []), None]  # runs; None: the chain's start or end
+        settled = [block for a, b, block in zip(ends[:-1], ends[1:],
+                                                relaxation.blocks(chain or []))
+                   if all(j is None or runs[j][2] > 0 for j in (a, b)) and PAIR_SECONDS > 0]
+        unpriced = [(block, PAIR_SECONDS) for block in settled if block not in priced]
+        if not used and not unpriced:
+            unpriced = [(block, 2 * priced[block][1]) for block in settled
+                        if not priced[block][2] and 2 * priced[block][1] <= PAIR_MOST_SECONDS]
+        if not used and not unpriced:
             break
         rounds += 1
         for j in used:  # from the right, so that splitting keeps the indices to the left
@@ -570,9 +775,14 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
                                           frozenset()]])
             if time.perf_counter() > deadline:
                 break
+        for block, seconds in unpriced:
+            if time.perf_counter() > deadline:
+                break
+            price(block, high, seconds)
         low, high, relaxation = bisect(low, high)
     stats.update(intervals=len(runs), elementary=len(points) - 1, levels=L, rounds=rounds,
-                 halved=halved,
+                 halved=halved, pairs=len(priced), pairs_banned=banned,
+                 pair_solves=windows.pair_solves,
                  max_flows=windows.max_flows, cp_solves=windows.cp_solves,
                  seconds=time.perf_counter() - started)
     # The max-flows work on costs rounded down; a relative safety covers float sums.

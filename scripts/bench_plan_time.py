@@ -6,9 +6,14 @@ configuration, the configurations are timed alternating (one call of each per ro
 
 - ``tvm.compile``: ``tvm.compile(mod, target="llvm")``, TVM's default for the CPU (legalized, not
   fused, constants not folded): the issue's baseline;
-- ``tvm.compile fused``: the same with TVM's CPU pipeline (``relax.backend.cpu_generic``: library
-  dispatch, legalize, fold constants, fuse, dataflow lowering, finalize), the passes tvm-place
-  runs, split between its ``prepare`` and each device's build (so a like-for-like build);
+- ``tvm.compile native``: the same for the CPU target tvm-place resolves ``"llvm"`` to (this
+  machine's ``mcpu``, as ``-march=native``): LLVM generates code for the CPU's own vector
+  instructions (AVX-512 on the development machine), which takes longer than for a generic
+  x86-64; the issue's baseline on tvm-place's target;
+- ``tvm.compile fused``: TVM's CPU pipeline (``relax.backend.cpu_generic``: library dispatch,
+  legalize, fold constants, fuse, dataflow lowering, finalize), the passes tvm-place runs, split
+  between its ``prepare`` and each device's build, for tvm-place's CPU target (so a like-for-like
+  build);
 - ``tvm.compile cuda``: TVM's CUDA pipeline for the CUDA target tvm-place uses, the like-for-like
   build of a placement that puts everything on the GPU;
 - ``llvm``, ``llvm+llvm``: ``tvm_place.compile(mod, targets)`` with its defaults (latency,
@@ -92,6 +97,7 @@ class Cache:
 
 #: TVM's own builds of the module: label and what each tvm-place configuration compares with.
 BASELINE = "tvm.compile"
+NATIVE = "tvm.compile native"
 FUSED = "tvm.compile fused"
 CUDA = "tvm.compile cuda"
 REFERENCE = {"llvm": FUSED, "llvm+llvm": FUSED, "llvm+cuda warm": CUDA, "llvm+cuda cold": CUDA}
@@ -101,10 +107,11 @@ def configurations(mod, warm_dir: str) -> dict:
     """``{label: call}``: each call compiles ``mod`` once and returns what it made.
 
     ``tvm.compile``: TVM's default for ``target="llvm"`` (``relax.get_pipeline("default")``:
-    legalized, not fused, no constant folding), the issue's baseline; ``tvm.compile fused``: TVM's
-    CPU pipeline (``relax.get_default_pipeline``: constants folded and operators fused), what
-    tvm-place builds for CPU devices; ``tvm.compile cuda``: TVM's CUDA pipeline (fused, dlight
-    schedules) for the CUDA target tvm-place resolves ``"cuda"`` to."""
+    legalized, not fused, no constant folding), the issue's baseline; ``tvm.compile native``: the
+    same for the CPU target tvm-place resolves ``"llvm"`` to; ``tvm.compile fused``: TVM's CPU
+    pipeline (``relax.get_default_pipeline``: constants folded and operators fused) for that
+    target, what tvm-place builds for CPU devices; ``tvm.compile cuda``: TVM's CUDA pipeline
+    (fused, dlight schedules) for the CUDA target tvm-place resolves ``"cuda"`` to."""
     import tvm
     from tvm import relax
 
@@ -117,11 +124,11 @@ def configurations(mod, warm_dir: str) -> dict:
                 return tvm_place.compile(mod, targets)
         return call
 
-    llvm = tvm.target.Target("llvm")
-    cuda = resolve_targets(["cuda"])[0].target
+    native, cuda = (device.target for device in resolve_targets(["llvm", "cuda"]))
     calls = {
         BASELINE: lambda: tvm.compile(mod, target="llvm"),
-        FUSED: lambda: tvm.compile(mod, target=llvm, relax_pipeline=relax.get_default_pipeline(llvm)),
+        NATIVE: lambda: tvm.compile(mod, target=native),
+        FUSED: lambda: tvm.compile(mod, target=native, relax_pipeline=relax.get_default_pipeline(native)),
         CUDA: lambda: tvm.compile(mod, target=cuda),
     }
     calls.update({label: placed(targets, cold) for label, targets, cold in PLACED})

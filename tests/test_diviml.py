@@ -222,6 +222,62 @@ def test_split_dp_is_exact_on_a_chain():
     assert placement.lower_bound == pytest.approx(placement.value, rel=RELATIVE)
 
 
+def _repeated_chain(blocks: int, seed: int = 0) -> PlacementProblem:
+    """:func:`_residual_chain` with every block priced alike on two identical devices (the
+    layers of a model on two CPUs)."""
+    problem = _residual_chain(blocks, num_devices=2, seed=seed)
+    block = np.random.default_rng(seed).uniform(0.5, 2.0, size=(3, 1))
+    problem.compute_time = np.vstack([[[1.0, 1.0]], np.tile(block, (blocks, 2))])
+    problem.transfer_time = np.full((problem.num_ops, 2), 0.4)
+    return problem
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_split_solves_a_repeated_module_once(seed, monkeypatch):
+    """Sequential split: modules whose programs are the same (a repeated layer, the same boundary
+    device, the same hint) are solved once, and the placement is the one solving each gives."""
+    problem = _repeated_chain(8, seed=seed)
+    solves = []
+    milp = diviml.latency_milp
+
+    def counted(*args, **kwargs):
+        solves.append(args[1].ops)
+        return milp(*args, **kwargs)
+
+    monkeypatch.setattr(diviml, "latency_milp", counted)
+    reused = diviml_split.solve(problem, "latency", 30.0, module_ops=3)
+    assert reused.stats["modules"] == 8 and reused.stats["modules_reused"] >= 5
+    assert len(solves) == 8 - reused.stats["modules_reused"]
+    monkeypatch.setattr(diviml_split, "_module_key", lambda *args: None)
+    each = diviml_split.solve(problem, "latency", 30.0, module_ops=3)
+    assert each.stats["modules_reused"] == 0 and len(solves) == 8 - reused.stats["modules_reused"] + 8
+    _check_placement(problem, reused, "latency")
+    assert reused.value == each.value
+    assert reused.device_of.tolist() == each.device_of.tolist()
+    assert reused.order.tolist() == each.order.tolist()
+
+
+def test_small_module_programs_stop_at_their_proof():
+    """GPT-2 small on two CPUs (a problem saved from a compile, calibrated CPU costs): every
+    27-operator module program is optimal from its hint; with two interleaved CP-SAT workers each
+    ran to its 2 s limit (split 4 s with the repeats reused, 8 s without), one worker stops at the
+    proof (0.2 s)."""
+    problem = load_problem(Path(__file__).parent / "problems" / "gpt2-small-calibrated-two-cpus.json")
+    started = time.perf_counter()
+    placement = diviml_split.solve(problem, "latency", 60.0)
+    assert time.perf_counter() - started < allowed_seconds(0.5)
+    _check_placement(problem, placement, "latency")
+    assert placement.stats["modules"] == 8
+
+
+def test_split_solves_modules_that_differ_each():
+    """Blocks priced differently make different programs: nothing is reused."""
+    problem = _residual_chain(8, num_devices=2)
+    placement = diviml_split.solve(problem, "latency", 30.0, module_ops=3)
+    _check_placement(problem, placement, "latency")
+    assert placement.stats["modules"] == 8 and placement.stats["modules_reused"] == 0
+
+
 @pytest.mark.parametrize("objective", ["latency", "throughput"])
 def test_split_with_binding_memory(objective):
     problem = _residual_chain(12, memory_frac=0.3)

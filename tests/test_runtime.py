@@ -529,6 +529,26 @@ def test_ray_killed_and_frozen_workers_are_reported_not_hung(bert, ray_session):
         placed.close()
 
 
+
+def test_ray_worker_leaves_an_input_makers_death_to_that_worker():
+    """A call waiting on an input of an actor that died fails with that actor's ActorDiedError
+    wrapped in a RayTaskError without a pid (Ray 2.60, checked with two actors): it is the other
+    worker's to report, or a kill of cpu:1 was reported as a stage error on cpu:0 whenever cpu:0's
+    result was read first (seen once in a run of the test above beside other tests)."""
+    exceptions = pytest.importorskip("ray").exceptions
+    from tvm_place.runtime.ray_engine import RayWorker
+
+    handle = types.SimpleNamespace(_actor_id=types.SimpleNamespace(hex=lambda: "aa"))
+    worker = RayWorker(handle, "cpu:0's actor", {"pid": 11})
+    other, own = exceptions.ActorDiedError(), exceptions.ActorDiedError()
+    other.actor_id, own.actor_id = "bb", "aa"  # what Ray sets from the dead actor's context
+    waited = exceptions.RayTaskError("call", "", other).as_instanceof_cause()
+    assert worker.propagated(other) and worker.propagated(waited)
+    assert not worker.propagated(own)
+    raised_elsewhere = exceptions.RayTaskError("call", "", ValueError("x"), pid=12)
+    assert worker.propagated(raised_elsewhere)
+    assert not worker.propagated(exceptions.RayTaskError("call", "", ValueError("x"), pid=11))
+
 @pytest.mark.xdist_group("ray")
 def test_tuple_outputs_stream_on_ray(tuple_model, ray_session):
     placed, xs, expected = tuple_model

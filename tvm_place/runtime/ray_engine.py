@@ -244,6 +244,7 @@ class RayWorker(Worker):
     def __init__(self, actor, label: str, info: dict):
         super().__init__(label)
         self.actor = actor
+        self.actor_id = actor._actor_id.hex()  # as Ray's actor errors name it
         self.info = info
         self._sent: set[str] = set()  # modules whose library the actor has
 
@@ -314,7 +315,13 @@ class RayWorker(Worker):
             raise RuntimeError(_last_line(cause)) from None  # the stage's own error, in one line
 
     def propagated(self, error):
+        """Whether ``error`` is another actor's, passed on to this call through an input: a
+        stage's error raised in another actor's process, or the death of the actor that was to
+        make an input (Ray fails the waiting call with that actor's ``ActorDiedError``, wrapped
+        in a ``RayTaskError`` without a pid)."""
         ray = import_ray()
+        if isinstance(error, ray.exceptions.RayActorError):
+            return getattr(error, "actor_id", None) not in (None, self.actor_id)
         return (isinstance(error, ray.exceptions.RayTaskError)
                 and getattr(error, "pid", None) not in (None, self.info["pid"]))
 

@@ -7,7 +7,6 @@ the costs alone, so no solver's own arithmetic is trusted. Cost rules: :mod:`tvm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -383,17 +382,6 @@ def stage_costs(problem: PlacementProblem, device_of: np.ndarray, order: np.ndar
     return stage, stage_device, busy, needs
 
 
-def stream_members(replicas, devices: Sequence[int]) -> dict[int, tuple[int, int, int]]:
-    """``{physical device: (logical device, position, group size)}`` for the devices that run
-    stages (``devices``) and the members of their replica groups."""
-    members = {int(d): (int(d), 0, 1) for d in devices}
-    for group in replicas:
-        if int(group[0]) in members:
-            for position, member in enumerate(group):
-                members[int(member)] = (int(group[0]), position, len(group))
-    return members
-
-
 def stream_interval(problem: PlacementProblem, placement: Placement | np.ndarray, depth: int,
                     inputs: int | None = None, order: np.ndarray | None = None) -> float:
     """Seconds per input in steady state of a stream with at most ``depth`` inputs in flight,
@@ -420,7 +408,7 @@ def stream_interval(problem: PlacementProblem, placement: Placement | np.ndarray
         return 0.0
     _, stage_device, busy, needs = stage_costs(problem, device_of, order)
     total = inputs if inputs is not None else 8 * depth + 8
-    members = stream_members(replicas, sorted(set(stage_device.tolist())))
+    members = schedule.stream_members(replicas, sorted(set(stage_device.tolist())))
     stream = schedule.Stream(stage_device, busy, needs, depth, total, members)
     return stream.interval()
 

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Stream", "device_sequences", "execution_order", "stage_of"]
+__all__ = ["Stream", "device_sequences", "execution_order", "stage_of", "stream_members"]
 
 
 def execution_order(num_ops: int, edges: np.ndarray, order: Sequence[int] | None = None) -> np.ndarray:
@@ -97,6 +97,18 @@ def stage_of(device_of: np.ndarray, edges: np.ndarray, order: np.ndarray) -> np.
         if sends[u]:
             open_stage[d] = -1
     return stage
+
+
+def stream_members(replicas, devices: Sequence[int]) -> dict[int, tuple[int, int, int]]:
+    """``{physical device: (logical device, position, group size)}`` for the devices that run
+    stages (``devices``) and the members of their replica groups (member ``position`` of a
+    group of ``size`` takes the inputs ``k`` with ``k % size == position``)."""
+    members = {int(d): (int(d), 0, 1) for d in devices}
+    for group in replicas:
+        if int(group[0]) in members:
+            for position, member in enumerate(group):
+                members[int(member)] = (int(group[0]), position, len(group))
+    return members
 
 
 class Stream:

@@ -135,12 +135,7 @@ class Program:
             for name, position in last_use.items():
                 self.steps[position].frees.append(name)
         #: Per physical device: ``(logical device, member position, group size)``.
-        self.members: dict[int, tuple[int, int, int]] = {d: (d, 0, 1) for d in self.sequence}
-        for group in replicas:
-            first = int(group[0])
-            if first in self.sequence:
-                for position, member in enumerate(group):
-                    self.members[int(member)] = (first, position, len(group))
+        self.members = schedule.stream_members(self.replicas, self.sequence)
 
     def stream(self, depth: int) -> schedule.Stream:
         """The order of an endless stream's calls on each physical device (the one stream rule,

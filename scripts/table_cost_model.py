@@ -458,12 +458,14 @@ def _geo_mean(values) -> float:
 
 def learned_section(records: list[dict], regrets: list[dict]) -> tuple[str, dict]:
     """The learned model's errors on the held-out models and every model's placement regret."""
-    from train_cost_model import DATASET  # its held-out models are this table's test models
+    from train_cost_model import dataset_path, this_cpu  # its held-out models are this table's
+
+    dataset_file = dataset_path(this_cpu())
 
     test = [r for r in records if r["role"] == "test"]
     if not test:
         return "(no held-out model in this run: no learned-model rows)", {}
-    dataset = json.loads(DATASET.read_text()) if DATASET.exists() else {"records": []}
+    dataset = json.loads(dataset_file.read_text()) if dataset_file.exists() else {"records": []}
     trained = {tuple(r["features"]) for r in dataset["records"] if r["role"] == "train"}
     models = list(dict.fromkeys(r["model"] for r in test))
     hardware = list(dict.fromkeys(r["hardware"] for r in regrets))

@@ -81,12 +81,16 @@ def test_features_tell_a_strided_weight_read_from_one_in_place():
     assert np.array_equal(strided[others], in_place[others])  # nothing else tells them apart
 
 
-def test_shipped_model_loads_and_predicts_positive_times(tiny, models_here):
+def test_some_model_is_shipped():
     assert SHIPPED, "no learned model shipped in tvm_place/cost/learned/"
-    data = _model()
+
+
+@pytest.mark.parametrize("shipped", SHIPPED, ids=lambda path: path.stem)
+def test_shipped_model_loads_and_predicts_positive_times(shipped, tiny, models_here):
+    data = _model(shipped)
     assert data["features"] == list(FEATURES)
     target = tvm.target.Target(data["target"])
-    assert SHIPPED[0].stem == model_name(target)
+    assert shipped.stem == model_name(target)
     device = _device({"kind": "llvm", "mcpu": str(target.attrs["mcpu"])})
     learned = LearnedCostModel(directory=models_here)
     assert learned.has_model(device)
@@ -95,24 +99,32 @@ def test_shipped_model_loads_and_predicts_positive_times(tiny, models_here):
         assert source == "learned" and 0 < seconds < 10 and np.isfinite(seconds)
 
 
-def test_tree_evaluator_reproduces_xgboost():
+def _dataset(shipped) -> dict:
+    """The dataset the shipped model ``shipped`` was fitted on (one per CPU)."""
+    return json.loads(train_cost_model.dataset_path(shipped.stem).read_text())
+
+
+@pytest.mark.parametrize("shipped", SHIPPED, ids=lambda path: path.stem)
+def test_tree_evaluator_reproduces_xgboost(shipped):
     """The package's evaluator gives the trained booster's predictions (saved by the trainer)."""
-    dataset = json.loads(train_cost_model.DATASET.read_text())
+    dataset = _dataset(shipped)
+    assert model_name(tvm.target.Target(json.loads(dataset["target"]))) == shipped.stem
     rows = np.array([r["features"] for r in dataset["records"]])
-    ours = BoostedTrees.load(SHIPPED[0]).predict(rows)
+    ours = BoostedTrees.load(shipped).predict(rows)
     theirs = np.array([r["xgboost_log_seconds"] for r in dataset["records"]])
     assert np.allclose(ours, theirs, atol=1e-4)
 
 
-def test_held_out_models_never_trained_on():
-    dataset = json.loads(train_cost_model.DATASET.read_text())
+@pytest.mark.parametrize("shipped", SHIPPED, ids=lambda path: path.stem)
+def test_held_out_models_never_trained_on(shipped):
+    dataset = _dataset(shipped)
     architecture = lambda label: label.split("[")[0]  # noqa: E731
     held_out = {architecture(m) for m in dataset["held_out"]}
     held_out |= {r for name in list(held_out) for r in train_cost_model.RELATIVES.get(name, ())}
     assert held_out >= {name for name, _, role in table_cost_model.FULL if role == "test"}
     trained = {architecture(r["model"]) for r in dataset["records"] if r["role"] == "train"}
     assert trained and not trained & held_out
-    assert not {architecture(m) for m in _model()["training"]["models"]} & held_out
+    assert not {architecture(m) for m in _model(shipped)["training"]["models"]} & held_out
     assert {r["model"] for r in dataset["records"] if r["role"] == "held-out"} == \
         set(dataset["held_out"])
 
@@ -178,7 +190,7 @@ def test_trees_follow_xgboost_rule():
 def test_cross_validation_reads_training_records_only(tmp_path, capsys):
     """``cv`` leaves each architecture out in turn and never reads a held-out record."""
     pytest.importorskip("xgboost")
-    dataset = json.loads(train_cost_model.DATASET.read_text())
+    dataset = _dataset(SHIPPED[0])
     small = {"resnet18", "vgg16", "two-tower"}
     dataset["records"] = [r for r in dataset["records"] if r["role"] == "held-out"
                           or train_cost_model.architecture(r["model"]) in small]

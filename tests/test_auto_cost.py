@@ -90,13 +90,22 @@ def test_a_device_the_user_gave_a_profile_is_priced_by_it(tiny, tmp_path, models
     assert np.array_equal(placed.problem.compute_time[:, 1], described.problem.compute_time[:, 0])
 
 
+@pytest.fixture
+def no_models(tmp_path):
+    """A folder of learned models with none in it: no CPU has a model to adapt, so ``auto``
+    calibrates where it would adapt one."""
+    folder = tmp_path / "no-learned-models"
+    folder.mkdir()
+    return folder
+
+
 def test_auto_prices_a_cpu_without_a_learned_model_by_its_cached_calibration(tiny, tmp_path,
-                                                                             models_here):
+                                                                             no_models):
     (device,) = resolve_targets([OTHER_CPU])
     calibrated = CalibratedCostModel(cache_dir=tmp_path)
     Calibration("llvm", _calibrated_profile(7.0), [], [], 1.0).write(calibrated.profile_path(device))
     for targets in ([OTHER_CPU], [OTHER_CPU, OTHER_CPU]):
-        model = AutoCostModel(cache_dir=tmp_path, time_limit=5, learned_dir=models_here)
+        model = AutoCostModel(cache_dir=tmp_path, time_limit=5, learned_dir=no_models)
         placed = tvm_place.place(tiny, targets, cost_model=model, time_limit=5)
         assert _sources(placed) == [{"calibrated (cached)"}] * len(targets)
         assert model.calibrated.calibrations == 0
@@ -104,12 +113,12 @@ def test_auto_prices_a_cpu_without_a_learned_model_by_its_cached_calibration(tin
         assert not np.allclose(placed.problem.compute_time, as_written.problem.compute_time)
     # without a cached profile (another cache) the one-device placement is priced as written
     alone = tvm_place.place(tiny, [OTHER_CPU], time_limit=5, cost_model=AutoCostModel(
-        cache_dir=tmp_path / "empty", learned_dir=models_here))
+        cache_dir=tmp_path / "empty", learned_dir=no_models))
     assert _sources(alone) == [{"analytical"}]
 
 
 def test_auto_calibrates_on_first_use_for_several_devices_within_its_budget(
-        tiny, tmp_path, models_here, monkeypatch):
+        tiny, tmp_path, no_models, monkeypatch):
     asked = []
 
     def quick_calibration(device, time_limit, progress=None):
@@ -120,7 +129,7 @@ def test_auto_calibrates_on_first_use_for_several_devices_within_its_budget(
 
     monkeypatch.setattr(calibrate_module, "calibrate", quick_calibration)
     # one device: its placement is the only one whatever the costs, so nothing is calibrated
-    model = AutoCostModel(cache_dir=tmp_path, time_limit=60, learned_dir=models_here)
+    model = AutoCostModel(cache_dir=tmp_path, time_limit=60, learned_dir=no_models)
     one = tvm_place.place(tiny, [OTHER_CPU], cost_model=model, time_limit=60)
     assert asked == [] and _sources(one) == [{"analytical"}]
     # nor a given placement, which is priced, not chosen
@@ -129,31 +138,31 @@ def test_auto_calibrates_on_first_use_for_several_devices_within_its_budget(
                             time_limit=60)  # cost_model="auto", the default
     assert asked == [] and _sources(given) == [{"analytical"}] * 2
     # a time limit of 0 calibrates nothing either
-    model = AutoCostModel(cache_dir=tmp_path, time_limit=0, learned_dir=models_here)
+    model = AutoCostModel(cache_dir=tmp_path, time_limit=0, learned_dir=no_models)
     none = tvm_place.place(tiny, [OTHER_CPU, OTHER_CPU], cost_model=model, time_limit=5)
     assert asked == [] and _sources(none) == [{"analytical"}] * 2
     # two devices of one CPU: one calibration, within min(CALIBRATION_SECONDS, time limit),
     # with progress; the next compile reads the cache
     messages = []
-    model = AutoCostModel(cache_dir=tmp_path, time_limit=3, learned_dir=models_here)
+    model = AutoCostModel(cache_dir=tmp_path, time_limit=3, learned_dir=no_models)
     two = tvm_place.place(tiny, [OTHER_CPU, OTHER_CPU], cost_model=model, time_limit=3,
                           progress=lambda message, fraction=None: messages.append(message))
     assert asked == [min(CALIBRATION_SECONDS, 3)] and _sources(two) == [{"calibrated"}] * 2
     assert "calibrating cpu:0: a test's benchmark" in messages
     assert "costing cpu:0 with the calibrated model" in messages
-    model = AutoCostModel(cache_dir=tmp_path, time_limit=60, learned_dir=models_here)
+    model = AutoCostModel(cache_dir=tmp_path, time_limit=60, learned_dir=no_models)
     again = tvm_place.place(tiny, [OTHER_CPU, OTHER_CPU], cost_model=model, time_limit=60)
     assert len(asked) == 1 and _sources(again) == [{"calibrated (cached)"}] * 2
     assert np.array_equal(again.problem.compute_time, two.problem.compute_time)
 
 
 def test_a_failed_calibration_prices_the_device_as_written_with_a_warning(
-        tiny, tmp_path, models_here, monkeypatch):
+        tiny, tmp_path, no_models, monkeypatch):
     def failing(device, time_limit, progress=None):
         raise TvmPlaceError(f"cannot calibrate llvm: the benchmark failed on {device.name}")
 
     monkeypatch.setattr(calibrate_module, "calibrate", failing)
-    model = AutoCostModel(cache_dir=tmp_path, time_limit=60, learned_dir=models_here)
+    model = AutoCostModel(cache_dir=tmp_path, time_limit=60, learned_dir=no_models)
     with pytest.warns(CalibrationFailedWarning) as caught:
         placed = tvm_place.place(tiny, [OTHER_CPU, OTHER_CPU], cost_model=model, time_limit=5)
     assert _sources(placed) == [{"analytical"}] * 2

@@ -1,4 +1,5 @@
-"""Cost models: per-target operator time (analytical roofline, calibrated, learned, measured,
+"""Cost models: per-target operator time (analytical roofline, calibrated, learned, learned
+and adapted to another CPU, measured,
 a saved snapshot, and the default: the best of them available per device),
 link transfer time, and the correction of costs by what a run measured.
 
@@ -9,6 +10,7 @@ correction) does not pay for importing TVM.
 from ..lazy import lazy_getattr
 
 _LAZY = {
+    "AdaptedCostModel": "adapted",
     "AnalyticalCostModel": "analytical",
     "AutoCostModel": "auto",
     "CalibratedCostModel": "calibrate",

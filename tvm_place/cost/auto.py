@@ -8,16 +8,25 @@ the user gave, by name or in a device file, is described by it: the last):
    the thread count it was trained at: :meth:`~tvm_place.cost.learned.LearnedCostModel.trees_for`).
    On the development machine's CPU it was the most accurate (docs/benchmarks.md, table 4:
    held-out whole-model time within 1.10x of measured, against 1.99x for the profile as written).
-2. **calibrated** (:class:`~tvm_place.cost.calibrate.CalibratedCostModel`): a device present on
+2. **learned, adapted** (:class:`~tvm_place.cost.adapted.AdaptedCostModel`): a device present
+   on this machine without a model of its own but with one of another device of its kind (a
+   CPU the package has no model for), priced by that model scaled by a factor measured on
+   reference kernels here (emulated other CPUs: whole-model error 1.14x and 1.20x, against 1.40x
+   and 1.64x for the calibrated roofline; the module's docstring).
+3. **calibrated** (:class:`~tvm_place.cost.calibrate.CalibratedCostModel`): a device present on
    this machine, priced by its profile fitted to micro-benchmarks (held-out MAPE 130% against
-   258% for the profile as written, same table). A profile cached by an earlier calibration is
-   used as is; without one, a placement over several devices calibrates the device on its first
-   use, within :data:`CALIBRATION_SECONDS` and the solve's time limit (the fit's three essential
-   benchmarks run whatever the limit: about 2.5 s on the development machine's CPU), with
-   progress reported, and caches the profile for later compiles (``tvm-place calibrate`` runs
-   the whole set and replaces it). A one-device placement has one answer whatever the costs, and
-   a given placement is priced, not chosen, so neither calibrates: costs only fill the report.
-3. **analytical** (:class:`~tvm_place.cost.analytical.AnalyticalCostModel`): the device's profile
+   258% for the profile as written, same table).
+
+An adaptation or a profile cached by an earlier compile is used as is (an adaptation first);
+without one, a placement over several devices adapts the device on its first use where a
+model of its kind exists, else calibrates it, within :data:`CALIBRATION_SECONDS` and the solve's
+time limit (at least the adaptation's :data:`~tvm_place.cost.adapted.MIN_KERNELS` kernels, or
+the fit's three essential benchmarks, run whatever the limit), with progress reported, and
+caches the result for later compiles (``tvm-place calibrate`` runs the whole set of benchmarks
+and replaces the profile). A one-device placement has one answer whatever the costs, and a given
+placement is priced, not chosen, so neither measures anything: costs only fill the report.
+
+4. **analytical** (:class:`~tvm_place.cost.analytical.AnalyticalCostModel`): the device's profile
    as written, for a device this machine lacks (a GPU on a CPU-only host), a described device
    (``profiles=[None, "server-cpu"]``: the user says what it is, whatever this machine has), or
    where a calibration failed (with a :class:`CalibrationFailedWarning`).
@@ -25,7 +34,8 @@ the user gave, by name or in a device file, is described by it: the last):
 The measured model is never chosen: it compiles and times every kernel (most of ResNet-50's
 first placement), so it is for when a user asks. Tuned kernels keep their tuning database's
 times (:class:`~tvm_place.cost.tuned.TunedCostModel` wraps this model). Every cost's source is
-the chosen model's (``learned``, ``calibrated``, ``calibrated (cached)``, ``analytical``), so the
+the chosen model's (``learned``, ``learned (adapted from llvm-znver5)``, ``calibrated``,
+``calibrated (cached)``, ``analytical``), so the
 report says per device which model priced it. Choosing costs a file lookup per device.
 """
 
@@ -37,6 +47,7 @@ from typing import Sequence
 
 from ..errors import TvmPlaceError
 from ..graph import OpNode
+from .adapted import AdaptedCostModel
 from .analytical import AnalyticalCostModel
 from .calibrate import CalibratedCostModel, cache_key, is_present
 from .learned import LearnedCostModel
@@ -48,7 +59,8 @@ CALIBRATION_SECONDS = 10.0
 
 
 class CalibrationFailedWarning(UserWarning):
-    """A device could not be calibrated on its first use: it is priced by its profile as written."""
+    """A device could not be adapted to or calibrated on its first use: it is priced by its
+    profile as written."""
 
 
 class AutoCostModel:
@@ -65,6 +77,7 @@ class AutoCostModel:
                  learned_dir: Path | str | None = None):
         self.calibration_seconds = min(CALIBRATION_SECONDS, float(time_limit))
         self.learned = LearnedCostModel(learned_dir)
+        self.adapted = AdaptedCostModel(cache_dir, self.calibration_seconds, learned_dir)
         self.calibrated = CalibratedCostModel(cache_dir, self.calibration_seconds)
         self.analytical = AnalyticalCostModel()
         self._chosen: dict[tuple, object] = {}  # (device name, target, profile) -> model
@@ -82,26 +95,36 @@ class AutoCostModel:
         key = (device.name, str(device.target), device.profile.name)
         if key in self._chosen:
             return self._chosen[key]
+        may_measure = may_calibrate and self.calibration_seconds > 0 and is_present(device) \
+            and cache_key(device) not in self._failed
         if device.described:
             model = self.analytical
         elif self.learned.has_model(device):
             model = self.learned
+        elif is_present(device) and self.adapted.has_adaptation(device):
+            model = self.adapted
+        elif may_measure and self.adapted.can_adapt(device):
+            model = self._measured(device, self.adapted.adapt, self.adapted, progress)
         elif self.calibrated.has_profile(device):
             model = self.calibrated
-        elif may_calibrate and self.calibration_seconds > 0 and is_present(device) \
-                and cache_key(device) not in self._failed:
-            try:
-                self.calibrated.profile(device, progress)
-                model = self.calibrated
-            except TvmPlaceError as err:  # e.g. a benchmark TVM cannot build for this device
-                self._failed.add(cache_key(device))  # its twin devices are not tried again
-                warnings.warn(f"{err}; {device.name} is priced by its profile as written "
-                              f"({device.profile.name})", CalibrationFailedWarning, stacklevel=4)
-                model = self.analytical
+        elif may_measure:
+            model = self._measured(device, self.calibrated.profile, self.calibrated, progress)
         else:
             model = self.analytical
         self._chosen[key] = model
         return model
+
+    def _measured(self, device, measure, model, progress):
+        """``model`` once ``measure(device, progress)`` has adapted or calibrated ``device``;
+        the analytical model, with a warning, where that failed."""
+        try:
+            measure(device, progress)
+            return model
+        except TvmPlaceError as err:  # e.g. a kernel TVM cannot build for this device
+            self._failed.add(cache_key(device))  # its twin devices are not tried again
+            warnings.warn(f"{err}; {device.name} is priced by its profile as written "
+                          f"({device.profile.name})", CalibrationFailedWarning, stacklevel=5)
+            return self.analytical
 
     def chosen(self, device):
         """The model that prices ``device`` (chosen without calibrating, if not chosen yet)."""

@@ -286,8 +286,12 @@ class BoostedTrees:
 
 @functools.lru_cache(maxsize=8)
 def _load(path: str, modified_ns: int) -> BoostedTrees:
-    """A model file read and checked once per process (and again once it changes)."""
     return BoostedTrees.load(path)
+
+
+def load_model(path: Path) -> BoostedTrees:
+    """The model file ``path``, read and checked once per process (and again once it changes)."""
+    return _load(str(path.resolve()), path.stat().st_mtime_ns)
 
 
 def model_name(target) -> str:
@@ -323,7 +327,7 @@ class LearnedCostModel:
         stem = model_name(target)
         if stem not in self._models:
             path = self.directory / f"{stem}.json"
-            trees = _load(str(path.resolve()), path.stat().st_mtime_ns) if path.is_file() else None
+            trees = load_model(path) if path.is_file() else None
             if trees is not None and target.kind.name in ("llvm", "c") \
                     and trees.data.get("threads", cpu_threads()) != cpu_threads():
                 trees = None

@@ -16,10 +16,10 @@ AMD Zen 5 machine (session 13, docs/benchmarks.md), other CPUs emulated by compi
 real-size held-out models (whole-model time, geometric mean of the error):
 
 - ``-mcpu=x86-64`` (no AVX): raw 1.80x, scaled by these kernels 1.20x, calibrated roofline 1.64x;
-- ``-mcpu=haswell`` (AVX2): raw 1.14x, calibrated roofline 1.40x;
-- one-operator micro-benchmarks as the reference instead: 2.04x and 2.94x (a matmul of two
-  inputs is not a kernel the models were trained on: it was off by 6.8x on its own), and a
-  factor per operator class was no better than one factor (1.20x).
+- ``-mcpu=haswell`` (AVX2): raw 1.14x, scaled by these kernels 1.13x, calibrated roofline 1.39x;
+- the calibration's one-operator micro-benchmarks as the reference instead: 2.94x and 1.89x (a
+  matmul of two inputs is not a kernel the models were trained on: off by 6.8x on its own), and
+  a factor per operator class was no better than one factor (1.20x and 1.13x).
 
 And the Zen 4 model on the Zen 5 machine (both trained on the same small sizes): 1.14x on the
 held-out models, against 1.13x for Zen 5's own. Between CPUs this far apart the kernels' relative

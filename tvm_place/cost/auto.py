@@ -6,12 +6,13 @@ the user gave, by name or in a device file, is described by it: the last):
 1. **learned** (:class:`~tvm_place.cost.learned.LearnedCostModel`): a model trained for the
    device's target, by the learned model's own match rule (target kind and CPU, and for a CPU
    the thread count it was trained at: :meth:`~tvm_place.cost.learned.LearnedCostModel.trees_for`).
-   On the development machine's CPU it was the most accurate (docs/benchmarks.md, table 4:
-   held-out whole-model time within 1.10x of measured, against 1.99x for the profile as written).
+   On the development machine's CPU (AMD Zen 5) it was the most accurate: six real-size models
+   predicted at 0.93x to 1.08x of their measured whole-model time, against 0.50x to 1.12x for
+   the calibrated profile (docs/benchmarks.md, "Cost models on AMD Zen 5").
 2. **learned, adapted** (:class:`~tvm_place.cost.adapted.AdaptedCostModel`): a device present
    on this machine without a model of its own but with one of another device of its kind (a
    CPU the package has no model for), priced by that model scaled by a factor measured on
-   reference kernels here (emulated other CPUs: whole-model error 1.14x and 1.20x, against 1.40x
+   reference kernels here (emulated other CPUs: whole-model error 1.13x and 1.20x, against 1.39x
    and 1.64x for the calibrated roofline; the module's docstring).
 3. **calibrated** (:class:`~tvm_place.cost.calibrate.CalibratedCostModel`): a device present on
    this machine, priced by its profile fitted to micro-benchmarks (held-out MAPE 130% against

@@ -320,10 +320,22 @@ def test_without_an_address_a_ray_of_its_own_is_started(monkeypatch):
     # Whether the warning about authentication fires depends on the real Ray this worker may
     # already have imported (its token state); that has its own test below.
     monkeypatch.setattr(ray_engine, "_warn_unauthenticated", lambda address: None)
-    assert ray_engine.ensure_ray() is fake_ray
+    masks = []
+    fake_ray.init = lambda **kw: (calls.append(kw), masks.append(sorted(os.sched_getaffinity(0))))
+    # As after a kernel ran: TVM narrowed this thread to one core.
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, process_cores()[:1])
+    try:
+        assert ray_engine.ensure_ray() is fake_ray
+        assert os.sched_getaffinity(0) == set(process_cores()[:1])  # put back
+    finally:
+        os.sched_setaffinity(0, mask)
     (options,) = calls
     assert options["address"] == "local"  # Ray: start a new local instance, ignore others
     assert options["num_cpus"] == len(process_cores())
+    # Ray's threads and processes inherit the mask: every core (all on core 0 before, beside
+    # the cpu:0 device's actor).
+    assert masks == [process_cores()]
 
 
 def two_outputs():
@@ -824,6 +836,30 @@ def test_the_threads_engine_runs_each_cpu_device_on_its_own_cores(bert):
         (first,), (second,) = seen[0], seen[1]
         assert not set(first) & set(second) and sorted(first + second) == process_cores()
     finally:
+        placed.close()
+
+
+@needs_two_cores
+def test_the_executors_device_threads_start_on_every_core(bert):
+    """Driving Ray actors, they inherited the one core TVM narrowed the caller to once it ran a
+    kernel, and took it from the device computing there; a worker of this process pins its
+    thread to its device's cores afterwards (the test above)."""
+    model, placed, stream, expected = bert
+    placed.attach_workers("threads", calibrate=False)
+    mask = os.sched_getaffinity(0)
+    try:
+        seen: dict[int, list] = {}
+        for device, worker in placed.workers.items():
+            def recorded(call, submit=worker.submit, device=device):
+                seen.setdefault(device, []).append(sorted(os.sched_getaffinity(0)))
+                return submit(call)
+            worker.submit = recorded
+        os.sched_setaffinity(0, process_cores()[:1])
+        assert_same(placed.run_stream(stream[:1]), expected[:1])
+        assert sorted(seen) == [0, 1]
+        assert all(masks[0] == process_cores() for masks in seen.values())  # before binding
+    finally:
+        os.sched_setaffinity(0, mask)
         placed.close()
 
 

@@ -23,10 +23,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..cores import process_cores
+from ..cores import all_cores, process_cores
 from .errors import WorkerError
-from .workers import (ShapeValues, StageCall, Worker, bind_kernel_threads, in_place_tensor, run_stage,
-                      stage_functions, to_numpy)
+from .workers import (ShapeValues, StageCall, Worker, bind_kernel_threads, in_place_tensor,
+                      run_stage, stage_functions, to_numpy)
 
 RAY_MISSING = (
     "workers='ray' needs Ray, which is not installed: pip install 'tvm-place[ray]' "
@@ -63,18 +63,23 @@ def ensure_ray(address: str | None = None):
     options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                    logging_level=logging.WARNING, configure_logging=True)
     try:
-        if address is None:
-            # Ray starts its workers at nice 15 by default: a stage actor then gets a few percent
-            # of a core beside any ordinary process (the driver, a compile, a test runner), so a
-            # run measured nothing like the schedule it was priced by, and an actor could take
-            # minutes to import TVM. Stage actors do the model's work: they run at our priority.
-            # address="local": Ray's default joins the cluster a ``ray start`` (or another
-            # process's ray.cluster_utils.Cluster) last recorded in /tmp/ray, and then refuses
-            # num_cpus; a run without an address must not depend on what else runs here.
-            ray.init(address="local", num_cpus=len(process_cores()),
-                     _system_config={"worker_niceness": 0}, **options)
-        else:
-            ray.init(address=address, **options)
+        # On every core of this process: Ray's threads and processes inherit the calling
+        # thread's mask (started after a kernel ran, the driver's Ray threads, the raylet, its
+        # object store and the GCS all ran on core 0, beside the cpu:0 device's actor).
+        with all_cores():
+            if address is None:
+                # Ray starts its workers at nice 15 by default: a stage actor then gets a few
+                # percent of a core beside any ordinary process (the driver, a compile, a test
+                # runner), so a run measured nothing like the schedule it was priced by, and an
+                # actor could take minutes to import TVM. Stage actors do the model's work: they
+                # run at our priority. address="local": Ray's default joins the cluster a ``ray
+                # start`` (or another process's ray.cluster_utils.Cluster) last recorded in
+                # /tmp/ray, and then refuses num_cpus; a run without an address must not depend
+                # on what else runs here.
+                ray.init(address="local", num_cpus=len(process_cores()),
+                         _system_config={"worker_niceness": 0}, **options)
+            else:
+                ray.init(address=address, **options)
     except Exception as err:  # noqa: BLE001 - Ray's own error, reported in one line
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
         where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"

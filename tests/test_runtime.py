@@ -715,6 +715,12 @@ def test_measured_feedback_repairs_a_wrong_cost_model():
     known = as_if_measured(measured, wrong.problem, wrong.placement.device_of, true_factor=[1.0, 0.1])
     new = wrong.rebalance(known)
     np.testing.assert_allclose(new.stats["device_factor"], [1.0, 0.1], rtol=1e-9)
+    # The costs that run measured: every operator's time on cpu:1 a tenth of the wrong model's.
+    from tvm_place.replan import measured_problem
+
+    corrected = measured_problem(wrong.problem, wrong.placement, known)
+    np.testing.assert_allclose(corrected.compute_time, wrong.problem.compute_time * [1.0, 0.1],
+                               rtol=1e-9)
     on_cpu1 = int((new.device_of == 1).sum())
     assert abs(on_cpu1 - (new.device_of == 0).sum()) <= 2, new.device_of
     assert new.stats["value_before"] > 1.5 * new.value, "the old split must look much worse on the true costs"

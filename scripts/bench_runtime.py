@@ -144,15 +144,16 @@ def predicted_one_at_a_time(placed) -> float:
     return stream_interval(placed.problem, placed.placement, 1)
 
 
-def repriced_one_at_a_time(placed, stats) -> float:
-    """:func:`predicted_one_at_a_time` on the costs the run ``stats`` measured (each device's
+def repriced(placed, stats) -> float:
+    """The evaluator's time per input at the run's depth (``stream_interval``; at depth 1 the
+    latency with copies on the workers) on the costs the run ``stats`` measured (each device's
     kernels and copy halves as that run took them: ``replan.measured_problem``): whether the
     runtime ran the schedule the evaluator prices, the kernels' cached times aside."""
     from tvm_place.evaluate import stream_interval
     from tvm_place.replan import measured_problem
 
     return stream_interval(measured_problem(placed.problem, placed.placement, stats),
-                           placed.placement, 1)
+                           placed.placement, stats.depth or 1)
 
 
 def predicted_stream(placed) -> float:
@@ -179,13 +180,16 @@ def transfer_row(args) -> list[Row]:
     interval, wall, outputs = stream_per_input(placed, [x], args.inputs)
     check_equal(outputs[-1], reference, "softmax chain")
     predicted = evaluation(placed)
+    again = repriced(placed, placed.last_stats)
     stats_text, compare_text = placed.last_stats.format(), placed.compare()
     links_text = placed.report().split("links measured", 1)[-1]
     placed.close()
     rows = [Row("transfer", "16 MB softmax chain, 2 Ray workers (steady state per input)",
                 f"{interval * 1e3:.1f} ms", f"{predicted.max_load * 1e3:.1f} ms (max-stage)",
                 f"{interval / predicted.max_load:.2f}x",
-                f"wall per input {wall * 1e3:.1f} ms; one copy of 16 MB each way per input",
+                f"wall per input {wall * 1e3:.1f} ms; one copy of 16 MB each way per input; "
+                f"re-priced with that run's own kernel and copy times {again * 1e3:.1f} ms "
+                f"({interval / again:.2f}x)",
                 [stats_text, compare_text, "links measured" + links_text])]
     if args.baseline_python:
         log("softmax chain: baseline (TVM RPC worker processes of the older tvm-place)")
@@ -400,7 +404,7 @@ def latency_rows(args) -> list[Row]:
         predicted = evaluation(placed)
         on_workers_time = predicted_one_at_a_time(placed)
         ran = float(placed.latency_stats.latencies[0])  # the run check_equal just made
-        repriced = repriced_one_at_a_time(placed, placed.latency_stats)
+        again = repriced(placed, placed.latency_stats)
         on = np.bincount(placed.placement.device_of, minlength=2)
         rows.append(Row("latency", f"{label}: latency placement on 2 workers",
                         f"{measured * 1e3:.0f} ms", f"{predicted.latency * 1e3:.0f} ms",
@@ -410,8 +414,8 @@ def latency_rows(args) -> list[Row]:
                         f"{placed.plan.num_copies} copies; method {placed.placement.method}; "
                         f"copies on the workers {on_workers_time * 1e3:.0f} ms "
                         f"({measured / on_workers_time:.2f}x); re-priced with that run's own "
-                        f"kernel and copy times {repriced * 1e3:.0f} ms against its "
-                        f"{ran * 1e3:.0f} ms ({ran / repriced:.2f}x)",
+                        f"kernel and copy times {again * 1e3:.0f} ms against its "
+                        f"{ran * 1e3:.0f} ms ({ran / again:.2f}x)",
                         [placed.latency_stats.format(),
                          "Gantt chart (the actors' clocks):\n" + placed.latency_stats.gantt()]))
         placed.close()

@@ -320,10 +320,22 @@ def test_without_an_address_a_ray_of_its_own_is_started(monkeypatch):
     # Whether the warning about authentication fires depends on the real Ray this worker may
     # already have imported (its token state); that has its own test below.
     monkeypatch.setattr(ray_engine, "_warn_unauthenticated", lambda address: None)
-    assert ray_engine.ensure_ray() is fake_ray
+    masks = []
+    fake_ray.init = lambda **kw: (calls.append(kw), masks.append(sorted(os.sched_getaffinity(0))))
+    # As after a kernel ran: TVM narrowed this thread to one core.
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, process_cores()[:1])
+    try:
+        assert ray_engine.ensure_ray() is fake_ray
+        assert os.sched_getaffinity(0) == set(process_cores()[:1])  # put back
+    finally:
+        os.sched_setaffinity(0, mask)
     (options,) = calls
     assert options["address"] == "local"  # Ray: start a new local instance, ignore others
     assert options["num_cpus"] == len(process_cores())
+    # Ray's threads and processes inherit the mask: every core (all on core 0 before, beside
+    # the cpu:0 device's actor).
+    assert masks == [process_cores()]
 
 
 def two_outputs():
@@ -703,6 +715,12 @@ def test_measured_feedback_repairs_a_wrong_cost_model():
     known = as_if_measured(measured, wrong.problem, wrong.placement.device_of, true_factor=[1.0, 0.1])
     new = wrong.rebalance(known)
     np.testing.assert_allclose(new.stats["device_factor"], [1.0, 0.1], rtol=1e-9)
+    # The costs that run measured: every operator's time on cpu:1 a tenth of the wrong model's.
+    from tvm_place.replan import measured_problem
+
+    corrected = measured_problem(wrong.problem, wrong.placement, known)
+    np.testing.assert_allclose(corrected.compute_time, wrong.problem.compute_time * [1.0, 0.1],
+                               rtol=1e-9)
     on_cpu1 = int((new.device_of == 1).sum())
     assert abs(on_cpu1 - (new.device_of == 0).sum()) <= 2, new.device_of
     assert new.stats["value_before"] > 1.5 * new.value, "the old split must look much worse on the true costs"
@@ -827,6 +845,30 @@ def test_the_threads_engine_runs_each_cpu_device_on_its_own_cores(bert):
         placed.close()
 
 
+@needs_two_cores
+def test_the_executors_device_threads_start_on_every_core(bert):
+    """Driving Ray actors, they inherited the one core TVM narrowed the caller to once it ran a
+    kernel, and took it from the device computing there; a worker of this process pins its
+    thread to its device's cores afterwards (the test above)."""
+    model, placed, stream, expected = bert
+    placed.attach_workers("threads", calibrate=False)
+    mask = os.sched_getaffinity(0)
+    try:
+        seen: dict[int, list] = {}
+        for device, worker in placed.workers.items():
+            def recorded(call, submit=worker.submit, device=device):
+                seen.setdefault(device, []).append(sorted(os.sched_getaffinity(0)))
+                return submit(call)
+            worker.submit = recorded
+        os.sched_setaffinity(0, process_cores()[:1])
+        assert_same(placed.run_stream(stream[:1]), expected[:1])
+        assert sorted(seen) == [0, 1]
+        assert all(masks[0] == process_cores() for masks in seen.values())  # before binding
+    finally:
+        os.sched_setaffinity(0, mask)
+        placed.close()
+
+
 def test_core_groups_keep_a_cores_hyper_threads_together():
     """Linux numbers the two hyper-threads of core i as cpu i and i + n/2: a split in number
     order gave each device one thread of every core (the devices then compete for all of them)."""
@@ -857,3 +899,40 @@ def test_a_worker_writes_libraries_only_inside_its_own_folder():
     for name in ("../outside", "/tmp/abs", "..", ""):
         with pytest.raises(ValueError, match="not a plain file name"):
             actor.load(name, b"not a library", ["stage0_cpu0"])
+
+
+def aligned(shape, dtype="float32", offset: int = 0) -> np.ndarray:
+    """A read-only array whose data starts ``offset`` bytes past a 64-byte boundary (as Ray
+    hands over an object in its store: read-only, 64-byte aligned)."""
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(size + 128, np.uint8)
+    start = (-raw.ctypes.data) % 64 + offset
+    array = raw[start:start + size].view(dtype).reshape(shape)
+    array[...] = np.arange(array.size, dtype=dtype).reshape(shape)
+    array.setflags(write=False)
+    return array
+
+
+def test_a_ray_actor_reads_a_crossed_array_where_ray_put_it():
+    """A 16 MB model input took 3-31 ms per input to copy into a fresh tensor on the actor's
+    core: a cost no link priced. An aligned contiguous array is now read in place; what TVM's
+    kernels cannot read (misaligned, strided) is copied, and a bound input is copied (held for
+    the module's life, it would pin its object in Ray's store)."""
+    from tvm_place.runtime.ray_engine import StageActor
+
+    actor = StageActor("cpu", None, None)  # the actor's class, here in this process
+    array = aligned((64, 32))
+    tensor = actor._import(array)
+    assert np.from_dlpack(tensor).ctypes.data == array.ctypes.data  # no copy
+    for copied in (aligned((64, 32), offset=4), aligned((64, 32))[:, ::2]):
+        tensor = actor._import(copied)
+        assert np.from_dlpack(tensor).ctypes.data != copied.ctypes.data
+        np.testing.assert_array_equal(tensor.numpy(), copied)
+    actor.keep("w", array)
+    assert np.from_dlpack(actor._kept["w"]).ctypes.data != array.ctypes.data
+    # The tensor keeps the array's memory alive once the array itself is dropped.
+    tensor = actor._import(aligned((64, 32)))
+    import gc
+
+    gc.collect()
+    np.testing.assert_array_equal(tensor.numpy(), np.arange(64 * 32, dtype="float32").reshape(64, 32))

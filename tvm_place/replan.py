@@ -21,6 +21,18 @@ from .runtime.stats import StreamStats
 from .solvers import comm_balanced, solve
 
 
+def measured_problem(problem: PlacementProblem, placement: Placement,
+                     stats: StreamStats) -> PlacementProblem:
+    """``problem`` on the costs the run ``stats`` measured: each device's operators scaled by its
+    measured / predicted compute, each copy half charged the run's excess per half on its device
+    (what :func:`rebalance` re-solves). Priced on it, the placement's schedule is the run's own
+    where the runtime ran the schedule the evaluator prices."""
+    with_copies = with_copy_overheads(problem, transfer_overheads(problem, placement, stats))
+    corrected, _ = corrected_compute(with_copies, placement.device_of,
+                                     measured_op_times(problem, placement, stats))
+    return corrected
+
+
 def rebalance(problem: PlacementProblem, placement: Placement, stats: StreamStats,
               method: str | None = None, objective: str = "throughput",
               time_limit: float = 10.0) -> Placement:
@@ -48,7 +60,7 @@ def rebalance(problem: PlacementProblem, placement: Placement, stats: StreamStat
     if method == "rebalance":
         result = comm_balanced.rebalance(with_copies, current, measured, time_limit=time_limit)
     else:
-        corrected, _ = corrected_compute(with_copies, placement.device_of, measured)
+        corrected = measured_problem(problem, placement, stats)
         result = solve(corrected, objective, method, time_limit)
         result.stats["value_before"] = evaluate(corrected, placement.device_of).objective(objective)
         result.stats["moved_ops"] = int((result.device_of != placement.device_of).sum())

@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .. import schedule
+from ..cores import all_cores
 from .errors import RunInterrupted, StageError, StageTimeoutError, WorkerDiedError
 from .stats import StreamStats
 from .workers import Kept, ShapeValues, StageCall, Worker, nbytes, to_numpy
@@ -497,8 +498,12 @@ class _Run:
                                     name=f"tvm-place device {self.program.device_names[device]}")
                    for device in self.program.members]
         self.stats.start, self.stats.epoch = time.perf_counter(), time.time()
-        for thread in threads:
-            thread.start()
+        # The device threads on every core of this process, not the one TVM narrowed this thread
+        # to once it ran a kernel: driving Ray actors, they took that core from the device that
+        # computes on it (a worker of this process pins its thread to its device's cores).
+        with all_cores():
+            for thread in threads:
+                thread.start()
         next_index = 0
         total_steps = len(self.program.steps)
         try:

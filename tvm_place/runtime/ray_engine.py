@@ -23,10 +23,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..cores import process_cores
+from ..cores import all_cores, process_cores
 from .errors import WorkerError
-from .workers import (ShapeValues, StageCall, Worker, bind_kernel_threads, run_stage, stage_functions,
-                      to_numpy)
+from .workers import (ShapeValues, StageCall, Worker, bind_kernel_threads, in_place_tensor,
+                      run_stage, stage_functions, to_numpy)
 
 RAY_MISSING = (
     "workers='ray' needs Ray, which is not installed: pip install 'tvm-place[ray]' "
@@ -63,18 +63,23 @@ def ensure_ray(address: str | None = None):
     options: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False,
                                    logging_level=logging.WARNING, configure_logging=True)
     try:
-        if address is None:
-            # Ray starts its workers at nice 15 by default: a stage actor then gets a few percent
-            # of a core beside any ordinary process (the driver, a compile, a test runner), so a
-            # run measured nothing like the schedule it was priced by, and an actor could take
-            # minutes to import TVM. Stage actors do the model's work: they run at our priority.
-            # address="local": Ray's default joins the cluster a ``ray start`` (or another
-            # process's ray.cluster_utils.Cluster) last recorded in /tmp/ray, and then refuses
-            # num_cpus; a run without an address must not depend on what else runs here.
-            ray.init(address="local", num_cpus=len(process_cores()),
-                     _system_config={"worker_niceness": 0}, **options)
-        else:
-            ray.init(address=address, **options)
+        # On every core of this process: Ray's threads and processes inherit the calling
+        # thread's mask (started after a kernel ran, the driver's Ray threads, the raylet, its
+        # object store and the GCS all ran on core 0, beside the cpu:0 device's actor).
+        with all_cores():
+            if address is None:
+                # Ray starts its workers at nice 15 by default: a stage actor then gets a few
+                # percent of a core beside any ordinary process (the driver, a compile, a test
+                # runner), so a run measured nothing like the schedule it was priced by, and an
+                # actor could take minutes to import TVM. Stage actors do the model's work: they
+                # run at our priority. address="local": Ray's default joins the cluster a ``ray
+                # start`` (or another process's ray.cluster_utils.Cluster) last recorded in
+                # /tmp/ray, and then refuses num_cpus; a run without an address must not depend
+                # on what else runs here.
+                ray.init(address="local", num_cpus=len(process_cores()),
+                         _system_config={"worker_niceness": 0}, **options)
+            else:
+                ray.init(address=address, **options)
     except Exception as err:  # noqa: BLE001 - Ray's own error, reported in one line
         lines = [line for line in str(err).strip().splitlines() if line.strip()]
         where = "a local Ray instance" if address is None else f"the Ray cluster at {address}"
@@ -179,15 +184,26 @@ class StageActor:
             self._vms[module] = relax.VirtualMachine(self._tvm.runtime.load_module(path), self.device)
         self._stages.update(stage_functions(self._vms[module], module, stages))
 
-    def _import(self, payload):
+    def _import(self, payload, in_place: bool = True):
         """A value that crossed: a model input (an array Ray already handed over), or another
-        actor's export (a reference, fetched here: on another node, over the network)."""
+        actor's export (a reference, fetched here: on another node, over the network).
+
+        On a CPU the stage reads the array where Ray put it (``in_place``; the object store's
+        shared memory on this node), if TVM's kernels can (:func:`in_place_tensor`): no copy,
+        no fresh allocation. Why: copying a 16 MB model input into a new tensor took 3-31 ms
+        per input on the device's own core (a fresh allocation's page faults each time), a
+        host transfer no link prices. The link probe (:meth:`relay`) imports the same way, so
+        the links price what stages pay."""
         import ray
 
         if isinstance(payload, list):  # a boxed reference (the link probes)
             payload = payload[0]
         if isinstance(payload, ray.ObjectRef):
             payload = ray.get(payload)
+        if in_place and self.device.dlpack_device_type() == 1:  # kDLCPU
+            tensor = in_place_tensor(payload)
+            if tensor is not None:
+                return tensor
         return self._tvm.runtime.tensor(np.ascontiguousarray(payload), self.device)
 
     @staticmethod
@@ -217,7 +233,8 @@ class StageActor:
             self._values.pop(key, None)
 
     def keep(self, name: str, array) -> None:
-        self._kept[name] = self._import(array)
+        # A copy: held for the module's life, it would pin its object in Ray's store.
+        self._kept[name] = self._import(array, in_place=False)
 
     def relay(self, size: int, *arrived):
         """The link probe (see :meth:`Worker.relay`): ``((send, receive) seconds, export)``."""

@@ -27,7 +27,7 @@ import numpy as np
 from ..cores import process_cores
 from .errors import DeviceUnavailableError
 
-__all__ = ["Kept", "LocalWorker", "bind_kernel_threads", "ShapeValues", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device", "stage_functions",
+__all__ = ["Kept", "LocalWorker", "bind_kernel_threads", "in_place_tensor", "ShapeValues", "StageCall", "StageResult", "Worker", "core_groups", "nbytes", "runtime_device", "stage_functions",
            "to_numpy"]
 
 
@@ -57,6 +57,29 @@ def to_numpy(value, copy: bool = True):
             return np.from_dlpack(value)
         return value.numpy()
     return tuple(to_numpy(item, copy) for item in value)
+
+
+#: The alignment TVM's kernels assume of every buffer they are given (``kAllocAlignment``).
+TVM_ALIGNMENT = 64
+
+
+def in_place_tensor(array):
+    """A host array as a CPU tensor over the same memory (no copy), or None where TVM's kernels
+    cannot read it in place (not C-contiguous, or not aligned to :data:`TVM_ALIGNMENT` bytes).
+    Read-only arrays too (Ray hands over the object store's memory read-only; DLPack 1.0
+    carries the flag): a stage reads its parameters, it does not write them (a module that
+    updated a parameter in place, ``R.call_tir_inplace``, would write Ray's copy of the value).
+    The tensor keeps the array alive."""
+    import tvm_ffi
+
+    if (not isinstance(array, np.ndarray) or not array.flags.c_contiguous
+            or array.ctypes.data % TVM_ALIGNMENT or array.dtype.hasobject):
+        return None
+    try:
+        return tvm_ffi.from_dlpack(array.__dlpack__(max_version=(1, 0)),
+                                   require_alignment=TVM_ALIGNMENT, require_contiguous=True)
+    except (BufferError, TypeError, ValueError, RuntimeError):
+        return None  # a dtype DLPack does not carry: copied instead
 
 
 class Kept(str):

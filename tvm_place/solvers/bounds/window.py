@@ -114,7 +114,8 @@ mobile at 4.50% in 40 s (the windows take the time), pricing blocks between runs
 
 *Speed* (issue 17, wide17d). Profiled on nasnet-a-mobile 8 devices from 0.4995 ms (100 s, load
 about 1.2): 87 of the 100 s in CP-SAT's solves, building the models about 5 s; the pairs 69 s
-(347 solves), the windows' CP-SAT charges 27 s (698 solves, 2 of 500 repeated: no cache).
+(347 solves), the windows' CP-SAT charges 27 s (698 solves; 2 repeats in 500 in another run:
+no cache).
 Two cuts. (1) A price at most the bound proven (the bisection's bottom) forbids no block the
 bisection tries, and a widened one at most ``T`` none of the chain's neighbours: CP-SAT stops at
 the first block that light (its proven bound so far is still a valid price, and the price is
@@ -126,7 +127,10 @@ where it stopped with nothing left to refine (121 s, 1513 pair solves). Tried an
 worse: pricing with the cap at ``T`` (a decision, re-priced where a later ``T`` passes it:
 10.7% after 60 s), at most one block priced per round (7.6%), no widening (4.5%) or half the
 widening (4.0%); CP-SAT's core-based and lower-bound-tree search on the pairs' models (1.5 and
-3.4 times slower), its symmetry and presolve settings (within 10%).
+3.3 times slower on 80 saved models), its symmetry and presolve settings (within 10%).
+So dp within 120 s (the chain model's share cut too, :mod:`tvm_place.solvers.anytime`), under
+the bench: nasnet-a-mobile 8 devices at 0.85% and 0.81% in two runs (3.25% before; the
+wide table of docs/benchmarks.md).
 
 The minimum cut. Source side = the ideal. Arcs ``h -> g`` of infinite capacity for each group
 edge ``g -> h`` (an ideal holding ``h`` holds ``g``); for each sender ``u`` of ``S_ℓ`` with

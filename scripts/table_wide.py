@@ -116,9 +116,11 @@ def which_side(rows: list[dict], unproven: dict, seconds: float) -> list[dict]:
 #: name -> the constants of ``tvm_place.solvers.bounds.window`` it sets (the rest keep theirs).
 BOUND_VARIANTS = {
     "min cuts only": {"EXACT_IDEALS": 0, "REFINE_WITH_CP_SAT": False, "PAIR_SECONDS": 0.0},
-    "+ CP-SAT and exact works": {"SPLIT_WIDTH": math.inf, "PAIR_SECONDS": 0.0},
-    "+ windows halved": {"PAIR_SECONDS": 0.0},
-    "+ blocks priced whole (default)": {},
+    "+ CP-SAT and exact works": {"SPLIT_WIDTH": math.inf, "PAIR_SECONDS": 0.0,
+                                 "REFINE_WITH_CP_SAT": True},
+    "+ windows halved": {"PAIR_SECONDS": 0.0, "REFINE_WITH_CP_SAT": True},
+    "+ blocks priced whole": {"REFINE_WITH_CP_SAT": True},
+    "blocks priced whole, no CP-SAT windows (default)": {},
 }
 
 

@@ -87,6 +87,7 @@ def test_halved_cp_sat_windows_stay_under_the_brute_force_optimum(seed, monkeypa
     """Every interval charged by CP-SAT (no listing of ideals), its windows halved down to a
     fine width: the charges of the halves bound the contiguous optimum still."""
     monkeypatch.setattr(window_bound, "EXACT_IDEALS", 0)
+    monkeypatch.setattr(window_bound, "REFINE_WITH_CP_SAT", True)
     monkeypatch.setattr(window_bound, "SPLIT_WIDTH", 1e-4)
     rng = np.random.default_rng([seed, 29])
     problem = _equal_devices(random_problem(rng, int(rng.integers(5, 9)), int(rng.integers(2, 4)),
@@ -104,6 +105,7 @@ def test_halving_the_cp_sat_windows_raises_the_bound_on_cells(seed, K, monkeypat
     problem = _cells(seed, 6, 3, K)
     exact = dp.solve(problem, "throughput", 60.0)
     monkeypatch.setattr(window_bound, "EXACT_IDEALS", 0)
+    monkeypatch.setattr(window_bound, "REFINE_WITH_CP_SAT", True)
     monkeypatch.setattr(window_bound, "PAIR_SECONDS", 0.0)  # the pairs alone close these gaps
     found = {}
     for width in (math.inf, 1e-4):
@@ -164,12 +166,15 @@ def test_pair_load_is_the_least_block_load_of_its_windows(seed):
         least = min((load for x, y, load in blocks
                      if start[0] <= x <= start[1] and end[0] <= y <= end[1]), default=math.inf)
         for cap in (total, 0.5 * least if math.isfinite(least) else total):
-            value, proven = windows.pair_load(start, end, math.inf, cap, 10.0)
-            assert proven, (start, end, value, least)
-            assert value <= least * (1 + TOLERANCE), (start, end, cap, value, least)
-            if math.isfinite(least):
-                assert value >= min(least, cap) - 50 * windows.unit, (start, end, cap, value,
-                                                                       least)
+            # ``enough`` below the least load never stops the search; at or above it, CP-SAT
+            # stops at a light enough block, and the price is still no more than the least.
+            for enough in (-math.inf, 0.0, least, 2 * least):
+                value, proven = windows.pair_load(start, end, math.inf, cap, 10.0, enough)
+                assert proven, (start, end, value, least)
+                assert value <= least * (1 + TOLERANCE), (start, end, cap, value, least)
+                if math.isfinite(least) and enough < least - 50 * windows.unit:
+                    assert value >= min(least, cap) - 50 * windows.unit, (start, end, cap,
+                                                                           value, least)
 
 
 def _with_and_without_pairs(seed: int, monkeypatch) -> tuple[float, float, float, dict]:
@@ -177,6 +182,7 @@ def _with_and_without_pairs(seed: int, monkeypatch) -> tuple[float, float, float
     problem, with wide CP-SAT windows (no listing of ideals, no halving): the pairs are then
     most of what the bound has."""
     monkeypatch.setattr(window_bound, "EXACT_IDEALS", 0)
+    monkeypatch.setattr(window_bound, "REFINE_WITH_CP_SAT", True)
     monkeypatch.setattr(window_bound, "SPLIT_WIDTH", math.inf)
     rng = np.random.default_rng([seed, 43])
     problem = _equal_devices(random_problem(rng, int(rng.integers(5, 10)), int(rng.integers(2, 5)),

@@ -58,7 +58,8 @@ the program finds just above the bound shows which intervals hold it down, and t
 a run split into its elementary intervals; an elementary interval whose free groups (neither
 forced in nor out; their predecessors are free or forced in) have at most ``EXACT_IDEALS`` ideals
 replaced by the works those ideals have in it, each a point with its exact least charges (``x``
-then takes only works some ideal has); one with more given CP-SAT's least charge of the ideals
+then takes only works some ideal has); one with more (where ``REFINE_WITH_CP_SAT``; otherwise
+marked refined with its plain cuts, halved all the same) given CP-SAT's least charge of the ideals
 whose work lies in the interval (the least cut's ideal may lie outside it), a Boolean per free
 group and per cut sender, the work window with weights rounded so that every such ideal stays
 feasible, its proven objective bound under ``WINDOW_SECONDS``. A CP-SAT window on the chain
@@ -111,6 +112,26 @@ to 0.4821 ms (gap 4.55% to 3.49%; 0.4913 ms, 1.65%, in 100 s) and from 1.9757 ms
 stopped without pairs, previous session) to 2.0023 ms (1.33% to 0.008%). Pricing only blocks between intervals refined as far as they go left
 mobile at 4.50% in 40 s (the windows take the time), pricing blocks between runs too at 3.95%.
 
+*Speed* (issue 17, wide17d). Profiled on nasnet-a-mobile 8 devices from 0.4995 ms (100 s, load
+about 1.2): 87 of the 100 s in CP-SAT's solves, building the models about 5 s; the pairs 69 s
+(347 solves), the windows' CP-SAT charges 27 s (698 solves; 2 repeats in 500 in another run:
+no cache).
+Two cuts. (1) A price at most the bound proven (the bisection's bottom) forbids no block the
+bisection tries, and a widened one at most ``T`` none of the chain's neighbours: CP-SAT stops at
+the first block that light (its proven bound so far is still a valid price, and the price is
+settled: never retried). (2) No CP-SAT windows by default (``REFINE_WITH_CP_SAT``): run side by
+side for 60 s (load 2.4), with them 2.93%, without 1.83%; they help early (10 s: 5.45% against
+9.05%) and then take the pairs' time. Without them, alone for 300 s (load about 1.5; gaps at
+seconds of CPU): 3.95% at 20 s, 1.83% at 40 s, 0.98% at 60 s, 0.25% at 80 s, 0.02% at 100 s,
+where it stopped with nothing left to refine (121 s, 1513 pair solves). Tried and measured
+worse: pricing with the cap at ``T`` (a decision, re-priced where a later ``T`` passes it:
+10.7% after 60 s), at most one block priced per round (7.6%), no widening (4.5%) or half the
+widening (4.0%); CP-SAT's core-based and lower-bound-tree search on the pairs' models (1.5 and
+3.3 times slower on 80 saved models), its symmetry and presolve settings (within 10%).
+So dp within 120 s (the chain model's share cut too, :mod:`tvm_place.solvers.anytime`), under
+the bench: nasnet-a-mobile 8 devices at 0.85% and 0.81% in two runs (3.25% before; the
+wide table of docs/benchmarks.md).
+
 The minimum cut. Source side = the ideal. Arcs ``h -> g`` of infinite capacity for each group
 edge ``g -> h`` (an ideal holding ``h`` holds ``g``); for each sender ``u`` of ``S_ℓ`` with
 ``t*[u] > 0``, a node ``s_u`` with ``g(u) -> s_u`` of capacity ``t*[u]`` and ``s_u -> h``
@@ -155,7 +176,9 @@ COARSE_INTERVALS = 64
 EXACT_IDEALS = 5_000
 #: Whether intervals with more ideals get CP-SAT's charge (``scripts/table_wide.py
 #: --bound-variants`` measures the refinements against each other), and its time per level.
-REFINE_WITH_CP_SAT = True
+#: Off: with the pair charges the windows' CP-SAT time is better spent on pairs (module
+#: docstring, pairs).
+REFINE_WITH_CP_SAT = False
 WINDOW_SECONDS = 0.5
 #: CP-SAT windows on the program's chain wider than this share of ``upper`` are halved, each
 #: half charged again (its ideals are a subset: the charge only rises).
@@ -207,27 +230,41 @@ def _closure_work(groups: Groups, compute: np.ndarray) -> tuple[np.ndarray, np.n
     return work(ancestors), work(descendants)
 
 
-def _least(model, seconds: float, deadline: float,
-           linearization: int = 1) -> tuple[float, bool]:
+def _least(model, seconds: float, deadline: float, linearization: int = 1,
+           enough: float = -math.inf) -> tuple[float, bool]:
     """CP-SAT's proven bound on the least integer objective of ``model`` within ``seconds``
     (and by ``deadline``): ``inf`` where it is infeasible, 0 where nothing is proven; and
-    whether it is that least value (or infeasibility), not a bound cut short by the time.
-    ``linearization``: CP-SAT's ``linearization_level`` (the pairs' models need 2, module
-    docstring; the windows' were measured no faster with it)."""
+    whether it is settled: that least value (or infeasibility), or a solution of objective
+    ``enough`` or less found (the search stops there: the caller has no use for a least value
+    that low), not a bound cut short by the time. ``linearization``: CP-SAT's
+    ``linearization_level`` (the pairs' models need 2, module docstring; the windows' were
+    measured no faster with it)."""
     from ortools.sat.python import cp_model
+
+    class _Enough(cp_model.CpSolverSolutionCallback):
+        def __init__(self):
+            super().__init__()
+            self.reached = False
+
+        def on_solution_callback(self):
+            if self.objective_value <= enough:
+                self.reached = True
+                self.stop_search()
 
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = max(0.0, min(seconds, deadline - time.perf_counter()))
     solver.parameters.num_workers = 1
     solver.parameters.linearization_level = linearization
-    status = solver.solve(model)
+    callback = _Enough() if enough > -math.inf else None
+    status = solver.solve(model, callback)
     if status == cp_model.INFEASIBLE:
         return math.inf, True
     if status == cp_model.OPTIMAL:
         return solver.objective_value, True
     feasible = status in (cp_model.FEASIBLE, cp_model.UNKNOWN)
     bound = solver.best_objective_bound if feasible else math.nan  # MODEL_INVALID: nothing
-    return (max(0.0, math.ceil(bound - 1e-6)) if math.isfinite(bound) else 0.0), False
+    return ((max(0.0, math.ceil(bound - 1e-6)) if math.isfinite(bound) else 0.0),
+            callback is not None and callback.reached)
 
 
 class _Windows:
@@ -410,12 +447,13 @@ class _Windows:
         return math.inf if math.isinf(bound) else (bound + constant) * self.unit
 
     def pair_load(self, start: tuple[float, float], end: tuple[float, float], deadline: float,
-                  cap: float, seconds: float) -> tuple[float, bool]:
+                  cap: float, seconds: float, enough: float = -math.inf) -> tuple[float, bool]:
         """A lower bound on the least load of a block ``I \\ J`` whose start ``J`` has its work
         in ``start`` and whose end ``I`` has its work in ``end``, ``(low, high)`` each (module
         docstring, pairs): CP-SAT's proven bound within ``seconds`` (``cap`` and above where no
-        such block reaches ``cap``; 0 where it proves nothing), and whether it is that least
-        load (rounded) or above ``cap``, not a bound cut short by the time."""
+        such block reaches ``cap``; 0 where it proves nothing), and whether it is settled: that
+        least load (rounded), above ``cap``, or a block of load ``enough`` or less found (the
+        search stops there), not a bound cut short by the time."""
         from ortools.sat.python import cp_model
 
         unit = self.unit
@@ -487,7 +525,9 @@ class _Windows:
         load = cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [c for _, c in terms])
         model.add(load <= top - constant)
         model.minimize(load)
-        bound, exact = _least(model, seconds, deadline, linearization=2)
+        bound, exact = _least(model, seconds, deadline, linearization=2,
+                              enough=math.floor(enough / unit) - constant
+                              if math.isfinite(enough) else enough)
         self.pair_solves += 1
         if math.isinf(bound):  # every such block's load is above the cap
             return (top + 1) * unit, True
@@ -700,13 +740,16 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
         return run[2] < 2 or (run[2] == 2 and (run[5] - run[4] > SPLIT_WIDTH * upper
                                                or not levels <= run[6]))
 
-    def price(block: tuple[float, float, float, float], T: float, seconds: float) -> None:
+    def price(block: tuple[float, float, float, float], bottom: float, T: float,
+              seconds: float) -> None:
         """Price the windows of a block of the chain at ``T`` (``seconds`` for CP-SAT); where
         that forbids the block, its windows widened too, to forbid the blocks between its
-        neighbours (pairs)."""
+        neighbours (pairs). A price at most ``bottom`` (the bound proven) can forbid nothing
+        the bisection tries, nor a widened one at most ``T`` the chain's neighbours: CP-SAT
+        stops at a block that light."""
         nonlocal banned
         start, end = block[:2], block[2:]
-        load, proven = windows.pair_load(start, end, deadline, upper, seconds)
+        load, proven = windows.pair_load(start, end, deadline, upper, seconds, enough=bottom)
         pairs.append((*block, load))
         priced[block] = (load, seconds, proven)
         if load <= T:
@@ -718,13 +761,15 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
             m = share * upper
             wide = (max(0.0, start[0] - m), min(W, start[1] + m),
                     max(0.0, end[0] - m), min(W, end[1] + m))
-            load, _ = windows.pair_load(wide[:2], wide[2:], deadline, upper, PAIR_SECONDS)
+            load, _ = windows.pair_load(wide[:2], wide[2:], deadline, upper, PAIR_SECONDS,
+                                        enough=T)
             pairs.append((*wide, load))
             if load > T:
                 break
 
     pairs: list[tuple[float, float, float, float, float]] = []
-    # Per block priced: (its least load, CP-SAT's seconds, whether that load is proven exact).
+    # Per block priced: (its least load, CP-SAT's seconds, whether it is settled: more time
+    # cannot raise it usefully).
     priced: dict[tuple[float, float, float, float], tuple[float, float, bool]] = {}
     low, high, relaxation = bisect(floor, upper)
     rounds = halved = banned = 0
@@ -778,7 +823,7 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
         for block, seconds in unpriced:
             if time.perf_counter() > deadline:
                 break
-            price(block, high, seconds)
+            price(block, low, high, seconds)
         low, high, relaxation = bisect(low, high)
     stats.update(intervals=len(runs), elementary=len(points) - 1, levels=L, rounds=rounds,
                  halved=halved, pairs=len(priced), pairs_banned=banned,

@@ -625,8 +625,9 @@ def _calibrate(args: argparse.Namespace) -> int:
         return 0
     print(calibration.summary())
     print(f"wrote {path}: use it with --devices {path}"
-          + ("" if args.out else " (--cost-model calibrated, and the default auto where this "
-                                 "device has no learned model, read it on this machine)"))
+          + ("" if args.out else " (--cost-model calibrated, and the default auto where no "
+                                 "learned model of this device's kind exists to adapt, read it "
+                                 "on this machine)"))
     return 0
 
 
@@ -659,8 +660,9 @@ def _add_placement_arguments(parser: argparse.ArgumentParser, plan: bool = True)
     parser.add_argument("--time-limit", type=_positive(float), default=60.0, help="solver seconds (default 60)")
     parser.add_argument("--cost-model", choices=COST_MODELS, default=PlaceOptions().cost_model,
                         help="auto (the default): per device the best of the others available "
-                             "(learned where a model was trained for it, else calibrated where "
-                             "it is on this machine, else analytical; the report says which); "
+                             "(learned where a model was trained for it, else another "
+                             "CPU's learned model adapted to it, else calibrated where it is on "
+                             "this machine, else analytical; the report says which); "
                              "analytical: roofline from device profiles; calibrated: the "
                              "roofline on profiles calibrated on this machine's devices (once "
                              "each, cached; `tvm-place calibrate`); learned: boosted trees "

@@ -57,7 +57,8 @@ lower bound rather than by the clock.
 Time budget (``time_limit`` seconds): the GA runs up to 60% of it, the lower bounds (combinatorial
 at once, the cut-window bound of :mod:`tvm_place.solvers.bounds.window` on up to ``WINDOW_SHARE`` of the bound phase,
 then the MIPs of :mod:`tvm_place.solvers.bounds.contiguous`, each under its own time limit, skipped when too little time
-is left for them to prove anything) up to 90%, and the GA resumes in what is
+is left for them to prove anything, then the covering bound of :mod:`tvm_place.solvers.bounds.covering` on
+``COVERING_SHARE`` of what the window bound left, where that is at least ``COVERING_LEAST_SECONDS``) up to 90%, and the GA resumes in what is
 left, up to 93% less two evaluations, which rebuild the answer; one descent of the local search of
 :mod:`chain_search` then moves groups across the answer's cuts, up to 97%. The clock is checked before each
 evaluation, looking ahead by the longest evaluation so far; an interrupted generation resumes
@@ -88,6 +89,7 @@ from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
 from . import chain_search
 from .bounds import contiguous
+from .bounds import covering
 from .bounds import window as window_bound
 from .budget import buildable
 from .common import DeviceTypes, Progress, require_objective, single_device
@@ -106,6 +108,12 @@ _GA_SHARE, _BOUNDS_END, _GA_END, _POLISH_END = 0.6, 0.9, 0.93, 0.97
 #: Share of the bound phase the cut-window bound may take (max-flows, CP-SAT windows: on wide
 #: graphs it halves windows until its share is spent; on narrow ones it usually stops sooner).
 WINDOW_SHARE = 0.3
+#: Share of the bound phase left after the cut-window bound that the covering bound of
+#: :mod:`tvm_place.solvers.bounds.covering` gets, after the MIPs; not started where that share is
+#: under ``COVERING_LEAST_SECONDS`` (its column generation needs tens of seconds on the wide
+#: graphs it is for, and the MIPs keep their whole share on the rest).
+COVERING_SHARE = 0.7
+COVERING_LEAST_SECONDS = 10.0
 #: Relative gap under which the answer counts as proven optimal (covers the bounds' safety margin).
 _OPTIMAL_TOLERANCE = 2 * contiguous.MIP_SAFETY
 #: Usage-vector states the slicing program accepts (types x vectors x units^2 work per order).
@@ -586,7 +594,7 @@ def solve(
     population: int | None = None,
     generations: int | None = None,
     patience: int | None | str = "auto",
-    bounds: tuple[str, ...] = contiguous.BOUNDS + ("window",),
+    bounds: tuple[str, ...] = contiguous.BOUNDS + ("window", "covering"),
 ) -> Placement:
     """Best contiguous placement SliceGraph + BRKGA finds within ``time_limit``; see above.
 
@@ -678,9 +686,13 @@ def solve(
                 value, "skipped" if "skipped" in run else "optimal", time.perf_counter() - t0,
                 details=run)
             lower = max(lower, value)
-    mip_bounds = tuple(b for b in bounds if b not in ("combinatorial", "window"))
+    mip_bounds = tuple(b for b in bounds if b not in ("combinatorial", "window", "covering"))
+    phase_left = started + _BOUNDS_END * time_limit - time.perf_counter()
+    covering_seconds = COVERING_SHARE * phase_left if "covering" in bounds else 0.0
+    if covering_seconds < COVERING_LEAST_SECONDS:
+        covering_seconds = 0.0
     if mip_bounds and not reached_bound():
-        budget = started + _BOUNDS_END * time_limit - time.perf_counter()
+        budget = phase_left - covering_seconds
         if budget > 0.05:
             if progress is not None:
                 progress("slicegraph: lower bounds (MIP)", None)
@@ -691,6 +703,14 @@ def solve(
             # An infinite bound (a relaxation with no solution) only serves the infeasibility
             # message below; the GA's stopping rule uses the finite ones.
             lower = max([lower] + [r.value for r in computed.values() if math.isfinite(r.value)])
+    if covering_seconds and not reached_bound():
+        seconds = started + _BOUNDS_END * time_limit - time.perf_counter()
+        if seconds > 0.05:
+            if progress is not None:
+                progress("slicegraph: lower bound (covering LP)", None)
+            result = covering.covering_bound(problem, seconds, groups, lower, ga.best_value)
+            bound_results["covering"] = result
+            lower = max(lower, result.value)
     # The answer is rebuilt once more at the end (about two evaluations): leave room for it.
     phase_end[0] = started + _GA_END * time_limit - 2 * ga.eval_seconds
     run_ga()

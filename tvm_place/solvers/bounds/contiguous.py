@@ -894,11 +894,15 @@ def heaviest_block_bound(
     time_limit: float,
     groups: Groups | None = None,
     target: float = math.inf,
+    weights: np.ndarray | None = None,
 ) -> BoundResult:
     """The least load of a block holding ``1 / K`` of the least-cost work (module docstring, 6),
     within ``time_limit`` seconds (building included). ``target`` as for :func:`chain_bound`;
     no floor is taken: measured, a floor on the objective slows CP-SAT down here (1.0 -> 2.2 s
-    on RandWire-WS, k = 16)."""
+    on RandWire-WS, k = 16). ``weights`` (one per group, summing to more than 0): the block
+    holds ``1 / K`` of their sum instead of the work's (the covering bound's certificate,
+    :mod:`tvm_place.solvers.bounds.covering`). ``details["block"]``: the groups of the best
+    block CP-SAT found (a bool array), where it found one."""
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
@@ -908,43 +912,21 @@ def heaviest_block_bound(
     if not np.isfinite(compute).all():
         return BoundResult(math.inf, "infeasible", time.perf_counter() - started)
     K, G = problem.num_devices, groups.num_groups
-    if K < 2 or compute.sum() <= 0:
+    weights = compute if weights is None else np.asarray(weights, dtype=np.float64)
+    if K < 2 or compute.sum() <= 0 or not weights.sum() > 0:
         return BoundResult(0.0, "skipped", time.perf_counter() - started)
     unit = _scale(problem, groups) / CHAIN_RESOLUTION
-    work_down = np.floor(compute / unit).astype(np.int64)
-    work_up = np.ceil(compute / unit).astype(np.int64)
-    cost = np.floor(transfer / unit).astype(np.int64)
-
-    model = cp_model.CpModel()
-    in_I = [model.new_bool_var("") for _ in range(G)]
-    in_J = [model.new_bool_var("") for _ in range(G)]
-    for g, h in groups.edges.tolist():
-        model.add_implication(in_I[h], in_I[g])
-        model.add_implication(in_J[h], in_J[g])
-    y = []
-    for g in range(G):
-        model.add_implication(in_J[g], in_I[g])
-        cell = model.new_bool_var("")
-        model.add(cell == in_I[g] - in_J[g])
-        y.append(cell)
-    # B holds at least 1/K of the work: ceil-rounded weights keep the true block feasible.
-    share = int(math.ceil(compute.sum() / (K * unit) * (1 - 1e-9)))
-    model.add(sum(int(work_up[g]) * y[g] for g in range(G)) >= share)
-    terms = [(y[g], int(work_down[g])) for g in range(G) if work_down[g] > 0]
-    for u, hs in _senders(groups).items():
-        if cost[u] <= 0:
-            continue
-        gu = int(groups.group_of[u])
-        send, receive = model.new_bool_var(""), model.new_bool_var("")
-        for h in hs:
-            model.add_bool_or([~y[gu], y[h], send])
-            model.add_bool_or([~y[h], y[gu], receive])
-        terms += [(send, int(cost[u])), (receive, int(cost[u]))]
-    highest = int(work_down.sum() + 2 * cost.sum()) + 1
+    model, y, load = block_model(problem, groups, compute, transfer, unit)
+    # B holds at least 1/K of the weight: ceil-rounded weights keep the true block feasible.
+    weight_unit = np.abs(weights).max() / CHAIN_RESOLUTION
+    weight_up = np.ceil(weights / weight_unit).astype(np.int64)
+    share = int(math.ceil(weights.sum() / (K * weight_unit) * (1 - 1e-9)))
+    model.add(sum(int(weight_up[g]) * y[g] for g in range(G) if weight_up[g]) >= share)
+    highest = int(np.floor(compute / unit).sum() + 2 * np.floor(transfer / unit).sum()) + 1
     if math.isfinite(target):
         highest = min(highest, int(math.floor(target / unit * (1 + 1e-9))) + 1)
     T = model.new_int_var(0, highest, "T")
-    model.add(sum(coef * var for var, coef in terms) <= T)
+    model.add(load <= T)
     model.minimize(T)
     left = deadline - time.perf_counter()
     if left < 0.01:
@@ -957,6 +939,9 @@ def heaviest_block_bound(
     with solver_stdout_to_stderr():
         status = solver.solve(model)
     seconds = time.perf_counter() - started
+    details = {}
+    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        details["block"] = np.array([solver.boolean_value(cell) for cell in y])
     if status == cp_model.OPTIMAL:
         low, how = int(round(solver.objective_value)), "optimal"
     elif status in (cp_model.FEASIBLE, cp_model.UNKNOWN) and math.isfinite(solver.best_objective_bound):
@@ -964,8 +949,43 @@ def heaviest_block_bound(
     else:  # infeasible under the cap (a rounding accident: a placement reaches it) or invalid
         low, how = 0, "time_limit"
     if low <= 0:
-        return BoundResult(0.0, "skipped", seconds, 1)
-    return BoundResult(low * unit * (1 - MIP_SAFETY), how, seconds, 1)
+        return BoundResult(0.0, "skipped", seconds, 1, details)
+    return BoundResult(low * unit * (1 - MIP_SAFETY), how, seconds, 1, details)
+
+
+def block_model(problem: PlacementProblem, groups: Groups, compute: np.ndarray,
+                transfer: np.ndarray, unit: float):
+    r"""One block ``B = I \ J`` of the chain as a CP-SAT model (module docstring, 6):
+    ``(model, y, load)`` with ``y[g]`` "group ``g`` in ``B``" and ``load`` the linear expression
+    of ``f(B) / unit``, each cost rounded *down* (so it is at most the block's true load)."""
+    from ortools.sat.python import cp_model
+
+    G = groups.num_groups
+    work = np.floor(compute / unit).astype(np.int64)
+    cost = np.floor(transfer / unit).astype(np.int64)
+    model = cp_model.CpModel()
+    in_I = [model.new_bool_var("") for _ in range(G)]
+    in_J = [model.new_bool_var("") for _ in range(G)]
+    for g, h in groups.edges.tolist():
+        model.add_implication(in_I[h], in_I[g])
+        model.add_implication(in_J[h], in_J[g])
+    y = []
+    for g in range(G):
+        model.add_implication(in_J[g], in_I[g])
+        cell = model.new_bool_var("")
+        model.add(cell == in_I[g] - in_J[g])
+        y.append(cell)
+    terms = [(y[g], int(work[g])) for g in range(G) if work[g] > 0]
+    for u, hs in _senders(groups).items():
+        if cost[u] <= 0:
+            continue
+        gu = int(groups.group_of[u])
+        send, receive = model.new_bool_var(""), model.new_bool_var("")
+        for h in hs:
+            model.add_bool_or([~y[gu], y[h], send])
+            model.add_bool_or([~y[h], y[gu], receive])
+        terms += [(send, int(cost[u])), (receive, int(cost[u]))]
+    return model, y, sum(coef * var for var, coef in terms)
 
 
 BOUNDS = ("combinatorial", "cut", "heaviest", "chain", "bottleneck", "guess")

@@ -93,3 +93,15 @@ def test_slicegraph_starts_the_covering_bound_only_with_its_least_time(monkeypat
     result = slicegraph.solve(problem, "throughput", 4.0, bounds=("combinatorial", "covering"))
     assert calls and all(seconds <= 4.0 for seconds in calls)
     assert "covering" in result.stats["bounds"]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_heaviest_block_under_a_cap_below_its_minimum_proves_the_cap(seed):
+    problem, optimum, groups = _small_case_solved(seed)
+    free = contiguous.heaviest_block_bound(problem, 5.0, groups)
+    if free.value <= 0:
+        pytest.skip("no block to cap")
+    capped = contiguous.heaviest_block_bound(problem, 5.0, groups, target=0.5 * free.value)
+    assert capped.status == "target", capped
+    assert capped.value == pytest.approx(0.5 * free.value, rel=1e-5)
+    assert capped.value <= optimum * (1 + TOLERANCE)

@@ -902,7 +902,10 @@ def heaviest_block_bound(
     on RandWire-WS, k = 16). ``weights`` (one per group, summing to more than 0): the block
     holds ``1 / K`` of their sum instead of the work's (the covering bound's certificate,
     :mod:`tvm_place.solvers.bounds.covering`). ``details["block"]``: the groups of the best
-    block CP-SAT found (a bool array), where it found one."""
+    block CP-SAT found (a bool array), where it found one. No block under the cap ``target``
+    proves ``target`` itself (status ``"target"``): with ``target`` a placement's value that
+    cannot happen (its heaviest block is under the cap), with a level below it, it is the proof
+    that the level is short of the optimum."""
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
@@ -942,11 +945,15 @@ def heaviest_block_bound(
     details = {}
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         details["block"] = np.array([solver.boolean_value(cell) for cell in y])
+    if status == cp_model.INFEASIBLE and math.isfinite(target):
+        # Every block holding the share has a rounded-down load above the cap, which is at
+        # least target / unit: so its true load is above ``target``.
+        return BoundResult(target * (1 - MIP_SAFETY), "target", seconds, 1, details)
     if status == cp_model.OPTIMAL:
         low, how = int(round(solver.objective_value)), "optimal"
     elif status in (cp_model.FEASIBLE, cp_model.UNKNOWN) and math.isfinite(solver.best_objective_bound):
         low, how = int(math.ceil(solver.best_objective_bound - 1e-6)), "time_limit"
-    else:  # infeasible under the cap (a rounding accident: a placement reaches it) or invalid
+    else:  # invalid
         low, how = 0, "time_limit"
     if low <= 0:
         return BoundResult(0.0, "skipped", seconds, 1, details)

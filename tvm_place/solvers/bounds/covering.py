@@ -330,8 +330,9 @@ def covering_bound(
     """``h(pi)`` for the covering LP's duals (module docstring) within ``time_limit`` seconds.
 
     ``floor``: a bound already held; ``target``: a placement's value (both set the first level;
-    without a finite ``target`` the bound is skipped). ``details``: the last level, the
-    restricted master's value there, the columns, the CP-SAT pricing calls."""
+    without a finite ``target`` the bound is skipped). ``details``: the last ``level``, the
+    restricted master's value there (``lp``), the ``columns``, the level changes (``levels``),
+    the CP-SAT ``solves`` (pricing and certificates)."""
     started = time.perf_counter()
     deadline = started + time_limit
     certify_from = deadline - CERTIFICATE_SHARE * time_limit

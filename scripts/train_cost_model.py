@@ -106,6 +106,7 @@ TRAIN: list[tuple[str, dict]] = [(name, sizes) for name, sizes, role in FULL if 
                            "num_layers": 1}),
 ]
 
+
 def dataset_path(model_stem: str) -> Path:
     """The dataset a model is fitted on: one per CPU, named after the model file
     (``llvm-znver4`` -> ``docs/data/cost-model-dataset-llvm-znver4.json``)."""

@@ -52,14 +52,15 @@ level whose restricted master's value falls to ``K`` (then ``z(L) <= K``: it can
 or whose certificate runs out of time becomes that ceiling. The answer is the best certificate,
 and at the end ``h(pi)`` for the last duals: the bound needs neither a converged LP nor a proof
 from pricing, since ``h`` is valid for any ``pi``; convergence only lets it reach the level.
-Weights reach CP-SAT coarsened to ``WEIGHT_RESOLUTION`` (still valid, and far easier to prove).
+Weights reach CP-SAT coarsened to ``WEIGHT_RESOLUTION`` (still valid: any weights are).
 
 Time: ``O(G (G + n))`` per order and ``O(G^2)`` per order per master solve (NumPy), one GLOP
 solve per round, ``PRICING_SECONDS`` per CP-SAT pricing call, the certificates on at most
-``CERTIFICATE_SHARE`` of the time each. Memory: ``POOL_CELLS`` float32 interval loads.
+``CERTIFICATE_SHARE`` of the time each. Memory: ``POOL_CELLS`` float32 interval loads, and
+the index pairs of those under the level (two int64 per pair).
 
-Measured (one run each on the 2-core machine, 40 s, the floor the best other bound of the Archer
-table's 120 s run, 16 A100s): RandWire-WS 0.656 -> 0.759 of the best placement, RandWire-ER
+Measured (one run each on the 2-core machine under the bench lock, load 1.1-1.8, 40 s, the floor
+the best other bound of the Archer table's 120 s run, 16 A100s): RandWire-WS 0.656 -> 0.759 of the best placement, RandWire-ER
 0.579 -> 0.705, RandWire-BA 0.663 -> 0.764 (each the first level, certified; the second level
 was not reached in the time).
 """
@@ -285,8 +286,9 @@ class _Master:
 
 def _coarse(pi: np.ndarray) -> np.ndarray:
     """``pi`` scaled to integers of at most ``WEIGHT_RESOLUTION`` and rounded up: any weights
-    give a valid ``h`` (module docstring), and CP-SAT proves far sooner on small coefficients
-    (measured: RandWire-ER, k = 16, unsolved in 12 s at a resolution of 1e9)."""
+    give a valid ``h`` (module docstring), and small coefficients keep CP-SAT's linear
+    relaxation well scaled. Its effect on speed was not isolated: one 40 s trial on the three
+    RandWire graphs (k = 16) showed no clear change either way."""
     return np.ceil(pi / (np.abs(pi).max() / WEIGHT_RESOLUTION))
 
 

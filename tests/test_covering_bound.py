@@ -105,3 +105,21 @@ def test_heaviest_block_under_a_cap_below_its_minimum_proves_the_cap(seed):
     assert capped.status == "target", capped
     assert capped.value == pytest.approx(0.5 * free.value, rel=1e-5)
     assert capped.value <= optimum * (1 + TOLERANCE)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_heaviest_block_stopped_at_a_block_under_the_cap_returns_one_and_a_valid_value(seed):
+    # The covering bound's pricing: the first block under the cap holding the share is a column;
+    # the value returned with it is CP-SAT's bound at that point, still at most the minimum.
+    problem, optimum, groups = _small_case_solved(seed)
+    weights = _random_weights(seed, groups.num_groups)
+    free = contiguous.heaviest_block_bound(problem, 5.0, groups, weights=weights)
+    if free.status != "optimal" or free.value <= 0:
+        pytest.skip("no block to find")
+    cap = 2.0 * free.value
+    stopped = contiguous.heaviest_block_bound(problem, 5.0, groups, cap, weights=weights,
+                                              stop_at=cap)
+    block = stopped.details["block"]
+    assert weights[block].sum() >= weights.sum() / problem.num_devices * (1 - 1e-6)
+    assert _least_cost_load(problem, groups, set(np.flatnonzero(block))) <= cap * (1 + 1e-6)
+    assert stopped.value <= free.value * (1 + 1e-9) + 1e-12

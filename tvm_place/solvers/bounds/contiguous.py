@@ -895,6 +895,7 @@ def heaviest_block_bound(
     groups: Groups | None = None,
     target: float = math.inf,
     weights: np.ndarray | None = None,
+    stop_at: float = -math.inf,
 ) -> BoundResult:
     """The least load of a block holding ``1 / K`` of the least-cost work (module docstring, 6),
     within ``time_limit`` seconds (building included). ``target`` as for :func:`chain_bound`;
@@ -905,7 +906,9 @@ def heaviest_block_bound(
     block CP-SAT found (a bool array), where it found one. No block under the cap ``target``
     proves ``target`` itself (status ``"target"``): with ``target`` a placement's value that
     cannot happen (its heaviest block is under the cap), with a level below it, it is the proof
-    that the level is short of the optimum."""
+    that the level is short of the optimum. ``stop_at``: the search stops at the first block
+    it finds of load at most this (the covering bound's certificate wants such a block as a
+    column, not the least one); the value is then CP-SAT's bound at that point."""
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
@@ -939,8 +942,15 @@ def heaviest_block_bound(
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = left
     solver.parameters.num_workers = CHAIN_WORKERS
+    stop_units = math.floor(stop_at / unit) if math.isfinite(stop_at) else -1
+
+    class StopAt(cp_model.CpSolverSolutionCallback):
+        def on_solution_callback(self) -> None:
+            if self.objective_value <= stop_units:
+                self.stop_search()
+
     with solver_stdout_to_stderr():
-        status = solver.solve(model)
+        status = solver.solve(model, StopAt() if stop_units >= 0 else None)
     seconds = time.perf_counter() - started
     details = {}
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):

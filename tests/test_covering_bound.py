@@ -107,19 +107,31 @@ def test_heaviest_block_under_a_cap_below_its_minimum_proves_the_cap(seed):
     assert capped.value <= optimum * (1 + TOLERANCE)
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_heaviest_block_stopped_at_a_block_under_the_cap_returns_one_and_a_valid_value(seed):
+def test_heaviest_block_stopped_at_a_block_under_the_cap_returns_one_and_a_valid_value(
+        monkeypatch):
     # The covering bound's pricing: the first block under the cap holding the share is a column;
     # the value returned with it is CP-SAT's bound at that point, still at most the minimum.
-    problem, optimum, groups = _small_case_solved(seed)
-    weights = _random_weights(seed, groups.num_groups)
-    free = contiguous.heaviest_block_bound(problem, 5.0, groups, weights=weights)
-    if free.status != "optimal" or free.value <= 0:
-        pytest.skip("no block to find")
-    cap = 2.0 * free.value
-    stopped = contiguous.heaviest_block_bound(problem, 5.0, groups, cap, weights=weights,
-                                              stop_at=cap)
-    block = stopped.details["block"]
-    assert weights[block].sum() >= weights.sum() / problem.num_devices * (1 - 1e-6)
-    assert _least_cost_load(problem, groups, set(np.flatnonzero(block))) <= cap * (1 + 1e-6)
-    assert stopped.value <= free.value * (1 + 1e-9) + 1e-12
+    from ortools.sat.python import cp_model
+
+    stops = []
+    stop_search = cp_model.CpSolverSolutionCallback.stop_search
+    monkeypatch.setattr(cp_model.CpSolverSolutionCallback, "stop_search",
+                        lambda self: stops.append(1) or stop_search(self))
+    checked = 0
+    for seed in range(10):
+        problem, optimum, groups = _small_case_solved(seed)
+        weights = _random_weights(seed, groups.num_groups)
+        free = contiguous.heaviest_block_bound(problem, 5.0, groups, weights=weights)
+        if free.status != "optimal" or free.value <= 0:
+            continue
+        for cap in (free.value * (1 + 1e-6), 2.0 * free.value):
+            stopped = contiguous.heaviest_block_bound(problem, 5.0, groups, cap,
+                                                      weights=weights, stop_at=cap)
+            block = stopped.details["block"]
+            assert weights[block].sum() >= weights.sum() / problem.num_devices * (1 - 1e-6)
+            load = _least_cost_load(problem, groups, set(np.flatnonzero(block)))
+            assert load <= cap * (1 + 1e-6)
+            assert stopped.value <= free.value * (1 + 1e-9) + 1e-12
+            checked += 1
+    assert checked >= 10
+    assert stops, "the search never stopped at a block under the cap"

@@ -907,8 +907,9 @@ def heaviest_block_bound(
     proves ``target`` itself (status ``"target"``): with ``target`` a placement's value that
     cannot happen (its heaviest block is under the cap), with a level below it, it is the proof
     that the level is short of the optimum. ``stop_at``: the search stops at the first block
-    it finds of load (costs rounded down) at most this (the covering bound's certificate wants such a block as a
-    column, not the least one); the value is then CP-SAT's bound at that point."""
+    it finds of load (costs rounded down) at most this (the covering bound's certificate wants
+    such a block as a column, not the least one); the value is then CP-SAT's bound at that
+    point."""
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()

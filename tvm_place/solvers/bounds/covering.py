@@ -51,9 +51,10 @@ group keeps it feasible) gives the duals ``pi``; pricing looks for blocks with `
 
 The first level lies ``FIRST_LEVEL`` of the way from ``floor`` (a bound held) to ``target`` (a
 placement's value). Once CP-SAT proves there is no such block, the duals are certified: no
-block holding the share under the cap proves the level itself. A certified level becomes the floor and the
-next lies ``LEVEL`` of the way up to the lowest level that failed; a level whose restricted
-master's value falls to ``K`` (then ``z(L) <= K``: it cannot be certified) becomes that ceiling.
+block holding the share under the cap proves the level itself. A certified level becomes the
+floor and the next lies ``LEVEL`` of the way up to the lowest level that failed; a level whose
+restricted master's value falls to ``K`` (then ``z(L) <= K``: it cannot be certified) becomes
+that ceiling.
 A level whose certificate runs out of time is tried once more with the same duals under a cap
 ``LEVEL`` of the way up from the best bound held (CP-SAT's proof time rises steeply with the
 cap), then becomes the ceiling. The answer is the best certificate, or ``h(pi)`` for the last duals,
@@ -69,9 +70,9 @@ each, and the last ``h(pi)`` on whatever is left. Memory:
 per pair).
 
 Measured (the bound alone, 50 s, one run each on the 2-core machine under the bench lock, load
-1.5-1.9; the floor the best other bound of the Archer table's 120 s run of session 14, the target
-its best placement, 16 A100s), as a share of the best placement, before and after the pricing
-and the final ``h(pi)`` above: RandWire-WS 0.759 -> 0.759, RandWire-BA 0.764 -> 0.827,
+1.6-1.7 at the ends; the floor the best other bound of the Archer table's 120 s run of session
+14, the target its best placement, 16 A100s), as a share of the best placement, before and
+after the pricing and the final ``h(pi)`` above: RandWire-WS 0.759 -> 0.759, RandWire-BA 0.764 -> 0.827,
 RandWire-ER 0.709 -> 0.736. The gain rests on the last ``h(pi)`` finishing in the time left,
 and it does not always: repeated later (load 1.8), this code gave 0.759, 0.764 and 0.709, as
 the old one did.
@@ -354,7 +355,7 @@ def covering_bound(
 
     def certify(seconds: float, cap: float, final: bool = False) -> np.ndarray | None:
         """``h(pi)`` capped at ``cap`` (so that no block under the cap proves ``cap``); a block
-        CP-SAT finds under the cap is returned: a column that prices out. Unless ``final``,
+        CP-SAT finds under the cap is returned: a candidate column. Unless ``final``,
         CP-SAT stops at the first such block: the column generation goes on from it. A block
         is returned only where its load is at most the level ``L`` (CP-SAT rounds costs down)."""
         nonlocal best, calls
@@ -403,8 +404,8 @@ def covering_bound(
             low = L
         else:
             # Not certified in its time. The same duals under a lower cap: CP-SAT's proof time
-            # rises steeply with the cap (RandWire-WS, k = 16: 8, 13 and 27 s at 0.9, 0.95 and
-            # 1.0 of the level), and these duals hold there too.
+            # rises steeply with the cap (RandWire-WS, k = 16, one run: 8, 13 and 27 s at 0.9,
+            # 0.95 and 1.0 of the level), and these duals hold there too.
             floor_now = max(low, best.value)
             if column(certify(certificate_seconds(), floor_now + LEVEL * (L - floor_now))):
                 continue

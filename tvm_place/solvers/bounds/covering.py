@@ -73,9 +73,9 @@ Measured (the bound alone, 50 s, one run each on the 2-core machine under the be
 1.6-1.7 at the ends; the floor the best other bound of the Archer table's 120 s run of session
 14, the target its best placement, 16 A100s), as a share of the best placement, before and
 after the pricing and the final ``h(pi)`` above: RandWire-WS 0.759 -> 0.759, RandWire-BA
-0.764 -> 0.827, RandWire-ER 0.709 -> 0.736. The gain rests on the last ``h(pi)`` finishing in the time left,
-and it does not always: repeated later (load 1.8), this code gave 0.759, 0.764 and 0.709, as
-the old one did.
+0.764 -> 0.827, RandWire-ER 0.709 -> 0.736. The gain rests on the last ``h(pi)`` finishing in
+the time left, and it does not always: repeated later (load 1.8), this code gave 0.759, 0.764
+and 0.709, as the old one did.
 """
 
 from __future__ import annotations

@@ -76,6 +76,48 @@ def test_covering_bound_stops_at_its_time_limit_with_a_valid_bound():
         assert result.value <= exact.value * (1 + TOLERANCE)
 
 
+def test_covering_bound_hands_its_time_back_where_it_proves_nothing_in_time():
+    problem = _pipeline_problem(5, 300, 16)
+    groups = grouping.contract(problem)
+    target = slicegraph.solve(problem, "throughput", 5.0, bounds=()).value
+    started = time.perf_counter()
+    result = covering.covering_bound(problem, 20.0, groups, target=target, certify_within=0.0)
+    assert time.perf_counter() - started < 10.0, result
+    assert result.details["gave_up"] and not result.details["certified"]
+    kept = covering.covering_bound(problem, 5.0, groups, target=target)
+    assert not kept.details["gave_up"]
+
+
+def test_slicegraph_runs_the_cut_windows_after_the_covering_bound_on_the_time_it_left(
+        monkeypatch):
+    # Where the covering bound runs: the MIPs, then the covering bound (told to give up where
+    # it proves nothing), then the cut windows on what is left, at least WINDOW_SHARE_LEAST.
+    problem = _pipeline_problem(2, 60, 8)
+    calls = []
+    real_covering, real_window = covering.covering_bound, slicegraph.window_bound.window_bound
+
+    def gives_up(*args, **kw):
+        calls.append(("covering", args[1], kw["certify_within"]))
+        return real_covering(*args, **dict(kw, certify_within=0.0))
+
+    def window(*args, **kw):
+        calls.append(("window", args[1], None))
+        return real_window(*args, **kw)
+
+    monkeypatch.setattr(covering, "covering_bound", gives_up)
+    monkeypatch.setattr(slicegraph.window_bound, "window_bound", window)
+    monkeypatch.setattr(slicegraph, "COVERING_LEAST_SECONDS", 0.5)
+    monkeypatch.setattr(slicegraph, "DEFAULT_PATIENCE_EVALUATIONS", 1)  # a short GA phase
+    result = slicegraph.solve(problem, "throughput", 10.0, bounds=("combinatorial", "heaviest",
+                                                                    "covering", "window"))
+    assert not result.stats["optimal"]  # else the phase may end before either runs
+    assert [name for name, *_ in calls] == ["covering", "window"], calls
+    (_, covering_seconds, within), (_, window_seconds, _) = calls
+    assert within == pytest.approx(slicegraph.COVERING_PROBE * covering_seconds)
+    # The covering bound gave its time back at once: the windows get nearly all of it.
+    assert window_seconds > 0.8 * covering_seconds, calls
+
+
 def test_covering_bound_is_skipped_without_a_placement_value():
     problem, _, groups = _small_case_solved(0)
     assert covering.covering_bound(problem, 2.0, groups).status == "skipped"

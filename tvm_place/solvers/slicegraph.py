@@ -54,18 +54,22 @@ a depth-first order, a breadth-first order) and random ones. Everything random c
 ends by its generation cap, its patience (generations without improvement) or by reaching the
 lower bound rather than by the clock.
 
-Time budget (``time_limit`` seconds): the GA runs up to 60% of it, the lower bounds (combinatorial
-at once, the cut-window bound of :mod:`tvm_place.solvers.bounds.window` on up to ``WINDOW_SHARE`` of the bound phase,
-then the MIPs of :mod:`tvm_place.solvers.bounds.contiguous`, each under its own time limit, skipped when too little time
-is left for them to prove anything, then the covering bound of :mod:`tvm_place.solvers.bounds.covering` on
-``COVERING_SHARE`` of what the window bound left, where that is at least ``COVERING_LEAST_SECONDS``) up to 90%, and the GA resumes in what is
-left, up to 93% less two evaluations, which rebuild the answer; one descent of the local search of
-:mod:`chain_search` then moves groups across the answer's cuts, up to 97%. The clock is checked before each
-evaluation, looking ahead by the longest evaluation so far; an interrupted generation resumes
-where it stopped. The population is 50 up to 200 groups and shrinks beyond (at least 20), since
-an evaluation costs about ``groups^2``. The Placement's ``lower_bound`` is the best bound proven
-(never above the value found; a bound that would be is dropped and named in
-``stats["bound_conflict"]``), and ``stats["optimal"]`` says the value is within ``2e-6`` of it.
+Time budget (``time_limit`` seconds): the GA runs up to 60% of it, the lower bounds up to 90%, and
+the GA resumes in what is left, up to 93% less two evaluations, which rebuild the answer; one
+descent of the local search of :mod:`chain_search` then moves groups across the answer's cuts, up
+to 97%. The clock is checked before each evaluation, looking ahead by the longest evaluation so
+far; an interrupted generation resumes where it stopped. The population is 50 up to 200 groups and
+shrinks beyond (at least 20), since an evaluation costs about ``groups^2``. The bound phase: the
+combinatorial bound at once; then, where the covering bound of
+:mod:`tvm_place.solvers.bounds.covering` would get less than ``COVERING_LEAST_SECONDS`` (short
+limits), the cut-window bound of :mod:`tvm_place.solvers.bounds.window` on up to ``WINDOW_SHARE``
+of the phase and the MIPs of :mod:`tvm_place.solvers.bounds.contiguous` on the rest, each under its
+own time limit, skipped when too little time is left for them to prove anything; otherwise the MIPs
+first, the covering bound, which stops where it has proven nothing in ``COVERING_PROBE`` of its
+time, and the cut windows on what the covering bound left (at least ``WINDOW_SHARE_LEAST`` of the
+phase). The Placement's ``lower_bound`` is the best bound proven (never above the value found; a
+bound that would be is dropped and named in ``stats["bound_conflict"]``), and ``stats["optimal"]``
+says the value is within ``2e-6`` of it.
 
 Limitations: the usage vectors multiply with the number of distinct device types (``V = 2^D``
 for ``D`` all-different devices; beyond 4,096 the method refuses); the block-cost matrix needs
@@ -108,12 +112,17 @@ _GA_SHARE, _BOUNDS_END, _GA_END, _POLISH_END = 0.6, 0.9, 0.93, 0.97
 #: Share of the bound phase the cut-window bound may take (max-flows, CP-SAT windows: on wide
 #: graphs it halves windows until its share is spent; on narrow ones it usually stops sooner).
 WINDOW_SHARE = 0.3
-#: Share of the bound phase left after the cut-window bound that the covering bound of
-#: :mod:`tvm_place.solvers.bounds.covering` gets, after the MIPs; not started where that share is
-#: under ``COVERING_LEAST_SECONDS`` (its column generation needs tens of seconds on the wide
-#: graphs it is for, and the MIPs keep their whole share on the rest).
+#: Share of the bound phase, less ``WINDOW_SHARE``, that the covering bound of
+#: :mod:`tvm_place.solvers.bounds.covering` may take; not started where that is under
+#: ``COVERING_LEAST_SECONDS`` (its column generation needs tens of seconds on the wide graphs it
+#: is for, and the MIPs keep their whole share on the rest). Where it runs, the MIPs get the
+#: rest of that share first, the covering bound all but ``WINDOW_SHARE_LEAST`` of what is left,
+#: and the cut windows the rest: the covering bound stops where it has proven nothing in
+#: ``COVERING_PROBE`` of its time, so that time goes to the cut windows.
 COVERING_SHARE = 0.7
 COVERING_LEAST_SECONDS = 10.0
+COVERING_PROBE = 0.4
+WINDOW_SHARE_LEAST = 0.1
 #: Relative gap under which the answer counts as proven optimal (covers the bounds' safety margin).
 _OPTIMAL_TOLERANCE = 2 * contiguous.MIP_SAFETY
 #: Usage-vector states the slicing program accepts (types x vectors x units^2 work per order).
@@ -676,41 +685,57 @@ def solve(
                          min(1.0, (time.perf_counter() - started) / time_limit))
 
     run_ga()
-    if "window" in bounds and not reached_bound():
-        # The cut-window bound first: max-flows only, and its value is the MIPs' floor.
-        seconds = WINDOW_SHARE * (started + _BOUNDS_END * time_limit - time.perf_counter())
-        if seconds > 0.01:
-            t0 = time.perf_counter()
-            value, run = window_bound.window_bound(problem, seconds, ga.best_value, groups, lower)
-            bound_results["window"] = contiguous.BoundResult(
-                value, "skipped" if "skipped" in run else "optimal", time.perf_counter() - t0,
-                details=run)
-            lower = max(lower, value)
+    bounds_end = started + _BOUNDS_END * time_limit
+    phase = bounds_end - time.perf_counter()
     mip_bounds = tuple(b for b in bounds if b not in ("combinatorial", "window", "covering"))
-    phase_left = started + _BOUNDS_END * time_limit - time.perf_counter()
-    covering_seconds = COVERING_SHARE * phase_left if "covering" in bounds else 0.0
+    covering_seconds = (COVERING_SHARE * (1 - WINDOW_SHARE) * phase
+                        if "covering" in bounds else 0.0)
     if covering_seconds < COVERING_LEAST_SECONDS:
         covering_seconds = 0.0
-    if mip_bounds and not reached_bound():
-        budget = phase_left - covering_seconds
-        if budget > 0.05:
-            if progress is not None:
-                progress("slicegraph: lower bounds (MIP)", None)
-            computed = contiguous.lower_bounds(
-                problem, budget, groups, which=mip_bounds, target=ga.best_value
-            )
-            bound_results.update(computed)
-            # An infinite bound (a relaxation with no solution) only serves the infeasibility
-            # message below; the GA's stopping rule uses the finite ones.
-            lower = max([lower] + [r.value for r in computed.values() if math.isfinite(r.value)])
-    if covering_seconds and not reached_bound():
-        seconds = started + _BOUNDS_END * time_limit - time.perf_counter()
-        if seconds > 0.05:
+
+    def window(seconds: float) -> None:
+        nonlocal lower
+        if "window" not in bounds or reached_bound() or seconds <= 0.01:
+            return
+        t0 = time.perf_counter()
+        value, run = window_bound.window_bound(problem, seconds, ga.best_value, groups, lower)
+        bound_results["window"] = contiguous.BoundResult(
+            value, "skipped" if "skipped" in run else "optimal", time.perf_counter() - t0,
+            details=run)
+        lower = max(lower, value)
+
+    def mips(seconds: float) -> None:
+        nonlocal lower
+        if not mip_bounds or reached_bound() or seconds <= 0.05:
+            return
+        if progress is not None:
+            progress("slicegraph: lower bounds (MIP)", None)
+        computed = contiguous.lower_bounds(problem, seconds, groups, which=mip_bounds,
+                                           target=ga.best_value)
+        bound_results.update(computed)
+        # An infinite bound (a relaxation with no solution) only serves the infeasibility
+        # message below; the GA's stopping rule uses the finite ones.
+        lower = max([lower] + [r.value for r in computed.values() if math.isfinite(r.value)])
+
+    if not covering_seconds:
+        # The cut-window bound first: max-flows only, and its value is the MIPs' floor.
+        window(WINDOW_SHARE * phase)
+        mips(bounds_end - time.perf_counter())
+    else:
+        # The MIPs first (the heaviest block proves in seconds what the cut windows take tens
+        # of seconds to: RandWire, k = 16), then the covering bound, which hands back the time
+        # it cannot use (no level certified in COVERING_PROBE of it: NASNet-A, T5), then the
+        # cut windows on at least WINDOW_SHARE_LEAST of the phase and whatever was handed back.
+        mips((1 - COVERING_SHARE) * (1 - WINDOW_SHARE) * phase)
+        seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
+        if seconds > 0.05 and not reached_bound():
             if progress is not None:
                 progress("slicegraph: lower bound (covering LP)", None)
-            result = covering.covering_bound(problem, seconds, groups, lower, ga.best_value)
+            result = covering.covering_bound(problem, seconds, groups, lower, ga.best_value,
+                                             certify_within=COVERING_PROBE * seconds)
             bound_results["covering"] = result
             lower = max(lower, result.value)
+        window(bounds_end - time.perf_counter())
     # The answer is rebuilt once more at the end (about two evaluations): leave room for it.
     phase_end[0] = started + _GA_END * time_limit - 2 * ga.eval_seconds
     run_ga()

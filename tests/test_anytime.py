@@ -10,7 +10,7 @@ import pytest
 from test_window_bound import _cells
 
 from tvm_place.evaluate import evaluate, validate
-from tvm_place.solvers import anytime, chain_search, dp, slicegraph
+from tvm_place.solvers import anytime, chain_search, dp, grouping, slicegraph
 
 TOLERANCE = 1e-9
 
@@ -91,3 +91,42 @@ def test_refine_with_the_chain_model_stays_contiguous_and_reaches_the_dp_optimum
     assert stats["anytime"]["chain_models"], stats["anytime"]
     # Measured: the optimum on both (the chain model solves these 41-operator graphs).
     assert value <= exact.value * 1.001, stats["anytime"]
+
+
+def test_local_search_with_patience_stops_before_its_limit_and_depends_on_its_seed_alone():
+    problem = _cells(4, 10, 4, 6)
+    start = _lopsided(problem)
+    runs = []
+    for _ in range(2):
+        started = time.perf_counter()
+        found, stats = chain_search.improve(problem, start, 30.0, seed=5, patience=20)
+        runs.append((found, stats, time.perf_counter() - started))
+    (first, stats, seconds), (second, _, _) = runs
+    assert seconds < 15.0 and stats["kicks"] >= 20, stats
+    np.testing.assert_array_equal(first, second)
+    validate(problem, first, contiguous=True)
+    assert evaluate(problem, first).max_load <= evaluate(problem, start).max_load
+
+
+@pytest.mark.parametrize("seed,K", [(1, 4), (3, 6)])
+def test_improve_lowers_a_placement_by_the_search_and_the_hinted_chain_model(seed, K):
+    # slicegraph's last step: no bound of its own, the chain model's bound only where it proves
+    # more than the bound given.
+    problem = _cells(seed, 10, 4, K)
+    exact = dp.solve(problem, "throughput", 60.0)
+    start = _lopsided(problem)
+    groups = grouping.contract(problem)
+    record: dict = {}
+    found, value, lower = anytime.improve(problem, start, 0.0, time.perf_counter() + 10.0,
+                                          groups, record)
+    validate(problem, found, contiguous=True)
+    assert value == pytest.approx(evaluate(problem, found).max_load, rel=1e-12)
+    assert lower <= exact.value * (1 + TOLERANCE) <= value * (1 + 2 * TOLERANCE)
+    assert record["searches"] and "window_bounds" not in record, record
+    assert value <= exact.value * 1.001, record  # measured: the optimum on both
+    # Without the chain model: the search alone, stopped by its patience.
+    record = {}
+    alone, _, same = anytime.improve(problem, start, 0.0, time.perf_counter() + 10.0, groups,
+                                     record, chain_model=False)
+    assert "chain_models" not in record and same == 0.0
+    assert evaluate(problem, alone).max_load <= evaluate(problem, start).max_load

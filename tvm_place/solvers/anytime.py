@@ -50,6 +50,10 @@ from .grouping import Groups, contract
 #: not (module docstring: after the chain model a second search improved nothing).
 STEPS = {True: (("search", 0.15), ("chain", 0.3), ("bound", 1.0)),
          False: (("search", 0.15), ("search", 0.25), ("bound", 1.0))}
+#: :func:`improve`'s steps: up to half the time to the local search, the rest to the chain
+#: model; the search stops after this many kicks in a row without a better chain.
+IMPROVE_STEPS = {True: (("search", 0.5), ("chain", 1.0)), False: (("search", 1.0),)}
+IMPROVE_PATIENCE = 300
 #: Relative gap under which the search stops: the placement is optimal as far as the bound's
 #: bisection can tell.
 CLOSED = 2 * window_bound.TOLERANCE
@@ -76,54 +80,90 @@ def hinted_chain(problem: PlacementProblem, device_of: np.ndarray, seconds: floa
     return found, run
 
 
+class _Steps:
+    """A contiguous placement, its value and a bound, and the steps that improve them (module
+    docstring); what each step did goes into ``record``."""
+
+    def __init__(self, problem: PlacementProblem, device_of: np.ndarray, lower: float,
+                 groups: Groups, record: dict, seed: int = 0, patience: int | None = None):
+        self.problem, self.groups, self.record = problem, groups, record
+        self.device_of, self.lower = device_of, lower
+        self.value = evaluate(problem, device_of).max_load
+        self.seed, self.patience = seed, patience
+
+    def closed(self) -> bool:
+        return self.value <= self.lower * (1 + CLOSED)
+
+    def search(self, seconds: float) -> None:
+        if seconds <= 0 or self.closed():
+            return
+        found, run = chain_search.improve(self.problem, self.device_of, seconds, seed=self.seed,
+                                          groups=self.groups, stop_at=self.lower * (1 + CLOSED),
+                                          patience=self.patience)
+        measured = evaluate(self.problem, found).max_load
+        self.record.setdefault("searches", []).append({**run, "measured": measured})
+        if measured < self.value:
+            self.device_of, self.value = found, measured
+
+    def chain(self, seconds: float) -> None:
+        if seconds <= 0 or self.closed():
+            return
+        found, run = hinted_chain(self.problem, self.device_of, seconds, self.groups, self.lower)
+        if run.get("measured", math.inf) < self.value:
+            self.device_of, self.value = found, run["measured"]
+        self.record.setdefault("chain_models", []).append(run)
+        if math.isfinite(run["bound"]):
+            self.lower = max(self.lower, min(run["bound"], self.value))
+
+    def bound(self, seconds: float) -> None:
+        if seconds <= 0 or self.closed():
+            return
+        proven, run = window_bound.window_bound(self.problem, seconds, self.value, self.groups,
+                                                floor=self.lower)
+        self.record.setdefault("window_bounds", []).append({**run, "value": proven})
+        if math.isfinite(proven):
+            self.lower = max(self.lower, min(proven, self.value))
+
+    def run(self, steps: dict, deadline: float,
+            chain_model: bool = True) -> tuple[np.ndarray, float, float]:
+        chain_model = (chain_model and contiguous.chain_applies(self.problem, self.groups)
+                       and contiguous.buildable(self.groups, deadline - time.perf_counter()))
+        for step, share in steps[chain_model]:
+            getattr(self, step)(share * (deadline - time.perf_counter()))
+        return self.device_of, self.value, self.lower
+
+
+def _start(problem: PlacementProblem, deadline: float, record: dict) -> bool:
+    left = deadline - time.perf_counter()
+    if left <= 0 or not budget.buildable(problem.num_ops + len(problem.graph.edges), left):
+        record["skipped"] = f"{left:.3g} s left: too little for this graph"
+        return False
+    return True
+
+
 def refine(problem: PlacementProblem, device_of: np.ndarray, lower: float, deadline: float,
            stats: dict) -> tuple[np.ndarray, float, float]:
     """``(device_of, value, lower)`` after using the time until ``deadline``
     (``time.perf_counter()``) on the contiguous placement ``device_of`` and the bound ``lower``
     (module docstring); what each step did goes into ``stats["anytime"]``."""
-    value = evaluate(problem, device_of).max_load
-    left = deadline - time.perf_counter()
     record: dict = {}
     stats["anytime"] = record
-    if left <= 0 or not budget.buildable(problem.num_ops + len(problem.graph.edges), left):
-        record["skipped"] = f"{left:.3g} s left: too little for this graph"
-        return device_of, value, lower
-    groups = contract(problem)
+    if not _start(problem, deadline, record):
+        return device_of, evaluate(problem, device_of).max_load, lower
+    return _Steps(problem, device_of, lower, contract(problem), record).run(STEPS, deadline)
 
-    def search(seconds: float) -> None:
-        nonlocal device_of, value
-        if seconds <= 0 or value <= lower * (1 + CLOSED):
-            return
-        found, run = chain_search.improve(problem, device_of, seconds, groups=groups,
-                                          stop_at=lower * (1 + CLOSED))
-        measured = evaluate(problem, found).max_load
-        record.setdefault("searches", []).append({**run, "measured": measured})
-        if measured < value:
-            device_of, value = found, measured
 
-    def bound(seconds: float) -> None:
-        nonlocal lower
-        if seconds <= 0 or value <= lower * (1 + CLOSED):
-            return
-        proven, run = window_bound.window_bound(problem, seconds, value, groups, floor=lower)
-        record.setdefault("window_bounds", []).append({**run, "value": proven})
-        if math.isfinite(proven):
-            lower = max(lower, min(proven, value))
-
-    def chain(seconds: float) -> None:
-        nonlocal device_of, value, lower
-        if seconds <= 0 or value <= lower * (1 + CLOSED):
-            return
-        found, run = hinted_chain(problem, device_of, seconds, groups, lower)
-        if run.get("measured", math.inf) < value:
-            device_of, value = found, run["measured"]
-        record.setdefault("chain_models", []).append(run)
-        if math.isfinite(run["bound"]):
-            lower = max(lower, min(run["bound"], value))
-
-    chain_model = (contiguous.chain_applies(problem, groups)
-                   and contiguous.buildable(groups, left))
-    for step, share in STEPS[chain_model]:
-        {"search": search, "chain": chain, "bound": bound}[step](
-            share * (deadline - time.perf_counter()))
-    return device_of, value, lower
+def improve(problem: PlacementProblem, device_of: np.ndarray, lower: float, deadline: float,
+            groups: Groups, record: dict, seed: int = 0,
+            chain_model: bool = True) -> tuple[np.ndarray, float, float]:
+    """``refine`` without the bound, for a solver with bounds of its own (slicegraph): the local
+    search, stopped after ``IMPROVE_PATIENCE`` kicks in a row without a better chain, then the
+    chain model hinted with its placement (``IMPROVE_STEPS``; not where ``chain_model`` is
+    false), on the contiguous placement ``device_of`` until ``deadline``. Without the chain
+    model, the result depends on ``seed`` alone when the search stops before the deadline.
+    Returns ``(device_of, value, lower)``, ``lower`` raised only by the chain model's own bound;
+    what each step did goes into ``record``."""
+    if not _start(problem, deadline, record):
+        return device_of, evaluate(problem, device_of).max_load, lower
+    steps = _Steps(problem, device_of, lower, groups, record, seed, IMPROVE_PATIENCE)
+    return steps.run(IMPROVE_STEPS, deadline, chain_model)

@@ -103,7 +103,7 @@ FIRST_LEVEL = 0.3
 #: Topological orders added per block CP-SAT finds (each keeps the block in one piece).
 ORDERS_PER_BLOCK = 3
 #: Share of the time kept for the certificate ``h(pi)`` (CP-SAT, one block).
-CERTIFICATE_SHARE = 0.3
+CERTIFICATE_SHARE = 0.45
 #: Seconds of CP-SAT's first look for a column, before it gets the certificate's time; also
 #: the least time left for which the last ``h(pi)`` is computed.
 PRICING_SECONDS = 1.0

@@ -10,7 +10,8 @@ it does not apply, the local search runs again instead); then the cut-window bou
 relaxation needs the placement's value: a lower one makes more values "short", charged at both
 ends, so it runs on the value the searches end with). Every step is valid whatever the others
 do, so the answer is a contiguous placement no worse than the one given, and a bound on the
-contiguous optimum.
+contiguous optimum. :func:`improve`, the search and the hinted chain model without the bound, is
+slicegraph's last step (its bounds are its own).
 
 Why these steps (issue 17, testbed/wide, NASNet-A): with the local search and the bound alone
 the gaps stayed at 2.3% to 5.1%; which side held them was found by the chain model run long

@@ -102,7 +102,10 @@ LEVEL = 0.5
 FIRST_LEVEL = 0.3
 #: Topological orders added per block CP-SAT finds (each keeps the block in one piece).
 ORDERS_PER_BLOCK = 3
-#: Share of the time kept for the certificate ``h(pi)`` (CP-SAT, one block).
+#: Share of the time kept for the certificate ``h(pi)`` (CP-SAT, one block). 0.3 before session
+#: 16; the bound alone, 65 s, from the floors and placements of a 120 s k = 16 run (one run each,
+#: under the bench, load 0.5 -> 1.9): RandWire-BA 0.772 -> 0.866, WS and ER unchanged (0.773,
+#: 0.724): the second level's certificate needs 20-30 s there.
 CERTIFICATE_SHARE = 0.45
 #: Seconds of CP-SAT's first look for a column, before it gets the certificate's time; also
 #: the least time left for which the last ``h(pi)`` is computed.

@@ -107,7 +107,7 @@ class _Steps:
             self.device_of, self.value = found, measured
 
     def chain(self, seconds: float) -> None:
-        if seconds <= 0 or self.closed():
+        if seconds <= 0 or self.closed() or not contiguous.buildable(self.groups, seconds):
             return
         found, run = hinted_chain(self.problem, self.device_of, seconds, self.groups, self.lower)
         if run.get("measured", math.inf) < self.value:

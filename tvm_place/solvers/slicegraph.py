@@ -52,11 +52,13 @@ one elite and one non-elite parent, each key taken from the elite parent with pr
 a depth-first order, a breadth-first order) and random ones. Everything random comes from
 ``numpy.random.default_rng(seed)``: for a given seed the result is the same whenever the search
 ends by its generation cap, its patience (generations without improvement) or by reaching the
-lower bound rather than by the clock.
+lower bound rather than by the clock, and the last step (below) runs no chain model (``bounds``
+without ``"chain"``, devices that are not identical, or an answer already proven optimal): the
+chain model is CP-SAT on two workers until its time is spent.
 
 Time budget (``time_limit`` seconds): the GA runs up to 50% of it, the lower bounds up to 90%
 (where they end sooner, the GA resumes until then, less two evaluations, which rebuild the answer);
-then, up to 98.5%, :func:`tvm_place.solvers.anytime.improve` lowers the answer: the iterated local
+then, up to 97.5%, :func:`tvm_place.solvers.anytime.improve` lowers the answer: the iterated local
 search of :mod:`tvm_place.solvers.chain_search` moves groups across its cuts (until
 ``IMPROVE_PATIENCE`` kicks in a row find nothing better), then, where ``bounds`` names ``"chain"``
 and the devices are identical, the chain model of :mod:`tvm_place.solvers.bounds.contiguous` hinted
@@ -103,7 +105,6 @@ from . import anytime
 from .bounds import contiguous
 from .bounds import covering
 from .bounds import window as window_bound
-from .budget import buildable
 from .common import DeviceTypes, Progress, require_objective, single_device
 from .grouping import Groups, check_placeable, contract, groups_from
 
@@ -116,12 +117,13 @@ RHO_ELITE = 0.7
 #: 40 of them): 40 generations of 50, more generations of a smaller population.
 DEFAULT_PATIENCE_EVALUATIONS = 2000
 #: Shares of the time limit: GA first, then bounds, then GA again (see the module docstring).
-_GA_SHARE, _BOUNDS_END, _GA_END, _POLISH_END = 0.5, 0.9, 0.9, 0.985
-#: Share of the bound phase the cut-window bound may take (max-flows, CP-SAT windows: on wide
-#: graphs it halves windows until its share is spent; on narrow ones it usually stops sooner).
+_GA_SHARE, _BOUNDS_END, _GA_END, _POLISH_END = 0.5, 0.9, 0.9, 0.975
+#: Where the covering bound does not run: the share of the bound phase the cut-window bound may
+#: take first (max-flows, CP-SAT windows: on wide graphs it halves windows until its share is
+#: spent; on narrow ones it usually stops sooner), the MIPs the rest.
 WINDOW_SHARE = 0.3
-#: Share of the bound phase, less ``WINDOW_SHARE``, that the covering bound of
-#: :mod:`tvm_place.solvers.bounds.covering` may take; not started where that is under
+#: The covering bound of :mod:`tvm_place.solvers.bounds.covering` runs where
+#: ``COVERING_SHARE * (1 - WINDOW_SHARE)`` of the bound phase is at least
 #: ``COVERING_LEAST_SECONDS`` (its column generation needs tens of seconds on the wide graphs it
 #: is for, and the MIPs keep their whole share on the rest). Where it runs, the MIPs get the
 #: rest of that share first, the covering bound all but ``WINDOW_SHARE_LEAST`` of what is left,
@@ -778,14 +780,13 @@ def solve(
     # only), then the chain model hinted with its placement searches for a better chain.
     if value > lower * (1 + _OPTIMAL_TOLERANCE):
         polish: dict = {}
-        device_of, _, hinted = anytime.improve(problem, device_of, lower,
-                                               started + _POLISH_END * time_limit, groups,
-                                               polish, seed=seed, chain_model="chain" in bounds)
+        device_of, _, _ = anytime.improve(problem, device_of, lower,
+                                          started + _POLISH_END * time_limit, groups, polish,
+                                          seed=seed, chain_model="chain" in bounds)
         stats["polish"] = polish
-        if hinted > lower:  # the hinted chain model's own bound
-            run = polish["chain_models"][-1]
-            bound_results["chain"] = contiguous.BoundResult(hinted, run["status"],
-                                                            run["seconds"])
+        for run in polish.get("chain_models", []):  # its own bound, as proven (checked below)
+            bound_results["hinted chain"] = contiguous.BoundResult(run["bound"], run["status"],
+                                                                   run["seconds"])
     stats["bounds"] = {
         name: {"value": r.value, "status": r.status, "seconds": r.seconds, "mips": r.mips}
         for name, r in bound_results.items()

@@ -167,13 +167,12 @@ class _Chain:
 
 def improve(problem: PlacementProblem, device_of: np.ndarray, time_limit: float,
             seed: int = 0, groups: Groups | None = None,
-            stop_at: float = 0.0, kicks: bool = True,
-            patience: int | None = None) -> tuple[np.ndarray, dict]:
+            stop_at: float = 0.0, patience: int | None = None) -> tuple[np.ndarray, dict]:
     """The best contiguous placement the iterated local search (module docstring) reaches from
     the contiguous placement ``device_of`` within ``time_limit`` seconds, on the same device
     order; never worse than ``device_of``; it stops early at a max-load of ``stop_at`` (a lower
     bound: nothing is better), and after ``patience`` kicks in a row that found nothing better
-    (``None``: never). ``kicks=False``: one descent only. The result depends on ``seed`` alone
+    (``None``: never; ``0``: one descent only). The result depends on ``seed`` alone
     when the search ends before the limit. Returns ``(device_of, stats)``."""
     started = time.perf_counter()
     deadline = started + time_limit
@@ -220,7 +219,7 @@ def improve(problem: PlacementProblem, device_of: np.ndarray, time_limit: float,
             stalled = 0
         elif stats["kicks"]:
             stalled += 1
-        if not kicks or time.perf_counter() >= deadline \
+        if time.perf_counter() >= deadline \
                 or (patience is not None and stalled >= patience):
             break  # (a kick from the best chain rebuilds it: O(n + m), not started late)
         if value > best_value * (1 + _EPSILON):  # kick from the best chain, not this one

@@ -698,10 +698,8 @@ def solve(
     bounds_end = started + _BOUNDS_END * time_limit
     phase = bounds_end - time.perf_counter()
     mip_bounds = tuple(b for b in bounds if b not in ("combinatorial", "window", "covering"))
-    covering_seconds = (COVERING_SHARE * (1 - WINDOW_SHARE) * phase
-                        if "covering" in bounds else 0.0)
-    if covering_seconds < COVERING_LEAST_SECONDS:
-        covering_seconds = 0.0
+    with_covering = ("covering" in bounds
+                     and COVERING_SHARE * (1 - WINDOW_SHARE) * phase >= COVERING_LEAST_SECONDS)
 
     def window(seconds: float) -> None:
         nonlocal lower
@@ -727,7 +725,7 @@ def solve(
         # message below; the GA's stopping rule uses the finite ones.
         lower = max([lower] + [r.value for r in computed.values() if math.isfinite(r.value)])
 
-    if not covering_seconds:
+    if not with_covering:
         # The cut-window bound first: max-flows only, and its value is the MIPs' floor.
         window(WINDOW_SHARE * phase)
         mips(bounds_end - time.perf_counter())

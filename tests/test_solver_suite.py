@@ -10,6 +10,7 @@ groups), latency against the depth-first search over every placement and executi
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -114,3 +115,34 @@ def test_latency_methods_against_exhaustive_search(block):
         optimum = {"all": best, "contiguous": best}
         failures += [f"seed {seed}: {message}" for message in check(problem, "latency", optimum)]
     assert not failures, "\n".join(failures[:20])
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_solve_runs_on_every_core_after_tvm_pinned_the_thread(monkeypatch):
+    """After TVM's first kernel the calling thread is pinned to one core (tvm_place.cores);
+    CP-SAT's workers, started by the solvers, inherit the thread's mask: the solve widens it to
+    the process's cores and puts it back."""
+    from tvm_place import solvers
+    from tvm_place.cores import process_cores
+
+    seen = []
+    real = solvers.method_function
+
+    def recording(method):
+        function = real(method)
+
+        def run(*args):
+            seen.append(sorted(os.sched_getaffinity(0)))
+            return function(*args)
+
+        return run
+
+    monkeypatch.setattr(solvers, "method_function", recording)
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, process_cores()[:1])
+    try:
+        solve(throughput_problem(0), "throughput", "greedy", TIME_LIMIT)
+        assert os.sched_getaffinity(0) == set(process_cores()[:1])  # put back
+    finally:
+        os.sched_setaffinity(0, mask)
+    assert seen == [process_cores()]

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from ..cores import all_cores
 from ..errors import InfeasibleError, UnknownMethodError
 from ..evaluate import evaluate
 from ..graph import Placement, PlacementProblem, check_objective
@@ -124,12 +125,16 @@ def solve(
     entry = METHODS[method]
     require_objective(method, objective, entry.objectives)
     started = time.perf_counter()
-    general_bound = bounds.best_bound(problem, objective, entry.search_space == "replicated",
-                                      BOUND_SHARE * time_limit)
-    # The bound's time (parts of it are built before their deadline is watched) counts in the
-    # limit.
-    left = max(time_limit - (time.perf_counter() - started), (1 - BOUND_SHARE) * time_limit)
-    placement = method_function(method)(problem, objective, left, progress)
+    # On every core of the process: after TVM's first kernel (a folded constant, a measured
+    # cost) the calling thread is pinned to one core, and the solvers' threads (CP-SAT's
+    # workers) would inherit that one core.
+    with all_cores():
+        general_bound = bounds.best_bound(problem, objective, entry.search_space == "replicated",
+                                          BOUND_SHARE * time_limit)
+        # The bound's time (parts of it are built before their deadline is watched) counts in
+        # the limit.
+        left = max(time_limit - (time.perf_counter() - started), (1 - BOUND_SHARE) * time_limit)
+        placement = method_function(method)(problem, objective, left, progress)
     seconds = time.perf_counter() - started
     if not math.isfinite(placement.value):
         raise InfeasibleError(

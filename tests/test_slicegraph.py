@@ -195,6 +195,22 @@ def test_same_seed_same_result_and_seeds_matter_little():
     np.testing.assert_array_equal(a.device_of, b.device_of)
 
 
+def test_the_search_does_not_depend_on_its_evaluation_threads(monkeypatch):
+    """The GA slices a batch of orders in threads and merges them in the batch's order: one
+    thread or several give the same search."""
+    problem = _large_problem(np.random.default_rng(4), 60)
+    runs = []
+    for threads in (1, 4):
+        monkeypatch.setattr(slicegraph, "EVALUATION_THREADS", threads)
+        runs.append(slicegraph.solve(problem, "throughput", 60, seed=5, generations=10,
+                                     bounds=()))
+    first, second = runs
+    assert first.stats["stopped"] == second.stats["stopped"] == "generation cap"
+    np.testing.assert_array_equal(first.device_of, second.device_of)
+    assert first.value == second.value
+    assert first.stats["evaluations"] == second.stats["evaluations"]
+
+
 def _large_problem(rng: np.random.Generator, n: int, accelerators: int = 4) -> PlacementProblem:
     """A DNN-like DAG: each operator reads one or two recent ones, sometimes a far one (skip
     connections); ``accelerators`` identical devices with memory caps and one CPU that is 10x

@@ -130,7 +130,11 @@ widening (4.0%); CP-SAT's core-based and lower-bound-tree search on the pairs' m
 3.3 times slower on 80 saved models), its symmetry and presolve settings (within 10%).
 So dp within 120 s (the chain model's share cut too, :mod:`tvm_place.solvers.anytime`), under
 the bench: nasnet-a-mobile 8 devices at 0.85% and 0.81% in two runs (3.25% before; the
-wide table of docs/benchmarks.md).
+wide table of docs/benchmarks.md). (3) The blocks of a round are priced in threads, one per core
+of the process (CP-SAT's one-worker solves release the GIL): on the 2-core machine, 40 s from
+0.744 of the best placement of a 120 s k = 16 run (one run each, bench, load 0.7-1.5),
+nasnet-a-large 0.772 -> 0.812 (pair solves 370 -> 581), nasnet-a-mobile 0.760 -> 0.807 (230 ->
+406); one thread in 80 s gave nasnet-a-large 0.812 too.
 
 The minimum cut. Source side = the ideal. Arcs ``h -> g`` of infinite capacity for each group
 edge ``g -> h`` (an ideal holding ``h`` holds ``g``); for each sender ``u`` of ``S_ℓ`` with
@@ -155,7 +159,10 @@ ones, CP-SAT on those refined), ``O(K J^2)`` per bisection step; each halving ad
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -331,6 +338,7 @@ class _Windows:
             np.arange(G, dtype=np.int32), np.full(G, sink, np.int32), np.zeros(G, np.int64)))
         self.flow, self.source, self.sink = flow, source, sink
         self.max_flows = self.cp_solves = self.pair_solves = 0
+        self.lock = threading.Lock()  # pair_load runs in threads
 
     def _set(self, arcs: np.ndarray, capacities: np.ndarray) -> None:
         if len(arcs):
@@ -528,7 +536,8 @@ class _Windows:
         bound, exact = _least(model, seconds, deadline, linearization=2,
                               enough=math.floor(enough / unit) - constant
                               if math.isfinite(enough) else enough)
-        self.pair_solves += 1
+        with self.lock:
+            self.pair_solves += 1
         if math.isinf(bound):  # every such block's load is above the cap
             return (top + 1) * unit, True
         return (bound + constant) * unit, exact
@@ -741,20 +750,21 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
                                                or not levels <= run[6]))
 
     def price(block: tuple[float, float, float, float], bottom: float, T: float,
-              seconds: float) -> None:
+              seconds: float) -> tuple[list, tuple[float, float, bool] | None]:
         """Price the windows of a block of the chain at ``T`` (``seconds`` for CP-SAT); where
         that forbids the block, its windows widened too, to forbid the blocks between its
         neighbours (pairs). A price at most ``bottom`` (the bound proven) can forbid nothing
         the bisection tries, nor a widened one at most ``T`` the chain's neighbours: CP-SAT
-        stops at a block that light."""
-        nonlocal banned
+        stops at a block that light. Returns the priced pairs of windows and the block's
+        entry of ``priced``; changes nothing else (the blocks of a round run in threads)."""
+        if time.perf_counter() > deadline:
+            return [], None
         start, end = block[:2], block[2:]
         load, proven = windows.pair_load(start, end, deadline, upper, seconds, enough=bottom)
-        pairs.append((*block, load))
-        priced[block] = (load, seconds, proven)
+        found = [(*block, load)]
+        entry = (load, seconds, proven)
         if load <= T:
-            return
-        banned += 1
+            return found, entry
         for share in PAIR_WIDEN:
             if time.perf_counter() > deadline:
                 break
@@ -763,9 +773,10 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
                     max(0.0, end[0] - m), min(W, end[1] + m))
             load, _ = windows.pair_load(wide[:2], wide[2:], deadline, upper, PAIR_SECONDS,
                                         enough=T)
-            pairs.append((*wide, load))
+            found.append((*wide, load))
             if load > T:
                 break
+        return found, entry
 
     pairs: list[tuple[float, float, float, float, float]] = []
     # Per block priced: (its least load, CP-SAT's seconds, whether it is settled: more time
@@ -820,10 +831,14 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
                                           frozenset()]])
             if time.perf_counter() > deadline:
                 break
-        for block, seconds in unpriced:
-            if time.perf_counter() > deadline:
-                break
-            price(block, low, high, seconds)
+        # The blocks' CP-SAT solves (one worker each, the GIL released) on the process's cores.
+        todo = [(block, low, high, seconds) for block, seconds in unpriced]
+        with ThreadPoolExecutor(max(1, min(len(todo), len(os.sched_getaffinity(0))))) as pool:
+            for block, (found, entry) in zip(unpriced, pool.map(lambda job: price(*job), todo)):
+                if entry is not None:  # (None: the time was up)
+                    pairs += found
+                    priced[block[0]] = entry
+                    banned += entry[0] > high
         low, high, relaxation = bisect(low, high)
     stats.update(intervals=len(runs), elementary=len(points) - 1, levels=L, rounds=rounds,
                  halved=halved, pairs=len(priced), pairs_banned=banned,

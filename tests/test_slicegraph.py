@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 from brute_force import best_throughput, random_problem, topological_orders
 
+from tvm_place.cores import process_cores
 from tvm_place.errors import InfeasibleError, UnknownMethodError
 from tvm_place.evaluate import evaluate, validate
 from tvm_place.formats import load_dnn_partitioning
@@ -195,15 +197,26 @@ def test_same_seed_same_result_and_seeds_matter_little():
     np.testing.assert_array_equal(a.device_of, b.device_of)
 
 
+@pytest.mark.skipif(len(process_cores()) < 2, reason="needs two cores")
 def test_the_search_does_not_depend_on_its_evaluation_threads(monkeypatch):
     """The GA slices a batch of orders in threads and merges them in the batch's order: one
     thread or several give the same search."""
     problem = _large_problem(np.random.default_rng(4), 60)
+    pools = []
+
+    class Counted(ThreadPoolExecutor):
+        def __init__(self, *args):
+            pools.append(args)
+            super().__init__(*args)
+
+    monkeypatch.setattr(slicegraph, "ThreadPoolExecutor", Counted)
+    monkeypatch.setattr(slicegraph, "THREADED_EVALUATION_SECONDS", 0.0)  # these are quick
     runs = []
     for threads in (1, 4):
         monkeypatch.setattr(slicegraph, "EVALUATION_THREADS", threads)
         runs.append(slicegraph.solve(problem, "throughput", 60, seed=5, generations=10,
                                      bounds=()))
+        assert bool(pools) == (threads > 1)  # the second run sliced in threads
     first, second = runs
     assert first.stats["stopped"] == second.stats["stopped"] == "generation cap"
     np.testing.assert_array_equal(first.device_of, second.device_of)

@@ -21,6 +21,7 @@ from brute_force import (
     random_problem,
 )
 
+from tvm_place.cores import process_cores
 from tvm_place.errors import InfeasibleError
 from tvm_place.evaluate import evaluate, validate
 from tvm_place.solvers import METHODS, solve
@@ -117,13 +118,12 @@ def test_latency_methods_against_exhaustive_search(block):
     assert not failures, "\n".join(failures[:20])
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+@pytest.mark.skipif(len(process_cores()) < 2, reason="needs two cores")
 def test_solve_runs_on_every_core_after_tvm_pinned_the_thread(monkeypatch):
     """After TVM's first kernel the calling thread is pinned to one core (tvm_place.cores);
     CP-SAT's workers, started by the solvers, inherit the thread's mask: the solve widens it to
-    the process's cores and puts it back."""
+    the process's cores and puts it back, also where the method raises."""
     from tvm_place import solvers
-    from tvm_place.cores import process_cores
 
     seen = []
     real = solvers.method_function
@@ -131,9 +131,11 @@ def test_solve_runs_on_every_core_after_tvm_pinned_the_thread(monkeypatch):
     def recording(method):
         function = real(method)
 
-        def run(*args):
+        def run(problem, *args):
             seen.append(sorted(os.sched_getaffinity(0)))
-            return function(*args)
+            if problem.num_ops == 1:
+                raise InfeasibleError("raised inside the solve")
+            return function(problem, *args)
 
         return run
 
@@ -143,6 +145,10 @@ def test_solve_runs_on_every_core_after_tvm_pinned_the_thread(monkeypatch):
     try:
         solve(throughput_problem(0), "throughput", "greedy", TIME_LIMIT)
         assert os.sched_getaffinity(0) == set(process_cores()[:1])  # put back
+        one = random_problem(np.random.default_rng(0), num_ops=1, num_devices=2)
+        with pytest.raises(InfeasibleError, match="inside the solve"):
+            solve(one, "throughput", "greedy", TIME_LIMIT)
+        assert os.sched_getaffinity(0) == set(process_cores()[:1])
     finally:
         os.sched_setaffinity(0, mask)
-    assert seen == [process_cores()]
+    assert seen == [process_cores()] * 2

@@ -18,6 +18,7 @@ import tvm
 from tvm import relax
 
 from . import solvers
+from .cores import all_cores
 from .cost import (AnalyticalCostModel, LearnedCostModel, MeasuredCostModel, TunedCostModel, compute_costs,
                    transfer_costs)
 from .errors import InfeasibleError, InvalidPlacementError, InvalidTargetError, UnsupportedModelError
@@ -324,13 +325,15 @@ def _given_placement(problem: PlacementProblem, placement, objective: str, time_
         method="given")
     validate(problem, given)
     value = evaluate(problem, given).objective(objective)
+    with all_cores():  # as in solvers.solve: the bounds' CP-SAT workers on every core
+        bound = solvers.bounds.best_bound(problem, objective, bool(given.replicas),
+                                          solvers.BOUND_SHARE * time_limit)
     return Placement(
         device_of=given.device_of,
         replicas=given.replicas,
         objective=objective,
         value=value,
-        lower_bound=min(value, solvers.bounds.best_bound(
-            problem, objective, bool(given.replicas), solvers.BOUND_SHARE * time_limit)),
+        lower_bound=min(value, bound),
         method="given",
         device_names=problem.device_names,
         operators=list(problem.graph.names),

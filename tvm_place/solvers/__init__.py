@@ -116,7 +116,12 @@ def solve(
     time_limit: float = 60.0,
     progress: Progress | None = None,
 ) -> Placement:
-    """Place ``problem``'s operators for ``objective`` with ``method`` within ``time_limit`` seconds."""
+    """Place ``problem``'s operators for ``objective`` with ``method`` within ``time_limit`` seconds.
+
+    The solve runs on every core the process could use when tvm-place was imported
+    (:func:`tvm_place.cores.all_cores`), whatever the calling thread's mask now: TVM narrows it
+    after a kernel, and the mask cannot tell that from a narrowing of the caller's own (pin
+    the process before importing tvm-place to keep solves on fewer cores)."""
     check_objective(objective)
     if method not in METHODS:
         raise UnknownMethodError(

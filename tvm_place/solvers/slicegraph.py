@@ -67,12 +67,12 @@ slicegraph answers of 120 s runs at k = 16 (one run each, 5 s per step): the loc
 nasnet-a-mobile by 4.3% where the GA's 72 s had stopped, and on randwire-er the local search and
 then the chain model by 5.9%; in the Archer table at k = 16 (120 s, docs/benchmarks.md) the answers
 on the wide graphs fell by up to 10% in three runs (NASNet-A 4-9%, RandWire 1.5-10%, T5-base
-0-0.5%). The clock is checked before each evaluation, looking ahead by the longest evaluation so
-far; an interrupted generation resumes where it stopped. The population is 50 up to 200 groups and
-shrinks beyond (at least 20), since an evaluation costs about ``groups^2``; a generation's
-orders are sliced ``EVALUATION_THREADS`` at a time in threads (the search is the same for any
-number). The bound phase: the
-combinatorial bound at once; then, where the covering bound of
+0-0.5%). The clock is checked before each batch of evaluations, looking ahead by the longest
+evaluation so far; an interrupted generation resumes where it stopped. The population is 50 up to
+200 groups and shrinks beyond (at least 20), since an evaluation costs about ``groups^2``; where
+one takes ``THREADED_EVALUATION_SECONDS``, a generation's orders are sliced
+``EVALUATION_THREADS`` at a time in threads (the search is the same for any number). The bound
+phase: the combinatorial bound at once; then, where the covering bound of
 :mod:`tvm_place.solvers.bounds.covering` would get less than ``COVERING_LEAST_SECONDS`` (short
 limits), the cut-window bound of :mod:`tvm_place.solvers.bounds.window` on up to ``WINDOW_SHARE``
 of the phase and the MIPs of :mod:`tvm_place.solvers.bounds.contiguous` on the rest, each under its
@@ -118,10 +118,13 @@ DEFAULT_POPULATION = 50
 ELITE_FRACTION = 0.2
 MUTANT_FRACTION = 0.15
 RHO_ELITE = 0.7
-#: The GA evaluates this many chromosomes at once in threads (at most the process's cores): two
-#: threads sliced 1.7x as many orders per second as one on nasnet-a-large's 750 groups
-#: (2 cores, one run).
+#: The GA evaluates up to this many chromosomes at once in threads (at most the cores the
+#: calling thread may run on; a cap, since only two were measured), once an evaluation takes
+#: ``THREADED_EVALUATION_SECONDS``: on 2 cores two threads sliced 1.7x as many orders per second
+#: as one on nasnet-a-large's 750 groups (31.5 ms each), and 1.7-1.8x at 200 groups (3.5 ms), but
+#: under 0.7x at 30-120 groups (0.3-1 ms each: the threads' overhead; one run each, load 2-3).
 EVALUATION_THREADS = 4
+THREADED_EVALUATION_SECONDS = 0.002
 #: Evaluations without improvement after which the search stops (in whole generations, at least
 #: 40 of them): 40 generations of 50, more generations of a smaller population.
 DEFAULT_PATIENCE_EVALUATIONS = 2000
@@ -431,14 +434,19 @@ class _Brkga:
         it first (it resumes where it stopped, so an interrupted search continues exactly as an
         uninterrupted one)."""
         keys, values, index, best_before = self.pending
-        workers = max(1, min(EVALUATION_THREADS, len(os.sched_getaffinity(0))))
-        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        threads = min(EVALUATION_THREADS, len(os.sched_getaffinity(0)))
+        with contextlib.ExitStack() as stack:
+            pool = None
             while index < len(keys):
                 if self.out_of_time(self.eval_seconds):
                     self.pending = (keys, values, index, best_before)
                     return None
+                workers = 1
+                if threads > 1 and self.eval_seconds >= THREADED_EVALUATION_SECONDS:
+                    pool = pool or stack.enter_context(ThreadPoolExecutor(threads))
+                    workers = threads
                 values[index:index + workers] = self.evaluate_batch(
-                    keys[index:index + workers], pool)
+                    keys[index:index + workers], pool if workers > 1 else None)
                 index += workers
         self.pending = None
         return values

@@ -131,10 +131,10 @@ widening (4.0%); CP-SAT's core-based and lower-bound-tree search on the pairs' m
 So dp within 120 s (the chain model's share cut too, :mod:`tvm_place.solvers.anytime`), under
 the bench: nasnet-a-mobile 8 devices at 0.85% and 0.81% in two runs (3.25% before; the
 wide table of docs/benchmarks.md). (3) The blocks of a round are priced in threads, one per core
-of the process (CP-SAT's one-worker solves release the GIL): on the 2-core machine, 40 s from
-0.744 of the best placement of a 120 s k = 16 run (one run each, bench, load 0.7-1.5),
-nasnet-a-large 0.772 -> 0.812 (pair solves 370 -> 581), nasnet-a-mobile 0.760 -> 0.807 (230 ->
-406); one thread in 80 s gave nasnet-a-large 0.812 too.
+(at most ``PRICING_THREADS``; CP-SAT's one-worker solves release the GIL): on the 2-core machine,
+40 s from 0.744 of the best placement of a 120 s k = 16 run, one core (``taskset -c 0``) against
+two (one run each, bench, load 0.7-1.5), nasnet-a-large 0.772 -> 0.812 (pair solves 370 -> 581),
+nasnet-a-mobile 0.760 -> 0.807 (230 -> 406); one core in 80 s gave nasnet-a-large 0.812 too.
 
 The minimum cut. Source side = the ideal. Arcs ``h -> g`` of infinite capacity for each group
 edge ``g -> h`` (an ideal holding ``h`` holds ``g``); for each sender ``u`` of ``S_ℓ`` with
@@ -195,6 +195,9 @@ SPLIT_WIDTH = 1e-3
 #: until the widened pair is too heavy too.
 PAIR_SECONDS = 2.0
 PAIR_WIDEN = (0.04, 0.01)
+#: The blocks of a round are priced in up to this many threads (at most the cores the calling
+#: thread may run on; a cap, since only two were measured: module docstring, speed).
+PRICING_THREADS = 4
 #: A pair whose price CP-SAT's time cut short is priced again, with twice the time, while the
 #: program's chain still uses it and nothing else is left, up to this many seconds.
 PAIR_MOST_SECONDS = 16.0
@@ -756,7 +759,8 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
         neighbours (pairs). A price at most ``bottom`` (the bound proven) can forbid nothing
         the bisection tries, nor a widened one at most ``T`` the chain's neighbours: CP-SAT
         stops at a block that light. Returns the priced pairs of windows and the block's
-        entry of ``priced``; changes nothing else (the blocks of a round run in threads)."""
+        entry of ``priced`` (``None`` where the time is up); changes nothing of the bound's
+        state but the solve count (the blocks of a round run in threads)."""
         if time.perf_counter() > deadline:
             return [], None
         start, end = block[:2], block[2:]
@@ -831,13 +835,16 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
                                           frozenset()]])
             if time.perf_counter() > deadline:
                 break
-        # The blocks' CP-SAT solves (one worker each, the GIL released) on the process's cores.
+        # The blocks' CP-SAT solves (one worker each, the GIL released) on the calling thread's
+        # cores, at most PRICING_THREADS.
         todo = [(block, low, high, seconds) for block, seconds in unpriced]
-        with ThreadPoolExecutor(max(1, min(len(todo), len(os.sched_getaffinity(0))))) as pool:
-            for block, (found, entry) in zip(unpriced, pool.map(lambda job: price(*job), todo)):
+        threads = max(1, min(len(todo), PRICING_THREADS, len(os.sched_getaffinity(0))))
+        with ThreadPoolExecutor(threads) as pool:
+            for (block, _), (found, entry) in zip(unpriced,
+                                                  pool.map(lambda job: price(*job), todo)):
                 if entry is not None:  # (None: the time was up)
                     pairs += found
-                    priced[block[0]] = entry
+                    priced[block] = entry
                     banned += entry[0] > high
         low, high, relaxation = bisect(low, high)
     stats.update(intervals=len(runs), elementary=len(points) - 1, levels=L, rounds=rounds,

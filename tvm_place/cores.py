@@ -20,6 +20,12 @@ def process_cores() -> list[int]:
     return sorted(_AT_IMPORT | os.sched_getaffinity(0))
 
 
+def threads(most: int) -> int:
+    """How many threads a solver may run at once: the cores the calling thread may run on, at
+    most ``most`` (and at least one)."""
+    return max(1, min(most, len(os.sched_getaffinity(0))))
+
+
 @contextlib.contextmanager
 def all_cores():
     """The calling thread on every core of this process for the block, its mask put back after.

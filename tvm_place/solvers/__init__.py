@@ -116,7 +116,7 @@ def solve(
     time_limit: float = 60.0,
     progress: Progress | None = None,
 ) -> Placement:
-    """Place ``problem``'s operators for ``objective`` with ``method`` within ``time_limit`` seconds.
+    """Place ``problem``'s operators for ``objective`` with ``method`` in ``time_limit`` seconds.
 
     The solve runs on every core the process could use when tvm-place was imported
     (:func:`tvm_place.cores.all_cores`), whatever the calling thread's mask now: TVM narrows it

@@ -96,13 +96,13 @@ import bisect
 import contextlib
 import heapq
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
 
+from .. import cores
 from ..errors import InfeasibleError, TvmPlaceError
 from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
@@ -430,11 +430,11 @@ class _Brkga:
         return values
 
     def _run_pending(self) -> np.ndarray | None:
-        """Evaluate the pending chromosomes, ``workers`` at a time; ``None`` if the clock stops
+        """Evaluate the pending chromosomes, a batch at a time; ``None`` if the clock stops
         it first (it resumes where it stopped, so an interrupted search continues exactly as an
         uninterrupted one)."""
         keys, values, index, best_before = self.pending
-        threads = min(EVALUATION_THREADS, len(os.sched_getaffinity(0)))
+        threads = cores.threads(EVALUATION_THREADS)
         with contextlib.ExitStack() as stack:
             pool = None
             while index < len(keys):

@@ -320,7 +320,8 @@ def covering_bound(
     without a finite ``target`` the bound is skipped). ``certify_within``: seconds after which
     the bound stops if it has proven nothing above ``floor`` yet (checked between rounds: a
     certificate under way, up to ``CERTIFICATE_SHARE`` of the time, ends first), handing the
-    rest of its time back (its column generation does not converge on some wide graphs: NASNet-A, T5).
+    rest of its time back (its column generation does not converge on some wide graphs:
+    NASNet-A, T5).
     ``details``: the last ``level``, the restricted master's value there (``lp``), the
     ``columns``, the level changes (``levels``), the CP-SAT ``solves`` (pricing and
     certificates), the seconds at which levels were ``certified``, and ``gave_up`` when

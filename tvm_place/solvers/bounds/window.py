@@ -159,13 +159,13 @@ ones, CP-SAT on those refined), ``O(K J^2)`` per bisection step; each halving ad
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ... import cores
 from ...evaluate import contiguity_edges
 from ...graph import PlacementProblem
 from ..grouping import Groups, contract
@@ -838,8 +838,7 @@ def window_bound(problem: PlacementProblem, time_limit: float, upper: float,
         # The blocks' CP-SAT solves (one worker each, the GIL released) on the calling thread's
         # cores, at most PRICING_THREADS.
         todo = [(block, low, high, seconds) for block, seconds in unpriced]
-        threads = max(1, min(len(todo), PRICING_THREADS, len(os.sched_getaffinity(0))))
-        with ThreadPoolExecutor(threads) as pool:
+        with ThreadPoolExecutor(cores.threads(min(len(todo), PRICING_THREADS))) as pool:
             for (block, _), (found, entry) in zip(unpriced,
                                                   pool.map(lambda job: price(*job), todo)):
                 if entry is not None:  # (None: the time was up)

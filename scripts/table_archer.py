@@ -112,7 +112,7 @@ def summarise(rows: list[dict], ks) -> list[dict]:
             "problems": len(mine),
             "combinatorial": geomean([r["combinatorial"] / r["best"] for r in mine]),
             **{name: geomean([max(r["bounds"].get(name, 0.0), r["combinatorial"]) / r["best"]
-                              for r in mine]) for name in ("cut", "heaviest", "window", "chain", "covering")},
+                              for r in mine]) for name in ("cut", "heaviest", "window", "chain", "levels", "covering")},
             "chain_solved": sum(1 for r in mine if r.get("bound_status", {}).get("chain") == "optimal"),
             "best_bound": geomean([r["best_bound"] / r["best"] for r in mine]),
             "best_proven": geomean([r["best_proven"] / r["best"] for r in mine]),
@@ -140,13 +140,13 @@ def render(table: list[dict], rows: list[dict], skipped: list[dict], meta: dict)
         "Geometric mean over the problems of (lower bound / best placement found):",
         "",
         "| k | problems | combinatorial bound | cut bound | heaviest block | cut windows | "
-        "chain model (CP-SAT) | covering LP | chain solved | our best bound (no dp) | best proven (with exact dp) "
+        "chain model (CP-SAT) | level search | covering LP | chain solved | our best bound (no dp) | best proven (with exact dp) "
         "| proven optimal | dp finished | worst best bound |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for t in table:
         per_bound = " | ".join(f"{t.get(name, float('nan')):.4f}"
-                               for name in ("cut", "heaviest", "window", "chain", "covering"))
+                               for name in ("cut", "heaviest", "window", "chain", "levels", "covering"))
         lines.append(
             f"| {t['k']} | {t['problems']} | {t['combinatorial']:.4f} | {per_bound} | "
             f"{t.get('chain_solved', 0)}/{t['problems']} | {t['best_bound']:.4f} | "
@@ -162,16 +162,19 @@ def render(table: list[dict], rows: list[dict], skipped: list[dict], meta: dict)
         "least 1/k of the work, transfers charged (one block's CP-SAT model); *cut windows*: "
         "`bounds.window.window_bound`, every cut's sends and receives by min cuts and a "
         "program over the work before each cut; these "
-        "four and the next two are each shown where at least the combinatorial bound. Inside "
+        "four and the next three are each shown where at least the combinatorial bound. Inside "
         "slicegraph's bound phase they run in the order cut windows, cut, heaviest block, chain "
         "where the covering LP does not run (short limits), and cut, heaviest block, chain, "
-        "covering LP, cut windows where it does (the cut windows then get what the covering LP "
+        "level search, covering LP, cut windows where it does (the cut windows then get what the covering LP "
         "leaves, and start from the best bound so far); each is skipped (0, shown as the "
         "combinatorial bound) once an earlier one proves the placement optimal or the time is "
         "spent, so their columns show what each added in turn, not its strength alone; "
         "*chain model*: the bound of `bounds.contiguous.chain_bound` (Archer et al.'s full "
         "formulation: all k blocks as one chain of ideals, the block index being the device, "
         "solved by CP-SAT with the best placement's value as the cap, then probes below it); "
+        "*level search*: `bounds.levels.level_bound`, the highest level at which a "
+        "bidirectional search over ideals proves that no chain of k blocks under it exists "
+        "(exact; bisected from the bound held to the placement's value); "
         "*covering LP*: `bounds.covering.covering_bound`, the heaviest block under the weights of a "
         "covering LP's duals (column generation over blocks; run only with at least "
         "10 s of the bound phase left); "

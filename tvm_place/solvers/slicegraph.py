@@ -77,8 +77,10 @@ phase: the combinatorial bound at once; then, where the covering bound of
 limits), the cut-window bound of :mod:`tvm_place.solvers.bounds.window` on up to ``WINDOW_SHARE``
 of the phase and the MIPs of :mod:`tvm_place.solvers.bounds.contiguous` on the rest, each under its
 own time limit, skipped when too little time is left for them to prove anything; otherwise the MIPs
-first, the covering bound, which stops where it has proven nothing in ``COVERING_PROBE`` of its
-time, and the cut windows on what the covering bound left (at least ``WINDOW_SHARE_LEAST`` of the
+first, the level search of :mod:`tvm_place.solvers.bounds.levels` on up to ``LEVEL_SHARE`` of what
+is left (exact where the graph's ideals allow; its chain becomes the answer where it is better
+than the GA's), the covering bound, which stops where it has proven nothing in ``COVERING_PROBE``
+of its time, and the cut windows on what the covering bound left (at least ``WINDOW_SHARE_LEAST`` of the
 phase). The Placement's ``lower_bound`` is the best bound proven (never above the value found; a
 bound that would be is dropped and named in ``stats["bound_conflict"]``), and ``stats["optimal"]``
 says the value is within ``2e-6`` of it.
@@ -108,7 +110,7 @@ from ..evaluate import MEMORY_TOLERANCE, evaluate
 from ..graph import Placement, PlacementProblem
 from . import anytime
 from .bounds import contiguous
-from .bounds import covering
+from .bounds import covering, levels
 from .bounds import window as window_bound
 from .common import DeviceTypes, Progress, require_objective, single_device
 from .grouping import Groups, check_placeable, contract, groups_from
@@ -142,6 +144,10 @@ WINDOW_SHARE = 0.3
 #: and the cut windows the rest: the covering bound stops where it has proven nothing in
 #: ``COVERING_PROBE`` of its time, so that time goes to the cut windows.
 COVERING_SHARE = 0.7
+#: Before the covering bound, the level search of :mod:`tvm_place.solvers.bounds.levels` may
+#: take this share of its time (it hands back what it cannot use: a graph too wide at its first
+#: level).
+LEVEL_SHARE = 0.6
 COVERING_LEAST_SECONDS = 10.0
 COVERING_PROBE = 0.4
 WINDOW_SHARE_LEAST = 0.1
@@ -646,7 +652,7 @@ def solve(
     population: int | None = None,
     generations: int | None = None,
     patience: int | None | str = "auto",
-    bounds: tuple[str, ...] = contiguous.BOUNDS + ("window", "covering"),
+    bounds: tuple[str, ...] = contiguous.BOUNDS + ("window", "levels", "covering"),
 ) -> Placement:
     """Best contiguous placement SliceGraph + BRKGA finds within ``time_limit``; see above.
 
@@ -730,7 +736,9 @@ def solve(
     run_ga()
     bounds_end = started + _BOUNDS_END * time_limit
     phase = bounds_end - time.perf_counter()
-    mip_bounds = tuple(b for b in bounds if b not in ("combinatorial", "window", "covering"))
+    mip_bounds = tuple(b for b in bounds
+                       if b not in ("combinatorial", "window", "levels", "covering"))
+    level_placement = None
     with_covering = ("covering" in bounds
                      and COVERING_SHARE * (1 - WINDOW_SHARE) * phase >= COVERING_LEAST_SECONDS)
 
@@ -768,6 +776,12 @@ def solve(
         # it cannot use (no level certified in COVERING_PROBE of it: NASNet-A, T5), then the
         # cut windows on at least WINDOW_SHARE_LEAST of the phase and whatever was handed back.
         mips((1 - COVERING_SHARE) * (1 - WINDOW_SHARE) * phase)
+        seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
+        if "levels" in bounds and seconds > 0.05 and not reached_bound():
+            result, level_placement = levels.level_bound(problem, LEVEL_SHARE * seconds, groups,
+                                                         lower, ga.best_value, progress)
+            bound_results["levels"] = result
+            lower = max(lower, result.value)
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
         if seconds > 0.05 and not reached_bound():
             if progress is not None:
@@ -807,6 +821,12 @@ def solve(
     unit_of = ga.best_rank[search.group_of]
     value, blocks = slicer.best(slicer.block_costs(unit_of, search.num_groups), reconstruct=True)
     device_of = slicer.assign(unit_of, blocks)
+    if level_placement is not None:  # a chain the level search found under the GA's value
+        level_value = evaluate(problem, level_placement).max_load
+        if level_value < value:
+            value, device_of = level_value, level_placement
+            blocks = np.unique(device_of)
+            stats["from_level_search"] = True
     # The local search moves groups across the cuts the slicing chose (a slicing cuts one order
     # only), then the chain model hinted with its placement searches for a better chain.
     if value > lower * (1 + _OPTIMAL_TOLERANCE):

@@ -1,0 +1,139 @@
+"""The level search (bounds/levels.py): its test against the exact dp and brute force, the chain
+it returns, the bound's validity on unequal devices, its time limit, and its place in slicegraph."""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import numpy as np
+import pytest
+from test_contiguous_bounds import (
+    TOLERANCE,
+    _identical,
+    _pipeline_problem,
+    _small_case,
+    _small_case_solved,
+)
+
+from tvm_place.errors import InfeasibleError
+from tvm_place.graph import Device, OpGraph, OpNode, PlacementProblem
+from tvm_place.evaluate import evaluate, validate
+from tvm_place.solvers import dp, grouping, slicegraph
+from tvm_place.solvers.bounds import levels
+
+pytestmark = pytest.mark.skipif(not levels.available(), reason="numba is not installed")
+
+#: Just below and just above the optimum.
+BELOW, ABOVE = 1 - 1e-7, 1 + 1e-7
+
+
+@functools.cache
+def _identical_cases():
+    """Equal devices: layered pipelines (4 to 16 devices) and small random graphs with colour
+    classes and memory caps (those with a placement); with their dp optimum."""
+    cases = [_pipeline_problem(seed, num_ops, K)
+             for seed, num_ops, K in [(0, 24, 4), (1, 30, 8), (2, 36, 6), (3, 20, 16), (4, 60, 8)]]
+    cases += [_identical(_small_case(seed), np.random.default_rng([seed, 7])) for seed in range(20)]
+    solved = []
+    for problem in cases:
+        try:
+            exact = dp.solve(problem, "throughput", 30.0)
+        except InfeasibleError:
+            continue
+        assert exact.stats.get("optimal")
+        solved.append((problem, exact.value))
+    return solved
+
+
+@pytest.mark.parametrize("case", range(25))
+def test_level_test_decides_the_equal_devices_optimum_and_returns_a_chain_under_it(case):
+    cases = _identical_cases()
+    if case >= len(cases):
+        pytest.skip("fewer solvable cases")
+    problem, optimum = cases[case]
+    groups = grouping.contract(problem)
+    instance = levels._Instance(problem, groups)
+    far = time.perf_counter() + 60.0
+    exists, blocks = levels.level_test(instance, problem.num_devices, optimum * BELOW, far)
+    assert exists is False
+    exists, blocks = levels.level_test(instance, problem.num_devices, optimum * ABOVE, far)
+    assert exists is True and len(blocks) <= problem.num_devices
+    types = levels.DeviceTypes.of(problem)
+    device_of = levels._placement(problem, groups, types, blocks)
+    validate(problem, device_of, contiguous=True)
+    assert evaluate(problem, device_of).max_load <= optimum * ABOVE + 1e-12
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_level_bound_never_exceeds_the_contiguous_optimum_on_unequal_devices(seed):
+    problem, optimum, groups = _small_case_solved(seed)
+    for target in (optimum, 1.5 * optimum):
+        result, placement = levels.level_bound(problem, 5.0, groups, target=target)
+        assert result.value <= optimum * (1 + TOLERANCE) + 1e-12, (target, result, optimum)
+        if len(levels.DeviceTypes.of(problem).devices) > 1:
+            assert placement is None  # the least costs' chain is no placement of these devices
+
+
+def test_level_bound_closes_on_the_optimum_and_finds_it():
+    problem = _pipeline_problem(4, 60, 8)
+    exact = dp.solve(problem, "throughput", 30.0)
+    assert exact.stats.get("optimal")
+    result, placement = levels.level_bound(problem, 20.0, target=1.3 * exact.value)
+    assert result.status == "optimal"
+    assert exact.value * (1 - 2 * levels.CLOSE_ENOUGH) <= result.value <= exact.value
+    assert evaluate(problem, placement).max_load <= exact.value * (1 + 2 * levels.CLOSE_ENOUGH)
+
+
+def _wide_problem(layers: int = 25, width: int = 8, K: int = 16):
+    """Layers of ``width`` operators, each reading two of the three layers before (RandWire-like
+    width throughout): far too many ideals for the search to finish."""
+    rng = np.random.default_rng(11)
+    num_ops = layers * width
+    edges = set()
+    for v in range(width, num_ops):
+        layer = v // width
+        first = max(0, layer - 3) * width
+        for u in rng.choice(layer * width - first, size=2, replace=False).tolist():
+            edges.add((first + int(u), v))
+    nodes = [OpNode(name=f"op{u}") for u in range(num_ops)]
+    compute = np.repeat(rng.uniform(0.5, 1.0, (num_ops, 1)), K, axis=1)
+    transfer = np.repeat(rng.uniform(2.0, 6.0, (num_ops, 1)), K, axis=1)
+    devices = [Device(name=f"gpu{d}", kind="gpu") for d in range(K)]
+    return PlacementProblem(graph=OpGraph(nodes, sorted(edges)), devices=devices,
+                            compute_time=compute, transfer_time=transfer,
+                            memory=np.ones(num_ops), name="wide")
+
+
+def test_level_bound_keeps_its_time_limit_and_gives_up_where_the_first_level_is_too_wide():
+    problem = _wide_problem()
+    target = slicegraph.solve(problem, "throughput", 3.0, bounds=()).value
+    levels.level_bound(problem, 0.5, target=target)  # compiles the search (cached afterwards)
+    for limit in (1.0, 4.0):
+        started = time.perf_counter()
+        result, _ = levels.level_bound(problem, limit, target=target)
+        took = time.perf_counter() - started
+        assert took < limit + 0.5, (limit, took, result)
+        tests = result.details["tests"]
+        assert tests[0]["chain"] is None and len(tests) == 1  # gave up after the first
+        assert took < levels.FIRST_TEST_SHARE * limit + 0.5
+
+
+def test_level_bound_is_skipped_without_a_placement_value():
+    problem, _, groups = _small_case_solved(0)
+    assert levels.level_bound(problem, 2.0, groups)[0].status == "skipped"
+
+
+def test_slicegraph_runs_the_level_search_before_the_covering_bound_and_keeps_its_chain(
+        monkeypatch):
+    # With a GA of one generation the level search's chain is the better answer, and its bound
+    # closes the gap: the answer is proven optimal (the dp agrees).
+    problem = _pipeline_problem(4, 60, 8)
+    exact = dp.solve(problem, "throughput", 30.0)
+    monkeypatch.setattr(slicegraph, "COVERING_LEAST_SECONDS", 0.5)
+    result = slicegraph.solve(problem, "throughput", 6.0, generations=1, population=4,
+                              bounds=("combinatorial", "levels", "covering"))
+    assert list(result.stats["bounds"])[:2] == ["combinatorial", "levels"]
+    assert result.stats["bounds"]["levels"]["value"] <= exact.value * (1 + TOLERANCE)
+    assert result.value <= exact.value * (1 + 2 * levels.CLOSE_ENOUGH)
+    assert result.lower_bound >= exact.value * (1 - 2 * levels.CLOSE_ENOUGH)

@@ -46,11 +46,11 @@ meet; and at once where the first test (a probe ``FIRST_LEVEL`` of the way up, o
 Complexity: the ideals reached (at most all of them: ``O((n / w + 1)^w)`` for width ``w``), each
 searched from once, its blocks in ``O(d)`` per node of its search tree (``d``: the edges of a
 group's operators) plus the open edges' groups; memory ``O(N W)`` for ``N`` ideals of ``W``
-words per side. Measured (one core, one run each, the 2-core machine otherwise idle; 16 A100s,
-the k = 16 problems of docs/benchmarks.md): RandWire-BA (234 groups) without a chain under
-0.245 ms in 9 s (0.90 of the best placement known) and under 0.26 ms in 22 s; on RandWire-WS
-and -ER (both wider) no test at 0.85 of the best placement finished within 2e8 block visits
-(25 s): the layers there hold 10^5 ideals and more.
+words per side. Measured (the 2-core machine otherwise idle, load 1.2 at the start; 16 A100s,
+the k = 16 problems of docs/benchmarks.md, two runs each): RandWire-BA (234 groups) has no chain
+under 0.837 of its best placement known (3.6-3.7 s in two threads, 6.2-6.5 s in one) nor under
+0.918 (6.5-6.9 s; 10.1-12.9 s); on RandWire-WS and -ER, NASNet-A and T5-base no test finished in
+10 s, not even 0.1 of the way up from the bound held: their layers hold 10^5 ideals and more.
 """
 
 from __future__ import annotations

@@ -142,6 +142,6 @@ def test_slicegraph_runs_the_level_search_before_the_covering_bound_and_keeps_it
 def test_level_bound_says_why_it_is_skipped_without_numba(monkeypatch):
     problem = _pipeline_problem(4, 60, 8)
     monkeypatch.setattr(levels, "available", lambda: False)
-    result, placement = levels.level_bound(problem, 2.0, target=1.0)
+    result, placement = levels.level_bound(problem, 2.0, target=1e9)
     assert result.status == "skipped" and placement is None
     assert "pip install 'tvm-place[fast]'" in result.details["reason"]

@@ -396,12 +396,12 @@ def level_bound(
     groups = contract(problem) if groups is None else groups
     num_devices = problem.num_devices
     floor = max(floor, combinatorial_bound(problem, groups))
-    if not available():
-        return BoundResult(0.0, "skipped", time.perf_counter() - started, details={
-            "reason": "numba is not installed: pip install 'tvm-place[fast]'"}), None
     if num_devices < 2 or not math.isfinite(target) or not floor < target \
             or not np.isfinite(groups.least_compute(problem)).all():
         return BoundResult(0.0, "skipped", time.perf_counter() - started), None
+    if not available():
+        return BoundResult(0.0, "skipped", time.perf_counter() - started, details={
+            "reason": "numba is not installed: pip install 'tvm-place[fast]'"}), None
     types = DeviceTypes.of(problem)
     identical = len(types.devices) == 1
     instance = _Instance(problem, groups)

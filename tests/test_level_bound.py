@@ -28,6 +28,22 @@ pytestmark = pytest.mark.skipif(not levels.available(), reason="numba is not ins
 BELOW, ABOVE = 1 - 1e-7, 1 + 1e-7
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _compiled():
+    """Compile the search once (numba; seconds on a clean checkout, cached after), so that the
+    tests with a time limit time the search, not the compiler."""
+    from tvm_place.solvers.bounds import _level_kernels as kernels
+
+    problem = _pipeline_problem(0, 24, 4)
+    instance = levels._Instance(problem, grouping.contract(problem))
+    levels.level_test(instance, problem.num_devices, 1e9, time.perf_counter() + 600.0)
+    rows = levels._Rows(1)
+    rows.count = 1
+    kernels.rehash(rows.table, rows.keys, rows.count)
+    kernels.first_common(rows.table, rows.keys, rows.keys[:1])
+    kernels.merge(rows.keys, rows.count, rows.table, rows.parent, rows.keys, 1, rows.parent)
+
+
 @functools.cache
 def _identical_cases():
     """Equal devices: layered pipelines (4 to 16 devices) and small random graphs with colour
@@ -108,7 +124,6 @@ def _wide_problem(layers: int = 25, width: int = 8, K: int = 16):
 def test_level_bound_keeps_its_time_limit_and_gives_up_where_the_first_level_is_too_wide():
     problem = _wide_problem()
     target = slicegraph.solve(problem, "throughput", 3.0, bounds=()).value
-    levels.level_bound(problem, 0.5, target=target)  # compiles the search (cached afterwards)
     for limit in (1.0, 4.0):
         started = time.perf_counter()
         result, _ = levels.level_bound(problem, limit, target=target)

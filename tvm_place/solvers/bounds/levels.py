@@ -64,6 +64,7 @@ from typing import Callable
 import numpy as np
 
 from ... import cores
+from ...evaluate import MEMORY_TOLERANCE
 from ...graph import PlacementProblem
 from ..common import DeviceTypes
 from ..grouping import Groups, contract
@@ -84,7 +85,7 @@ GIVE_UP_AFTER = 2
 #: The search stops once the floor is within this share of the ceiling.
 CLOSE_ENOUGH = 1e-3
 #: Ideals a side may hold (its rows of group words and parents: ``8 (W + 1)`` bytes each).
-MAX_IDEALS = 8_000_000
+MAX_IDEALS = 4_000_000
 #: Threads that search from a layer's ideals at once, where it has at least _THREADED_FRONTIER.
 THREADS = 4
 _THREADED_FRONTIER = 64
@@ -129,7 +130,8 @@ class _Instance:
         num_groups = groups.num_groups
         self.num_groups = num_groups
         self.words = (num_groups + 63) // 64
-        self.capacity = float(np.max(problem.capacity)) * (1 + 1e-9)
+        # The evaluator's tolerance, no less: a search stricter than it would prove too much.
+        self.capacity = float(np.max(problem.capacity)) * (1 + MEMORY_TOLERANCE)
         compute = groups.least_compute(problem)
         transfer = problem.transfer_time.min(axis=1)
         members, sizes, weights = [], [], []
@@ -277,10 +279,11 @@ class _Side:
             outcome = self._search(frontier, self.rows, level, deadline)
         else:
             parts = [_Rows(self.instance.words) for _ in range(threads)]
+            # Contiguous slices: a strided one is another signature for numba to compile.
+            shares = [np.ascontiguousarray(frontier[i::threads]) for i in range(threads)]
             with ThreadPoolExecutor(threads) as pool:
                 outcomes = list(pool.map(
-                    lambda i: self._search(frontier[i::threads], parts[i], level, deadline),
-                    range(threads)))
+                    lambda i: self._search(shares[i], parts[i], level, deadline), range(threads)))
             bad = [o for o in outcomes if o in ("time", "memory")]
             if bad:
                 return bad[0]  # the side is of no more use: no merge

@@ -80,8 +80,8 @@ own time limit, skipped when too little time is left for them to prove anything;
 first, the level search of :mod:`tvm_place.solvers.bounds.levels` on up to ``LEVEL_SHARE`` of what
 is left (exact where the graph's ideals allow; its chain becomes the answer where it is better
 than the GA's), the covering bound, which stops where it has proven nothing in ``COVERING_PROBE``
-of its time, and the cut windows on what the covering bound left (at least ``WINDOW_SHARE_LEAST`` of the
-phase). The Placement's ``lower_bound`` is the best bound proven (never above the value found; a
+of its time, and the cut windows on what the covering bound left (at least
+``WINDOW_SHARE_LEAST`` of the phase). The Placement's ``lower_bound`` is the best bound proven (never above the value found; a
 bound that would be is dropped and named in ``stats["bound_conflict"]``), and ``stats["optimal"]``
 says the value is within ``2e-6`` of it.
 

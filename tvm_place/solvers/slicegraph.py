@@ -81,9 +81,9 @@ first, the level search of :mod:`tvm_place.solvers.bounds.levels` on up to ``LEV
 is left (exact where the graph's ideals allow; its chain becomes the answer where it is better
 than the GA's), the covering bound, which stops where it has proven nothing in ``COVERING_PROBE``
 of its time, and the cut windows on what the covering bound left (at least
-``WINDOW_SHARE_LEAST`` of the phase). The Placement's ``lower_bound`` is the best bound proven (never above the value found; a
-bound that would be is dropped and named in ``stats["bound_conflict"]``), and ``stats["optimal"]``
-says the value is within ``2e-6`` of it.
+``WINDOW_SHARE_LEAST`` of the phase). The Placement's ``lower_bound`` is the best bound proven
+(never above the value found; a bound that would be is dropped and named in
+``stats["bound_conflict"]``), and ``stats["optimal"]`` says the value is within ``2e-6`` of it.
 
 Limitations: the usage vectors multiply with the number of distinct device types (``V = 2^D``
 for ``D`` all-different devices; beyond 4,096 the method refuses); the block-cost matrix needs
@@ -739,8 +739,9 @@ def solve(
     mip_bounds = tuple(b for b in bounds
                        if b not in ("combinatorial", "window", "levels", "covering"))
     level_placement = None
-    with_covering = ("covering" in bounds
-                     and COVERING_SHARE * (1 - WINDOW_SHARE) * phase >= COVERING_LEAST_SECONDS)
+    # The long bound phase: the level search and the covering bound (either named) have time.
+    long_phase = (("covering" in bounds or "levels" in bounds)
+                  and COVERING_SHARE * (1 - WINDOW_SHARE) * phase >= COVERING_LEAST_SECONDS)
 
     def window(seconds: float) -> None:
         nonlocal lower
@@ -766,7 +767,7 @@ def solve(
         # message below; the GA's stopping rule uses the finite ones.
         lower = max([lower] + [r.value for r in computed.values() if math.isfinite(r.value)])
 
-    if not with_covering:
+    if not long_phase:
         # The cut-window bound first: max-flows only, and its value is the MIPs' floor.
         window(WINDOW_SHARE * phase)
         mips(bounds_end - time.perf_counter())
@@ -783,7 +784,7 @@ def solve(
             bound_results["levels"] = result
             lower = max(lower, result.value)
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
-        if seconds > 0.05 and not reached_bound():
+        if "covering" in bounds and seconds > 0.05 and not reached_bound():
             if progress is not None:
                 progress("slicegraph: lower bound (covering LP)", None)
             result = covering.covering_bound(problem, seconds, groups, lower, ga.best_value,

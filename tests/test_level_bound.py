@@ -174,3 +174,69 @@ def test_level_bound_says_why_it_is_skipped_without_numba(monkeypatch):
     result, placement = levels.level_bound(problem, 2.0, target=1e9)
     assert result.status == "skipped" and placement is None
     assert "pip install 'tvm-place[fast]'" in result.details["reason"]
+
+
+@pytest.mark.parametrize("case", range(25))
+def test_beam_chain_is_the_exact_forward_search_where_wide_enough_and_its_chains_are_real(case):
+    # As wide as the layers (no ideal dropped), the beam decides what the level test decides;
+    # narrow, every chain it returns still holds: contiguous, each block under the level.
+    cases = _identical_cases()
+    if case >= len(cases):
+        pytest.skip("fewer solvable cases")
+    problem, optimum = cases[case]
+    groups = grouping.contract(problem)
+    instance = levels._Instance(problem, groups)
+    types = levels.DeviceTypes.of(problem)
+    far = time.perf_counter() + 60.0
+    assert levels.beam_chain(instance, problem.num_devices, optimum * BELOW, 10**6, far) is None
+    for width, level in [(10**6, optimum * ABOVE), (2, 1.2 * optimum), (1, 2.0 * optimum)]:
+        blocks = levels.beam_chain(instance, problem.num_devices, level, width, far)
+        if width < 10**6 and blocks is None:
+            continue  # a narrow beam may miss; it never proves anything
+        assert blocks is not None and len(blocks) <= problem.num_devices
+        device_of = levels._placement(problem, groups, types, blocks)
+        validate(problem, device_of, contiguous=True)
+        loads = evaluate(problem, device_of).load
+        for block, device in zip(blocks, types.devices[0]):
+            # The search's load rule is the evaluator's on equal devices.
+            assert instance.load(block) == pytest.approx(loads[device], rel=1e-9, abs=1e-12)
+            assert instance.load(block) <= level * (1 + 1e-12)
+
+
+def test_beam_placement_lowers_a_poor_value_within_its_time_limit():
+    problem = _wide_problem(layers=12, width=6, K=8)
+    poor = slicegraph.solve(problem, "throughput", 2.0, bounds=(), generations=1, population=4)
+    value, device_of = levels.beam_placement(problem, 2.0, grouping.contract(problem), poor.value)
+    assert device_of is not None and value < poor.value * (1 - levels.BEAM_STEP / 2)
+    validate(problem, device_of, contiguous=True)
+    assert evaluate(problem, device_of).max_load == pytest.approx(value, rel=1e-9)
+    # Where the first layer alone outlasts the limit (blocks from the empty ideal: too many).
+    problem = _wide_problem()
+    for limit in (0.5, 3.0):
+        started = time.perf_counter()
+        levels.beam_placement(problem, limit, grouping.contract(problem), 1e9)
+        assert time.perf_counter() - started < limit + 0.3
+
+
+def test_beam_placement_needs_equal_devices_and_a_value():
+    problem, _, groups = _small_case_solved(0)
+    assert len(levels.DeviceTypes.of(problem).devices) > 1
+    assert levels.beam_placement(problem, 1.0, groups, 1e9) == (1e9, None)
+    problem = _pipeline_problem(4, 60, 8)
+    groups = grouping.contract(problem)
+    assert levels.beam_placement(problem, 1.0, groups, float("inf"))[1] is None
+
+
+def test_slicegraph_answers_with_the_beam_chain_where_it_beats_the_ga(monkeypatch):
+    # No level search named: the long phase runs the beam before the covering bound.
+    problem = _wide_problem(layers=12, width=6, K=8)
+    monkeypatch.setattr(slicegraph, "COVERING_LEAST_SECONDS", 0.5)
+    monkeypatch.setattr(slicegraph.anytime, "improve",
+                        lambda problem, device_of, *args, **kw: (device_of, None, None))
+    options = dict(generations=1, population=4)
+    alone = slicegraph.solve(problem, "throughput", 6.0, bounds=("combinatorial",), **options)
+    result = slicegraph.solve(problem, "throughput", 6.0, bounds=("combinatorial", "covering"),
+                              **options)
+    assert result.stats.get("from_beam_search") and "from_level_search" not in result.stats
+    assert result.value < alone.value * (1 - 1e-9)
+    validate(problem, result.device_of, contiguous=True)

@@ -79,7 +79,9 @@ of the phase and the MIPs of :mod:`tvm_place.solvers.bounds.contiguous` on the r
 own time limit, skipped when too little time is left for them to prove anything; otherwise the MIPs
 first, the level search of :mod:`tvm_place.solvers.bounds.levels` on up to ``LEVEL_SHARE`` of what
 is left (exact where the graph's ideals allow; its chain becomes the answer where it is better
-than the GA's), the covering bound, which stops where it has proven nothing in ``COVERING_PROBE``
+than the GA's), where it did not close the gap its beam search (``BEAM_SHARE`` of what is then
+left; a chain it finds likewise, and the bounds after it start from the best value known), the
+covering bound, which stops where it has proven nothing in ``COVERING_PROBE``
 of its time, and the cut windows on what the covering bound left (at least
 ``WINDOW_SHARE_LEAST`` of the phase). The Placement's ``lower_bound`` is the best bound proven
 (never above the value found; a bound that would be is dropped and named in
@@ -148,6 +150,10 @@ COVERING_SHARE = 0.7
 #: take this share of its time (it hands back what it cannot use: a graph too wide at its first
 #: level).
 LEVEL_SHARE = 0.6
+#: Then the beam search of :func:`tvm_place.solvers.bounds.levels.beam_placement` may take this
+#: share of what is left, where the level search did not close the gap (a better placement
+#: lowers the covering bound's levels too).
+BEAM_SHARE = 0.15
 COVERING_LEAST_SECONDS = 10.0
 COVERING_PROBE = 0.4
 WINDOW_SHARE_LEAST = 0.1
@@ -739,6 +745,10 @@ def solve(
     mip_bounds = tuple(b for b in bounds
                        if b not in ("combinatorial", "window", "levels", "covering"))
     level_placement = None
+    found: list[tuple[str, np.ndarray]] = []  # chains the searches over ideals found
+
+    def best_known() -> float:
+        return min([ga.best_value] + [evaluate(problem, p).max_load for _, p in found])
     # The long bound phase: the level search and the covering bound (either named) have time.
     long_phase = (("covering" in bounds or "levels" in bounds)
                   and COVERING_SHARE * (1 - WINDOW_SHARE) * phase >= COVERING_LEAST_SECONDS)
@@ -748,7 +758,7 @@ def solve(
         if "window" not in bounds or reached_bound() or seconds <= 0.01:
             return
         t0 = time.perf_counter()
-        value, run = window_bound.window_bound(problem, seconds, ga.best_value, groups, lower)
+        value, run = window_bound.window_bound(problem, seconds, best_known(), groups, lower)
         bound_results["window"] = contiguous.BoundResult(
             value, "skipped" if "skipped" in run else "optimal", time.perf_counter() - t0,
             details=run)
@@ -778,16 +788,28 @@ def solve(
         # cut windows on at least WINDOW_SHARE_LEAST of the phase and whatever was handed back.
         mips((1 - COVERING_SHARE) * (1 - WINDOW_SHARE) * phase)
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
+        exact = False
         if "levels" in bounds and seconds > 0.05 and not reached_bound():
             result, level_placement = levels.level_bound(problem, LEVEL_SHARE * seconds, groups,
                                                          lower, ga.best_value, progress)
             bound_results["levels"] = result
             lower = max(lower, result.value)
+            exact = result.status == "optimal"
+        if level_placement is not None:
+            found.append(("from_level_search", level_placement))
+        # Where the level search did not close the gap, its beam search looks for a better
+        # chain: the covering bound's levels start from the best value known.
+        seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
+        if not exact and seconds > 0.05 and not reached_bound():
+            _, beam = levels.beam_placement(problem, BEAM_SHARE * seconds, groups,
+                                            best_known(), progress)
+            if beam is not None:
+                found.append(("from_beam_search", beam))
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
         if "covering" in bounds and seconds > 0.05 and not reached_bound():
             if progress is not None:
                 progress("slicegraph: lower bound (covering LP)", None)
-            result = covering.covering_bound(problem, seconds, groups, lower, ga.best_value,
+            result = covering.covering_bound(problem, seconds, groups, lower, best_known(),
                                              certify_within=COVERING_PROBE * seconds)
             bound_results["covering"] = result
             lower = max(lower, result.value)
@@ -822,12 +844,14 @@ def solve(
     unit_of = ga.best_rank[search.group_of]
     value, blocks = slicer.best(slicer.block_costs(unit_of, search.num_groups), reconstruct=True)
     device_of = slicer.assign(unit_of, blocks)
-    if level_placement is not None:  # a chain the level search found under the GA's value
-        level_value = evaluate(problem, level_placement).max_load
-        if level_value < value:
-            value, device_of = level_value, level_placement
+    winner = None
+    for source, placement in found:  # chains the level and beam searches found
+        found_value = evaluate(problem, placement).max_load
+        if found_value < value:
+            value, device_of, winner = found_value, placement, source
             blocks = np.unique(device_of)
-            stats["from_level_search"] = True
+    if winner is not None:
+        stats[winner] = True
     # The local search moves groups across the cuts the slicing chose (a slicing cuts one order
     # only), then the chain model hinted with its placement searches for a better chain.
     if value > lower * (1 + _OPTIMAL_TOLERANCE):

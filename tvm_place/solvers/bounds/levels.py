@@ -94,6 +94,19 @@ _FIRST_VISITS = 1 << 14
 _CALL_SECONDS = 0.1
 #: Seconds per row to move a full table into one twice its size (generous: about 0.5 us here).
 _REHASH_SECONDS = 1e-6
+#: The beam search (:func:`beam_placement`): ideals kept per layer at first, how much wider each
+#: round and at most; the steps down from the best value (a fraction of it) at first and at
+#: least. Measured (the k = 16 problems of docs/benchmarks.md from the answers of a 120 s
+#: slicegraph run, one run each, the 2-core machine otherwise idle, load 1.6), fixed widths
+#: 100, 250, 500 and 2000 on 10-15 s: RandWire-ER 0.951, 0.953, 0.948 and 0.979 of the answer,
+#: RandWire-BA 0.985, 0.985, 0.983, 0.984, RandWire-WS 0.990 at every width; at width 100 in
+#: 2.9-4.5 s, at 2000 not done in 15 s. Nothing on NASNet-A (a layer from 2,000 ideals of the
+#: mobile one held 625,000).
+BEAM_WIDTH = 100
+BEAM_WIDEN = 4
+BEAM_MAX_WIDTH = 6400
+BEAM_STEP = 0.02
+BEAM_LEAST_STEP = 0.002
 
 
 def available() -> bool:
@@ -154,6 +167,17 @@ class _Instance:
         self.forward = self._direction(problem, groups, compute, reverse=False)
         self.backward = self._direction(problem, groups, compute, reverse=True)
 
+    def load(self, block: np.ndarray) -> float:
+        """The load of ``block`` (a bool group mask, original numbering) by the rule above."""
+        d = self.forward  # its numbering is the original one
+        if not len(self.edge_weight):
+            return float(d.group_compute[block].sum())
+        inside = block[d.edge_group]
+        starts = d.edge_group_start[:-1]
+        touched = np.logical_or.reduceat(inside, starts)
+        whole = np.logical_and.reduceat(inside, starts)
+        return float(d.group_compute[block].sum() + self.edge_weight[touched & ~whole].sum())
+
     def _direction(self, problem, groups, compute, reverse: bool) -> _Direction:
         num_groups = self.num_groups
         number = (num_groups - 1 - np.arange(num_groups)) if reverse else np.arange(num_groups)
@@ -200,6 +224,7 @@ class _Rows:
         self.parent = np.full(rows, -1, dtype=np.int64)
         self.table = np.full(2 * rows, -1, dtype=np.int64)
         self.budget = _FIRST_VISITS
+        self.rate = math.inf  # visits per second in the compiled search, once measured
 
     def enlarge(self, kernels) -> bool:
         """Twice the room; ``False`` beyond :data:`MAX_IDEALS`."""
@@ -240,23 +265,26 @@ class _Side:
         kernels, inst, d = self.kernels, self.instance, self.direction
         position = 0
         while True:
-            if time.perf_counter() > deadline:
-                return "time"
             began = time.perf_counter()
+            if began > deadline:
+                return "time"
+            # Never past the deadline at the rate last measured (a call that ran out of room
+            # is followed by one on the same budget, which the time left may no longer cover).
+            budget = int(max(1 << 12, min(into.budget, into.rate * (deadline - began))))
             status, into.count, visits, resume = kernels.expand(
                 frontier, position, self.rows.keys, self.rows.table, into.keys, into.count,
                 into.table, into.parent, level, d.group_compute, d.group_memory, inst.capacity,
                 d.member_start, d.member_node, inst.node_edge_start, inst.node_edge,
                 inst.edge_size, inst.edge_weight, d.edge_group_start, d.edge_group,
-                d.predecessor_count, d.successor_start, d.successor, d.node_group, into.budget)
+                d.predecessor_count, d.successor_start, d.successor, d.node_group, budget)
             now = time.perf_counter()
+            if visits >= 1 << 12:
+                into.rate = visits / max(now - began, 1e-9)
             if status == kernels.OUT_OF_VISITS:
                 # Calls of about _CALL_SECONDS; more where one ideal's blocks take longer (it
-                # starts over), but never past the deadline at the rate just measured.
-                rate = visits / max(now - began, 1e-9)
-                wanted = 2 * into.budget if resume == position else rate * _CALL_SECONDS
-                into.budget = int(min(1 << 34, max(1 << 12, min(wanted,
-                                                                rate * (deadline - now)))))
+                # starts over).
+                wanted = 2 * budget if resume == position else into.rate * _CALL_SECONDS
+                into.budget = int(min(1 << 34, max(1 << 12, wanted)))
             position = resume
             if status == kernels.REACHED_ALL:
                 return "all"
@@ -304,6 +332,18 @@ class _Side:
     def newest(self) -> int:
         start, stop = self.layers[-1]
         return stop - start
+
+    def keep_newest(self, rows: np.ndarray) -> None:
+        """Keep only ``rows`` (ascending) of the newest layer: the others leave the table too,
+        so that a later layer may reach them again."""
+        start, _ = self.layers[-1]
+        table = self.rows
+        table.keys[start:start + len(rows)] = table.keys[rows]
+        table.parent[start:start + len(rows)] = table.parent[rows]
+        table.count = start + len(rows)
+        table.table[:] = -1
+        self.kernels.rehash(table.table, table.keys, table.count)
+        self.layers[-1] = (start, table.count)
 
     def chain(self, index: int) -> list[int]:
         """The ideals (indices) from the empty one to ``index``."""
@@ -439,6 +479,71 @@ def level_bound(
     return (BoundResult(proven, status if tests else "skipped", time.perf_counter() - started,
                         details={"tests": tests}),
             placement)
+
+
+def beam_chain(instance: _Instance, num_devices: int, level: float, width: int,
+               deadline: float):
+    """A chain of ``num_devices`` blocks of load at most ``level``, looked for by the forward
+    search of :func:`level_test` with each layer cut to its ``width`` ideals of most compute (a
+    beam search: a chain found is one, none found proves nothing). The blocks as group masks,
+    or ``None`` (none found, or the deadline came first)."""
+    forward = _Side(instance, instance.forward)
+    # An ideal's compute from its bytes: the sum over each byte's 256-entry table.
+    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
+    padded = np.zeros(64 * instance.words)
+    padded[: instance.num_groups] = instance.forward.group_compute
+    byte_compute = bits @ padded.reshape(-1, 8).T  # (256, bytes)
+    for _ in range(num_devices):
+        outcome = forward.grow(level, deadline)
+        if outcome in ("time", "memory") or forward.newest() == 0:
+            return None
+        if outcome == "all":
+            return _blocks(forward, None, forward.everything(), None)
+        start, stop = forward.layers[-1]
+        if stop - start > width:
+            rows = np.arange(start, stop)
+            ideal_bytes = forward.rows.keys[start:stop].view(np.uint8)
+            done = byte_compute[ideal_bytes, np.arange(ideal_bytes.shape[1])].sum(axis=1)
+            forward.keep_newest(np.sort(rows[np.argsort(-done, kind="stable")[:width]]))
+    return None
+
+
+def beam_placement(
+    problem: PlacementProblem,
+    time_limit: float,
+    groups: Groups,
+    target: float,
+    progress: Callable | None = None,
+) -> tuple[float, np.ndarray | None]:
+    """A contiguous placement of max-load under ``target`` (a placement's value) found by
+    :func:`beam_chain` within ``time_limit`` seconds, on identical devices only: ``(its
+    max-load under the least costs, device_of)``, or ``(target, None)``.
+
+    Levels step down from ``target`` by ``BEAM_STEP`` of the best value so far; a level without a
+    chain halves the step; below ``BEAM_LEAST_STEP`` the beam widens ``BEAM_WIDEN`` times and
+    the step starts over, up to ``BEAM_MAX_WIDTH``. The measurements that chose the widths are
+    at ``BEAM_WIDTH``."""
+    started = time.perf_counter()
+    deadline = started + time_limit
+    types = DeviceTypes.of(problem)
+    if (len(types.devices) != 1 or problem.num_devices < 2 or not math.isfinite(target)
+            or not available() or not np.isfinite(groups.least_compute(problem)).all()):
+        return target, None
+    instance = _Instance(problem, groups)
+    best, placement, step, width = target, None, BEAM_STEP, BEAM_WIDTH
+    while width <= BEAM_MAX_WIDTH and time.perf_counter() < deadline:
+        level = best * (1 - step)
+        if progress is not None:
+            progress(f"beam search: a chain under {level:.6g}?", None)
+        blocks = beam_chain(instance, problem.num_devices, level, width, deadline)
+        if blocks is None:
+            step /= 2
+            if step < BEAM_LEAST_STEP:
+                step, width = BEAM_STEP, width * BEAM_WIDEN
+            continue
+        best = max(instance.load(block) for block in blocks)
+        placement = _placement(problem, groups, types, blocks)
+    return best, placement
 
 
 def _placement(problem: PlacementProblem, groups: Groups, types: DeviceTypes,

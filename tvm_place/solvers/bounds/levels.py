@@ -43,6 +43,16 @@ graph is too wide at that level: the time goes back to the caller), or once floo
 meet; and at once where the first test (a probe ``FIRST_LEVEL`` of the way up, on
 ``FIRST_TEST_SHARE`` of the time) runs out of time.
 
+The beam search
+---------------
+Where the search cannot finish, its forward side still finds placements: :func:`beam_chain`
+grows the same layers from ``{}`` but keeps only the ``width`` ideals of most compute of each
+(compute from each ideal's bytes through a 256-entry table per byte), so a chain of ``K`` blocks
+under ``L`` it reaches is a placement, and missing one proves nothing. :func:`beam_placement`
+steps the level down from a placement's value while chains are found, widening the beam where
+none is (``BEAM_WIDTH``). Slicegraph runs it after the level search where that did not close
+the gap: an incumbent, not a bound.
+
 Complexity: the ideals reached (at most all of them: ``O((n / w + 1)^w)`` for width ``w``), each
 searched from once, its blocks in ``O(d)`` per node of its search tree (``d``: the edges of a
 group's operators) plus the open edges' groups; memory ``O(N W)`` for ``N`` ideals of ``W``

@@ -712,10 +712,19 @@ def solve(
     if patience == "auto":
         patience = max(40, DEFAULT_PATIENCE_EVALUATIONS // ga.size)
 
+    found: list[tuple[str, np.ndarray, float]] = []  # chains the searches over ideals found
+
+    def keep(source: str, placement: np.ndarray | None) -> None:
+        if placement is not None:
+            found.append((source, placement, evaluate(problem, placement).max_load))
+
+    def best_known() -> float:
+        return min([ga.best_value] + [value for _, _, value in found])
+
     def reached_bound() -> bool:
         # The MIP bounds are lowered by a relative MIP_SAFETY for solver tolerances: a value
         # within that of the bound is optimal as far as floating point can tell.
-        return ga.best_value <= lower * (1 + _OPTIMAL_TOLERANCE) + 1e-15
+        return best_known() <= lower * (1 + _OPTIMAL_TOLERANCE) + 1e-15
 
     def run_ga() -> None:
         if finished:
@@ -744,11 +753,6 @@ def solve(
     phase = bounds_end - time.perf_counter()
     mip_bounds = tuple(b for b in bounds
                        if b not in ("combinatorial", "window", "levels", "covering"))
-    level_placement = None
-    found: list[tuple[str, np.ndarray]] = []  # chains the searches over ideals found
-
-    def best_known() -> float:
-        return min([ga.best_value] + [evaluate(problem, p).max_load for _, p in found])
     # The long bound phase: the level search and the covering bound (either named) have time.
     long_phase = (("covering" in bounds or "levels" in bounds)
                   and COVERING_SHARE * (1 - WINDOW_SHARE) * phase >= COVERING_LEAST_SECONDS)
@@ -790,21 +794,18 @@ def solve(
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
         exact = False
         if "levels" in bounds and seconds > 0.05 and not reached_bound():
-            result, level_placement = levels.level_bound(problem, LEVEL_SHARE * seconds, groups,
-                                                         lower, ga.best_value, progress)
+            result, placement = levels.level_bound(problem, LEVEL_SHARE * seconds, groups,
+                                                   lower, ga.best_value, progress)
             bound_results["levels"] = result
             lower = max(lower, result.value)
             exact = result.status == "optimal"
-        if level_placement is not None:
-            found.append(("from_level_search", level_placement))
+            keep("from_level_search", placement)
         # Where the level search did not close the gap, its beam search looks for a better
         # chain: the covering bound's levels start from the best value known.
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
         if not exact and seconds > 0.05 and not reached_bound():
-            _, beam = levels.beam_placement(problem, BEAM_SHARE * seconds, groups,
-                                            best_known(), progress)
-            if beam is not None:
-                found.append(("from_beam_search", beam))
+            keep("from_beam_search", levels.beam_placement(
+                problem, BEAM_SHARE * seconds, groups, best_known(), progress)[1])
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
         if "covering" in bounds and seconds > 0.05 and not reached_bound():
             if progress is not None:
@@ -845,8 +846,7 @@ def solve(
     value, blocks = slicer.best(slicer.block_costs(unit_of, search.num_groups), reconstruct=True)
     device_of = slicer.assign(unit_of, blocks)
     winner = None
-    for source, placement in found:  # chains the level and beam searches found
-        found_value = evaluate(problem, placement).max_load
+    for source, placement, found_value in found:  # chains the level and beam searches found
         if found_value < value:
             value, device_of, winner = found_value, placement, source
             blocks = np.unique(device_of)

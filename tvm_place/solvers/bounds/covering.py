@@ -96,8 +96,14 @@ from .contiguous import (
 from .result import BoundResult
 
 #: Each level lies this far from the highest certified one towards the lowest found
-#: uncertifiable (at first: the floor and the placement's value).
-LEVEL = 0.5
+#: uncertifiable (at first: the floor and the placement's value). Less than halfway: a level
+#: above the LP's limit costs a whole certificate's time to fail, one below it less to pass.
+#: Measured in slicegraph at 120 s (k = 16, one run each, deterministic here: a repeat gave the
+#: same; under the bench, load 1.0-1.6), RandWire-ER / -WS bound over answer at 0.2, 0.3, 0.4
+#: and 0.5: 0.804 / 0.811, 0.829 / 0.836, 0.754 / 0.845, 0.754 / 0.778 (the last 0.5 before
+#: session 19); but that rests on when a certificate ends: ER at 0.3 on 117.6 s gave 0.772, and
+#: the k = 16 table (slicegraph on 117.6 s) gave 0.754 / 0.778 at both 0.3 and 0.5.
+LEVEL = 0.3
 #: The first level's distance, lower: a level far under the LP's limit converges in fewer columns.
 FIRST_LEVEL = 0.3
 #: Topological orders added per block CP-SAT finds (each keeps the block in one piece).

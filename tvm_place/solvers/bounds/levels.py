@@ -107,7 +107,7 @@ _REHASH_SECONDS = 1e-6
 #: The beam search (:func:`beam_placement`): ideals kept per layer at first, how much wider each
 #: round and at most; the steps down from the best value (a fraction of it) at first and at
 #: least. Measured (the k = 16 problems of docs/benchmarks.md from the answers of a 120 s
-#: slicegraph run, one run each, the 2-core machine otherwise idle, load 1.6), fixed widths
+#: slicegraph run, one run each, the 2-core machine otherwise idle, load 1.0-1.7), fixed widths
 #: 100, 250, 500 and 2000 on 10-15 s: RandWire-ER 0.951, 0.953, 0.948 and 0.979 of the answer,
 #: RandWire-BA 0.985, 0.985, 0.983, 0.984, RandWire-WS 0.990 at every width; at width 100 in
 #: 2.9-4.5 s, at 2000 not done in 15 s. Nothing on NASNet-A (a layer from 2,000 ideals of the

@@ -667,7 +667,9 @@ def solve(
     that many generations without improvement (``None``: never; ``"auto"``: 40 generations, more
     for a population under 50, about 2,000 evaluations); ``bounds`` names the lower bounds
     of :mod:`~tvm_place.solvers.bounds.contiguous` and ``"window"``, the cut-window bound of :mod:`~tvm_place.solvers.bounds.window`, to
-    compute (``()``: only the combinatorial one, always cheap).
+    compute (``()``: only the combinatorial one, always cheap); where ``"levels"`` or
+    ``"covering"`` is named and the limit gives the long bound phase, the beam search runs too
+    (a placement search, not a bound: ``stats["from_beam_search"]`` where its chain is the answer).
     """
     require_objective("slicegraph", objective, ("throughput",))
     started = time.perf_counter()
@@ -792,20 +794,18 @@ def solve(
         # cut windows on at least WINDOW_SHARE_LEAST of the phase and whatever was handed back.
         mips((1 - COVERING_SHARE) * (1 - WINDOW_SHARE) * phase)
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
-        exact = False
         if "levels" in bounds and seconds > 0.05 and not reached_bound():
             result, placement = levels.level_bound(problem, LEVEL_SHARE * seconds, groups,
                                                    lower, ga.best_value, progress)
             bound_results["levels"] = result
             lower = max(lower, result.value)
-            exact = result.status == "optimal"
             keep("from_level_search", placement)
-        # Where the level search did not close the gap, its beam search looks for a better
-        # chain: the covering bound's levels start from the best value known.
+        # The beam search looks for a better chain (it stops at once where the level search
+        # closed the gap): the covering bound's levels start from the best value known.
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
-        if not exact and seconds > 0.05 and not reached_bound():
+        if seconds > 0.05 and not reached_bound():
             keep("from_beam_search", levels.beam_placement(
-                problem, BEAM_SHARE * seconds, groups, best_known(), progress)[1])
+                problem, BEAM_SHARE * seconds, groups, best_known(), progress, lower)[1])
         seconds = bounds_end - WINDOW_SHARE_LEAST * phase - time.perf_counter()
         if "covering" in bounds and seconds > 0.05 and not reached_bound():
             if progress is not None:

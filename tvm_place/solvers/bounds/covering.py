@@ -104,7 +104,8 @@ from .result import BoundResult
 #: session 19); but that rests on when a certificate ends: ER at 0.3 on 117.6 s gave 0.772, and
 #: the k = 16 table (slicegraph on 117.6 s) gave 0.754 / 0.778 at both 0.3 and 0.5.
 LEVEL = 0.3
-#: The first level's distance, lower: a level far under the LP's limit converges in fewer columns.
+#: The first level's distance (as low as ``LEVEL``: a level far under the LP's limit converges
+#: in fewer columns).
 FIRST_LEVEL = 0.3
 #: Topological orders added per block CP-SAT finds (each keeps the block in one piece).
 ORDERS_PER_BLOCK = 3

@@ -495,27 +495,34 @@ def beam_chain(instance: _Instance, num_devices: int, level: float, width: int,
                deadline: float):
     """A chain of ``num_devices`` blocks of load at most ``level``, looked for by the forward
     search of :func:`level_test` with each layer cut to its ``width`` ideals of most compute (a
-    beam search: a chain found is one, none found proves nothing). The blocks as group masks,
-    or ``None`` (none found, or the deadline came first)."""
+    beam search: a chain found is one; none found proves nothing where a layer was cut).
+    ``(blocks, cut)``: the blocks as group masks, or ``None`` (none found, or the deadline came
+    first), and whether a layer was cut (if not, ``None`` means no chain exists)."""
     forward = _Side(instance, instance.forward)
     # An ideal's compute from its bytes: the sum over each byte's 256-entry table.
     bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
     padded = np.zeros(64 * instance.words)
     padded[: instance.num_groups] = instance.forward.group_compute
     byte_compute = bits @ padded.reshape(-1, 8).T  # (256, bytes)
+    cut = False
     for _ in range(num_devices):
         outcome = forward.grow(level, deadline)
-        if outcome in ("time", "memory") or forward.newest() == 0:
-            return None
+        if outcome in ("time", "memory"):
+            return None, True
+        if forward.newest() == 0:
+            return None, cut
         if outcome == "all":
-            return _blocks(forward, None, forward.everything(), None)
+            return _blocks(forward, None, forward.everything(), None), cut
         start, stop = forward.layers[-1]
         if stop - start > width:
+            cut = True
             rows = np.arange(start, stop)
             ideal_bytes = forward.rows.keys[start:stop].view(np.uint8)
-            done = byte_compute[ideal_bytes, np.arange(ideal_bytes.shape[1])].sum(axis=1)
+            done = np.zeros(len(rows))
+            for b in range(ideal_bytes.shape[1]):  # byte by byte: memory O(rows)
+                done += byte_compute[ideal_bytes[:, b], b]
             forward.keep_newest(np.sort(rows[np.argsort(-done, kind="stable")[:width]]))
-    return None
+    return None, cut
 
 
 def beam_placement(
@@ -524,15 +531,18 @@ def beam_placement(
     groups: Groups,
     target: float,
     progress: Callable | None = None,
+    floor: float = 0.0,
 ) -> tuple[float, np.ndarray | None]:
     """A contiguous placement of max-load under ``target`` (a placement's value) found by
     :func:`beam_chain` within ``time_limit`` seconds, on identical devices only: ``(its
-    max-load under the least costs, device_of)``, or ``(target, None)``.
+    max-load under the least costs, device_of)`` (call overheads not counted: evaluate it), or
+    ``(target, None)``.
 
     Levels step down from ``target`` by ``BEAM_STEP`` of the best value so far; a level without a
     chain halves the step; below ``BEAM_LEAST_STEP`` the beam widens ``BEAM_WIDEN`` times and
-    the step starts over, up to ``BEAM_MAX_WIDTH``. The measurements that chose the widths are
-    at ``BEAM_WIDTH``."""
+    the step starts over, up to ``BEAM_MAX_WIDTH``; where no layer was cut the search was exact
+    and does not widen. It stops within ``BEAM_LEAST_STEP`` of ``floor`` (a bound held). The
+    measurements that chose the widths are at ``BEAM_WIDTH``."""
     started = time.perf_counter()
     deadline = started + time_limit
     types = DeviceTypes.of(problem)
@@ -541,14 +551,17 @@ def beam_placement(
         return target, None
     instance = _Instance(problem, groups)
     best, placement, step, width = target, None, BEAM_STEP, BEAM_WIDTH
-    while width <= BEAM_MAX_WIDTH and time.perf_counter() < deadline:
+    while (width <= BEAM_MAX_WIDTH and best > floor * (1 + BEAM_LEAST_STEP)
+           and time.perf_counter() < deadline):
         level = best * (1 - step)
         if progress is not None:
             progress(f"beam search: a chain under {level:.6g}?", None)
-        blocks = beam_chain(instance, problem.num_devices, level, width, deadline)
+        blocks, cut = beam_chain(instance, problem.num_devices, level, width, deadline)
         if blocks is None:
             step /= 2
             if step < BEAM_LEAST_STEP:
+                if not cut:
+                    break  # exact at this width: no chain under the level, wider or not
                 step, width = BEAM_STEP, width * BEAM_WIDEN
             continue
         best = max(instance.load(block) for block in blocks)

@@ -896,6 +896,7 @@ def heaviest_block_bound(
     target: float = math.inf,
     weights: np.ndarray | None = None,
     stop_at: float = -math.inf,
+    subsolvers: tuple[str, ...] = (),
 ) -> BoundResult:
     """The least load of a block holding ``1 / K`` of the least-cost work (module docstring, 6),
     within ``time_limit`` seconds (building included). ``target`` as for :func:`chain_bound`;
@@ -909,7 +910,8 @@ def heaviest_block_bound(
     that the level is short of the optimum. ``stop_at``: the search stops at the first block
     it finds of load (costs rounded down) at most this (the covering bound's certificate wants
     such a block as a column, not the least one); the value is then CP-SAT's bound at that
-    point."""
+    point. ``subsolvers``: CP-SAT's workers by name, one each (by default its own portfolio on
+    ``CHAIN_WORKERS``)."""
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
@@ -942,7 +944,8 @@ def heaviest_block_bound(
     # to lose here (RandWire-ER, k = 16: solved in 1.7 s alone, unsolved in 2 s of probes).
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = left
-    solver.parameters.num_workers = CHAIN_WORKERS
+    solver.parameters.subsolvers.extend(subsolvers)
+    solver.parameters.num_workers = len(subsolvers) or CHAIN_WORKERS
     stop_units = math.floor(stop_at / unit) if math.isfinite(stop_at) else -1
 
     class StopAt(cp_model.CpSolverSolutionCallback):

@@ -41,8 +41,8 @@ group keeps it feasible) gives the duals ``pi``; pricing looks for blocks with `
    (the group numbering, random orders, and orders that keep each block CP-SAT found in one
    piece, so its neighbours are intervals too); the best interval from each start joins;
 2. when the intervals offer none, the certificate's model (below) with the level as the cap:
-   CP-SAT looks for a block under the level holding ``P / K`` of the weight, for
-   ``PRICING_SECONDS`` and then on the certificate's time, and stops at the first it finds; that
+   CP-SAT looks for a block under the level holding ``P / K`` of the weight on the
+   certificate's time, and stops at the first it finds; that
    block prices out (``P / K > 1`` while the master's value exceeds ``K``; CP-SAT sees the
    weights rounded up, so a block that does not is dropped) and joins. An earlier
    pricing maximised ``pi(B)`` under ``f(B) <= L`` for 0.5 s; on RandWire (k = 16) it reported
@@ -113,10 +113,17 @@ ORDERS_PER_BLOCK = 3
 #: 16; the bound alone, 65 s, from the floors and placements of a 120 s k = 16 run (one run each,
 #: under the bench, load 0.5 -> 1.9): RandWire-BA 0.772 -> 0.866, WS and ER unchanged (0.773,
 #: 0.724): the second level's certificate needs 20-30 s there.
-CERTIFICATE_SHARE = 0.45
-#: Seconds of CP-SAT's first look for a column, before it gets the certificate's time; also
-#: the least time left for which the last ``h(pi)`` is computed.
-PRICING_SECONDS = 1.0
+CERTIFICATE_SHARE = 0.15
+#: The least time left for which the last ``h(pi)`` is computed.
+FINAL_LEAST_SECONDS = 1.0
+#: CP-SAT's workers for the certificate's model (one each): the linear relaxation with its
+#: cuts at every node and the search led by its reduced costs. Measured on the certificates of
+#: a RandWire-ER covering run (k = 16, one run each, load 1.6-2.6): a proof of no block 15.6 ->
+#: 1.6 s and 6.9 -> 1.2 s, a column found 15.0 -> 0.3 s and 13.5 -> 1.5 s, the last ``h(pi)``
+#: 14.8 -> 1.7 s, against CP-SAT's own portfolio on two workers. Not for the work's weights
+#: (the heaviest-block bound): there it was slower (T5-base 1.2 -> 6.9 s, NASNet-A-large 2.2
+#: -> 16.6 s).
+CERTIFICATE_SUBSOLVERS = ("max_lp", "reduced_costs")
 #: Random topological orders in the first pool; intervals kept in all (float32 cells).
 FIRST_ORDERS = 30
 POOL_CELLS = 20_000_000
@@ -381,7 +388,8 @@ def covering_bound(
         if not pi.sum() > 0 or seconds < 0.05:
             return None
         result = heaviest_block_bound(problem, seconds, groups, cap, weights=_coarse(pi),
-                                      stop_at=-math.inf if final else cap)
+                                      stop_at=-math.inf if final else cap,
+                                      subsolvers=CERTIFICATE_SUBSOLVERS)
         calls += result.mips
         if result.value > best.value:
             best = result
@@ -415,11 +423,9 @@ def covering_bound(
         if any([master.add(block, blocks.load(block)) for block in found]):
             continue
         # The pool offers none. CP-SAT looks for a block under the level holding P / K of the
-        # weight: briefly, then on the certificate's time. One it finds prices out (P / K > 1);
-        # none there certifies the level.
-        block = certify(min(PRICING_SECONDS, certify_from - time.perf_counter()), L)
-        if block is None and best.value < L * (1 - 2e-6):
-            block = certify(certificate_seconds(), L)
+        # weight on the certificate's time. One it finds prices out (P / K > 1); none there
+        # certifies the level.
+        block = certify(certificate_seconds(), L)
         if column(block):
             continue
         if best.value >= L * (1 - 2e-6):
@@ -439,7 +445,7 @@ def covering_bound(
         relevel(low + LEVEL * (high - low))
     low = max(low, best.value)
     if not gave_up and high - low > 1e-3 * high and low < L \
-            and deadline - time.perf_counter() > PRICING_SECONDS:
+            and deadline - time.perf_counter() > FINAL_LEAST_SECONDS:
         # What is left: h(pi) for the duals of the last columns (valid for any weights).
         value, pi = master.solve()
         certify(deadline - time.perf_counter(), L, final=True)

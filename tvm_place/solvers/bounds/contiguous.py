@@ -910,8 +910,9 @@ def heaviest_block_bound(
     that the level is short of the optimum. ``stop_at``: the search stops at the first block
     it finds of load (costs rounded down) at most this (the covering bound's certificate wants
     such a block as a column, not the least one); the value is then CP-SAT's bound at that
-    point. ``subsolvers``: CP-SAT's workers by name, one each (by default its own portfolio on
-    ``CHAIN_WORKERS``)."""
+    point. ``subsolvers``: CP-SAT's full-problem workers by name, on ``CHAIN_WORKERS`` workers in
+    all (CP-SAT gives one of them its first-solution and neighbourhood searches: with two
+    workers it runs one named worker); by default its own portfolio."""
     from ortools.sat.python import cp_model
 
     started = time.perf_counter()
@@ -945,7 +946,7 @@ def heaviest_block_bound(
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = left
     solver.parameters.subsolvers.extend(subsolvers)
-    solver.parameters.num_workers = len(subsolvers) or CHAIN_WORKERS
+    solver.parameters.num_workers = CHAIN_WORKERS
     stop_units = math.floor(stop_at / unit) if math.isfinite(stop_at) else -1
 
     class StopAt(cp_model.CpSolverSolutionCallback):

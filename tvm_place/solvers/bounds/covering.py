@@ -65,7 +65,7 @@ bound needs neither a converged LP nor a proof from pricing, since ``h`` is vali
 
 Time: ``O(G (G + n))`` per order and ``O(G^2)`` per order per master solve (NumPy), one GLOP
 solve per round, the CP-SAT searches in the loop on at most ``CERTIFICATE_SHARE`` of the time
-each (on the workers ``CERTIFICATE_SUBSOLVERS`` names: the linear relaxation with cuts at every
+each (on the worker ``CERTIFICATE_SUBSOLVERS`` names: the linear relaxation with cuts at every
 node proves there is no block 5-10 times faster than CP-SAT's default portfolio on these dual
 weights), and the last ``h(pi)`` on whatever is left where no level was certified. Memory:
 ``POOL_CELLS`` float32 interval loads, and the index pairs of those under the level (two int64
@@ -79,7 +79,7 @@ after the pricing and the final ``h(pi)`` above: RandWire-WS 0.759 -> 0.759, Ran
 the time left, and it does not always: repeated later (load 1.8), this code gave 0.759, 0.764
 and 0.709, as the old one did.
 
-Session 20 (the certificate's workers, one CP-SAT call per pricing round, the loop to the end of
+Session 20 (the certificate's worker, one CP-SAT call per pricing round, the loop to the end of
 the time once a level is certified): the bound alone from the heaviest-block bound to the k = 16
 table's answers (under the bench, load 1.6-1.9), RandWire-ER 0.827 in 101 s -> 0.879 in 19 s
 (three levels certified at 3.6, 10.2 and 19.3 s, the fourth's columns not done in 60 s), WS 0.925
@@ -118,27 +118,29 @@ from .result import BoundResult
 #: limit then certify in 1-9 s, and the time goes to the last): slicegraph on 117.6 s, one run
 #: each under the bench (load 1.2-1.7), RandWire-ER 0.879 -> 0.899, RandWire-WS 0.910 -> 0.909.
 LEVEL = 0.2
-#: The first level's distance (as low as ``LEVEL``: a level far under the LP's limit converges
-#: in fewer columns).
+#: The first level's distance (low: a level far under the LP's limit converges in fewer
+#: columns).
 FIRST_LEVEL = 0.3
 #: Topological orders added per block CP-SAT finds (each keeps the block in one piece).
 ORDERS_PER_BLOCK = 3
 #: Share of the time a CP-SAT search (a column or the certificate) may take, and kept at the end
 #: for the last ``h(pi)`` while no level is certified. 0.3 before session 16, 0.45 after (then
 #: a certificate needed 20-30 s on RandWire, k = 16); 0.15 since session 20, where the
-#: certificate's workers (``CERTIFICATE_SUBSOLVERS``) take 1-3 s: at 0.45 the covering bound
+#: certificate's worker (``CERTIFICATE_SUBSOLVERS``) takes 1-3 s: at 0.45 the covering bound
 #: stopped at 0.55 of its time and handed the rest to the cut windows, which proved nothing more.
 CERTIFICATE_SHARE = 0.15
 #: The least time left for which the last ``h(pi)`` is computed.
 FINAL_LEAST_SECONDS = 1.0
-#: CP-SAT's workers for the certificate's model (one each): the linear relaxation with its
-#: cuts at every node and the search led by its reduced costs. Measured on the certificates of
-#: a RandWire-ER covering run (k = 16, one run each, load 1.6-2.6): a proof of no block 15.6 ->
-#: 1.6 s and 6.9 -> 1.2 s, a column found 15.0 -> 0.3 s and 13.5 -> 1.5 s, the last ``h(pi)``
-#: 14.8 -> 1.7 s, against CP-SAT's own portfolio on two workers. Not for the work's weights
+#: CP-SAT's full-problem worker for the certificate's model: the linear relaxation with its cuts
+#: at every node (on two workers CP-SAT runs its first-solution and neighbourhood searches beside
+#: it). Measured on the certificates of a RandWire-ER covering run (k = 16, one run each, load
+#: 1.6-2.6): a proof of no block 15.6 -> 1.6 s and 6.9 -> 1.2 s, a column found 15.0 -> 0.3 s
+#: and 13.5 -> 1.5 s, the last ``h(pi)`` 14.8 -> 1.7 s, against CP-SAT's own portfolio on two
+#: workers (those runs also named ``reduced_costs``, which two workers leave out: the same
+#: set-up; ``max_lp`` on one worker alone: 1.0, 0.3, 1.3 and 2.7 s). Not for the work's weights
 #: (the heaviest-block bound): there it was slower (T5-base 1.2 -> 6.9 s, NASNet-A-large 2.2
 #: -> 16.6 s).
-CERTIFICATE_SUBSOLVERS = ("max_lp", "reduced_costs")
+CERTIFICATE_SUBSOLVERS = ("max_lp",)
 #: Random topological orders in the first pool; intervals kept in all (float32 cells).
 FIRST_ORDERS = 30
 POOL_CELLS = 20_000_000
@@ -442,6 +444,8 @@ def covering_bound(
         # The pool offers none. CP-SAT looks for a block under the level holding P / K of the
         # weight on the certificate's time. One it finds prices out (P / K > 1); none there
         # certifies the level.
+        if certificate_seconds() < 0.05:
+            break  # too little time for CP-SAT: the level is left neither proven nor failed
         block = certify(certificate_seconds(), L)
         if column(block):
             continue

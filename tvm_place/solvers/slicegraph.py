@@ -157,7 +157,7 @@ BEAM_SHARE = 0.15
 COVERING_LEAST_SECONDS = 10.0
 COVERING_PROBE = 0.4
 #: 0.1 before session 20; on RandWire (k = 16) the cut windows then proved nothing after the
-#: covering bound in their 8-16 s, which the covering bound now uses (where it gives up, its
+#: covering bound in their 14-33 s (one slicegraph run each), which the covering bound now uses (where it gives up, its
 #: time still goes to the windows).
 WINDOW_SHARE_LEAST = 0.02
 #: Relative gap under which the answer counts as proven optimal (covers the bounds' safety margin).

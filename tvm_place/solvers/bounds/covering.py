@@ -81,7 +81,7 @@ and 0.709, as the old one did.
 
 Session 20 (the certificate's worker, one CP-SAT call per pricing round, the loop to the end of
 the time once a level is certified): the bound alone from the heaviest-block bound to the k = 16
-table's answers (under the bench, load 1.6-1.9), RandWire-ER 0.827 in 101 s -> 0.879 in 19 s
+table's answers (under the bench, load 0.2-1.9), RandWire-ER 0.827 in 101 s -> 0.879 in 19 s
 (three levels certified at 3.6, 10.2 and 19.3 s, the fourth's columns not done in 60 s), WS 0.925
 in 83 s (four levels). From a floor that puts the first level at 0.90 of the answer, RandWire-ER
 certified it in 37 s (31 and 39 s in two runs with smoothed duals, not kept; not in 38 s in a
@@ -137,7 +137,8 @@ FINAL_LEAST_SECONDS = 1.0
 #: 1.6-2.6): a proof of no block 15.6 -> 1.6 s and 6.9 -> 1.2 s, a column found 15.0 -> 0.3 s
 #: and 13.5 -> 1.5 s, the last ``h(pi)`` 14.8 -> 1.7 s, against CP-SAT's own portfolio on two
 #: workers (those runs also named ``reduced_costs``, which two workers leave out: the same
-#: set-up; ``max_lp`` on one worker alone: 1.0, 0.3, 1.3 and 2.7 s). Not for the work's weights
+#: set-up; ``max_lp`` on one worker alone: the second proof 1.0 s, the columns 0.3 and 1.3 s, the
+#: last ``h(pi)`` 2.7 s, the first proof not tried). Not for the work's weights
 #: (the heaviest-block bound): there it was slower (T5-base 1.2 -> 6.9 s, NASNet-A-large 2.2
 #: -> 16.6 s).
 CERTIFICATE_SUBSOLVERS = ("max_lp",)
